@@ -1,0 +1,177 @@
+"""Provider kinds by name, and the configured provider instances of a process.
+
+Built-in kinds are listed once in :data:`BUILTIN_KINDS` (imported lazily);
+third-party packages add kinds through the ``pixelgate.providers`` entry-point
+group with no edit here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from typing import Any
+
+import httpx
+from pydantic import SecretStr, ValidationError
+
+from pixelgate.config import Settings
+from pixelgate.errors import ConfigError, NotFound
+from pixelgate.providers.base import Provider
+
+__all__ = ["BUILTIN_KINDS", "ENTRY_POINT_GROUP", "ProviderSet", "build_providers", "load_kind"]
+
+ENTRY_POINT_GROUP = "pixelgate.providers"
+PLACEHOLDER = "placeholder"
+
+BUILTIN_KINDS: dict[str, str] = {
+    "placeholder": "pixelgate.providers.placeholder:PlaceholderProvider",
+    "openai": "pixelgate.providers.openai:OpenAIProvider",
+    "openai_compatible": "pixelgate.providers.openai:OpenAICompatibleProvider",
+    "gemini": "pixelgate.providers.gemini:GeminiProvider",
+    "imagen": "pixelgate.providers.imagen:ImagenProvider",
+    "stability": "pixelgate.providers.stability:StabilityProvider",
+    "replicate": "pixelgate.providers.replicate:ReplicateProvider",
+    "fal": "pixelgate.providers.fal:FalProvider",
+    "ideogram": "pixelgate.providers.ideogram:IdeogramProvider",
+    "unsplash": "pixelgate.providers.unsplash:UnsplashProvider",
+    "comfyui": "pixelgate.providers.comfyui:ComfyUIProvider",
+    "horde": "pixelgate.providers.horde:HordeProvider",
+}
+
+#: kinds that get an instance of the same name even without a config table
+#: (listed as "not configured" until a key is set)
+DEFAULT_INSTANCES = (
+    "openai",
+    "gemini",
+    "imagen",
+    "stability",
+    "replicate",
+    "fal",
+    "ideogram",
+    "unsplash",
+)
+
+
+def _import(target: str) -> type[Provider]:
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(f"{target} is not a pixelgate Provider")
+    return cls
+
+
+def available_kinds() -> dict[str, str]:
+    """Every known kind: built-ins plus installed plug-ins (plug-ins cannot shadow built-ins)."""
+    kinds = dict(BUILTIN_KINDS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        kinds.setdefault(ep.name, ep.value)
+    return kinds
+
+
+def load_kind(kind: str) -> type[Provider]:
+    target = available_kinds().get(kind)
+    if target is None:
+        raise ConfigError(f"unknown provider kind {kind!r}")
+    try:
+        return _import(target)
+    except ImportError as exc:
+        raise ConfigError(f"provider kind {kind!r} cannot be loaded: {exc}") from None
+
+
+class ProviderSet:
+    """The provider instances of this process, by instance name."""
+
+    def __init__(self, providers: dict[str, Provider], default_chain: list[str]) -> None:
+        self._providers = providers
+        self.default_chain = default_chain
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._providers.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._providers
+
+    def names(self) -> list[str]:
+        return list(self._providers)
+
+    def get(self, name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            raise NotFound(f"unknown provider {name!r}", code="unknown_provider")
+        return provider
+
+    def find(self, name: str) -> Provider | None:
+        return self._providers.get(name)
+
+    def configured(self) -> list[Provider]:
+        return [p for p in self._providers.values() if p.configured]
+
+    @property
+    def placeholder(self) -> Provider:
+        provider = self._providers.get(PLACEHOLDER)
+        if provider is None:  # configured away by name: build a plain one
+            raise NotFound("no placeholder provider")
+        return provider
+
+
+def _instance_settings(
+    name: str, table: dict[str, Any], cls: type[Provider], env: dict[str, str]
+) -> Any:
+    data = dict(table)
+    env_name = name.upper().replace("-", "_")
+    if data.get("api_key") is None:
+        key = None
+        if data.get("api_key_env"):
+            key = env.get(str(data["api_key_env"]))
+        key = key or env.get(f"PIXELGATE_{env_name}_API_KEY")
+        if key is None and cls.key_env and data.get("kind") == name:
+            key = env.get(cls.key_env)
+        if key is None and cls.key_env and not data.get("api_key_env"):
+            key = env.get(f"PIXELGATE_{cls.kind.upper()}_API_KEY") or env.get(cls.key_env)
+        if key:
+            data["api_key"] = SecretStr(key)
+    if data.get("base_url") is None:
+        url = env.get(f"PIXELGATE_{env_name}_BASE_URL")
+        if url:
+            data["base_url"] = url
+    try:
+        return cls.settings_class.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"config error: providers.{name}.{loc}: {first['msg']}") from None
+
+
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> ProviderSet:
+    """Instantiate every provider from the config tables and the environment.
+
+    Raises:
+        ConfigError: a table names an unknown kind or has a bad field.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for kind in DEFAULT_INSTANCES:
+        tables[kind] = {"kind": kind}
+    tables[PLACEHOLDER] = {"kind": PLACEHOLDER}
+    for name, table in settings.providers.items():
+        if not isinstance(table, dict) or "kind" not in table:
+            raise ConfigError(f"config error: providers.{name}.kind: field required")
+        tables[name] = dict(table)
+
+    providers: dict[str, Provider] = {}
+    for name, table in tables.items():
+        cls = load_kind(str(table["kind"]))
+        instance_settings = _instance_settings(name, table, cls, settings.provider_env)
+        providers[name] = cls(name, instance_settings, http)
+
+    chain = list(settings.routing.default)
+    for name in chain:
+        if name not in providers:
+            raise ConfigError(f"config error: routing.default: unknown provider {name!r}")
+    if not chain:
+        real = [
+            n for n, p in providers.items() if p.configured and p.kind != PLACEHOLDER
+        ]
+        explicit = [n for n in settings.providers if n in real]
+        chain = explicit + [n for n in real if n not in explicit] or [PLACEHOLDER]
+    return ProviderSet(providers, chain)

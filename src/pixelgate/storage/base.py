@@ -1,0 +1,95 @@
+"""The storage interface (local disk now, S3-compatible later) and the key layout."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from pixelgate.errors import StorageError
+
+__all__ = ["CACHE_CONTROL", "Storage", "StorageStats", "StoredObject", "image_key", "validate_key"]
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class StorageStats:
+    objects: int
+    bytes: int
+    backend: str
+
+
+class Storage(Protocol):
+    """Where images live. Keys are validated with :func:`validate_key`."""
+
+    backend: str
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` under ``key`` (overwrite: a re-run writes the same key)."""
+
+    async def get(self, key: str) -> StoredObject:
+        """Read an object; raises ``NotFound`` when absent."""
+
+    async def delete(self, key: str) -> None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    def url(self, key: str, base_url: str) -> str:
+        """The URL a client fetches the object from."""
+
+    async def stats(self) -> StorageStats: ...
+
+    async def close(self) -> None: ...
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if every segment is a safe name; raise ``StorageError`` otherwise.
+
+    Rejects absolute paths, ``..``, empty segments, backslashes and control characters,
+    so no key can reach outside a storage root.
+    """
+    if not key or len(key) > 1024:
+        raise StorageError("invalid storage key", code="invalid_key")
+    parts = key.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or not _SEGMENT.match(part):
+            raise StorageError(f"invalid storage key segment {part!r}", code="invalid_key")
+    return key
+
+
+def _slug(value: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip(".-")
+    return (cleaned or "default")[:64]
+
+
+def image_key(
+    *,
+    prefix: str,
+    account: str,
+    project: str,
+    created_at: datetime,
+    generation_id: str,
+    index: int,
+    ext: str,
+) -> str:
+    """``{prefix}/{account}/{project}/{yyyy}/{mm}/{generation_id}-{index}.{ext}`` (DESIGN.md)."""
+    parts = [
+        _slug(account),
+        _slug(project),
+        f"{created_at.year:04d}",
+        f"{created_at.month:02d}",
+        f"{generation_id}-{index}.{ext}",
+    ]
+    if prefix:
+        parts.insert(0, "/".join(_slug(p) for p in prefix.strip("/").split("/") if p))
+    return validate_key("/".join(parts))
