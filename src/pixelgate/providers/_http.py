@@ -1,0 +1,157 @@
+"""Shared HTTP helpers for adapters: error mapping, Retry-After, capped downloads, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from pixelgate.errors import (
+    InvalidRequest,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    Transient,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "download",
+    "error_for_status",
+    "parse_retry_after",
+    "poll_until",
+    "request",
+]
+
+DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+_MAX_MESSAGE = 500
+T = TypeVar("T")
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _message(response: httpx.Response) -> str:
+    """Best-effort human message from an error body (never echoes request headers)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:_MAX_MESSAGE] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:_MAX_MESSAGE]
+        for key in ("error", "detail", "message", "name"):
+            if body.get(key):
+                return str(body[key])[:_MAX_MESSAGE]
+    return str(body)[:_MAX_MESSAGE]
+
+
+def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
+    """Map a non-2xx response onto the taxonomy (adapters refine refusals first)."""
+    status = response.status_code
+    message = f"{provider}: HTTP {status}: {_message(response)}"
+    kwargs: dict[str, Any] = {"provider": provider, "status_code": status}
+    if status == 429:
+        return ProviderRateLimited(message, retry_after=parse_retry_after(response.headers), **kwargs)
+    if status in (401, 403):
+        return ProviderAuthError(message, **kwargs)
+    if status in (408, 504):
+        return ProviderTimeout(message, **kwargs)
+    if status >= 500 or status == 409:
+        return Transient(message, retry_after=parse_retry_after(response.headers), **kwargs)
+    return InvalidRequest(message, **kwargs)
+
+
+async def request(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request; transport failures become ``Transient``/``ProviderTimeout``.
+
+    The response is returned whatever its status: the adapter inspects it.
+    """
+    try:
+        return await client.request(method, url, timeout=timeout, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(f"{provider}: request timed out", provider=provider) from exc
+    except httpx.HTTPError as exc:
+        raise Transient(f"{provider}: {type(exc).__name__}", provider=provider) from exc
+
+
+async def download(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    timeout: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[bytes, str | None]:
+    """Stream ``url`` with a byte cap; returns the body and its content type."""
+    try:
+        async with client.stream("GET", url, timeout=timeout, headers=headers) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise error_for_status(provider, response)
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise InvalidRequest(f"{provider}: image larger than {max_bytes} bytes")
+            chunks: list[bytes] = []
+            total = 0
+            async for chunk in response.aiter_bytes():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise InvalidRequest(f"{provider}: image larger than {max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("content-type")
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(f"{provider}: download timed out", provider=provider) from exc
+    except httpx.HTTPError as exc:
+        raise Transient(f"{provider}: download failed: {type(exc).__name__}") from exc
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    provider: str,
+    interval: float,
+    timeout: float,
+) -> T:
+    """Call ``check`` every ``interval`` seconds until it returns a value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProviderTimeout(f"{provider}: no result within {timeout:g} s", provider=provider)
+        await asyncio.sleep(min(interval, remaining))
