@@ -1,0 +1,88 @@
+"""``create_app(settings)``: the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixelgate.api.deps import KeyCache
+from pixelgate.api.errors import install_error_handlers
+from pixelgate.config import Settings
+from pixelgate.core.ids import new_id
+from pixelgate.runtime import Runtime
+
+__all__ = ["create_app"]
+
+MAX_REQUEST_ID = 128
+
+
+class RequestIdMiddleware:
+    """Keeps an incoming ``X-Request-ID`` (or makes one) and echoes it on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:MAX_REQUEST_ID]
+                break
+        if not request_id or not request_id.isprintable():
+            request_id = new_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, run_worker: bool | None = None
+) -> FastAPI:
+    """Build the app. Without ``runtime`` the lifespan opens (and closes) its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        own = runtime is None
+        rt = runtime or await Runtime.open(settings)
+        app.state.runtime = rt
+        want_worker = settings.worker if run_worker is None else run_worker
+        if want_worker and rt.worker is None:
+            await rt.start_worker()
+        try:
+            yield {}
+        finally:
+            if own:
+                await rt.close()
+            elif want_worker and rt.worker is not None:
+                await rt.worker.stop(settings.shutdown_grace_s)
+                rt.worker = None
+
+    app = FastAPI(
+        title="pixelgate",
+        version="0.1.0",
+        description="Self-hosted, provider-agnostic AI image-generation gateway",
+        lifespan=lifespan,
+    )
+    app.state.key_cache = KeyCache()
+    install_error_handlers(app)
+
+    from pixelgate.api.compat import seed000, seed001, seed004
+    from pixelgate.api.routes import files, generations, health, providers
+
+    for module in (health, generations, providers, files, seed000, seed001, seed004):
+        app.include_router(module.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

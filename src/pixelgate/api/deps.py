@@ -1,0 +1,99 @@
+"""Dependency aliases for routes: the runtime, the caller behind the API key, the request id."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from pixelgate.core.pipeline import Caller
+from pixelgate.db.store import hash_key
+from pixelgate.errors import AuthenticationFailed, Forbidden
+from pixelgate.runtime import Runtime
+
+__all__ = ["AdminCaller", "CurrentCaller", "KeyCache", "RequestId", "RuntimeDep"]
+
+KEY_CACHE_TTL_S = 10.0
+KEY_CACHE_MAX = 10_000
+
+
+class KeyCache:
+    """Hash → caller, for a few seconds: one hash lookup per request, not one query.
+
+    A revoked key stops working here at once and in other processes within the TTL.
+    """
+
+    def __init__(self, ttl_s: float = KEY_CACHE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Caller | None]] = {}
+
+    def get(self, key_hash: str) -> tuple[bool, Caller | None]:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key_hash: str, caller: Caller | None) -> None:
+        if len(self._entries) >= KEY_CACHE_MAX:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl_s, caller)
+
+    def drop(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def get_caller(request: Request) -> Caller:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("missing bearer API key (Authorization: Bearer <key>)")
+    key_hash = hash_key(token)
+    cache: KeyCache = request.app.state.key_cache
+    hit, caller = cache.get(key_hash)
+    if not hit:
+        info = await get_runtime(request).store.lookup_key(key_hash)
+        caller = (
+            Caller(
+                account_id=info.account_id,
+                account_name=info.account_name,
+                is_admin=info.is_admin,
+                key_id=info.key_id,
+            )
+            if info
+            else None
+        )
+        cache.put(key_hash, caller)
+    if caller is None:
+        raise AuthenticationFailed("invalid API key")
+    return caller
+
+
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.is_admin:
+        raise Forbidden("this route needs an admin key")
+    return caller
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+AdminCaller = Annotated[Caller, Depends(get_admin)]
+RequestId = Annotated[str, Depends(get_request_id)]
+
+
+def visible_account(caller: Caller) -> str | None:
+    """The account filter for reads: admins see every account, others only their own."""
+    return None if caller.is_admin else caller.account_id

@@ -1,0 +1,148 @@
+"""Native generation routes: create (async, or waiting with ``Prefer: wait=N``), read, list,
+cancel and the SSE event stream."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.schemas import generation_body, iso
+from pixelgate.core.models import GenerationRequest, Status
+from pixelgate.errors import ValidationFailed
+
+router = APIRouter(prefix="/v1/generations", tags=["generations"])
+
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)")
+TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
+SSE_WAIT_S = 15.0
+MAX_PAGE = 100
+
+
+def prefer_wait(header: str | None, cap: float) -> float | None:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240), capped; None when absent."""
+    if not header:
+        return None
+    match = _PREFER_WAIT.search(header)
+    if not match:
+        return None
+    return min(float(match[1]), cap)
+
+
+@router.post("", status_code=202)
+async def create_generation(
+    body: GenerationRequest,
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    request_id: RequestId,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    result = await runtime.pipeline.admit(
+        caller, body, source="native", idempotency_key=idempotency_key, request_id=request_id
+    )
+    view = result.generation
+    wait_s = prefer_wait(prefer, runtime.settings.max_wait_s)
+    if wait_s and not view.terminal:
+        view = await runtime.pipeline.wait(view.id, wait_s)
+    headers = {"Location": f"/v1/generations/{view.id}"}
+    if not result.created:
+        headers["Idempotent-Replayed"] = "true"
+    if wait_s is not None:
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+    status = 200 if view.terminal and (wait_s is not None or not result.created) else 202
+    return JSONResponse(generation_body(view), status_code=status, headers=headers)
+
+
+@router.get("")
+async def list_generations(
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JSONResponse:
+    views = await runtime.store.list_generations(
+        account_id=visible_account(caller), status=status, limit=limit + 1, cursor=cursor
+    )
+    has_more = len(views) > limit
+    views = views[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [generation_body(v) for v in views],
+            "has_more": has_more,
+            "next_cursor": views[-1].id if has_more and views else None,
+        }
+    )
+
+
+@router.get("/{generation_id}")
+async def get_generation(
+    generation_id: str, runtime: RuntimeDep, caller: CurrentCaller
+) -> JSONResponse:
+    view = await runtime.store.get_generation(generation_id, account_id=visible_account(caller))
+    return JSONResponse(generation_body(view))
+
+
+@router.delete("/{generation_id}")
+async def cancel_generation(
+    generation_id: str, runtime: RuntimeDep, caller: CurrentCaller
+) -> JSONResponse:
+    view, event_id = await runtime.store.cancel(generation_id, account_id=visible_account(caller))
+    if event_id:
+        await runtime.bus.publish(generation_id)
+    else:
+        await runtime.bus.request_cancel(generation_id)
+        view = await runtime.pipeline.wait(generation_id, 2.0)
+    return JSONResponse(generation_body(view), status_code=200 if view.terminal else 202)
+
+
+def _last_event_id(request: Request, query_value: str | None) -> int:
+    raw = request.headers.get("last-event-id") or query_value or "0"
+    if not raw.isdigit():
+        raise ValidationFailed("Last-Event-ID", "must be an event id (a non-negative integer)")
+    return int(raw)
+
+
+@router.get("/{generation_id}/events")
+async def stream_events(
+    generation_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    last_event_id: Annotated[str | None, Query(max_length=20)] = None,
+) -> EventSourceResponse:
+    await runtime.store.get_generation(generation_id, account_id=visible_account(caller))
+    after = _last_event_id(request, last_event_id)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        nonlocal after
+        async with runtime.bus.subscribe(generation_id) as sub:
+            while True:
+                batch = await runtime.store.events_after(generation_id, after)
+                for event in batch:
+                    after = event.id
+                    data = {"generation_id": generation_id, "type": event.type,
+                            "created_at": iso(event.created_at), **event.data}
+                    yield {"id": str(event.id), "event": event.type, "data": json.dumps(data)}
+                    if event.type in TERMINAL_EVENTS:
+                        return
+                if not batch:
+                    state = await runtime.store.status_of(generation_id)
+                    if state is None or state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
+                        # resumed after the end: nothing more will come
+                        if not await runtime.store.events_after(generation_id, after):
+                            return
+                        continue
+                if await request.is_disconnected():
+                    return
+                await sub.wait(SSE_WAIT_S)
+
+    return EventSourceResponse(events(), ping=SSE_WAIT_S)

@@ -1,0 +1,338 @@
+"""The ``pixelgate`` command: thin wrappers that parse flags, call the runtime and print."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pixelgate.config import Settings, load_settings
+from pixelgate.errors import PixelgateError
+from pixelgate.logs import configure_logging
+
+app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except PixelgateError as exc:
+        err.print(f"[red]{exc.message}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except PixelgateError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+async def _with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from pixelgate.runtime import Runtime
+
+    runtime = await Runtime.open(settings)
+    try:
+        return await fn(runtime)
+    finally:
+        await runtime.close()
+
+
+def _announce_admin(runtime: Any) -> None:
+    if runtime.admin.generated_key:
+        err.print(
+            "[bold yellow]Generated admin API key (shown once; also saved to "
+            f"{runtime.admin.key_file} with mode 0600):[/bold yellow]\n"
+            f"  {runtime.admin.generated_key}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="jobs run at once by the in-process worker")
+    ] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="API only")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the HTTP API (and, by default, the embedded worker)."""
+    import uvicorn
+
+    from pixelgate.api.app import create_app
+
+    settings = _settings(host=host, port=port, concurrency=concurrency, config=config,
+                         worker=False if no_worker else None)
+
+    async def bootstrap(runtime: Any) -> None:
+        _announce_admin(runtime)
+
+    _run(lambda: _with_runtime(settings, bootstrap))
+    uv_config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+        lifespan="on",
+    )
+    server = uvicorn.Server(uv_config)
+    err.print(
+        f"pixelgate listening on http://{settings.host}:{settings.port} "
+        f"(database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
+        f"worker: {'on' if settings.worker else 'off'})",
+        highlight=False,
+    )
+    server.run()
+    if getattr(server, "started", True) is False:
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="jobs run at once")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a worker process only (no HTTP), against the configured database."""
+    import signal
+
+    settings = _settings(concurrency=concurrency, config=config)
+
+    async def main(runtime: Any) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start_worker()
+        err.print(f"pixelgate worker running (concurrency {runtime.worker.concurrency})")
+        await stop.wait()
+
+    _run(lambda: _with_runtime(settings, main))
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Apply database migrations."""
+    from pixelgate.db.engine import run_migrations
+
+    settings = _settings(config=config)
+    _run(lambda: run_migrations(settings.resolved_database_url))
+    out.print("database is up to date")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="what to draw")],
+    provider: Annotated[str | None, typer.Option(help="provider instance")] = None,
+    model: Annotated[str | None, typer.Option(help="model")] = None,
+    size: Annotated[str | None, typer.Option(help="WxH, e.g. 1024x768")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="png, jpeg or webp")] = "png",
+    seed: Annotated[int | None, typer.Option(help="seed")] = None,
+    n: Annotated[int, typer.Option("-n", help="number of images")] = 1,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="output file")] = None,
+    account: Annotated[str | None, typer.Option(help="account to charge")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate in-process (no server needed) with a progress display; writes the file(s)."""
+    from pixelgate.core.models import GenerationRequest
+
+    settings = _settings(config=config)
+    data: dict[str, Any] = {"prompt": prompt, "format": fmt, "n": n}
+    if provider:
+        data["provider"] = provider
+    if model:
+        data["model"] = model
+    if seed is not None:
+        data["seed"] = seed
+    if size:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            err.print("[red]--size must look like 1024x768[/red]")
+            raise typer.Exit(2) from None
+        data.update(width=width, height=height)
+    try:
+        request = GenerationRequest.model_validate(data)
+    except ValueError as exc:
+        err.print(f"[red]invalid request:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def main(runtime: Any) -> int:
+        caller = await runtime.local_caller(account)
+        await runtime.start_worker()
+        result = await runtime.pipeline.admit(caller, request, source="cli")
+        gen_id = result.generation.id
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task(f"{gen_id} queued", total=100)
+            async with runtime.bus.subscribe(gen_id) as sub:
+                while True:
+                    view = await runtime.store.get_generation(gen_id)
+                    bar.update(task, completed=view.progress,
+                               description=f"{gen_id} {view.status.value.lower()}"
+                               + (f" ({view.provider})" if view.provider else ""))
+                    if view.terminal:
+                        break
+                    await sub.wait(0.5)
+        if view.status.value != "SUCCEEDED":
+            err.print(f"[red]{view.status.value}[/red]: {view.error_message}")
+            return 1
+        for image in view.images:
+            obj = await runtime.storage.get(image.key)
+            if output is None:
+                target = Path(f"{gen_id}-{image.index}.{image.key.rsplit('.', 1)[-1]}")
+            elif len(view.images) == 1:
+                target = output
+            else:
+                target = output.with_name(f"{output.stem}-{image.index}{output.suffix}")
+            target.write_bytes(obj.data)
+            out.print(f"{target} ({image.width}x{image.height} {image.format}, "
+                      f"{image.bytes} bytes, {view.provider}/{view.model})", highlight=False)
+        return 0
+
+    code = _run(lambda: _with_runtime(settings, main))
+    raise typer.Exit(code)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Argument()],
+    tier: Annotated[str, typer.Option(help="FREE, PRO, ENTERPRISE")] = "FREE",
+    credits: Annotated[int | None, typer.Option(help="initial credits (unmetered if unset)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an account."""
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> Any:
+        return await runtime.store.create_account(name, tier=tier, credits=credits, actor="cli")
+
+    account = _run(lambda: _with_runtime(settings, main))
+    out.print(f"{account.id} {account.name} {account.tier} credits={account.credits}",
+              highlight=False)
+
+
+@accounts_app.command("list")
+def accounts_list(config: ConfigOpt = None) -> None:
+    """List accounts."""
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> Any:
+        return await runtime.store.list_accounts()
+
+    table = Table("id", "name", "tier", "credits", "created")
+    for acct in _run(lambda: _with_runtime(settings, main)):
+        table.add_row(acct.id, acct.name, acct.tier,
+                      "unmetered" if acct.credits is None else str(acct.credits),
+                      acct.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="account name")],
+    admin: Annotated[bool, typer.Option("--admin", help="admin key")] = False,
+    name: Annotated[str | None, typer.Option(help="label")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an API key (printed once; only its hash is stored)."""
+    from pixelgate.errors import NotFound
+
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> tuple[str, str]:
+        acct = await runtime.store.find_account(account)
+        if acct is None:
+            raise NotFound(f"account {account!r} not found")
+        result: tuple[str, str] = await runtime.store.create_key(acct.id, is_admin=admin, name=name)
+        return result
+
+    key_id, plain = _run(lambda: _with_runtime(settings, main))
+    err.print(f"key {key_id} for {account} (shown once):", highlight=False)
+    out.print(plain, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    """List API keys (prefixes only)."""
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> Any:
+        return await runtime.store.list_keys()
+
+    table = Table("id", "account", "prefix", "admin", "created", "revoked")
+    for key in _run(lambda: _with_runtime(settings, main)):
+        table.add_row(key["id"], key["account"], key["prefix"] + "…", str(key["admin"]),
+                      key["created_at"].strftime("%Y-%m-%d %H:%M"),
+                      key["revoked_at"].strftime("%Y-%m-%d %H:%M") if key["revoked_at"] else "")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Revoke an API key."""
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> Any:
+        return await runtime.store.revoke_key(key_id)
+
+    _run(lambda: _with_runtime(settings, main))
+    out.print(f"revoked {key_id}")
+
+
+@app.command()
+def providers(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The provider catalog and each provider's health."""
+    from pixelgate.api.routes.providers import check_health, provider_body
+
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> list[dict[str, Any]]:
+        items = list(runtime.providers)
+        healths = await asyncio.gather(*(check_health(p) for p in items))
+        return [provider_body(p, h) for p, h in zip(items, healths, strict=True)]
+
+    rows = _run(lambda: _with_runtime(settings, main))
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "kind", "configured", "health", "models")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], "yes" if row["configured"] else "no",
+                      row["health"]["status"], ", ".join(m["name"] for m in row["models"]))
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

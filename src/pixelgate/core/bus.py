@@ -1,0 +1,111 @@
+"""Event fan-out: wakes SSE streams, synchronous waiters and idle workers.
+
+The database stays the truth; a notification only says "look again". The
+in-process bus serves the embedded deployment; a Redis bus implements the same
+protocol for scale-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+__all__ = ["EventBus", "MemoryBus", "Subscription"]
+
+
+class Subscription:
+    """Notifications for one generation; ``wait`` returns early when one arrives."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.cancel_requested = False
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+
+class EventBus(Protocol):
+    async def publish(self, generation_id: str) -> None:
+        """Something happened to this generation (an event row was written)."""
+
+    def subscribe(self, generation_id: str) -> asyncio.AbstractAsyncContextManager[Subscription]:
+        """Receive notifications for one generation while the context is open."""
+
+    async def notify_jobs(self) -> None:
+        """New runnable jobs exist: wake idle workers."""
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        """Sleep until ``notify_jobs`` or the timeout."""
+
+    async def request_cancel(self, generation_id: str) -> None:
+        """Ask whichever worker runs the generation to cancel it now."""
+
+    def on_cancel(self, generation_id: str) -> asyncio.Event:
+        """The event a worker waits on for cancellation of a job it runs."""
+
+    def forget_cancel(self, generation_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBus:
+    """Process-local bus for the embedded deployment."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._jobs = asyncio.Event()
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    async def publish(self, generation_id: str) -> None:
+        for sub in self._subs.get(generation_id, ()):
+            sub.notify()
+
+    @asynccontextmanager
+    async def subscribe(self, generation_id: str) -> AsyncIterator[Subscription]:
+        sub = Subscription()
+        self._subs[generation_id].add(sub)
+        try:
+            yield sub
+        finally:
+            subs = self._subs.get(generation_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[generation_id]
+
+    async def notify_jobs(self) -> None:
+        self._jobs.set()
+
+    async def wait_for_jobs(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._jobs.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._jobs.clear()
+
+    async def request_cancel(self, generation_id: str) -> None:
+        event = self._cancels.get(generation_id)
+        if event is not None:
+            event.set()
+
+    def on_cancel(self, generation_id: str) -> asyncio.Event:
+        return self._cancels.setdefault(generation_id, asyncio.Event())
+
+    def forget_cancel(self, generation_id: str) -> None:
+        self._cancels.pop(generation_id, None)
+
+    async def close(self) -> None:
+        self._subs.clear()

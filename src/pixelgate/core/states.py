@@ -1,0 +1,44 @@
+"""The generation state machine: every allowed transition, in one place.
+
+``PENDING → PROCESSING → SUCCEEDED | FAILED`` and ``PENDING | PROCESSING → CANCELED``;
+an expired lease (or a released job) goes ``PROCESSING → PENDING``.
+"""
+
+from __future__ import annotations
+
+from pixelgate.core.models import TERMINAL, Status
+from pixelgate.errors import Conflict
+
+__all__ = ["ALLOWED", "can_transition", "check_transition", "is_terminal"]
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.PROCESSING, Status.CANCELED}),
+    Status.PROCESSING: frozenset(
+        {Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.PENDING}
+    ),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELED: frozenset(),
+}
+
+
+def can_transition(current: Status | str, target: Status | str) -> bool:
+    return Status(target) in ALLOWED[Status(current)]
+
+
+def check_transition(current: Status | str, target: Status | str) -> None:
+    """Raise ``Conflict`` unless ``current → target`` is allowed."""
+    if not can_transition(current, target):
+        raise Conflict(
+            f"a {Status(current).value} generation cannot become {Status(target).value}",
+            code="invalid_state",
+        )
+
+
+def sources_of(target: Status) -> tuple[str, ...]:
+    """The states a row may be in for a compare-and-set to ``target`` (used in SQL)."""
+    return tuple(s.value for s, targets in ALLOWED.items() if target in targets)
+
+
+def is_terminal(status: Status | str) -> bool:
+    return Status(status) in TERMINAL

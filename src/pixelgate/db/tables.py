@@ -1,0 +1,245 @@
+"""SQLAlchemy tables. Portable SQL only: the same migrations run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "ConfigVersion",
+    "Event",
+    "Generation",
+    "Image",
+    "LedgerEntry",
+    "UsageDaily",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+USD = Numeric(14, 6)
+# BigInteger primary keys autoincrement on PostgreSQL; SQLite needs INTEGER for rowid aliasing.
+EventId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _ts() -> Any:
+    return UTCDateTime()
+
+
+class Account(Base):
+    """An account (the seeds' instance or user): tier, credits, budgets, preferences."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    tier: Mapped[str] = mapped_column(String(32), default="FREE")
+    #: cached sum of the ledger; NULL means unmetered (no credit checks)
+    credits: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: "refund" (seed 003) or "keep" (seed 004) on final failure
+    credit_policy: Mapped[str] = mapped_column(String(16), default="refund")
+    daily_budget_usd: Mapped[Decimal | None] = mapped_column(USD, nullable=True)
+    preferred_providers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class ApiKey(Base):
+    """An API key, stored as a SHA-256 hash (keys are 256-bit random, so no slow KDF)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+    revoked_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+
+
+class Generation(Base):
+    """One generation job: the request, its state, its lease, its cost and timings."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        UniqueConstraint("account_id", "idempotency_key"),
+        Index("ix_generations_claim", "status", "run_after"),
+        Index("ix_generations_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    source: Mapped[str] = mapped_column(String(32), default="native")
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    prompt: Mapped[str] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: the provider's own job id, saved before polling so a restart resumes it
+    provider_job_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    provider_job_provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    route: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_retry_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fallback_image: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    credits: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_usd: Mapped[Decimal | None] = mapped_column(USD, nullable=True)
+    cost_usd: Mapped[Decimal | None] = mapped_column(USD, nullable=True)
+    provider_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    # the embedded queue: claim by compare-and-set, lease renewed by the worker
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+    run_after: Mapped[datetime] = mapped_column(_ts())
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    created_at: Mapped[datetime] = mapped_column(_ts())
+    updated_at: Mapped[datetime] = mapped_column(_ts())
+    started_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("generation_id", "index"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(1024), unique=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    content_type: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    attribution: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class Event(Base):
+    """Per-generation events with increasing ids (SSE ``Last-Event-ID`` resumes from them)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_generation_id_id", "generation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class LedgerEntry(Base):
+    """Append-only credits ledger. One debit and at most one refund per generation."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "kind"),
+        Index("ix_ledger_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), nullable=True)
+    #: debit | refund | grant | revoke
+    kind: Mapped[str] = mapped_column(String(16))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class UsageDaily(Base):
+    """Usage per account, UTC day, provider and model."""
+
+    __tablename__ = "usage_daily"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    usd: Mapped[Decimal] = mapped_column(USD, default=Decimal("0"))
+    latency_ms_total: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConfigVersion(Base):
+    """Versioned hot configuration set through the admin API."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())

@@ -1,0 +1,463 @@
+"""fal.ai adapter: the queue API (submit, status, result, cancel) or the sync endpoint.
+
+Wire protocol: PROVIDERS.md §6. In queue mode the submit response's
+``status_url``/``response_url``/``cancel_url`` are used as given, because for a
+sub-path app (``fal-ai/flux/schnell``) they drop the sub path. The saved provider
+job id is the response URL's path (``fal-ai/flux/requests/<id>``), which is all a
+restarted worker (or :meth:`FalProvider.cancel`) needs to rebuild the three URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers.base import (
+    Capabilities,
+    InvalidRequest,
+    JobContext,
+    ModelInfo,
+    Provider,
+    ProviderError,
+    ProviderImage,
+    ProviderRequest,
+    ProviderResult,
+    ProviderSettings,
+    ProviderTimeout,
+    Refused,
+    Transient,
+)
+
+__all__ = ["FalModel", "FalProvider", "FalSettings"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SYNC_BASE_URL = "https://fal.run"
+CANCEL_TIMEOUT_S = 10.0
+MEGAPIXEL = 1024 * 1024
+_REFUSAL = re.compile(r"content.?policy|nsfw|safety|unsafe|moderat|prohibited", re.IGNORECASE)
+#: app ids whose namespace prefix is part of the app root (PROVIDERS.md §6)
+_NAMESPACES = ("workflows", "comfy")
+
+NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16")
+
+InputStyle = Literal["generic", "flux", "nano_banana"]
+M = TypeVar("M", bound=BaseModel)
+
+
+class FalModel(BaseModel):
+    """One fal app offered by an instance (built in or from ``[providers.X.models]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    price_usd: Decimal = Decimal("0")
+    #: the price is per megapixel of output rather than per image
+    per_megapixel: bool = False
+    input_style: InputStyle = "generic"
+    aspect_ratios: tuple[str, ...] = ()
+    max_n: int = 1
+    output_formats: tuple[str, ...] = ("png",)
+    seed: bool = False
+    negative_prompt: bool = False
+    #: fixed arguments merged into every call of this app
+    input: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class FalSettings(ProviderSettings):
+    """Settings of a ``kind = "fal"`` instance; ``base_url`` is the queue host."""
+
+    kind: str = "fal"
+    mode: Literal["queue", "sync"] = "queue"
+    sync_base_url: str | None = None
+    #: ask the status endpoint for logs (their last line becomes the progress message)
+    logs: bool = True
+    models: dict[str, FalModel] = Field(default_factory=dict)
+    #: accept any ``owner/alias[/path]`` app id with generic capabilities
+    allow_any_model: bool = True
+    generic_price_usd: Decimal = Decimal("0.05")
+
+
+# Prices, PROVIDERS.md §6 (fal-client snapshot 2026-08; unconfirmed dated hints):
+# flux/schnell about $0.003 per megapixel, nano-banana about $0.039 per image;
+# flux/dev $0.025 per megapixel from fal.ai/models (2026-08, unconfirmed).
+BUILTIN_MODELS: dict[str, FalModel] = {
+    "fal-ai/flux/schnell": FalModel(
+        price_usd=Decimal("0.003"),
+        per_megapixel=True,
+        input_style="flux",
+        max_n=4,
+        output_formats=("png", "jpeg"),
+        seed=True,
+        description="FLUX.1 [schnell]",
+    ),
+    "fal-ai/flux/dev": FalModel(
+        price_usd=Decimal("0.025"),
+        per_megapixel=True,
+        input_style="flux",
+        max_n=4,
+        output_formats=("png", "jpeg"),
+        seed=True,
+        description="FLUX.1 [dev]",
+    ),
+    "fal-ai/nano-banana": FalModel(
+        price_usd=Decimal("0.039"),
+        input_style="nano_banana",
+        aspect_ratios=NANO_BANANA_RATIOS,
+        max_n=4,
+        output_formats=("png", "jpeg", "webp"),
+        seed=True,
+        description="Gemini 2.5 Flash Image",
+    ),
+}
+
+
+class _Submitted(BaseModel):
+    request_id: str
+    response_url: str | None = None
+    status_url: str | None = None
+    cancel_url: str | None = None
+
+
+class _Log(BaseModel):
+    message: str = ""
+
+
+class _Status(BaseModel):
+    status: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    queue_position: int | None = None
+    logs: list[_Log] | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class _Image(BaseModel):
+    url: str
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class _Result(BaseModel):
+    images: list[_Image]
+    seed: int | None = None
+    has_nsfw_concepts: list[bool] | None = None
+    description: str | None = None
+
+
+class _ValidationItem(BaseModel):
+    loc: list[str | int] = Field(default_factory=list)
+    msg: str = ""
+    type: str = ""
+
+
+class _ErrorBody(BaseModel):
+    detail: str | list[_ValidationItem] | None = None
+    error_type: str | None = None
+
+
+@dataclass
+class _Urls:
+    status: str
+    response: str
+    cancel: str
+
+
+@dataclass
+class _Job:
+    id: str | None = None
+    last_progress: tuple[int, str | None] | None = None
+
+
+class FalProvider(Provider):
+    """fal.ai apps through the queue (default, resumable) or the synchronous host."""
+
+    kind = "fal"
+    settings_class = FalSettings
+    key_env = "FAL_KEY"
+    default_base_url = "https://queue.fal.run"
+
+    settings: FalSettings
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return {name: self._info(name, spec) for name, spec in self._table().items()}
+
+    def model_info(self, model: str | None) -> ModelInfo:
+        name = model or self.default_model
+        return self._info(name, self._spec(name))
+
+    def price(self, request: ProviderRequest) -> Decimal:
+        spec = self._spec(request.model or self.default_model)
+        return _unit_price(spec, request.width, request.height) * request.n
+
+    @property
+    def sync_base_url(self) -> str:
+        return (self.settings.sync_base_url or DEFAULT_SYNC_BASE_URL).rstrip("/")
+
+    async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
+        job = _Job()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await self._run(request, ctx, job)
+        except TimeoutError:
+            if job.id is not None:
+                await self._cancel_quietly(self._urls_for(job.id).cancel)
+            raise ProviderTimeout(
+                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
+            ) from None
+        except ProviderError as exc:
+            self._scrub(exc)
+            raise
+
+    async def cancel(self, provider_job_id: str) -> None:
+        """Best-effort ``PUT …/requests/{id}/cancel``; never raises."""
+        await self._cancel_quietly(self._urls_for(provider_job_id).cancel)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _table(self) -> dict[str, FalModel]:
+        return {**BUILTIN_MODELS, **self.settings.models}
+
+    def _spec(self, name: str) -> FalModel:
+        spec = self._table().get(name)
+        if spec is not None:
+            return spec
+        parts = name.split("/")
+        if self.settings.allow_any_model and len(parts) >= 2 and all(parts):
+            return FalModel(price_usd=self.settings.generic_price_usd)
+        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
+
+    @staticmethod
+    def _info(name: str, spec: FalModel) -> ModelInfo:
+        caps = Capabilities(
+            negative_prompt=spec.negative_prompt,
+            seed=spec.seed,
+            aspect_ratios=spec.aspect_ratios,
+            max_n=spec.max_n,
+            output_formats=spec.output_formats,
+        )
+        return ModelInfo(name, caps, _unit_price(spec, 1024, 1024), spec.description)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {self.api_key()}"}
+
+    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
+        model = request.model or self.default_model
+        spec = self._spec(model)
+        if self.settings.mode == "sync" and not ctx.provider_job_id:
+            url = f"{self.sync_base_url}/{model}"
+            body = _build_input(spec, request)
+            response = await self._call("POST", url, headers=self._headers(), json=body)
+            return self._finish(model, spec, request, self._parse(_Result, response), None)
+        if ctx.provider_job_id:
+            job.id = ctx.provider_job_id
+            urls = self._urls_for(job.id)
+        else:
+            body = _build_input(spec, request)
+            url = f"{self.base_url}/{model}"
+            response = await self._call("POST", url, headers=self._headers(), json=body)
+            submitted = self._parse(_Submitted, response)
+            urls = self._urls_from(model, submitted)
+            job.id = urlsplit(urls.response).path.strip("/")
+            await ctx.save_provider_job(job.id)
+        status_url = f"{urls.status}?logs={int(self.settings.logs)}"
+        while True:
+            status = self._parse(
+                _Status, await self._call("GET", status_url, headers=self._headers())
+            )
+            if status.status == "COMPLETED":
+                break
+            await self._report(ctx, job, status)
+            await asyncio.sleep(self.settings.poll_interval_s)
+        if status.error and _REFUSAL.search(f"{status.error} {status.error_type or ''}"):
+            raise Refused(f"{self.name}: {status.error[:500]}", provider=self.name)
+        response = await self._call("GET", urls.response, headers=self._headers())
+        return self._finish(model, spec, request, self._parse(_Result, response), job.id)
+
+    def _urls_from(self, model: str, submitted: _Submitted) -> _Urls:
+        """The URLs of the submit response when they point at our queue host."""
+        fallback = self._urls_for(f"{_app_root(model)}/requests/{submitted.request_id}")
+        return _Urls(
+            status=self._same_host(submitted.status_url) or fallback.status,
+            response=self._same_host(submitted.response_url) or fallback.response,
+            cancel=self._same_host(submitted.cancel_url) or fallback.cancel,
+        )
+
+    def _same_host(self, url: str | None) -> str | None:
+        # Our key is sent to these URLs: never to a host other than the queue's.
+        if url and urlsplit(url).netloc == urlsplit(self.base_url).netloc:
+            return url
+        return None
+
+    def _urls_for(self, job_id: str) -> _Urls:
+        base = f"{self.base_url}/{job_id.strip('/')}"
+        return _Urls(status=f"{base}/status", response=base, cancel=f"{base}/cancel")
+
+    async def _report(self, ctx: JobContext, job: _Job, status: _Status) -> None:
+        if status.status == "IN_QUEUE":
+            position = status.queue_position
+            update: tuple[int, str | None] = (
+                (max(1, 10 - position), f"queue position {position}")
+                if position is not None
+                else (5, "queued")
+            )
+        else:
+            last = next((log.message for log in reversed(status.logs or []) if log.message), None)
+            update = (50, last[:200] if last else "processing")
+        if update != job.last_progress:
+            job.last_progress = update
+            await ctx.progress(*update)
+
+    def _finish(
+        self,
+        model: str,
+        spec: FalModel,
+        request: ProviderRequest,
+        result: _Result,
+        job_id: str | None,
+    ) -> ProviderResult:
+        flags = result.has_nsfw_concepts or []
+        # fal returns a black image in place of each flagged one: drop those.
+        kept = [img for i, img in enumerate(result.images) if not (i < len(flags) and flags[i])]
+        if not kept:
+            if result.images:
+                raise Refused(f"{self.name}: output flagged as NSFW", provider=self.name)
+            raise Transient(f"{self.name}: result has no images", provider=self.name)
+        images = [self._image(img, result.seed) for img in kept]
+        return ProviderResult(
+            images=images,
+            model=model,
+            cost_usd=_unit_price(spec, request.width, request.height) * len(images),
+            provider_job_id=job_id,
+            metadata={"seed": result.seed} if result.seed is not None else {},
+        )
+
+    def _image(self, image: _Image, seed: int | None) -> ProviderImage:
+        if image.url.startswith("data:"):
+            header, _, payload = image.url.partition(",")
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise Transient(f"{self.name}: malformed data URI", provider=self.name) from None
+            content_type = header.removeprefix("data:").split(";")[0] or image.content_type
+            return ProviderImage(data=data, content_type=content_type, seed=seed)
+        if not image.url.startswith(("https://", "http://")):
+            raise Transient(f"{self.name}: image url is not a URL", provider=self.name)
+        return ProviderImage(url=image.url, content_type=image.content_type, seed=seed)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await request(self.http, self.name, method, url, **kwargs)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        try:
+            body = _ErrorBody.model_validate_json(response.content)
+        except ValidationError:
+            body = _ErrorBody()
+        error_type = body.error_type or response.headers.get("x-fal-error-type") or ""
+        if isinstance(body.detail, list):
+            messages = "; ".join(
+                f"{'.'.join(str(p) for p in item.loc)}: {item.msg}" for item in body.detail
+            )
+            message = f"{self.name}: HTTP {response.status_code}: {messages[:500]}"
+            refused = any(_REFUSAL.search(item.type) for item in body.detail)
+            if refused or _REFUSAL.search(error_type):
+                return Refused(message, provider=self.name, status_code=response.status_code)
+            if response.status_code == 422:
+                return InvalidRequest(message, provider=self.name, status_code=422)
+        elif _REFUSAL.search(error_type) and response.status_code < 500:
+            return Refused(
+                f"{self.name}: HTTP {response.status_code}: {(body.detail or error_type)[:500]}",
+                provider=self.name,
+                status_code=response.status_code,
+            )
+        return error_for_status(self.name, response)
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError:
+            raise Transient(
+                f"{self.name}: malformed response body",
+                provider=self.name,
+                status_code=response.status_code,
+            ) from None
+
+    async def _cancel_quietly(self, url: str) -> None:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await self._call("PUT", url, headers=self._headers())
+        except (ProviderError, TimeoutError) as exc:
+            logger.warning("%s: cancel failed: %s", self.name, type(exc).__name__)
+
+    def _scrub(self, exc: ProviderError) -> None:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        if key and key in exc.message:
+            exc.message = exc.message.replace(key, "***")
+            exc.args = (exc.message,)
+
+
+def _app_root(app: str) -> str:
+    """``owner/alias`` of an app id (keeping a ``workflows/``/``comfy/`` namespace)."""
+    parts = app.strip("/").split("/")
+    keep = 3 if parts[0] in _NAMESPACES else 2
+    return "/".join(parts[:keep])
+
+
+def _unit_price(spec: FalModel, width: int, height: int) -> Decimal:
+    if not spec.per_megapixel:
+        return spec.price_usd
+    megapixels = max(1, math.ceil(width * height / MEGAPIXEL))
+    return spec.price_usd * megapixels
+
+
+def _nearest_ratio(width: int, height: int, allowed: tuple[str, ...]) -> str:
+    target = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, _, h = ratio.partition(":")
+        return abs(math.log(float(w) / float(h)) - target)
+
+    return min(allowed, key=distance)
+
+
+def _build_input(spec: FalModel, request: ProviderRequest) -> dict[str, Any]:
+    data: dict[str, Any] = {"prompt": request.prompt}
+    if spec.input_style == "flux":
+        data.update(
+            image_size={"width": request.width, "height": request.height},
+            num_images=request.n,
+            output_format="jpeg" if request.format == "jpeg" else "png",
+            enable_safety_checker=True,
+        )
+    elif spec.input_style == "nano_banana":
+        ratio = request.aspect_ratio
+        if ratio not in spec.aspect_ratios:
+            ratio = _nearest_ratio(request.width, request.height, spec.aspect_ratios)
+        data.update(aspect_ratio=ratio, num_images=request.n, output_format=request.format)
+    elif request.n > 1:
+        data["num_images"] = request.n
+    if request.seed is not None and (spec.seed or spec.input_style == "generic"):
+        data["seed"] = request.seed
+    if request.negative_prompt and spec.negative_prompt:
+        data["negative_prompt"] = request.negative_prompt
+    data.update(spec.input)
+    extra = request.options.get("input")
+    if isinstance(extra, dict):
+        data.update(extra)
+    return data

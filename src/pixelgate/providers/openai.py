@@ -1,0 +1,604 @@
+"""OpenAI Images API adapter (gpt-image-1, gpt-image-1-mini, dall-e-3, dall-e-2).
+
+Also :class:`OpenAICompatibleProvider` for self-hosted servers that speak the
+same ``/images/generations`` and ``/images/edits`` protocol.
+Wire protocol: PROVIDERS.md §1 and ``provider-specs/openai-openapi.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from pixelgate.providers import _http
+from pixelgate.providers.base import (
+    Capabilities,
+    Health,
+    InvalidRequest,
+    JobContext,
+    ModelInfo,
+    Provider,
+    ProviderAuthError,
+    ProviderError,
+    ProviderImage,
+    ProviderRequest,
+    ProviderResult,
+    ProviderSettings,
+    ProviderTimeout,
+    Refused,
+    Transient,
+)
+
+__all__ = [
+    "OpenAICompatibleProvider",
+    "OpenAICompatibleSettings",
+    "OpenAIProvider",
+    "OpenAISettings",
+]
+
+HEALTH_TIMEOUT_S = 5.0
+COMPAT_MAX_N = 4
+#: error.code values of a safety refusal (GPT image / DALL·E), PROVIDERS.md §1 Errors
+REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+#: gpt-image-1 output is billed per token: $40 per 1M image-output tokens (PROVIDERS.md §1)
+TOKEN_PRICE_USD: dict[str, Decimal] = {"gpt-image-1": Decimal("40") / Decimal(1_000_000)}
+
+Size = tuple[int, int]
+GPT_SIZES: tuple[Size, ...] = ((1024, 1024), (1536, 1024), (1024, 1536))
+DALLE3_SIZES: tuple[Size, ...] = ((1024, 1024), (1792, 1024), (1024, 1792))
+DALLE2_SIZES: tuple[Size, ...] = ((256, 256), (512, 512), (1024, 1024))
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _table(
+    rows: dict[str, tuple[str, ...]], sizes: tuple[Size, ...]
+) -> dict[tuple[str, Size], Decimal]:
+    return {
+        (quality, size): Decimal(price)
+        for quality, prices in rows.items()
+        for size, price in zip(sizes, prices, strict=True)
+    }
+
+
+# Prices in USD per output image, by (quality, size); sizes in the order of the *_SIZES tuples.
+# gpt-image-1 and dall-e-3: PROVIDERS.md §1 (snapshot 2026-08-21; dall-e-3 *observed*).
+# gpt-image-1-mini and dall-e-2 are not in PROVIDERS.md: openai.com/api/pricing as quoted by
+# llmreference.com (2026-05-10) and a public pricing table (2023-12-25). Dated hints only.
+_PRICES: dict[str, dict[tuple[str, Size], Decimal]] = {
+    "gpt-image-1": _table(
+        {
+            "low": ("0.011", "0.016", "0.016"),
+            "medium": ("0.042", "0.063", "0.063"),
+            "high": ("0.167", "0.25", "0.25"),
+        },
+        GPT_SIZES,
+    ),
+    "gpt-image-1-mini": _table(
+        {
+            "low": ("0.005", "0.006", "0.006"),
+            "medium": ("0.011", "0.015", "0.015"),
+            "high": ("0.036", "0.052", "0.052"),
+        },
+        GPT_SIZES,
+    ),
+    "dall-e-3": _table(
+        {"standard": ("0.04", "0.08", "0.08"), "hd": ("0.08", "0.12", "0.12")}, DALLE3_SIZES
+    ),
+    "dall-e-2": _table({"standard": ("0.016", "0.018", "0.02")}, DALLE2_SIZES),
+}
+
+Family = Literal["gpt-image", "dall-e-3", "dall-e-2", "compat"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    family: Family
+    sizes: tuple[Size, ...]
+    #: quality the price table uses when the request names none (gpt-image "auto" is priced
+    #: as "high": an upper bound, so admission never reserves too little)
+    default_quality: str
+    prices: dict[tuple[str, Size], Decimal] = field(default_factory=dict)
+
+
+_SPECS: dict[str, _Spec] = {
+    "gpt-image-1": _Spec("gpt-image", GPT_SIZES, "high", _PRICES["gpt-image-1"]),
+    "gpt-image-1-mini": _Spec("gpt-image", GPT_SIZES, "high", _PRICES["gpt-image-1-mini"]),
+    "dall-e-3": _Spec("dall-e-3", DALLE3_SIZES, "standard", _PRICES["dall-e-3"]),
+    "dall-e-2": _Spec("dall-e-2", DALLE2_SIZES, "standard", _PRICES["dall-e-2"]),
+}
+
+_GPT_CAPS = Capabilities(
+    edit=True,
+    mask=True,
+    reference_image=True,
+    transparency=True,
+    sizes=GPT_SIZES,
+    max_n=10,
+    output_formats=("png", "jpeg", "webp"),
+    max_width=1536,
+    max_height=1536,
+)
+_CAPS: dict[str, Capabilities] = {
+    "gpt-image-1": _GPT_CAPS,
+    "gpt-image-1-mini": _GPT_CAPS,
+    "dall-e-3": Capabilities(sizes=DALLE3_SIZES, max_n=1, max_width=1792, max_height=1792),
+    "dall-e-2": Capabilities(
+        edit=True, mask=True, sizes=DALLE2_SIZES, max_n=10, max_width=1024, max_height=1024
+    ),
+}
+_DESCRIPTIONS = {
+    "gpt-image-1": "GPT Image 1: generate and edit, transparency, up to 10 images",
+    "gpt-image-1-mini": "GPT Image 1 mini: cheaper GPT Image 1",
+    "dall-e-3": "DALL·E 3: one image per request, vivid/natural style",
+    "dall-e-2": "DALL·E 2: square sizes, edits with a mask",
+}
+
+
+class OpenAISettings(ProviderSettings):
+    """Settings of an ``openai`` instance."""
+
+    organization: str | None = None
+    project: str | None = None
+    #: how DALL·E returns images; GPT image models always return base64
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    #: GPT image moderation level (``low`` is less strict); None leaves the API default
+    moderation: Literal["auto", "low"] | None = None
+
+
+class OpenAICompatibleSettings(OpenAISettings):
+    """Settings of an ``openai_compatible`` instance (a self-hosted OpenAI images API)."""
+
+    #: the model names the server offers
+    models: list[str] = ["default"]
+    #: whether the server implements ``/images/edits``
+    supports_edit: bool = False
+    #: what one image costs on this server (usually nothing)
+    price_usd: Decimal = Decimal("0")
+
+
+class _ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class _OutputDetails(BaseModel):
+    image_tokens: int | None = None
+
+
+class _Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _ImagesResponse(BaseModel):
+    created: int | None = None
+    data: list[_ImageData] | None = None
+    output_format: str | None = None
+    usage: _Usage | None = None
+
+
+class _ErrorBody(BaseModel):
+    message: str | None = None
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+class _ErrorEnvelope(BaseModel):
+    error: _ErrorBody
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's Images API: ``/images/generations`` (JSON) and ``/images/edits`` (multipart).
+
+    ``edit_image`` (with an optional ``mask``) and, for GPT image models,
+    ``reference_image`` go through the edits endpoint. The API has no seed and no
+    negative prompt; those request fields are ignored. DALL·E URLs are returned as
+    ``ProviderImage(url=...)`` for the pipeline to fetch.
+    """
+
+    kind: ClassVar[str] = "openai"
+    settings_class: ClassVar[type[ProviderSettings]] = OpenAISettings
+    key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+
+    settings: OpenAISettings
+
+    def __init__(self, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+        if not isinstance(settings, self.settings_class):
+            settings = self.settings_class.model_validate(settings.model_dump())
+        super().__init__(name, settings, http)
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return {
+            name: ModelInfo(
+                name=name,
+                capabilities=_CAPS[name],
+                price_usd=self._unit_price(name, spec, None, spec.sizes[0]),
+                description=_DESCRIPTIONS[name],
+            )
+            for name, spec in _SPECS.items()
+        }
+
+    def price(self, request: ProviderRequest) -> Decimal:
+        """USD for ``request``: the per-image table price at the mapped size and quality, x n."""
+        model = request.model or self.default_model
+        self.model_info(model)
+        spec = self._spec(model)
+        size = self._size(spec, request)
+        return self._unit_price(model, spec, request.quality, size) * request.n
+
+    async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
+        model = request.model or self.default_model
+        info = self.model_info(model)
+        spec = self._spec(model)
+        if not 1 <= request.n <= info.capabilities.max_n:
+            raise InvalidRequest(
+                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
+                provider=self.name,
+            )
+        size = self._size(spec, request)
+        use_edit = request.edit_image is not None or (
+            request.reference_image is not None and spec.family in ("gpt-image", "compat")
+        )
+        if use_edit and not info.capabilities.edit:
+            raise InvalidRequest(f"{self.name}: {model} cannot edit images", provider=self.name)
+        if request.reference_image is not None and not info.capabilities.reference_image:
+            raise InvalidRequest(
+                f"{self.name}: {model} takes no reference image", provider=self.name
+            )
+
+        fields = self._fields(model, spec, request, size)
+        if use_edit:
+            response = await self._send(
+                "POST",
+                "/images/edits",
+                data={k: str(v) for k, v in fields.items()},
+                files=self._files(spec, request),
+            )
+        else:
+            response = await self._send("POST", "/images/generations", json=fields)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return self._result(model, spec, request, size, response)
+
+    async def health(self) -> Health:
+        """GET ``/models`` with a short timeout; any failure reads as unhealthy."""
+        if not self.configured:
+            return Health(healthy=False, status="not_configured")
+        started = time.monotonic()
+        try:
+            response = await self._send("GET", "/models", deadline_s=HEALTH_TIMEOUT_S)
+        except ProviderError as exc:
+            return Health(healthy=False, status="unreachable", detail=exc.message)
+        latency = (time.monotonic() - started) * 1000
+        if response.status_code in (401, 403):
+            return Health(healthy=False, status="auth_failed", latency_ms=latency)
+        if response.status_code >= 400 and not self._reachable_is_healthy(response):
+            detail = self._error(response).message
+            return Health(healthy=False, status="degraded", detail=detail, latency_ms=latency)
+        return Health(healthy=True, latency_ms=latency)
+
+    # -- request building ------------------------------------------------------------
+
+    def _spec(self, model: str) -> _Spec:
+        return _SPECS[model]
+
+    def _unit_price(self, model: str, spec: _Spec, quality: str | None, size: Size) -> Decimal:
+        tier = _price_quality(spec, quality)
+        return spec.prices.get((tier, size), Decimal("0"))
+
+    def _size(self, spec: _Spec, request: ProviderRequest) -> Size:
+        return nearest_size(spec.sizes, request.width, request.height, request.aspect_ratio)
+
+    def _fields(
+        self, model: str, spec: _Spec, request: ProviderRequest, size: Size
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "model": model,
+            "prompt": request.prompt,
+            "n": request.n,
+            "size": f"{size[0]}x{size[1]}",
+        }
+        quality = _api_quality(spec, request.quality)
+        if quality is not None:
+            fields["quality"] = quality
+        if spec.family == "gpt-image":
+            transparent = request.background == "transparent"
+            fmt = request.format if request.format in _CONTENT_TYPES else "png"
+            if transparent and fmt == "jpeg":
+                fmt = "png"
+            fields["output_format"] = fmt
+            if request.background in ("transparent", "opaque", "auto"):
+                fields["background"] = request.background
+            if self.settings.moderation is not None and request.edit_image is None:
+                fields["moderation"] = self.settings.moderation
+            compression = request.options.get("output_compression")
+            if isinstance(compression, int) and fmt in ("jpeg", "webp"):
+                fields["output_compression"] = compression
+        else:
+            fields["response_format"] = self._response_format(request)
+            if spec.family == "dall-e-3" and request.style in ("vivid", "natural"):
+                fields["style"] = request.style
+            if spec.family == "compat" and request.style:
+                fields["style"] = request.style
+        return fields
+
+    def _response_format(self, request: ProviderRequest) -> str:
+        wanted = request.options.get("response_format")
+        if wanted in ("b64_json", "url"):
+            return str(wanted)
+        return self.settings.response_format
+
+    def _files(self, spec: _Spec, request: ProviderRequest) -> list[tuple[str, Any]]:
+        images = [b for b in (request.edit_image, request.reference_image) if b is not None]
+        # GPT image models take up to 16 images as repeated ``image[]`` parts; the mask
+        # applies to the first one, so the image being edited goes first.
+        part = "image[]" if spec.family == "gpt-image" else "image"
+        if part == "image":
+            images = images[:1]
+        files: list[tuple[str, Any]] = [
+            (part, (f"image{i}.{_extension(data)}", data, _sniff(data)))
+            for i, data in enumerate(images)
+        ]
+        if request.mask is not None:
+            files.append(("mask", ("mask.png", request.mask, "image/png")))
+        return files
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.settings.api_key is not None or self.needs_key:
+            headers["Authorization"] = f"Bearer {self.api_key()}"
+        if self.settings.organization:
+            headers["OpenAI-Organization"] = self.settings.organization
+        if self.settings.project:
+            headers["OpenAI-Project"] = self.settings.project
+        return headers
+
+    async def _send(
+        self, method: str, path: str, *, deadline_s: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One call under a total deadline (httpx's timeouts are per read, not per request)."""
+        limit = deadline_s if deadline_s is not None else self.settings.timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await _http.request(
+                    self.http,
+                    self.name,
+                    method,
+                    self.base_url + path,
+                    timeout=limit,
+                    headers=self._headers(),
+                    **kwargs,
+                )
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.name}: no answer within {limit:g} s", provider=self.name
+            ) from None
+
+    # -- response handling -----------------------------------------------------------
+
+    def _result(
+        self,
+        model: str,
+        spec: _Spec,
+        request: ProviderRequest,
+        size: Size,
+        response: httpx.Response,
+    ) -> ProviderResult:
+        try:
+            body = _ImagesResponse.model_validate_json(response.content)
+        except ValidationError:
+            raise Transient(f"{self.name}: malformed response body", provider=self.name) from None
+        if not body.data:
+            raise Transient(f"{self.name}: response has no images", provider=self.name)
+        fmt = body.output_format or (request.format if spec.family == "gpt-image" else "png")
+        content_type = _CONTENT_TYPES.get(fmt, "image/png")
+        images: list[ProviderImage] = []
+        for item in body.data:
+            if item.b64_json:
+                images.append(
+                    ProviderImage(data=self._decode(item.b64_json), content_type=content_type)
+                )
+            elif item.url:
+                images.append(ProviderImage(url=item.url))
+            else:
+                raise Transient(f"{self.name}: image without data or url", provider=self.name)
+        metadata: dict[str, Any] = {"size": f"{size[0]}x{size[1]}"}
+        if request_id := response.headers.get("x-request-id"):
+            metadata["request_id"] = request_id
+        revised = [item.revised_prompt for item in body.data if item.revised_prompt]
+        if revised:
+            metadata["revised_prompt"] = revised
+        if body.usage is not None:
+            metadata["usage"] = body.usage.model_dump()
+        return ProviderResult(
+            images=images,
+            model=model,
+            cost_usd=self._cost(model, spec, request, size, body, len(images)),
+            metadata=metadata,
+        )
+
+    def _cost(
+        self,
+        model: str,
+        spec: _Spec,
+        request: ProviderRequest,
+        size: Size,
+        body: _ImagesResponse,
+        count: int,
+    ) -> Decimal:
+        token_price = TOKEN_PRICE_USD.get(model)
+        if token_price is not None and body.usage is not None:
+            details = body.usage.output_tokens_details
+            tokens = (
+                details.image_tokens
+                if details is not None and details.image_tokens is not None
+                else body.usage.output_tokens
+            )
+            return token_price * tokens
+        return self._unit_price(model, spec, request.quality, size) * count
+
+    def _decode(self, data: str) -> bytes:
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise Transient(f"{self.name}: image is not valid base64", provider=self.name) from None
+        if not raw:
+            raise Transient(f"{self.name}: empty image", provider=self.name)
+        return raw
+
+    def _reachable_is_healthy(self, response: httpx.Response) -> bool:
+        return False
+
+    def _redact(self, text: str) -> str:
+        if self.settings.api_key is not None:
+            secret = self.settings.api_key.get_secret_value()
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        status = response.status_code
+        try:
+            envelope: _ErrorEnvelope | None = _ErrorEnvelope.model_validate_json(response.content)
+        except ValidationError:
+            envelope = None
+        if envelope is not None and envelope.error.message:
+            detail = envelope.error.message
+        else:
+            detail = response.text[:500] or response.reason_phrase
+        code = envelope.error.code if envelope is not None else None
+        message = self._redact(f"{self.name}: HTTP {status}: {detail}")
+        if status == 400 and code in REFUSAL_CODES:
+            return Refused(message, provider=self.name, status_code=status)
+        if status == 429 and code == "insufficient_quota":
+            # billing, not load: waiting will not help, so take this provider out of the route
+            return ProviderAuthError(message, provider=self.name, status_code=status)
+        base = _http.error_for_status(self.name, response)
+        return type(base)(
+            message, provider=self.name, retry_after=base.retry_after, status_code=status
+        )
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """A self-hosted server with OpenAI's images API (LocalAI, vLLM, SD front-ends...).
+
+    Needs ``base_url``; the key is optional. Sizes are passed through as ``WxH``.
+    """
+
+    kind: ClassVar[str] = "openai_compatible"
+    settings_class: ClassVar[type[ProviderSettings]] = OpenAICompatibleSettings
+    key_env: ClassVar[str | None] = None
+    default_base_url: ClassVar[str | None] = None
+    needs_key: ClassVar[bool] = False
+
+    settings: OpenAICompatibleSettings
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.base_url) and super().configured
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        caps = Capabilities(
+            edit=self.settings.supports_edit,
+            mask=self.settings.supports_edit,
+            reference_image=self.settings.supports_edit,
+            max_n=COMPAT_MAX_N,
+        )
+        return {
+            name: ModelInfo(name=name, capabilities=caps, price_usd=self.settings.price_usd)
+            for name in self.settings.models
+        }
+
+    def _spec(self, model: str) -> _Spec:
+        return _Spec("compat", (), "standard")
+
+    def _unit_price(self, model: str, spec: _Spec, quality: str | None, size: Size) -> Decimal:
+        return self.settings.price_usd
+
+    def _size(self, spec: _Spec, request: ProviderRequest) -> Size:
+        return (request.width, request.height)
+
+    def _reachable_is_healthy(self, response: httpx.Response) -> bool:
+        # many servers have no /models: an answer below 500 still means the server is up
+        return response.status_code < 500
+
+
+def nearest_size(
+    sizes: tuple[Size, ...], width: int, height: int, aspect_ratio: str | None = None
+) -> Size:
+    """The allowed size closest in aspect ratio to the request, then closest in area."""
+    if not sizes:
+        return (width, height)
+    target = _ratio(width, height, aspect_ratio)
+    area = max(width * height, 1)
+
+    def distance(size: Size) -> tuple[float, float]:
+        ratio_gap = abs(math.log(size[0] / size[1]) - math.log(target))
+        return (round(ratio_gap, 6), abs(math.log(size[0] * size[1] / area)))
+
+    return min(sizes, key=distance)
+
+
+def _ratio(width: int, height: int, aspect_ratio: str | None) -> float:
+    if aspect_ratio:
+        w, _, h = aspect_ratio.partition(":")
+        try:
+            value = float(w) / float(h)
+        except (ValueError, ZeroDivisionError):
+            value = 0.0
+        if value > 0:
+            return value
+    return max(width, 1) / max(height, 1)
+
+
+def _price_quality(spec: _Spec, quality: str | None) -> str:
+    api = _api_quality(spec, quality)
+    if api is None or api == "auto":
+        return spec.default_quality
+    return api
+
+
+def _api_quality(spec: _Spec, quality: str | None) -> str | None:
+    """The request's quality in the model's vocabulary; None leaves the API default."""
+    if quality is None:
+        return None
+    q = quality.lower()
+    if spec.family == "gpt-image":
+        return {"standard": "medium", "hd": "high"}.get(q, q if q in _GPT_QUALITIES else None)
+    if spec.family == "dall-e-3":
+        return "hd" if q in ("hd", "high") else "standard"
+    if spec.family == "compat":
+        return quality
+    return None
+
+
+_GPT_QUALITIES = frozenset({"low", "medium", "high", "auto"})
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def _extension(data: bytes) -> str:
+    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(_sniff(data), "png")

@@ -1,0 +1,476 @@
+"""Replicate adapter: asynchronous predictions on any public model or version.
+
+Wire protocol: PROVIDERS.md §5. A prediction is created with ``Prefer: wait`` (the
+request may already hold the output), its id is saved for resume, then
+``GET /predictions/{id}`` is polled until a terminal status. Output URLs are
+returned as-is (``replicate.delivery`` needs no auth); the pipeline downloads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers.base import (
+    Capabilities,
+    InvalidRequest,
+    JobContext,
+    ModelInfo,
+    Provider,
+    ProviderAuthError,
+    ProviderError,
+    ProviderImage,
+    ProviderRateLimited,
+    ProviderRequest,
+    ProviderResult,
+    ProviderSettings,
+    ProviderTimeout,
+    Refused,
+    Transient,
+)
+
+__all__ = ["ReplicateModel", "ReplicateProvider", "ReplicateSettings"]
+
+logger = logging.getLogger(__name__)
+
+MAX_WAIT_S = 60
+CANCEL_TIMEOUT_S = 10.0
+#: headroom on top of ``Prefer: wait`` for the create call's HTTP timeout
+WAIT_HEADROOM_S = 10.0
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+#: failure texts that mean a safety/policy refusal (the wording is model-specific)
+_REFUSAL = re.compile(
+    r"nsfw|safety|unsafe|sensitive|flagged|content polic|moderat|inappropriate|prohibited",
+    re.IGNORECASE,
+)
+_INVALID = re.compile(
+    r"invalid|validation|must be|not a valid|unexpected|is required|out of range",
+    re.IGNORECASE,
+)
+_LOG_PERCENT = re.compile(r"(\d{1,3})%\|")
+_HEX_VERSION = re.compile(r"^[0-9a-f]{64}$")
+
+#: Replicate's own aspect-ratio list for FLUX (PROVIDERS.md §5 "Model inputs")
+FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+#: presumably Gemini's list (PROVIDERS.md §2); unconfirmed for Replicate's mirror
+NANO_BANANA_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IDEOGRAM_V2_RATIOS = (
+    "1:1",
+    "16:9",
+    "9:16",
+    "4:3",
+    "3:4",
+    "3:2",
+    "2:3",
+    "16:10",
+    "10:16",
+    "3:1",
+    "1:3",
+)
+IDEOGRAM_V3_RATIOS = (
+    "1:3", "3:1", "1:2", "2:1", "9:16", "16:9", "10:16", "16:10",
+    "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "1:1",
+)  # fmt: skip
+FLUX_PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3")
+
+InputStyle = Literal["generic", "flux_schnell", "flux_pro", "nano_banana", "ideogram"]
+
+
+class ReplicateModel(BaseModel):
+    """One model offered by a Replicate instance (built in or from ``[providers.X.models]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``owner/name:<64-hex>`` or ``<64-hex>`` to pin a version (POST /predictions)
+    version: str | None = None
+    price_usd: Decimal = Decimal("0")
+    #: how pixelgate's request fields are translated into the model's input
+    input_style: InputStyle = "generic"
+    aspect_ratios: tuple[str, ...] = ()
+    max_n: int = 1
+    output_formats: tuple[str, ...] = ("png",)
+    seed: bool = False
+    negative_prompt: bool = False
+    #: fixed inputs merged into every prediction of this model
+    input: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class ReplicateSettings(ProviderSettings):
+    """Settings of a ``kind = "replicate"`` instance."""
+
+    kind: str = "replicate"
+    #: seconds for ``Prefer: wait=N`` on create (0 disables sync mode; max 60 per the API)
+    wait_s: int = Field(default=MAX_WAIT_S, ge=0, le=MAX_WAIT_S)
+    #: server-side deadline header (``Cancel-After: 5m``), unset by default
+    cancel_after: str | None = None
+    #: extra or overriding models by name (``owner/name``)
+    models: dict[str, ReplicateModel] = Field(default_factory=dict)
+    #: accept any ``owner/name`` (or version) model string with generic capabilities
+    allow_any_model: bool = True
+    #: price estimate for models outside the table
+    generic_price_usd: Decimal = Decimal("0.05")
+
+
+# Prices per output image, PROVIDERS.md §5 and replicate.com model pages as of 2026-08
+# (unconfirmed, dated hints): flux-schnell $0.003, nano-banana $0.039, ideogram v3 turbo
+# $0.03; flux-1.1-pro $0.04 and ideogram-v2 $0.08 from the model pages (unconfirmed).
+BUILTIN_MODELS: dict[str, ReplicateModel] = {
+    "black-forest-labs/flux-schnell": ReplicateModel(
+        price_usd=Decimal("0.003"),
+        input_style="flux_schnell",
+        aspect_ratios=FLUX_RATIOS,
+        max_n=4,
+        output_formats=("png", "jpeg", "webp"),
+        seed=True,
+        description="FLUX.1 [schnell], 1-4 step distilled model",
+    ),
+    "google/nano-banana": ReplicateModel(
+        price_usd=Decimal("0.039"),
+        input_style="nano_banana",
+        aspect_ratios=NANO_BANANA_RATIOS,
+        output_formats=("png", "jpeg"),
+        description="Gemini 2.5 Flash Image",
+    ),
+    "black-forest-labs/flux-1.1-pro": ReplicateModel(
+        price_usd=Decimal("0.04"),
+        input_style="flux_pro",
+        aspect_ratios=FLUX_PRO_RATIOS,
+        output_formats=("png", "jpeg", "webp"),
+        seed=True,
+        description="FLUX1.1 [pro]",
+    ),
+    "ideogram-ai/ideogram-v2": ReplicateModel(
+        price_usd=Decimal("0.08"),
+        input_style="ideogram",
+        aspect_ratios=IDEOGRAM_V2_RATIOS,
+        seed=True,
+        negative_prompt=True,
+        description="Ideogram 2.0 (good at text in images)",
+    ),
+    "ideogram-ai/ideogram-v3-turbo": ReplicateModel(
+        price_usd=Decimal("0.03"),
+        input_style="ideogram",
+        aspect_ratios=IDEOGRAM_V3_RATIOS,
+        seed=True,
+        description="Ideogram 3.0 turbo",
+    ),
+}
+
+
+class _Prediction(BaseModel):
+    id: str
+    status: Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
+    output: str | list[str] | None = None
+    error: str | None = None
+    logs: str | None = None
+    data_removed: bool = False
+    model: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class _ErrorBody(BaseModel):
+    detail: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass
+class _Job:
+    id: str | None = None
+    last_progress: tuple[int, str | None] | None = field(default=None)
+
+
+class ReplicateProvider(Provider):
+    """Replicate predictions: built-in model table plus any ``owner/name`` or version."""
+
+    kind = "replicate"
+    settings_class = ReplicateSettings
+    key_env = "REPLICATE_API_TOKEN"
+    default_base_url = "https://api.replicate.com/v1"
+
+    settings: ReplicateSettings
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        return {name: self._info(name, spec) for name, spec in self._table().items()}
+
+    def model_info(self, model: str | None) -> ModelInfo:
+        name = model or self.default_model
+        return self._info(name, self._spec(name))
+
+    async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
+        job = _Job()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await self._run(request, ctx, job)
+        except TimeoutError:
+            if job.id is not None:
+                await self._cancel_quietly(job.id)
+            raise ProviderTimeout(
+                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
+            ) from None
+        except ProviderError as exc:
+            self._scrub(exc)
+            raise
+
+    async def cancel(self, provider_job_id: str) -> None:
+        """Best-effort ``POST /predictions/{id}/cancel``; never raises."""
+        await self._cancel_quietly(provider_job_id)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _table(self) -> dict[str, ReplicateModel]:
+        return {**BUILTIN_MODELS, **self.settings.models}
+
+    def _spec(self, name: str) -> ReplicateModel:
+        spec = self._table().get(name)
+        if spec is not None:
+            return spec
+        if self.settings.allow_any_model and _is_model_ref(name):
+            version = name if (":" in name or _HEX_VERSION.match(name)) else None
+            return ReplicateModel(version=version, price_usd=self.settings.generic_price_usd)
+        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
+
+    @staticmethod
+    def _info(name: str, spec: ReplicateModel) -> ModelInfo:
+        caps = Capabilities(
+            negative_prompt=spec.negative_prompt,
+            seed=spec.seed,
+            aspect_ratios=spec.aspect_ratios,
+            max_n=spec.max_n,
+            output_formats=spec.output_formats,
+        )
+        return ModelInfo(name, caps, spec.price_usd, spec.description)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key()}"}
+
+    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
+        model = request.model or self.default_model
+        spec = self._spec(model)
+        if ctx.provider_job_id:
+            job.id = ctx.provider_job_id
+            prediction = await self._get(job.id)
+        else:
+            prediction = await self._create(model, spec, request)
+            job.id = prediction.id
+            await ctx.save_provider_job(prediction.id)
+        while prediction.status not in TERMINAL:
+            await self._report(ctx, job, prediction)
+            await asyncio.sleep(self.settings.poll_interval_s)
+            prediction = await self._get(job.id)
+        return self._finish(model, spec, prediction)
+
+    async def _create(
+        self, model: str, spec: ReplicateModel, request: ProviderRequest
+    ) -> _Prediction:
+        body: dict[str, Any] = {"input": _build_input(spec, request)}
+        if spec.version:
+            url = f"{self.base_url}/predictions"
+            body["version"] = spec.version
+        else:
+            owner, _, name = model.partition("/")
+            url = f"{self.base_url}/models/{owner}/{name}/predictions"
+        headers = self._headers()
+        wait = min(self.settings.wait_s, math.floor(self.settings.timeout_s) - 1)
+        if wait >= 1:
+            headers["Prefer"] = f"wait={wait}"
+        if self.settings.cancel_after:
+            headers["Cancel-After"] = self.settings.cancel_after
+        response = await self._call(
+            "POST", url, headers=headers, json=body, timeout=max(wait, 0) + WAIT_HEADROOM_S
+        )
+        return self._parse(response)
+
+    async def _get(self, prediction_id: str) -> _Prediction:
+        url = f"{self.base_url}/predictions/{prediction_id}"
+        return self._parse(await self._call("GET", url, headers=self._headers()))
+
+    def _parse(self, response: httpx.Response) -> _Prediction:
+        try:
+            return _Prediction.model_validate_json(response.content)
+        except ValidationError:
+            raise Transient(
+                f"{self.name}: malformed prediction body",
+                provider=self.name,
+                status_code=response.status_code,
+            ) from None
+
+    async def _report(self, ctx: JobContext, job: _Job, prediction: _Prediction) -> None:
+        if prediction.status == "starting":
+            update: tuple[int, str | None] = (5, "starting")
+        else:
+            percent = _log_percent(prediction.logs)
+            update = (10 + int(percent * 0.85), "processing") if percent else (50, "processing")
+        if update != job.last_progress:
+            job.last_progress = update
+            await ctx.progress(*update)
+
+    def _finish(self, model: str, spec: ReplicateModel, prediction: _Prediction) -> ProviderResult:
+        if prediction.status == "failed":
+            raise self._failure(prediction.error or "prediction failed")
+        if prediction.status == "canceled":
+            raise InvalidRequest(
+                f"{self.name}: prediction {prediction.id} was canceled",
+                provider=self.name,
+                code="provider_canceled",
+            )
+        if prediction.status == "aborted":
+            raise Transient(
+                f"{self.name}: prediction {prediction.id} was aborted before it started",
+                provider=self.name,
+            )
+        outputs = [prediction.output] if isinstance(prediction.output, str) else prediction.output
+        if not outputs:
+            detail = (
+                "output was removed (older than 1 h)" if prediction.data_removed else "no output"
+            )
+            raise Transient(
+                f"{self.name}: prediction {prediction.id}: {detail}", provider=self.name
+            )
+        images = [self._image(item) for item in outputs]
+        return ProviderResult(
+            images=images,
+            model=model,
+            cost_usd=spec.price_usd * len(images),
+            provider_job_id=prediction.id,
+            metadata={"prediction_id": prediction.id, "metrics": prediction.metrics},
+        )
+
+    def _image(self, output: str) -> ProviderImage:
+        if output.startswith("data:"):
+            return _data_uri_image(self.name, output)
+        if not output.startswith(("https://", "http://")):
+            raise Transient(f"{self.name}: output is not a URL", provider=self.name)
+        return ProviderImage(url=output)
+
+    def _failure(self, error: str) -> ProviderError:
+        message = f"{self.name}: {error[:500]}"
+        if _REFUSAL.search(error):
+            return Refused(message, provider=self.name)
+        if _INVALID.search(error):
+            return InvalidRequest(message, provider=self.name)
+        return Transient(message, provider=self.name)
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        error = error_for_status(self.name, response)
+        if isinstance(error, ProviderRateLimited) and error.retry_after is None:
+            with contextlib.suppress(ValidationError):
+                error.retry_after = _ErrorBody.model_validate_json(response.content).retry_after
+        if response.status_code == 402:
+            return ProviderAuthError(error.message, provider=self.name, status_code=402)
+        return error
+
+    async def _cancel_quietly(self, prediction_id: str) -> None:
+        url = f"{self.base_url}/predictions/{prediction_id}/cancel"
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await self._call("POST", url, headers=self._headers())
+        except (ProviderError, TimeoutError) as exc:
+            logger.warning(
+                "%s: cancel of %s failed: %s", self.name, prediction_id, type(exc).__name__
+            )
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response = await request(self.http, self.name, method, url, **kwargs)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _scrub(self, exc: ProviderError) -> None:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        if key and key in exc.message:
+            exc.message = exc.message.replace(key, "***")
+            exc.args = (exc.message,)
+
+
+def _is_model_ref(name: str) -> bool:
+    if _HEX_VERSION.match(name):
+        return True
+    base, _, version = name.partition(":")
+    owner, slash, model = base.partition("/")
+    return bool(owner and slash and model and "/" not in model) and (
+        not version or bool(_HEX_VERSION.match(version))
+    )
+
+
+def _nearest_ratio(width: int, height: int, allowed: tuple[str, ...]) -> str:
+    """The allowed ``W:H`` ratio closest to ``width/height`` (log distance)."""
+    target = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, _, h = ratio.partition(":")
+        return abs(math.log(float(w) / float(h)) - target)
+
+    return min(allowed, key=distance)
+
+
+def _aspect(spec: ReplicateModel, request: ProviderRequest) -> str:
+    if request.aspect_ratio and request.aspect_ratio in spec.aspect_ratios:
+        return request.aspect_ratio
+    return _nearest_ratio(request.width, request.height, spec.aspect_ratios)
+
+
+def _build_input(spec: ReplicateModel, request: ProviderRequest) -> dict[str, Any]:
+    data: dict[str, Any] = {"prompt": request.prompt}
+    fmt = "jpg" if request.format == "jpeg" else request.format
+    style = spec.input_style
+    if style == "generic":
+        if request.aspect_ratio:
+            data["aspect_ratio"] = request.aspect_ratio
+        if request.seed is not None:
+            data["seed"] = request.seed
+        if request.negative_prompt:
+            data["negative_prompt"] = request.negative_prompt
+    elif style == "flux_schnell":
+        data.update(aspect_ratio=_aspect(spec, request), num_outputs=request.n, output_format=fmt)
+        if request.seed is not None:
+            data["seed"] = request.seed
+    elif style == "flux_pro":
+        data.update(aspect_ratio=_aspect(spec, request), output_format=fmt)
+        if request.seed is not None:
+            data["seed"] = request.seed
+    elif style == "nano_banana":
+        data.update(
+            aspect_ratio=_aspect(spec, request), output_format="jpg" if fmt == "jpg" else "png"
+        )
+    elif style == "ideogram":
+        data["aspect_ratio"] = _aspect(spec, request)
+        if request.seed is not None:
+            data["seed"] = request.seed
+        if request.negative_prompt and spec.negative_prompt:
+            data["negative_prompt"] = request.negative_prompt
+    data.update(spec.input)
+    extra = request.options.get("input")
+    if isinstance(extra, dict):
+        data.update(extra)
+    return data
+
+
+def _log_percent(logs: str | None) -> int:
+    if not logs:
+        return 0
+    found = _LOG_PERCENT.findall(logs)
+    return min(100, int(found[-1])) if found else 0
+
+
+def _data_uri_image(provider: str, uri: str) -> ProviderImage:
+    header, _, payload = uri.partition(",")
+    content_type = header.removeprefix("data:").split(";")[0] or None
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise Transient(f"{provider}: malformed data URI output", provider=provider) from None
+    return ProviderImage(data=data, content_type=content_type)

@@ -1,0 +1,158 @@
+"""Everything a pixelgate process holds, built once from settings and closed once.
+
+The HTTP app, the CLI and the Python API all open a :class:`Runtime`; there is
+one way to wire the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+
+from pixelgate.config import Settings
+from pixelgate.core.bus import EventBus, MemoryBus
+from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.db.engine import Database, run_migrations
+from pixelgate.db.store import Store, hash_key
+from pixelgate.errors import ConfigError
+from pixelgate.providers.registry import ProviderSet, build_providers
+from pixelgate.queue.worker import Worker
+from pixelgate.storage.base import Storage
+
+__all__ = ["ADMIN_ACCOUNT", "Runtime", "open_storage"]
+
+log = structlog.get_logger("pixelgate.runtime")
+
+ADMIN_ACCOUNT = "admin"
+ADMIN_KEY_FILE = "admin_key"
+HTTP_LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=100)
+HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend named by ``PIXELGATE_STORAGE_URL``."""
+    url = settings.resolved_storage_url
+    if url.startswith("file://"):
+        from pixelgate.storage.local import LocalStorage
+
+        return LocalStorage(Path(url.removeprefix("file://")))
+    raise ConfigError(f"config error: storage_url: unsupported storage URL {url!r}")
+
+
+@dataclass
+class AdminBootstrap:
+    """The admin key created on this start, if any (printed once by the CLI)."""
+
+    generated_key: str | None
+    key_file: Path | None
+
+
+class Runtime:
+    """Database, storage, providers, bus, pipeline and (optionally) the embedded worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        store: Store,
+        storage: Storage,
+        http: httpx.AsyncClient,
+        providers: ProviderSet,
+        bus: EventBus,
+        pipeline: Pipeline,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.storage = storage
+        self.http = http
+        self.providers = providers
+        self.bus = bus
+        self.pipeline = pipeline
+        self.worker: Worker | None = None
+        self.admin = AdminBootstrap(None, None)
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, migrate: bool = True, bootstrap_admin: bool = True
+    ) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            await run_migrations(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url)
+        storage = open_storage(settings)
+        base = settings.base_url()
+        store = Store(db, url_for=lambda key: storage.url(key, base))
+        http = httpx.AsyncClient(limits=HTTP_LIMITS, timeout=HTTP_TIMEOUT, follow_redirects=True)
+        try:
+            providers = build_providers(settings, http)
+        except ConfigError:
+            await http.aclose()
+            await db.close()
+            raise
+        bus = MemoryBus()
+        pipeline = Pipeline(
+            settings=settings, store=store, storage=storage, providers=providers, bus=bus,
+            http=http,
+        )
+        runtime = cls(
+            settings, db=db, store=store, storage=storage, http=http, providers=providers,
+            bus=bus, pipeline=pipeline,
+        )
+        if bootstrap_admin:
+            runtime.admin = await runtime._bootstrap_admin()
+        return runtime
+
+    async def start_worker(self, concurrency: int | None = None) -> Worker:
+        worker = Worker(
+            store=self.store,
+            pipeline=self.pipeline,
+            bus=self.bus,
+            concurrency=concurrency or self.settings.concurrency,
+            lease_s=self.settings.lease_seconds,
+            poll_s=self.settings.poll_interval_s,
+            max_deliveries=self.settings.max_deliveries,
+        )
+        await worker.start()
+        self.worker = worker
+        return worker
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop(self.settings.shutdown_grace_s)
+            self.worker = None
+        await self.bus.close()
+        await self.http.aclose()
+        await self.storage.close()
+        await self.db.close()
+
+    async def local_caller(self, account: str | None = None) -> Caller:
+        """The caller used in-process (CLI, Python API): the named or admin account."""
+        acct = await self.store.ensure_account(account or ADMIN_ACCOUNT)
+        return Caller(account_id=acct.id, account_name=acct.name, is_admin=True)
+
+    async def _bootstrap_admin(self) -> AdminBootstrap:
+        """Make sure an admin key exists: ``PIXELGATE_ADMIN_KEY``, else generate one once."""
+        admin = await self.store.ensure_account(ADMIN_ACCOUNT)
+        configured = self.settings.admin_key
+        if configured is not None:
+            plain = configured.get_secret_value()
+            if not await self.store.has_key_hash(hash_key(plain)):
+                await self.store.create_key(admin.id, is_admin=True, name="bootstrap", plain=plain)
+            return AdminBootstrap(None, None)
+        key_file = self.settings.data_dir / ADMIN_KEY_FILE
+        if await self.store.has_admin_key():
+            return AdminBootstrap(None, key_file if key_file.exists() else None)
+        plain = "pg_admin_" + secrets.token_urlsafe(32)
+        await self.store.create_key(admin.id, is_admin=True, name="generated", plain=plain)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(plain + "\n")
+        os.chmod(key_file, 0o600)
+        return AdminBootstrap(plain, key_file)

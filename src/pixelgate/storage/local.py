@@ -1,0 +1,139 @@
+"""Images on the local disk, served by pixelgate itself at ``/files/{key}``.
+
+Keys are validated segment by segment and the resolved path must stay inside the
+root, so neither ``..``, absolute paths nor a symlink planted under the root can lead
+a read or a write outside it. Writes go to a temporary file that is renamed over the
+target, so readers never see half an image and a re-run overwrites in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from pixelgate.errors import NotFound, StorageError
+from pixelgate.storage.base import StorageStats, StoredObject, validate_key
+
+__all__ = ["CONTENT_TYPES", "LocalStorage", "content_type_for"]
+
+CONTENT_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "avif": "image/avif",
+}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+FILE_MODE = 0o644
+#: prefix of in-flight temporary files; no valid key segment starts with a dot
+TEMP_PREFIX = ".tmp-"
+_PRINTABLE = 0x20
+
+
+def content_type_for(key: str) -> str:
+    """The content type implied by the key's extension."""
+    _, dot, ext = key.rpartition(".")
+    return CONTENT_TYPES.get(ext.lower(), DEFAULT_CONTENT_TYPE) if dot else DEFAULT_CONTENT_TYPE
+
+
+class LocalStorage:
+    """A :class:`~pixelgate.storage.base.Storage` on a directory of the local disk."""
+
+    backend = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: str) -> Path:
+        """The file of ``key``, guaranteed to be inside the root.
+
+        Raises:
+            StorageError: the key is invalid or resolves outside the root.
+        """
+        validate_key(key)
+        # validate_key's pattern ends in "$", which also matches before a final newline
+        if any(ord(ch) < _PRINTABLE for ch in key):
+            raise StorageError("invalid storage key", code="invalid_key")
+        root = self.root.resolve()
+        path = (root / key).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise _outside_root()
+        return path
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` atomically; the content type is implied by the extension."""
+        path = self.path_for(key)
+        await asyncio.to_thread(self._write, key, path, data)
+
+    async def get(self, key: str) -> StoredObject:
+        path = self.path_for(key)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"no stored object {key!r}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key!r}: {exc.strerror}") from exc
+        return StoredObject(key=key, data=data, content_type=content_type_for(key))
+
+    async def delete(self, key: str) -> None:
+        path = self.path_for(key)
+        try:
+            await asyncio.to_thread(_unlink_quietly, path)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r}: {exc.strerror or exc}") from exc
+
+    async def exists(self, key: str) -> bool:
+        path = self.path_for(key)
+        return await asyncio.to_thread(path.is_file)
+
+    def url(self, key: str, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/files/{validate_key(key)}"
+
+    async def stats(self) -> StorageStats:
+        objects, size = await asyncio.to_thread(self._walk)
+        return StorageStats(objects=objects, bytes=size, backend=self.backend)
+
+    async def close(self) -> None:
+        return None
+
+    def _write(self, key: str, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # mkdir may have followed a symlink created meanwhile: check again.
+            if not path.parent.resolve().is_relative_to(self.root.resolve()):
+                raise _outside_root()
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    os.fchmod(fh.fileno(), FILE_MODE)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink_quietly(Path(tmp))
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
+
+    def _walk(self) -> tuple[int, int]:
+        objects = size = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                with contextlib.suppress(OSError):
+                    size += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+                    objects += 1
+        return objects, size
+
+
+def _outside_root() -> StorageError:
+    return StorageError("storage key resolves outside the storage root", code="invalid_key")
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
