@@ -85,8 +85,13 @@ def serve(
 
     from pixelgate.api.app import create_app
 
-    settings = _settings(host=host, port=port, concurrency=concurrency, config=config,
-                         worker=False if no_worker else None)
+    settings = _settings(
+        host=host,
+        port=port,
+        concurrency=concurrency,
+        config=config,
+        worker=False if no_worker else None,
+    )
 
     async def bootstrap(runtime: Any) -> None:
         _announce_admin(runtime)
@@ -187,15 +192,24 @@ def generate(
         await runtime.start_worker()
         result = await runtime.pipeline.admit(caller, request, source="cli")
         gen_id = result.generation.id
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=err, transient=True) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task(f"{gen_id} queued", total=100)
             async with runtime.bus.subscribe(gen_id) as sub:
                 while True:
                     view = await runtime.store.get_generation(gen_id)
-                    bar.update(task, completed=view.progress,
-                               description=f"{gen_id} {view.status.value.lower()}"
-                               + (f" ({view.provider})" if view.provider else ""))
+                    bar.update(
+                        task,
+                        completed=view.progress,
+                        description=f"{gen_id} {view.status.value.lower()}"
+                        + (f" ({view.provider})" if view.provider else ""),
+                    )
                     if view.terminal:
                         break
                     await sub.wait(0.5)
@@ -211,8 +225,11 @@ def generate(
             else:
                 target = output.with_name(f"{output.stem}-{image.index}{output.suffix}")
             target.write_bytes(obj.data)
-            out.print(f"{target} ({image.width}x{image.height} {image.format}, "
-                      f"{image.bytes} bytes, {view.provider}/{view.model})", highlight=False)
+            out.print(
+                f"{target} ({image.width}x{image.height} {image.format}, "
+                f"{image.bytes} bytes, {view.provider}/{view.model})",
+                highlight=False,
+            )
         return 0
 
     code = _run(lambda: _with_runtime(settings, main))
@@ -223,7 +240,9 @@ def generate(
 def accounts_create(
     name: Annotated[str, typer.Argument()],
     tier: Annotated[str, typer.Option(help="FREE, PRO, ENTERPRISE")] = "FREE",
-    credits: Annotated[int | None, typer.Option(help="initial credits (unmetered if unset)")] = None,
+    credits: Annotated[
+        int | None, typer.Option(help="initial credits (unmetered if unset)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an account."""
@@ -233,8 +252,9 @@ def accounts_create(
         return await runtime.store.create_account(name, tier=tier, credits=credits, actor="cli")
 
     account = _run(lambda: _with_runtime(settings, main))
-    out.print(f"{account.id} {account.name} {account.tier} credits={account.credits}",
-              highlight=False)
+    out.print(
+        f"{account.id} {account.name} {account.tier} credits={account.credits}", highlight=False
+    )
 
 
 @accounts_app.command("list")
@@ -247,9 +267,13 @@ def accounts_list(config: ConfigOpt = None) -> None:
 
     table = Table("id", "name", "tier", "credits", "created")
     for acct in _run(lambda: _with_runtime(settings, main)):
-        table.add_row(acct.id, acct.name, acct.tier,
-                      "unmetered" if acct.credits is None else str(acct.credits),
-                      acct.created_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            acct.id,
+            acct.name,
+            acct.tier,
+            "unmetered" if acct.credits is None else str(acct.credits),
+            acct.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
     out.print(table)
 
 
@@ -287,9 +311,14 @@ def keys_list(config: ConfigOpt = None) -> None:
 
     table = Table("id", "account", "prefix", "admin", "created", "revoked")
     for key in _run(lambda: _with_runtime(settings, main)):
-        table.add_row(key["id"], key["account"], key["prefix"] + "…", str(key["admin"]),
-                      key["created_at"].strftime("%Y-%m-%d %H:%M"),
-                      key["revoked_at"].strftime("%Y-%m-%d %H:%M") if key["revoked_at"] else "")
+        table.add_row(
+            key["id"],
+            key["account"],
+            key["prefix"] + "…",
+            str(key["admin"]),
+            key["created_at"].strftime("%Y-%m-%d %H:%M"),
+            key["revoked_at"].strftime("%Y-%m-%d %H:%M") if key["revoked_at"] else "",
+        )
     out.print(table)
 
 
@@ -326,8 +355,13 @@ def providers(
         return
     table = Table("name", "kind", "configured", "health", "models")
     for row in rows:
-        table.add_row(row["name"], row["kind"], "yes" if row["configured"] else "no",
-                      row["health"]["status"], ", ".join(m["name"] for m in row["models"]))
+        table.add_row(
+            row["name"],
+            row["kind"],
+            "yes" if row["configured"] else "no",
+            row["health"]["status"],
+            ", ".join(m["name"] for m in row["models"]),
+        )
     out.print(table)
 
 

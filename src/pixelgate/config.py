@@ -195,8 +195,10 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(exc: ValidationError, path: Path | None) -> str:
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "settings"
-    where = f" (config file {path}, or PIXELGATE_{key.upper().replace('.', '__')})" if path else (
-        f" (PIXELGATE_{key.upper().replace('.', '__')})"
+    where = (
+        f" (config file {path}, or PIXELGATE_{key.upper().replace('.', '__')})"
+        if path
+        else (f" (PIXELGATE_{key.upper().replace('.', '__')})")
     )
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"config error: {key}: {first['msg']}{where}{more}"

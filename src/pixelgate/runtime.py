@@ -20,6 +20,8 @@ from pixelgate.core.pipeline import Caller, Pipeline
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
+from pixelgate.media.cpu import shutdown_cpu_pool
+from pixelgate.media.images import harden_image_decoding
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.worker import Worker
 from pixelgate.storage.base import Storage
@@ -82,6 +84,8 @@ class Runtime:
     async def open(
         cls, settings: Settings, *, migrate: bool = True, bootstrap_admin: bool = True
     ) -> Runtime:
+        """Migrate, connect and wire everything (the worker is started separately)."""
+        harden_image_decoding()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             await run_migrations(settings.resolved_database_url)
@@ -98,12 +102,22 @@ class Runtime:
             raise
         bus = MemoryBus()
         pipeline = Pipeline(
-            settings=settings, store=store, storage=storage, providers=providers, bus=bus,
+            settings=settings,
+            store=store,
+            storage=storage,
+            providers=providers,
+            bus=bus,
             http=http,
         )
         runtime = cls(
-            settings, db=db, store=store, storage=storage, http=http, providers=providers,
-            bus=bus, pipeline=pipeline,
+            settings,
+            db=db,
+            store=store,
+            storage=storage,
+            http=http,
+            providers=providers,
+            bus=bus,
+            pipeline=pipeline,
         )
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
@@ -131,6 +145,7 @@ class Runtime:
         await self.http.aclose()
         await self.storage.close()
         await self.db.close()
+        shutdown_cpu_pool(wait=False)
 
     async def local_caller(self, account: str | None = None) -> Caller:
         """The caller used in-process (CLI, Python API): the named or admin account."""

@@ -77,6 +77,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.key_cache = KeyCache()
+    if runtime is not None:
+        app.state.runtime = runtime
     install_error_handlers(app)
 
     from pixelgate.api.compat import seed000, seed001, seed004

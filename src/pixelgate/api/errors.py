@@ -81,7 +81,12 @@ def route_family(path: str) -> str:
 
 
 def error_body(
-    family: str, code: str, message: str, request_id: str, *, field: str | None = None,
+    family: str,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    field: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if family == "seed000":
@@ -143,13 +148,15 @@ async def _pixelgate_error(request: Request, exc: Exception) -> JSONResponse:
         body["error"].update({"balance": exc.balance, "price": exc.price})
         return JSONResponse(body, status_code=status)
     if status >= 500:
-        log.error("request_failed", code=exc.code, message=exc.message,
-                  request_id=request_id_of(request))
-    return error_response(request, status, exc.code, exc.message, field=field,
-                          headers=headers, extra=extra)
+        log.error(
+            "request_failed", code=exc.code, message=exc.message, request_id=request_id_of(request)
+        )
+    return error_response(
+        request, status, exc.code, exc.message, field=field, headers=headers, extra=extra
+    )
 
 
-def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field_of(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
     return ".".join(parts) or "body"
 
@@ -165,7 +172,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     elif first.get("type") == "json_invalid":
         field, message = "body", "malformed JSON"
     return error_response(
-        request, _validation_status(request), "invalid_request", f"{field}: {message}",
+        request,
+        _validation_status(request),
+        "invalid_request",
+        f"{field}: {message}",
         field=field,
     )
 
@@ -173,8 +183,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, code, str(exc.detail),
-                          headers=getattr(exc, "headers", None))
+    return error_response(
+        request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 __all__ = ["EventBus", "MemoryBus", "Subscription"]
@@ -40,7 +40,7 @@ class EventBus(Protocol):
     async def publish(self, generation_id: str) -> None:
         """Something happened to this generation (an event row was written)."""
 
-    def subscribe(self, generation_id: str) -> asyncio.AbstractAsyncContextManager[Subscription]:
+    def subscribe(self, generation_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Receive notifications for one generation while the context is open."""
 
     async def notify_jobs(self) -> None:

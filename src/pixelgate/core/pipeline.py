@@ -226,8 +226,9 @@ class Pipeline:
                 try:
                     await provider.cancel(state.provider_job_id)
                 except Exception:  # best effort: the job is canceled on our side anyway
-                    log.warning("provider_cancel_failed", generation_id=job.id,
-                                provider=state.provider)
+                    log.warning(
+                        "provider_cancel_failed", generation_id=job.id, provider=state.provider
+                    )
         event_id = await self.store.finish_canceled(job.id, owner, route=state.route)
         if event_id is not None:
             await self.bus.publish(job.id)
@@ -295,8 +296,12 @@ class Pipeline:
 
     def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
         state.route.append(
-            {"provider": candidate.provider.name, "model": candidate.model,
-             "decision": decision, **extra}
+            {
+                "provider": candidate.provider.name,
+                "model": candidate.model,
+                "decision": decision,
+                **extra,
+            }
         )
 
     async def _attempt(
@@ -328,8 +333,11 @@ class Pipeline:
                 async with asyncio.timeout(timeout):
                     result = await provider.generate(provider_request, ctx)
                 if not result.images:
-                    raise ProviderError(f"{provider.name}: no image returned",
-                                        provider=provider.name, code="no_image")
+                    raise ProviderError(
+                        f"{provider.name}: no image returned",
+                        provider=provider.name,
+                        code="no_image",
+                    )
                 return result, int((time.monotonic() - started) * 1000)
             except TimeoutError:
                 error: ProviderError = ProviderTimeout(
@@ -346,8 +354,13 @@ class Pipeline:
             await self.event(
                 job.id,
                 "retrying",
-                {"provider": provider.name, "attempt": attempt, "error": error.code,
-                 "message": error.message, "delay_s": round(delay, 3)},
+                {
+                    "provider": provider.name,
+                    "attempt": attempt,
+                    "error": error.code,
+                    "message": error.message,
+                    "delay_s": round(delay, 3),
+                },
                 retry_count=attempt,
                 last_retry_at=utcnow(),
             )
@@ -414,8 +427,9 @@ class Pipeline:
         if image.data is not None:
             return image.data
         if image.url is None:
-            raise ProviderError("provider returned an image with neither bytes nor URL",
-                                code="no_image")
+            raise ProviderError(
+                "provider returned an image with neither bytes nor URL", code="no_image"
+            )
         data, _ = await download(
             self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
         )

@@ -93,12 +93,12 @@ def plan_route(
             continue
         why_not = supports(provider, model, request)
         if why_not:
-            trace.append({"provider": name, "model": model, "decision": "skipped",
-                          "reason": why_not})
+            trace.append(
+                {"provider": name, "model": model, "decision": "skipped", "reason": why_not}
+            )
             continue
         candidates.append(Candidate(provider=provider, model=model, reason=reason))
-        trace.append({"provider": name, "model": model, "decision": "candidate",
-                      "reason": reason})
+        trace.append({"provider": name, "model": model, "decision": "candidate", "reason": reason})
         if reason == "preferred" and name in providers.default_chain:
             reason = "fallback_chain"
     return candidates, trace
@@ -110,15 +110,18 @@ def check_explicit(request: GenerationRequest, providers: ProviderSet) -> None:
     for name in request.candidate_names():
         provider = providers.find(name)
         if provider is None:
-            raise ValidationFailed(field_name, f"unknown provider {name!r}",
-                                   code="unknown_provider")
+            raise ValidationFailed(
+                field_name, f"unknown provider {name!r}", code="unknown_provider"
+            )
         if not provider.configured:
-            raise ValidationFailed(field_name, f"provider {name!r} is not configured",
-                                   code="provider_not_configured")
+            raise ValidationFailed(
+                field_name, f"provider {name!r} is not configured", code="provider_not_configured"
+            )
         if request.model and request.provider:
             if request.model not in provider.models:
-                raise ValidationFailed("model", f"{name!r} has no model {request.model!r}",
-                                       code="unknown_model")
+                raise ValidationFailed(
+                    "model", f"{name!r} has no model {request.model!r}", code="unknown_model"
+                )
             why_not = supports(provider, request.model, request)
             if why_not:
                 raise ValidationFailed(field_name, why_not, code="unsupported")

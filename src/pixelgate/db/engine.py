@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 __all__ = ["Database", "run_migrations"]
 
@@ -50,9 +55,7 @@ class Database:
         if self.is_sqlite:
             _ensure_sqlite_dir(url)
             self.write_engine = create_async_engine(url, pool_size=1, max_overflow=0)
-            self.read_engine = create_async_engine(
-                url, pool_size=SQLITE_READ_POOL, max_overflow=0
-            )
+            self.read_engine = create_async_engine(url, pool_size=SQLITE_READ_POOL, max_overflow=0)
             _sqlite_pragmas(self.write_engine, writer=True)
             _sqlite_pragmas(self.read_engine, writer=False)
         else:

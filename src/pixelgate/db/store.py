@@ -166,7 +166,11 @@ class Store:
             return [_account_view(r) for r in rows]
 
     async def create_key(
-        self, account_id: str, *, is_admin: bool = False, name: str | None = None,
+        self,
+        account_id: str,
+        *,
+        is_admin: bool = False,
+        name: str | None = None,
         plain: str | None = None,
     ) -> tuple[str, str]:
         """Create a key; returns ``(key_id, plain_key)``. The plain key is never stored."""
@@ -205,7 +209,9 @@ class Store:
 
     async def has_key_hash(self, key_hash: str) -> bool:
         async with self.db.read() as s:
-            return (await s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash))) is not None
+            return (
+                await s.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash))
+            ) is not None
 
     async def has_admin_key(self) -> bool:
         async with self.db.read() as s:
@@ -380,9 +386,7 @@ class Store:
         )
         if already is not None:
             return 0
-        policy = await s.scalar(
-            select(Account.credit_policy).where(Account.id == debit.account_id)
-        )
+        policy = await s.scalar(select(Account.credit_policy).where(Account.id == debit.account_id))
         if policy == "keep":
             return 0
         amount = -debit.credits
@@ -483,7 +487,10 @@ class Store:
             )
             return [
                 EventView(
-                    id=e.id, generation_id=e.generation_id, type=e.type, data=e.data,
+                    id=e.id,
+                    generation_id=e.generation_id,
+                    type=e.type,
+                    data=e.data,
                     created_at=e.created_at,
                 )
                 for e in rows
@@ -653,8 +660,11 @@ class Store:
                     Generation.status.in_(sources_of(Status.PENDING)),
                 )
                 .values(
-                    status=Status.PENDING.value, lease_owner=None, lease_expires_at=None,
-                    run_after=now, updated_at=now,
+                    status=Status.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    run_after=now,
+                    updated_at=now,
                 )
                 .returning(Generation.id)
             )
@@ -674,8 +684,11 @@ class Store:
                 update(Generation)
                 .where(Generation.status == Status.PROCESSING.value, cond)
                 .values(
-                    status=Status.PENDING.value, lease_owner=None, lease_expires_at=None,
-                    run_after=now, updated_at=now,
+                    status=Status.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    run_after=now,
+                    updated_at=now,
                 )
                 .returning(Generation.id)
             )
@@ -806,8 +819,16 @@ class Store:
                     )
                 )
             await self._add_usage(
-                s, account_id, provider, model, now, ok=True, images=len(images),
-                credits=credits, usd=cost_usd, provider_ms=provider_ms,
+                s,
+                account_id,
+                provider,
+                model,
+                now,
+                ok=True,
+                images=len(images),
+                credits=credits,
+                usd=cost_usd,
+                provider_ms=provider_ms,
             )
             event = Event(
                 generation_id=gen_id,
@@ -862,8 +883,16 @@ class Store:
             refunded = await self._refund(s, gen_id, f"generation failed: {code}", now)
             if provider:
                 await self._add_usage(
-                    s, account_id, provider, model or "", now, ok=False, images=0,
-                    credits=0, usd=None, provider_ms=None,
+                    s,
+                    account_id,
+                    provider,
+                    model or "",
+                    now,
+                    ok=False,
+                    images=0,
+                    credits=0,
+                    usd=None,
+                    provider_ms=None,
                 )
             event = Event(
                 generation_id=gen_id,
@@ -906,12 +935,12 @@ class Store:
                 row.cancel_requested = True
                 row.updated_at = now
             else:
-                raise Conflict(
-                    f"generation is already {row.status}", code="already_finished"
-                )
+                raise Conflict(f"generation is already {row.status}", code="already_finished")
         return await self.get_generation(gen_id), event_id
 
-    async def finish_canceled(self, gen_id: str, owner: str, *, route: list[dict[str, Any]]) -> int | None:
+    async def finish_canceled(
+        self, gen_id: str, owner: str, *, route: list[dict[str, Any]]
+    ) -> int | None:
         """``PROCESSING → CANCELED`` by the worker that saw the cancel request."""
         now = utcnow()
         async with self.db.write() as s:
@@ -938,7 +967,9 @@ class Store:
                 return None
             refunded = await self._refund(s, gen_id, "canceled while running", now)
             event = Event(
-                generation_id=gen_id, type="canceled", data={"refunded_credits": refunded},
+                generation_id=gen_id,
+                type="canceled",
+                data={"refunded_credits": refunded},
                 created_at=now,
             )
             s.add(event)
@@ -970,7 +1001,8 @@ class Store:
             "latency_ms_total": UsageDaily.latency_ms_total + (provider_ms or 0),
         }
         result = await s.execute(
-            update(UsageDaily).where(*(getattr(UsageDaily, k) == v for k, v in key.items()))
+            update(UsageDaily)
+            .where(*(getattr(UsageDaily, k) == v for k, v in key.items()))
             .values(**values)
             .returning(UsageDaily.day)
         )
@@ -998,9 +1030,7 @@ class Store:
             )
             return int(total or 0)
 
-    async def grant_credits(
-        self, account_id: str, credits: int, *, reason: str, actor: str
-    ) -> int:
+    async def grant_credits(self, account_id: str, credits: int, *, reason: str, actor: str) -> int:
         """Grant (positive) or revoke (negative) credits; returns the new balance."""
         if credits == 0:
             raise ValidationFailed("credits", "must not be zero")

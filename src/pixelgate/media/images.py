@@ -77,6 +77,15 @@ class ProcessedImage:
     bytes: int
 
 
+def harden_image_decoding() -> None:
+    """Turn Pillow's decompression-bomb warning into an error process-wide.
+
+    ``warnings.catch_warnings`` in :func:`process_image_sync` is not thread-safe, so
+    this process-wide filter is what guarantees the check in the thread pool.
+    """
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def process_image_sync(
     data: builtins.bytes, *, want_format: str | None, max_bytes: int, max_pixels: int
 ) -> ProcessedImage:

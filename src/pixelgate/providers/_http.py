@@ -75,7 +75,9 @@ def error_for_status(provider: str, response: httpx.Response) -> ProviderError:
     message = f"{provider}: HTTP {status}: {_message(response)}"
     kwargs: dict[str, Any] = {"provider": provider, "status_code": status}
     if status == 429:
-        return ProviderRateLimited(message, retry_after=parse_retry_after(response.headers), **kwargs)
+        return ProviderRateLimited(
+            message, retry_after=parse_retry_after(response.headers), **kwargs
+        )
     if status in (401, 403):
         return ProviderAuthError(message, **kwargs)
     if status in (408, 504):

@@ -60,7 +60,12 @@ RATE_RC = frozenset({"TooManyPrompts", "TimeoutIP"})
 M = TypeVar("M", bound=BaseModel)
 
 #: well-known Horde model names; any other name is passed through as-is
-KNOWN_MODELS = ("stable_diffusion", "Deliberate", "AlbedoBase XL (SDXL)", "Flux.1-Schnell fp8 (Compact)")
+KNOWN_MODELS = (
+    "stable_diffusion",
+    "Deliberate",
+    "AlbedoBase XL (SDXL)",
+    "Flux.1-Schnell fp8 (Compact)",
+)
 
 
 class HordeSettings(ProviderSettings):
@@ -96,7 +101,7 @@ class _Check(BaseModel):
     waiting: int = 0
     restarted: int = 0
     queue_position: int = 0
-    wait_time: int = 0
+    wait_time: float = 0
     is_possible: bool = True
 
 
@@ -247,7 +252,7 @@ class HordeProvider(Provider):
         else:
             update = (
                 max(1, 9 - min(check.queue_position, 8)),
-                f"queue position {check.queue_position}, about {check.wait_time} s",
+                f"queue position {check.queue_position}, about {check.wait_time:.0f} s",
             )
         if update != job.last_progress:
             job.last_progress = update
@@ -290,7 +295,9 @@ class HordeProvider(Provider):
         return ProviderImage(data=data, content_type="image/webp", seed=seed)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(self.http, self.name, method, url, headers=self._headers(), **kwargs)
+        response = await request(
+            self.http, self.name, method, url, headers=self._headers(), **kwargs
+        )
         if response.status_code >= 400:
             raise self._error(response)
         return response

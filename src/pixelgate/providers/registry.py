@@ -169,9 +169,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> ProviderSet:
         if name not in providers:
             raise ConfigError(f"config error: routing.default: unknown provider {name!r}")
     if not chain:
-        real = [
-            n for n, p in providers.items() if p.configured and p.kind != PLACEHOLDER
-        ]
+        real = [n for n, p in providers.items() if p.configured and p.kind != PLACEHOLDER]
         explicit = [n for n in settings.providers if n in real]
         chain = explicit + [n for n in real if n not in explicit] or [PLACEHOLDER]
     return ProviderSet(providers, chain)

@@ -139,7 +139,9 @@ class Worker:
         try:
             if job.deliveries > self.max_deliveries:
                 await self.pipeline.fail(
-                    job, self.owner, "worker_lost",
+                    job,
+                    self.owner,
+                    "worker_lost",
                     f"the job was interrupted {job.deliveries - 1} times; giving up",
                 )
                 return
@@ -151,8 +153,9 @@ class Worker:
             raise
         except Exception as exc:
             log.exception("job_crashed", generation_id=job.id)
-            await self.pipeline.fail(job, self.owner, "internal_error",
-                                     f"internal error: {type(exc).__name__}")
+            await self.pipeline.fail(
+                job, self.owner, "internal_error", f"internal error: {type(exc).__name__}"
+            )
         finally:
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)

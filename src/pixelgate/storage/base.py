@@ -62,7 +62,7 @@ def validate_key(key: str) -> str:
         raise StorageError("invalid storage key", code="invalid_key")
     parts = key.split("/")
     for part in parts:
-        if part in ("", ".", "..") or not _SEGMENT.match(part):
+        if part in ("", ".", "..") or not _SEGMENT.fullmatch(part):
             raise StorageError(f"invalid storage key segment {part!r}", code="invalid_key")
     return key
 

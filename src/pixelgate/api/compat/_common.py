@@ -23,8 +23,9 @@ async def resolve_instance(runtime: Runtime, caller: Caller, instance: str | Non
     account = await runtime.store.find_account(instance)
     if account is None or not caller.is_admin:
         raise NotFound(f"Instance not found: {instance}", code="instance_not_found")
-    return Caller(account_id=account.id, account_name=account.name, is_admin=True,
-                  key_id=caller.key_id)
+    return Caller(
+        account_id=account.id, account_name=account.name, is_admin=True, key_id=caller.key_id
+    )
 
 
 def provider_for_model(providers: ProviderSet, model: str | None) -> tuple[str | None, str | None]:

@@ -47,57 +47,74 @@ async def generate(
 ) -> JSONResponse:
     instance = body.instance_id or None
     account = await resolve_instance(runtime, caller, instance)
-    provider, model = (body.provider, body.model) if body.provider else provider_for_model(
-        runtime.providers, body.model
+    provider, model = (
+        (body.provider, body.model)
+        if body.provider
+        else provider_for_model(runtime.providers, body.model)
     )
     opts = body.options
     extra: dict[str, Any] = dict(opts.model_extra or {})
-    request = GenerationRequest.model_validate(drop_none({
-        "prompt": body.prompt,
-        "provider": provider,
-        "model": model,
-        "project": body.project_id or "default",
-        "aspect_ratio": opts.aspect_ratio,
-        "style": opts.style,
-        "width": opts.width,
-        "height": opts.height,
-        "negative_prompt": opts.negative_prompt,
-        "seed": opts.seed,
-        "format": opts.format,
-        "n": opts.n,
-        "options": extra,
-        "metadata": drop_none({"instance_id": instance, "project_id": body.project_id,
-                               "requested_model": body.model}),
-    }))
-    result = await runtime.pipeline.admit(account, request, source="seed000",
-                                          request_id=request_id)
+    request = GenerationRequest.model_validate(
+        drop_none(
+            {
+                "prompt": body.prompt,
+                "provider": provider,
+                "model": model,
+                "project": body.project_id or "default",
+                "aspect_ratio": opts.aspect_ratio,
+                "style": opts.style,
+                "width": opts.width,
+                "height": opts.height,
+                "negative_prompt": opts.negative_prompt,
+                "seed": opts.seed,
+                "format": opts.format,
+                "n": opts.n,
+                "options": extra,
+                "metadata": drop_none(
+                    {
+                        "instance_id": instance,
+                        "project_id": body.project_id,
+                        "requested_model": body.model,
+                    }
+                ),
+            }
+        )
+    )
+    result = await runtime.pipeline.admit(account, request, source="seed000", request_id=request_id)
     view = await runtime.pipeline.wait(result.generation.id, runtime.settings.sync_timeout_s)
     if view.status == Status.SUCCEEDED and view.images:
         image = view.images[0]
         timings = view.timings()
-        return JSONResponse({
-            "success": True,
-            "image_url": image.url,
-            "r2_path": image.key,
-            "metadata": {
-                "provider": view.provider,
-                "model": view.model,
-                "dimensions": f"{image.width}x{image.height}",
-                "format": image.format,
-                "generation_time_ms": timings["total_ms"],
-            },
-            "generation_id": view.id,
-            "request_id": request_id,
-            "timestamp": iso(view.completed_at),
-        })
+        return JSONResponse(
+            {
+                "success": True,
+                "image_url": image.url,
+                "r2_path": image.key,
+                "metadata": {
+                    "provider": view.provider,
+                    "model": view.model,
+                    "dimensions": f"{image.width}x{image.height}",
+                    "format": image.format,
+                    "generation_time_ms": timings["total_ms"],
+                },
+                "generation_id": view.id,
+                "request_id": request_id,
+                "timestamp": iso(view.completed_at),
+            }
+        )
     if not view.terminal:
-        body_ = error_body("seed000", "timeout",
-                           f"generation did not finish within "
-                           f"{runtime.settings.sync_timeout_s:g} s; it carries on as "
-                           f"{view.id}", request_id)
+        body_ = error_body(
+            "seed000",
+            "timeout",
+            f"generation did not finish within "
+            f"{runtime.settings.sync_timeout_s:g} s; it carries on as "
+            f"{view.id}",
+            request_id,
+        )
         body_["generation_id"] = view.id
-        return JSONResponse(body_, status_code=504,
-                            headers={"Location": f"/v1/generations/{view.id}"})
+        return JSONResponse(
+            body_, status_code=504, headers={"Location": f"/v1/generations/{view.id}"}
+        )
     code = view.error_code or "provider_error"
     body_ = error_body("seed000", code, view.error_message or "generation failed", request_id)
     body_["generation_id"] = view.id

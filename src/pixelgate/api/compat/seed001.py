@@ -24,7 +24,7 @@ class Seed001Request(BaseModel):
 
     prompt: str = Field(min_length=1)
     keyword: str | None = None
-    articleId: str | None = None  # noqa: N815 - the seed's field name
+    articleId: str | None = None
     width: int | None = Field(None, ge=16)
     height: int | None = Field(None, ge=16)
     style: str | None = None
@@ -41,8 +41,15 @@ async def default_image_url(runtime: Runtime, width: int, height: int) -> str:
 
     key = f"{runtime.settings.storage_prefix or 'ai'}/default/{width}x{height}.png"
     if not await runtime.storage.exists(key):
-        data = await run_cpu(render_placeholder, "Default Image", width=width, height=height,
-                             fmt="png", seed=0, label="Default Image")
+        data = await run_cpu(
+            render_placeholder,
+            "Default Image",
+            width=width,
+            height=height,
+            fmt="png",
+            seed=0,
+            label="Default Image",
+        )
         await runtime.storage.put(key, data, "image/png")
     return runtime.storage.url(key, runtime.settings.base_url())
 
@@ -55,39 +62,60 @@ async def generate_image(
     account = await resolve_instance(runtime, caller, body.instance_id)
     width = body.width or DEFAULT_WIDTH
     height = body.height or DEFAULT_HEIGHT
-    request = GenerationRequest.model_validate(drop_none({
-        "prompt": body.prompt,
-        "width": width,
-        "height": height,
-        "style": body.style,
-        "provider": body.provider,
-        "providers": body.providers,
-        "format": "webp",
-        "project": body.project_id or "default",
-        "metadata": drop_none({"keyword": body.keyword, "articleId": body.articleId}),
-    }))
-    result = await runtime.pipeline.admit(account, request, source="seed001",
-                                          request_id=request_id)
+    request = GenerationRequest.model_validate(
+        drop_none(
+            {
+                "prompt": body.prompt,
+                "width": width,
+                "height": height,
+                "style": body.style,
+                "provider": body.provider,
+                "providers": body.providers,
+                "format": "webp",
+                "project": body.project_id or "default",
+                "metadata": drop_none({"keyword": body.keyword, "articleId": body.articleId}),
+            }
+        )
+    )
+    result = await runtime.pipeline.admit(account, request, source="seed001", request_id=request_id)
     view = await runtime.pipeline.wait(result.generation.id, runtime.settings.sync_timeout_s)
     elapsed = int((time.monotonic() - started) * 1000)
     if view.status == Status.SUCCEEDED and view.images:
-        return JSONResponse({"url": view.images[0].url, "provider": view.provider,
-                             "elapsedMs": elapsed, "success": True, "generationId": view.id,
-                             "requestId": request_id})
+        return JSONResponse(
+            {
+                "url": view.images[0].url,
+                "provider": view.provider,
+                "elapsedMs": elapsed,
+                "success": True,
+                "generationId": view.id,
+                "requestId": request_id,
+            }
+        )
     if view.terminal:
         error = f"All providers failed: {view.error_message or view.error_code}"
     else:
         error = f"All providers failed: timeout (generation {view.id} carries on)"
     if not runtime.settings.routing.fallback_image:
-        return JSONResponse({"url": None, "provider": None, "elapsedMs": elapsed,
-                             "success": False, "error": error, "generationId": view.id,
-                             "requestId": request_id}, status_code=502)
-    return JSONResponse({
-        "url": await default_image_url(runtime, width, height),
-        "provider": "default",
-        "elapsedMs": elapsed,
-        "success": False,
-        "error": error,
-        "generationId": view.id,
-        "requestId": request_id,
-    })
+        return JSONResponse(
+            {
+                "url": None,
+                "provider": None,
+                "elapsedMs": elapsed,
+                "success": False,
+                "error": error,
+                "generationId": view.id,
+                "requestId": request_id,
+            },
+            status_code=502,
+        )
+    return JSONResponse(
+        {
+            "url": await default_image_url(runtime, width, height),
+            "provider": "default",
+            "elapsedMs": elapsed,
+            "success": False,
+            "error": error,
+            "generationId": view.id,
+            "requestId": request_id,
+        }
+    )

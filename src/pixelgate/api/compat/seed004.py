@@ -34,9 +34,9 @@ class Seed004Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1)
-    negativePrompt: str | None = None  # noqa: N815 - the seed's field names
+    negativePrompt: str | None = None
     seed: int | None = None
-    referenceImageUrl: str | None = None  # noqa: N815
+    referenceImageUrl: str | None = None
     settings: Seed004Settings = Field(default_factory=Seed004Settings)
     provider: str | None = None
 
@@ -51,8 +51,9 @@ def generation_004(view: GenerationView) -> dict[str, Any]:
         "resultImageUrl": view.images[0].url if view.images else None,
         "resultImageUrls": [i.url for i in view.images],
         "errorMessage": view.error_message,
-        "processingTimeMs": timings["total_ms"] if view.terminal else int(
-            (datetime.now(UTC) - view.created_at).total_seconds() * 1000),
+        "processingTimeMs": timings["total_ms"]
+        if view.terminal
+        else int((datetime.now(UTC) - view.created_at).total_seconds() * 1000),
         "provider": view.provider,
         "retryCount": view.retry_count,
         "lastRetryAt": iso(view.last_retry_at),
@@ -67,22 +68,26 @@ async def create(
     body: Seed004Request, runtime: RuntimeDep, caller: CurrentCaller, request_id: RequestId
 ) -> JSONResponse:
     s = body.settings
-    options = drop_none({"guidance_scale": s.guidance_scale, "steps": s.steps,
-                         **(s.model_extra or {})})
-    request = GenerationRequest.model_validate(drop_none({
-        "prompt": body.prompt,
-        "negative_prompt": body.negativePrompt,
-        "seed": body.seed,
-        "reference_image_url": body.referenceImageUrl,
-        "width": s.width,
-        "height": s.height,
-        "n": s.num_variations,
-        "format": s.format,
-        "provider": body.provider,
-        "options": options,
-    }))
-    result = await runtime.pipeline.admit(caller, request, source="seed004",
-                                          request_id=request_id)
+    options = drop_none(
+        {"guidance_scale": s.guidance_scale, "steps": s.steps, **(s.model_extra or {})}
+    )
+    request = GenerationRequest.model_validate(
+        drop_none(
+            {
+                "prompt": body.prompt,
+                "negative_prompt": body.negativePrompt,
+                "seed": body.seed,
+                "reference_image_url": body.referenceImageUrl,
+                "width": s.width,
+                "height": s.height,
+                "n": s.num_variations,
+                "format": s.format,
+                "provider": body.provider,
+                "options": options,
+            }
+        )
+    )
+    result = await runtime.pipeline.admit(caller, request, source="seed004", request_id=request_id)
     view = result.generation
     return JSONResponse(
         {

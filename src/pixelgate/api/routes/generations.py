@@ -129,8 +129,12 @@ async def stream_events(
                 batch = await runtime.store.events_after(generation_id, after)
                 for event in batch:
                     after = event.id
-                    data = {"generation_id": generation_id, "type": event.type,
-                            "created_at": iso(event.created_at), **event.data}
+                    data = {
+                        "generation_id": generation_id,
+                        "type": event.type,
+                        "created_at": iso(event.created_at),
+                        **event.data,
+                    }
                     yield {"id": str(event.id), "event": event.type, "data": json.dumps(data)}
                     if event.type in TERMINAL_EVENTS:
                         return

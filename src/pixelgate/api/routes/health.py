@@ -37,7 +37,6 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     }
     healthy = all(c["status"] == "ok" for c in checks.values())
     return JSONResponse(
-        {"status": "healthy" if healthy else "degraded", "service": "image-gen",
-         "checks": checks},
+        {"status": "healthy" if healthy else "degraded", "service": "image-gen", "checks": checks},
         status_code=200 if healthy else 503,
     )

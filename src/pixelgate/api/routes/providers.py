@@ -29,16 +29,21 @@ def provider_body(provider: Provider, health: Health) -> dict[str, Any]:
     for info in provider.models.values():
         caps = asdict(info.capabilities)
         caps["sizes"] = [f"{w}x{h}" for w, h in info.capabilities.sizes]
-        models.append({"name": info.name, "price_usd": str(info.price_usd),
-                       "capabilities": caps, "description": info.description})
+        models.append(
+            {
+                "name": info.name,
+                "price_usd": str(info.price_usd),
+                "capabilities": caps,
+                "description": info.description,
+            }
+        )
     return {
         "name": provider.name,
         "kind": provider.kind,
         "configured": provider.configured,
         "default_model": provider.default_model if provider.models else None,
         "models": models,
-        "health": {"healthy": health.healthy, "status": health.status,
-                   "detail": health.detail},
+        "health": {"healthy": health.healthy, "status": health.status, "detail": health.detail},
     }
 
 
@@ -46,11 +51,13 @@ def provider_body(provider: Provider, health: Health) -> dict[str, Any]:
 async def list_providers(runtime: RuntimeDep, _caller: CurrentCaller) -> JSONResponse:
     providers = list(runtime.providers)
     healths = await asyncio.gather(*(check_health(p) for p in providers))
-    return JSONResponse({
-        "object": "list",
-        "default_chain": runtime.providers.default_chain,
-        "data": [provider_body(p, h) for p, h in zip(providers, healths, strict=True)],
-    })
+    return JSONResponse(
+        {
+            "object": "list",
+            "default_chain": runtime.providers.default_chain,
+            "data": [provider_body(p, h) for p, h in zip(providers, healths, strict=True)],
+        }
+    )
 
 
 @router.get("/api/health/providers")
@@ -69,7 +76,9 @@ async def seed004_provider_health(runtime: RuntimeDep, _caller: CurrentCaller) -
                 "lastCheck": now,
             }
     healthy = [p["healthy"] for p in body["providers"].values()]
-    body["status"] = "healthy" if healthy and all(healthy) else (
-        "degraded" if any(healthy) else "unhealthy")
-    return JSONResponse({"status": body["status"], "providers": body["providers"],
-                         "configured": body["configured"]})
+    body["status"] = (
+        "healthy" if healthy and all(healthy) else ("degraded" if any(healthy) else "unhealthy")
+    )
+    return JSONResponse(
+        {"status": body["status"], "providers": body["providers"], "configured": body["configured"]}
+    )

@@ -1,0 +1,640 @@
+"""ComfyUI adapter: run an API-format workflow on a self-hosted ComfyUI server.
+
+Routes used (ComfyUI ``server.py``): ``POST /prompt`` ``{prompt, client_id}`` ->
+``prompt_id`` (saved for resume); ``GET /history/{prompt_id}`` (empty until done,
+then ``outputs[node].images[{filename, subfolder, type}]`` and ``status``);
+``GET /queue`` (``queue_running``/``queue_pending`` items are
+``[number, prompt_id, ...]``); ``GET /view?filename=&subfolder=&type=``; cancel
+with ``POST /queue {"delete": [id]}`` while queued or ``POST /interrupt`` while
+running. When the ``websockets`` library is importable, ``/ws?clientId=`` is
+followed for step ``progress`` messages; polling stays the source of truth.
+
+Images are downloaded here (``ProviderImage.data``) rather than returned as URLs:
+ComfyUI usually lives on a private address that the pipeline's SSRF-safe fetcher
+would rightly refuse, and it may sit behind a proxy that needs our credentials.
+
+Parameters are injected into the workflow through ``inputs``, a map from our
+parameter names (``prompt``, ``negative_prompt``, ``seed``, ``width``, ``height``,
+``batch_size``/``n``, ``checkpoint``, and any ``request.options`` key such as
+``steps``, ``cfg``, ``sampler_name``) to ``"node_id.input_name"`` targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+
+from pixelgate.providers._http import download, error_for_status, request
+from pixelgate.providers.base import (
+    Capabilities,
+    Health,
+    InvalidRequest,
+    JobContext,
+    ModelInfo,
+    Provider,
+    ProviderError,
+    ProviderImage,
+    ProviderRequest,
+    ProviderResult,
+    ProviderSettings,
+    ProviderTimeout,
+    Transient,
+)
+
+__all__ = ["DEFAULT_INPUTS", "DEFAULT_WORKFLOW", "ComfyUIProvider", "ComfyUISettings"]
+
+logger = logging.getLogger(__name__)
+
+WORKFLOW_MODEL = "workflow"
+SEED_LIMIT = 2**32
+LATENT_STEP = 8
+CANCEL_TIMEOUT_S = 10.0
+HEALTH_TIMEOUT_S = 5.0
+WS_CONNECT_TIMEOUT_S = 2.0
+#: consecutive polls a prompt may be in neither the queue nor the history
+MAX_MISSING_POLLS = 3
+ALIASES = {"n": "batch_size"}
+T = TypeVar("T")
+
+#: txt2img: CheckpointLoaderSimple -> CLIPTextEncode x2 -> EmptyLatentImage -> KSampler
+#: -> VAEDecode -> SaveImage (ComfyUI's own default graph, in API format)
+DEFAULT_WORKFLOW: dict[str, Any] = {
+    "4": {
+        "class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
+    },
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+    "5": {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 512, "height": 512, "batch_size": 1},
+    },
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 0,
+            "steps": 20,
+            "cfg": 8.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1.0,
+            "model": ["4", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["5", 0],
+        },
+    },
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {
+        "class_type": "SaveImage",
+        "inputs": {"filename_prefix": "pixelgate", "images": ["8", 0]},
+    },
+}
+
+DEFAULT_INPUTS: dict[str, str] = {
+    "prompt": "6.text",
+    "negative_prompt": "7.text",
+    "seed": "3.seed",
+    "steps": "3.steps",
+    "cfg": "3.cfg",
+    "sampler_name": "3.sampler_name",
+    "scheduler": "3.scheduler",
+    "denoise": "3.denoise",
+    "width": "5.width",
+    "height": "5.height",
+    "batch_size": "5.batch_size",
+    "checkpoint": "4.ckpt_name",
+    "filename_prefix": "9.filename_prefix",
+}
+
+
+class ComfyUISettings(ProviderSettings):
+    """Settings of a ``kind = "comfyui"`` instance; ``base_url`` is required."""
+
+    kind: str = "comfyui"
+    #: API-format workflow ("Save (API)" in ComfyUI); default: the built-in txt2img
+    workflow: dict[str, Any] | None = None
+    workflow_path: str | None = None
+    #: our parameter name -> "node_id.input_name" (or a list of them)
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict)
+    #: checkpoint file injected as ``checkpoint`` (default: the workflow's own)
+    checkpoint: str | None = None
+    #: extra model names, each selecting that checkpoint file
+    checkpoints: list[str] = Field(default_factory=list)
+    #: take images from this node only (default: every node's ``output`` images)
+    output_node: str | None = None
+    #: follow ``/ws`` progress messages when the ``websockets`` library is present
+    websocket: bool = True
+    max_n: int = Field(default=4, ge=1)
+    #: your own hardware: free unless you say otherwise
+    price_usd: Decimal = Decimal("0")
+
+    @model_validator(mode="after")
+    def _one_workflow(self) -> ComfyUISettings:
+        if self.workflow is not None and self.workflow_path is not None:
+            raise ValueError("set workflow or workflow_path, not both")
+        return self
+
+
+class _Submitted(BaseModel):
+    prompt_id: str
+    number: float | None = None
+
+
+class _NodeError(BaseModel):
+    message: str = ""
+    details: str = ""
+
+
+class _NodeErrors(BaseModel):
+    errors: list[_NodeError] = Field(default_factory=list)
+    class_type: str | None = None
+
+
+class _PromptError(BaseModel):
+    message: str = ""
+    details: str = ""
+
+
+class _Rejected(BaseModel):
+    error: _PromptError | str | None = None
+    node_errors: dict[str, _NodeErrors] | list[Any] = Field(default_factory=dict)
+
+
+class _ImageRef(BaseModel):
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+
+
+class _NodeOutput(BaseModel):
+    images: list[_ImageRef] = Field(default_factory=list)
+
+
+class _RunStatus(BaseModel):
+    status_str: str | None = None
+    completed: bool = False
+    messages: list[tuple[str, dict[str, Any]]] = Field(default_factory=list)
+
+
+class _Entry(BaseModel):
+    outputs: dict[str, _NodeOutput] = Field(default_factory=dict)
+    status: _RunStatus | None = None
+
+
+class _Queue(BaseModel):
+    queue_running: list[list[Any]] = Field(default_factory=list)
+    queue_pending: list[list[Any]] = Field(default_factory=list)
+
+
+class _WsData(BaseModel):
+    prompt_id: str | None = None
+    node: str | None = None
+    value: float | None = None
+    max: float | None = None
+
+
+class _WsMessage(BaseModel):
+    type: str
+    data: _WsData = Field(default_factory=_WsData)
+
+
+_HISTORY: TypeAdapter[dict[str, _Entry]] = TypeAdapter(dict[str, _Entry])
+
+
+@dataclass
+class _Job:
+    id: str | None = None
+    last_progress: tuple[int, str | None] | None = None
+    #: the websocket reports step progress for this prompt
+    live: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ComfyUIProvider(Provider):
+    """A self-hosted ComfyUI server running a configurable workflow; needs no key."""
+
+    kind = "comfyui"
+    settings_class = ComfyUISettings
+    key_env = None
+    default_base_url = None
+    needs_key = False
+
+    settings: ComfyUISettings
+
+    def __init__(self, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
+        super().__init__(name, settings, http)
+        self._loaded: dict[str, Any] | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.settings.enabled and bool(self.settings.base_url)
+
+    @property
+    def models(self) -> dict[str, ModelInfo]:
+        mapping = self._mapping_or_default()
+        caps = Capabilities(
+            negative_prompt="negative_prompt" in mapping,
+            seed="seed" in mapping,
+            max_n=self.settings.max_n if ("batch_size" in mapping or "n" in mapping) else 1,
+            output_formats=("png",),
+        )
+        names = [WORKFLOW_MODEL, *self.settings.checkpoints]
+        return {
+            name: ModelInfo(name, caps, self.settings.price_usd, "ComfyUI workflow")
+            for name in names
+        }
+
+    async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
+        job = _Job()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await self._run(request, ctx, job)
+        except TimeoutError:
+            if job.id is not None:
+                await self._cancel_quietly(job.id)
+            raise ProviderTimeout(
+                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
+            ) from None
+        except ProviderError as exc:
+            self._scrub(exc)
+            raise
+
+    async def cancel(self, provider_job_id: str) -> None:
+        """Best-effort: drop the prompt from the queue, or interrupt it if running."""
+        await self._cancel_quietly(provider_job_id)
+
+    async def health(self) -> Health:
+        if not self.configured:
+            return Health(healthy=False, status="not_configured")
+        try:
+            await self._call("GET", "/system_stats", timeout=HEALTH_TIMEOUT_S)
+        except ProviderError as exc:
+            return Health(healthy=False, status="unreachable", detail=exc.message)
+        return Health(healthy=True)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        if self.settings.api_key is None:
+            return {}
+        # For a ComfyUI behind an authenticating reverse proxy.
+        return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}"}
+
+    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
+        if not self.settings.base_url:
+            raise InvalidRequest(f"{self.name}: base_url is not configured", provider=self.name)
+        model = request.model or self.default_model
+        self.model_info(model)
+        seed = request.seed if request.seed is not None else random.randrange(SEED_LIMIT)
+        follower: asyncio.Task[None] | None = None
+        try:
+            if ctx.provider_job_id:
+                job.id = ctx.provider_job_id
+            else:
+                graph = self._graph(model, request, seed)
+                client_id = uuid.uuid4().hex
+                follower = await self._start_follower(client_id, job, ctx)
+                response = await self._call(
+                    "POST", "/prompt", json={"prompt": graph, "client_id": client_id}
+                )
+                job.id = self._parse(TypeAdapter(_Submitted), response).prompt_id
+                await ctx.save_provider_job(job.id)
+            entry = await self._wait(job, ctx)
+            images = await self._collect(entry, seed)
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await follower
+        return ProviderResult(
+            images=images,
+            model=model,
+            cost_usd=self.settings.price_usd * len(images),
+            provider_job_id=job.id,
+            metadata={"seed": seed},
+        )
+
+    # workflow ----------------------------------------------------------------------
+
+    def _workflow(self) -> dict[str, Any]:
+        if self.settings.workflow is not None:
+            workflow = self.settings.workflow
+        elif self.settings.workflow_path is not None:
+            if self._loaded is None:
+                self._loaded = self._load(self.settings.workflow_path)
+            workflow = self._loaded
+        else:
+            return DEFAULT_WORKFLOW
+        if "nodes" in workflow and isinstance(workflow.get("nodes"), list):
+            raise InvalidRequest(
+                f"{self.name}: the workflow is in UI format; export it with 'Save (API)'",
+                provider=self.name,
+            )
+        return workflow
+
+    def _load(self, path: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(
+                f"{self.name}: cannot read workflow_path {path!r}: {type(exc).__name__}",
+                provider=self.name,
+            ) from None
+        if not isinstance(loaded, dict):
+            raise InvalidRequest(
+                f"{self.name}: workflow_path is not a JSON object", provider=self.name
+            )
+        return loaded
+
+    def _mapping_or_default(self) -> dict[str, str | list[str]]:
+        custom = self.settings.workflow is not None or self.settings.workflow_path is not None
+        if custom:
+            return dict(self.settings.inputs)
+        return {**DEFAULT_INPUTS, **self.settings.inputs}
+
+    def _graph(self, model: str, request: ProviderRequest, seed: int) -> dict[str, Any]:
+        mapping = self._mapping_or_default()
+        if "prompt" not in mapping:
+            raise InvalidRequest(
+                f"{self.name}: config error: inputs must map 'prompt' to a 'node_id.input_name'",
+                provider=self.name,
+            )
+        checkpoint = model if model in self.settings.checkpoints else self.settings.checkpoint
+        values: dict[str, Any] = {
+            key: value for key, value in request.options.items() if key in mapping
+        }
+        values.update(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or "",
+            seed=seed,
+            width=_latent_size(request.width),
+            height=_latent_size(request.height),
+            batch_size=request.n,
+        )
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        graph = copy.deepcopy(self._workflow())
+        for param, targets in mapping.items():
+            value = values.get(ALIASES.get(param, param))
+            if value is None:
+                continue
+            for target in [targets] if isinstance(targets, str) else targets:
+                self._inject(graph, param, target, value)
+        return graph
+
+    def _inject(self, graph: dict[str, Any], param: str, target: str, value: Any) -> None:
+        node_id, dot, input_name = target.rpartition(".")
+        if not dot or not node_id or not input_name:
+            raise InvalidRequest(
+                f"{self.name}: config error: inputs.{param} = {target!r} "
+                "is not 'node_id.input_name'",
+                provider=self.name,
+            )
+        try:
+            node = graph[node_id]
+        except KeyError:
+            raise InvalidRequest(
+                f"{self.name}: config error: inputs.{param} = {target!r} names node "
+                f"{node_id!r}, which the workflow does not have",
+                provider=self.name,
+            ) from None
+        if not isinstance(node, dict):
+            raise InvalidRequest(
+                f"{self.name}: workflow node {node_id!r} is not an object", provider=self.name
+            )
+        node.setdefault("inputs", {})[input_name] = value
+
+    # waiting -----------------------------------------------------------------------
+
+    async def _wait(self, job: _Job, ctx: JobContext) -> _Entry:
+        assert job.id is not None
+        missing = 0
+        while True:
+            response = await self._call("GET", f"/history/{job.id}")
+            entry = self._parse(_HISTORY, response).get(job.id)
+            if entry is not None:
+                return entry
+            position = await self._position(job.id)
+            if position is None:
+                # It may have finished between the two calls: only give up after a few.
+                missing += 1
+                if missing > MAX_MISSING_POLLS:
+                    raise Transient(
+                        f"{self.name}: prompt {job.id} is neither queued nor in the history",
+                        provider=self.name,
+                    )
+            else:
+                missing = 0
+                if position > 0:
+                    await self._report(
+                        ctx, job, max(1, 10 - position), f"queue position {position}"
+                    )
+                elif not job.live:
+                    await self._report(ctx, job, 50, "running")
+            job.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.wake.wait(), self.settings.poll_interval_s)
+
+    async def _position(self, prompt_id: str) -> int | None:
+        """0 while running, 1.. while pending, None when the queue does not hold it."""
+        queue = self._parse(TypeAdapter(_Queue), await self._call("GET", "/queue"))
+        if any(_item_id(item) == prompt_id for item in queue.queue_running):
+            return 0
+        pending = sorted(queue.queue_pending, key=_item_number)
+        for index, item in enumerate(pending):
+            if _item_id(item) == prompt_id:
+                return index + 1
+        return None
+
+    async def _report(self, ctx: JobContext, job: _Job, percent: int, message: str) -> None:
+        update = (percent, message)
+        if update != job.last_progress:
+            job.last_progress = update
+            await ctx.progress(percent, message)
+
+    async def _start_follower(
+        self, client_id: str, job: _Job, ctx: JobContext
+    ) -> asyncio.Task[None] | None:
+        if not self.settings.websocket:
+            return None
+        try:
+            from websockets.asyncio.client import connect
+            from websockets.exceptions import WebSocketException
+        except ImportError:
+            return None
+        ready = asyncio.Event()
+        url = self._ws_url(client_id)
+
+        async def follow() -> None:
+            try:
+                async with connect(url, open_timeout=WS_CONNECT_TIMEOUT_S) as socket:
+                    ready.set()
+                    async for raw in socket:
+                        if isinstance(raw, str):
+                            await self._on_message(raw, job, ctx)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                # Websocket trouble only costs live progress: polling carries on.
+                logger.debug("%s: websocket unavailable: %s", self.name, type(exc).__name__)
+            finally:
+                ready.set()
+
+        task = asyncio.create_task(follow())
+        # Connect before submitting, so no progress message is missed.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), WS_CONNECT_TIMEOUT_S)
+        return task
+
+    async def _on_message(self, raw: str, job: _Job, ctx: JobContext) -> None:
+        try:
+            message = _WsMessage.model_validate_json(raw)
+        except ValidationError:
+            return
+        data = message.data
+        if job.id is None or data.prompt_id != job.id:
+            return
+        if message.type == "progress" and data.value is not None and data.max:
+            job.live = True
+            percent = 10 + int(85 * min(1.0, data.value / data.max))
+            await self._report(ctx, job, percent, f"step {data.value:g}/{data.max:g}")
+        elif message.type == "execution_start":
+            await self._report(ctx, job, 10, "running")
+        elif message.type in ("execution_success", "execution_error", "execution_interrupted") or (
+            message.type == "executing" and data.node is None
+        ):
+            job.wake.set()
+
+    def _ws_url(self, client_id: str) -> str:
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        path = f"{parts.path.rstrip('/')}/ws"
+        return urlunsplit((scheme, parts.netloc, path, urlencode({"clientId": client_id}), ""))
+
+    # results -----------------------------------------------------------------------
+
+    async def _collect(self, entry: _Entry, seed: int) -> list[ProviderImage]:
+        status = entry.status or _RunStatus()
+        for event, data in status.messages:
+            if event == "execution_error":
+                node = data.get("node_type") or data.get("node_id") or "node"
+                detail = str(data.get("exception_message") or "execution error").strip()
+                raise Transient(f"{self.name}: {node}: {detail[:500]}", provider=self.name)
+            if event == "execution_interrupted":
+                raise InvalidRequest(
+                    f"{self.name}: the prompt was interrupted",
+                    provider=self.name,
+                    code="provider_canceled",
+                )
+        if status.status_str == "error":
+            raise Transient(f"{self.name}: the workflow failed", provider=self.name)
+        refs = self._refs(entry)
+        if not refs:
+            raise InvalidRequest(
+                f"{self.name}: the workflow produced no images (is there a SaveImage node?)",
+                provider=self.name,
+            )
+        images = []
+        for ref in refs:
+            query = urlencode(
+                {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+            )
+            body, content_type = await download(
+                self.http, self.name, f"{self.base_url}/view?{query}", headers=self._headers()
+            )
+            images.append(
+                ProviderImage(data=body, content_type=content_type or "image/png", seed=seed)
+            )
+        return images
+
+    def _refs(self, entry: _Entry) -> list[_ImageRef]:
+        nodes = entry.outputs
+        if self.settings.output_node is not None:
+            nodes = {k: v for k, v in nodes.items() if k == self.settings.output_node}
+        refs = [ref for output in nodes.values() for ref in output.images]
+        saved = [ref for ref in refs if ref.type == "output"]
+        return saved or refs
+
+    # HTTP --------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = self._headers()
+        url = f"{self.base_url}{path}"
+        response = await request(self.http, self.name, method, url, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        if response.status_code != 400:
+            return error_for_status(self.name, response)
+        try:
+            body = _Rejected.model_validate_json(response.content)
+        except ValidationError:
+            return error_for_status(self.name, response)
+        error = body.error
+        parts = [error.message if isinstance(error, _PromptError) else (error or "invalid prompt")]
+        if isinstance(body.node_errors, dict):
+            for node_id, node in body.node_errors.items():
+                for item in node.errors:
+                    detail = f": {item.details}" if item.details else ""
+                    parts.append(f"node {node_id} ({node.class_type}): {item.message}{detail}")
+        message = "; ".join(p for p in parts if p)[:500]
+        return InvalidRequest(f"{self.name}: {message}", provider=self.name, status_code=400)
+
+    def _parse(self, adapter: TypeAdapter[T], response: httpx.Response) -> T:
+        try:
+            return adapter.validate_json(response.content)
+        except ValidationError:
+            raise Transient(
+                f"{self.name}: malformed response body",
+                provider=self.name,
+                status_code=response.status_code,
+            ) from None
+
+    async def _cancel_quietly(self, prompt_id: str) -> None:
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                position = await self._position(prompt_id)
+                if position is None:
+                    return
+                if position > 0:
+                    await self._call("POST", "/queue", json={"delete": [prompt_id]})
+                else:
+                    # Newer servers interrupt only this prompt; older ones ignore the body.
+                    await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
+        except (ProviderError, TimeoutError) as exc:
+            logger.warning("%s: cancel of %s failed: %s", self.name, prompt_id, type(exc).__name__)
+
+    def _scrub(self, exc: ProviderError) -> None:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        if key and key in exc.message:
+            exc.message = exc.message.replace(key, "***")
+            exc.args = (exc.message,)
+
+
+def _latent_size(value: int) -> int:
+    return max(LATENT_STEP * 8, value // LATENT_STEP * LATENT_STEP)
+
+
+def _item_id(item: list[Any]) -> str | None:
+    return str(item[1]) if len(item) > 1 else None
+
+
+def _item_number(item: list[Any]) -> float:
+    try:
+        return float(item[0])
+    except (IndexError, TypeError, ValueError):
+        return 0.0

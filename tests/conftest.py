@@ -1,0 +1,131 @@
+"""Shared fixtures: settings on a temp dir, an opened runtime, the app, clients, accounts."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pixelgate.api.app import create_app
+from pixelgate.config import Settings, load_settings
+from pixelgate.core.pipeline import Caller
+from pixelgate.runtime import Runtime
+
+ADMIN_KEY = "pg_test_admin_key_0123456789abcdef"
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is None or not ip.is_loopback:
+            raise ConnectionRefusedError(f"tests may not reach {host!r}: loopback only")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Nothing calls the internet: sockets may only connect to loopback."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("PIXELGATE_") or name in (
+            "OPENAI_API_KEY",
+            "GEMINI_API_KEY",
+            "STABILITY_API_KEY",
+            "REPLICATE_API_TOKEN",
+            "FAL_KEY",
+            "IDEOGRAM_API_KEY",
+            "UNSPLASH_ACCESS_KEY",
+        ):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "admin_key": ADMIN_KEY,
+            "lease_seconds": 5.0,
+            "poll_interval_s": 0.2,
+            "shutdown_grace_s": 5.0,
+            "sync_timeout_s": 10.0,
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(
+        providers={
+            "fast": {"kind": "placeholder"},
+            "slow": {"kind": "placeholder", "latency_ms": 1500},
+            "flaky": {"kind": "placeholder", "fail_rate": 1.0},
+            "refusing": {"kind": "placeholder", "fail_rate": 1.0, "fail_kind": "refused"},
+        },
+        routing={"default": ["fast"]},
+    )
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = await Runtime.open(settings)
+    await rt.start_worker()
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def app(settings: Settings, runtime: Runtime) -> Any:
+    return create_app(settings, runtime=runtime, run_worker=False)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def make_account(runtime: Runtime) -> Callable[..., Any]:
+    """Create an account with a key; returns ``(Caller, headers)``."""
+
+    async def factory(
+        name: str, *, credits: int | None = None, tier: str = "PRO"
+    ) -> tuple[Caller, dict[str, str]]:
+        account = await runtime.store.create_account(name, tier=tier, credits=credits)
+        _, plain = await runtime.store.create_key(account.id)
+        caller = Caller(account_id=account.id, account_name=account.name)
+        return caller, {"Authorization": f"Bearer {plain}"}
+
+    return factory

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from PIL import Image
+
+from pixelgate.errors import (
+    InvalidRequest,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    Refused,
+    Transient,
+)
+from pixelgate.providers import placeholder
+from pixelgate.providers.base import ProviderRequest
+from pixelgate.providers.placeholder import (
+    PlaceholderProvider,
+    PlaceholderSettings,
+    derive_seed,
+    render_placeholder,
+)
+from tests.fakes import FakeJobContext
+
+PROMPT = "A serene mountain landscape at sunset"
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def make(http: httpx.AsyncClient, **settings: object) -> PlaceholderProvider:
+    return PlaceholderProvider(
+        "placeholder", PlaceholderSettings(kind="placeholder", **settings), http
+    )
+
+
+def decode(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def band_extrema(band: Image.Image) -> tuple[int, int]:
+    low, high = band.getextrema()
+    assert isinstance(low, int) and isinstance(high, int)
+    return low, high
+
+
+def fresh_render(prompt: str, *, width: int, height: int, fmt: str, seed: int) -> bytes:
+    placeholder._cache.clear()
+    return render_placeholder(prompt, width=width, height=height, fmt=fmt, seed=seed)
+
+
+def test_same_inputs_give_identical_bytes() -> None:
+    for fmt in ("png", "jpeg", "webp"):
+        first = fresh_render(PROMPT, width=256, height=192, fmt=fmt, seed=7)
+        second = fresh_render(PROMPT, width=256, height=192, fmt=fmt, seed=7)
+        assert first == second
+
+
+def test_different_prompt_seed_or_index_give_different_images() -> None:
+    base = render_placeholder(PROMPT, width=128, height=128, seed=1)
+    assert render_placeholder(PROMPT + "!", width=128, height=128, seed=1) != base
+    assert render_placeholder(PROMPT, width=128, height=128, seed=2) != base
+    assert render_placeholder(PROMPT, width=128, height=128, seed=1, index=1) != base
+    assert render_placeholder(PROMPT, width=128, height=128, seed=None) != base
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize(
+    "size", [(16, 16), (64, 64), (1536, 640), (640, 1536), (1024, 1024), (1, 1), (3, 200)]
+)
+def test_size_and_format_are_honoured(fmt: str, size: tuple[int, int]) -> None:
+    width, height = size
+    img = decode(render_placeholder(PROMPT, width=width, height=height, fmt=fmt, seed=3))
+    assert img.size == size
+    assert img.format == PIL_FORMATS[fmt]
+    if fmt == "jpeg":
+        assert img.mode == "RGB"
+
+
+def test_large_image_renders_quickly() -> None:
+    started = time.perf_counter()
+    img = decode(fresh_render(PROMPT, width=4096, height=4096, fmt="jpeg", seed=1))
+    assert img.size == (4096, 4096)
+    assert time.perf_counter() - started < 5
+
+
+def test_image_is_not_flat_and_shows_text() -> None:
+    img = decode(render_placeholder(PROMPT, width=512, height=512, seed=5)).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 500
+    # white prompt text sits on the card in the middle
+    _, high = band_extrema(img.crop((64, 200, 448, 312)).convert("L"))
+    assert high > 235
+
+
+def test_long_prompts_and_empty_prompts_render() -> None:
+    long = " ".join(["word"] * 500) + " " + "x" * 400
+    assert decode(render_placeholder(long, width=512, height=256)).size == (512, 256)
+    assert decode(render_placeholder("", width=64, height=64)).size == (64, 64)
+    assert decode(render_placeholder("日本語のプロンプト 🎨", width=256, height=256)).size == (
+        256,
+        256,
+    )
+
+
+def test_transparent_png_has_alpha_and_jpeg_ignores_it() -> None:
+    png = decode(render_placeholder(PROMPT, width=64, height=64, transparent=True))
+    assert png.mode == "RGBA"
+    assert band_extrema(png.getchannel("A"))[0] < 255
+    jpeg = decode(render_placeholder(PROMPT, width=64, height=64, fmt="jpeg", transparent=True))
+    assert jpeg.mode == "RGB"
+
+
+def test_unknown_format_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        render_placeholder(PROMPT, width=64, height=64, fmt="tiff")
+
+
+async def test_generate_returns_requested_images(http: httpx.AsyncClient) -> None:
+    provider = make(http)
+    ctx = FakeJobContext(http=http)
+    request = ProviderRequest(prompt=PROMPT, n=3, width=320, height=200, format="webp", seed=10)
+    result = await provider.generate(request, ctx)
+    assert result.model == "placeholder-1"
+    assert result.cost_usd == Decimal("0")
+    assert len(result.images) == 3
+    assert len({image.data for image in result.images}) == 3
+    assert [image.seed for image in result.images] == [10, 11, 12]
+    for image in result.images:
+        assert image.content_type == "image/webp"
+        assert image.data is not None
+        assert decode(image.data).size == (320, 200)
+    # the recorded seed reproduces the image
+    again = await provider.generate(
+        ProviderRequest(prompt=PROMPT, width=320, height=200, format="webp", seed=11), ctx
+    )
+    assert again.images[0].data == result.images[1].data
+
+
+async def test_seed_is_derived_from_the_prompt_when_absent(http: httpx.AsyncClient) -> None:
+    provider = make(http)
+    ctx = FakeJobContext(http=http)
+    first = await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+    second = await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+    assert first.images[0].seed == derive_seed(PROMPT)
+    assert first.images[0].data == second.images[0].data
+
+
+async def test_fail_rate_one_always_raises_transient(http: httpx.AsyncClient) -> None:
+    provider = make(http, fail_rate=1.0)
+    ctx = FakeJobContext(http=http)
+    for _ in range(20):
+        with pytest.raises(Transient) as info:
+            await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+        assert info.value.provider == "placeholder"
+        assert info.value.retryable
+        assert "injected transient failure" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("transient", Transient),
+        ("timeout", ProviderTimeout),
+        ("rate_limited", ProviderRateLimited),
+        ("refused", Refused),
+        ("invalid", InvalidRequest),
+    ],
+)
+async def test_fail_kind_maps_to_its_error(
+    http: httpx.AsyncClient, kind: str, error: type[ProviderError]
+) -> None:
+    provider = make(http, fail_rate=1.0, fail_kind=kind)
+    with pytest.raises(error) as info:
+        await provider.generate(
+            ProviderRequest(prompt=PROMPT, width=64, height=64), FakeJobContext(http=http)
+        )
+    assert type(info.value) is error
+    assert info.value.provider == "placeholder"
+    if kind == "rate_limited":
+        assert info.value.retry_after == 1
+
+
+async def test_fail_rate_zero_never_fails(http: httpx.AsyncClient) -> None:
+    provider = make(http, fail_rate=0.0)
+    ctx = FakeJobContext(http=http)
+    for _ in range(50):
+        result = await provider.generate(ProviderRequest(prompt=PROMPT, width=16, height=16), ctx)
+        assert len(result.images) == 1
+
+
+async def test_latency_reports_progress_and_takes_that_long(http: httpx.AsyncClient) -> None:
+    provider = make(http, latency_ms=200)
+    ctx = FakeJobContext(http=http)
+    started = time.monotonic()
+    await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+    assert time.monotonic() - started >= 0.195
+    assert [pct for pct, _ in ctx.progress_reports] == [25, 50, 75]
+
+
+async def test_no_latency_reports_no_progress(http: httpx.AsyncClient) -> None:
+    ctx = FakeJobContext(http=http)
+    await make(http).generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+    assert ctx.progress_reports == []
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ProviderRequest(prompt=PROMPT, format="tiff"),
+        ProviderRequest(prompt=PROMPT, width=5000),
+        ProviderRequest(prompt=PROMPT, height=0),
+        ProviderRequest(prompt=PROMPT, n=11),
+        ProviderRequest(prompt=PROMPT, model="other-model"),
+    ],
+)
+async def test_out_of_range_requests_are_invalid(
+    http: httpx.AsyncClient, request_: ProviderRequest
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await make(http).generate(request_, FakeJobContext(http=http))
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError):
+        PlaceholderSettings(kind="placeholder", fail_rate=1.5)
+    with pytest.raises(ValueError):
+        PlaceholderSettings(kind="placeholder", latency_ms=-1)
+    with pytest.raises(ValueError):
+        PlaceholderSettings(kind="placeholder", fail_kind="explode")
+
+
+async def test_provider_metadata(http: httpx.AsyncClient) -> None:
+    provider = make(http)
+    assert provider.kind == "placeholder"
+    assert provider.configured
+    assert not PlaceholderProvider.needs_key
+    assert PlaceholderProvider.key_env is None
+    info = provider.model_info(None)
+    assert info.name == "placeholder-1"
+    assert info.price_usd == Decimal("0")
+    caps = info.capabilities
+    assert caps.edit and caps.mask and caps.transparency and caps.seed
+    assert caps.max_n == 10
+    assert caps.output_formats == ("png", "jpeg", "webp")
+    assert (await provider.health()).healthy
