@@ -51,6 +51,9 @@ __all__ = [
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 HEALTH_TIMEOUT_S = 5.0
 MAX_N = 4
+#: largest output sides: 21:9 is 1536x672 and 9:16 is 768x1344 (about 1 MP per image)
+MAX_WIDTH = 1536
+MAX_HEIGHT = 1536
 #: aspect ratios of 2.5 Flash Image per the python-genai docstring (PROVIDERS.md §2);
 #: 4:5 and 5:4 are left out because Google's own docs do not confirm them
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9")
@@ -271,6 +274,8 @@ class GeminiProvider(GoogleAPIProvider):
             aspect_ratios=ASPECT_RATIOS,
             max_n=MAX_N,
             output_formats=("png",),
+            max_width=MAX_WIDTH,
+            max_height=MAX_HEIGHT,
         )
         return {
             "gemini-2.5-flash-image": ModelInfo(

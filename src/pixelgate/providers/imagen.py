@@ -33,6 +33,9 @@ MAX_N = 4
 #: requests above this many pixels ask for ``sampleImageSize: 2K`` (1K is about 1 MP)
 TWO_K_ABOVE_PIXELS = 1536 * 1024
 FAST_MODEL = "imagen-4.0-fast-generate-001"
+#: largest output side: 1K tops out at 1408x768, 2K (not Fast) at 2816x1536
+MAX_SIDE_1K = 1408
+MAX_SIDE_2K = 2816
 # USD per image on the Gemini API paid tier: PROVIDERS.md §3, quoting ai.google.dev/pricing
 # (snapshot 2026-08-21, *observed*). Filtered images are not returned and not billed.
 PRICES_USD: dict[str, Decimal] = {
@@ -84,12 +87,18 @@ class ImagenProvider(GoogleAPIProvider):
 
     @property
     def models(self) -> dict[str, ModelInfo]:
-        caps = Capabilities(
-            aspect_ratios=ASPECT_RATIOS, max_n=MAX_N, output_formats=("png", "jpeg")
-        )
         return {
             name: ModelInfo(
-                name=name, capabilities=caps, price_usd=price, description=_DESCRIPTIONS[name]
+                name=name,
+                capabilities=Capabilities(
+                    aspect_ratios=ASPECT_RATIOS,
+                    max_n=MAX_N,
+                    output_formats=("png", "jpeg"),
+                    max_width=MAX_SIDE_1K if name == FAST_MODEL else MAX_SIDE_2K,
+                    max_height=MAX_SIDE_1K if name == FAST_MODEL else MAX_SIDE_2K,
+                ),
+                price_usd=price,
+                description=_DESCRIPTIONS[name],
             )
             for name, price in PRICES_USD.items()
         }

@@ -260,7 +260,7 @@ class OpenAIProvider(Provider):
                 f"{self.name}: {model} takes no reference image", provider=self.name
             )
 
-        fields = self._fields(model, spec, request, size)
+        fields = self._fields(model, spec, request, size, edit=use_edit)
         if use_edit:
             response = await self._send(
                 "POST",
@@ -272,7 +272,8 @@ class OpenAIProvider(Provider):
             response = await self._send("POST", "/images/generations", json=fields)
         if response.status_code >= 400:
             raise self._error(response)
-        return self._result(model, spec, request, size, response)
+        sent_format = str(fields.get("output_format", "png"))
+        return self._result(model, spec, request, size, response, sent_format)
 
     async def health(self) -> Health:
         """GET ``/models`` with a short timeout; any failure reads as unhealthy."""
@@ -304,7 +305,7 @@ class OpenAIProvider(Provider):
         return nearest_size(spec.sizes, request.width, request.height, request.aspect_ratio)
 
     def _fields(
-        self, model: str, spec: _Spec, request: ProviderRequest, size: Size
+        self, model: str, spec: _Spec, request: ProviderRequest, size: Size, *, edit: bool
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "model": model,
@@ -323,7 +324,8 @@ class OpenAIProvider(Provider):
             fields["output_format"] = fmt
             if request.background in ("transparent", "opaque", "auto"):
                 fields["background"] = request.background
-            if self.settings.moderation is not None and request.edit_image is None:
+            # ``moderation`` is not a field of the multipart edit body
+            if self.settings.moderation is not None and not edit:
                 fields["moderation"] = self.settings.moderation
             compression = request.options.get("output_compression")
             if isinstance(compression, int) and fmt in ("jpeg", "webp"):
@@ -397,6 +399,7 @@ class OpenAIProvider(Provider):
         request: ProviderRequest,
         size: Size,
         response: httpx.Response,
+        sent_format: str,
     ) -> ProviderResult:
         try:
             body = _ImagesResponse.model_validate_json(response.content)
@@ -404,7 +407,7 @@ class OpenAIProvider(Provider):
             raise Transient(f"{self.name}: malformed response body", provider=self.name) from None
         if not body.data:
             raise Transient(f"{self.name}: response has no images", provider=self.name)
-        fmt = body.output_format or (request.format if spec.family == "gpt-image" else "png")
+        fmt = body.output_format or sent_format
         content_type = _CONTENT_TYPES.get(fmt, "image/png")
         images: list[ProviderImage] = []
         for item in body.data:

@@ -41,10 +41,11 @@ BUILTIN_KINDS: dict[str, str] = {
 
 #: kinds that get an instance of the same name even without a config table
 #: (listed as "not configured" until a key is set)
+#: imagen is opt-in (a ``[providers.imagen]`` table): it shares Gemini's key, and the
+#: Gemini API retired Imagen on 2026-08-17 (PROVIDERS.md §3)
 DEFAULT_INSTANCES = (
     "openai",
     "gemini",
-    "imagen",
     "stability",
     "replicate",
     "fal",

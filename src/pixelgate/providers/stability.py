@@ -42,6 +42,8 @@ __all__ = ["StabilityProvider", "StabilitySettings"]
 
 MAX_N = 4
 MAX_SEED = 4_294_967_294
+#: outputs are about 1 MP, so even 21:9 stays near 1536 px on its long side
+MAX_SIDE = 1536
 #: Stability locks a key out for 60 s after a 429 and sends no Retry-After (PROVIDERS.md §4)
 LOCKOUT_S = 60.0
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
@@ -166,6 +168,8 @@ class StabilityProvider(Provider):
                     aspect_ratios=ASPECT_RATIOS,
                     max_n=MAX_N,
                     output_formats=spec.formats,
+                    max_width=MAX_SIDE,
+                    max_height=MAX_SIDE,
                 ),
                 price_usd=spec.price,
                 description=spec.description,
