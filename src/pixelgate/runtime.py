@@ -141,6 +141,7 @@ class Runtime:
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s)
             self.worker = None
+        await self.pipeline.drain_hooks()
         await self.bus.close()
         await self.http.aclose()
         await self.storage.close()

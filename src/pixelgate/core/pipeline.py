@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -42,7 +43,10 @@ __all__ = ["Caller", "Pipeline"]
 log = structlog.get_logger("pixelgate.pipeline")
 
 PROGRESS_MIN_INTERVAL_S = 0.25
+#: called once a generation reaches a terminal state (webhooks, e-mail, cache…)
+FinishHook = Callable[[GenerationView], Awaitable[None]]
 DEFAULT_DEADLINE_S = 300.0
+CANCEL_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,9 @@ class Pipeline:
         self.bus = bus
         self.http = http
         self.retry = retry or RetryPolicy()
+        self.finish_hooks: list[FinishHook] = []
         self._running: dict[str, _RunState] = {}
+        self._hook_tasks: set[asyncio.Task[None]] = set()
 
     # Admission -----------------------------------------------------------------
 
@@ -199,6 +205,38 @@ class Pipeline:
                 await sub.wait(min(remaining, 1.0))
         return await self.store.get_generation(generation_id)
 
+    async def finished(self, generation_id: str) -> None:
+        """Announce a terminal state: wake waiters, then run the finish hooks in the background."""
+        await self.bus.publish(generation_id)
+        if not self.finish_hooks:
+            return
+        view = await self.store.get_generation(generation_id)
+        for hook in self.finish_hooks:
+            task = asyncio.create_task(self._run_hook(hook, view))
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
+
+    async def _run_hook(self, hook: FinishHook, view: GenerationView) -> None:
+        try:
+            await hook(view)
+        except Exception:
+            log.exception("finish_hook_failed", generation_id=view.id,
+                          hook=getattr(hook, "__qualname__", repr(hook)))
+
+    async def drain_hooks(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) for finish hooks still running, at shutdown."""
+        if self._hook_tasks:
+            await asyncio.wait(list(self._hook_tasks), timeout=timeout)
+
+    async def cancel(self, generation_id: str, account_id: str | None) -> GenerationView:
+        """Cancel: a PENDING job ends at once (refunded); a running one is stopped by its worker."""
+        view, event_id = await self.store.cancel(generation_id, account_id=account_id)
+        if event_id:
+            await self.finished(generation_id)
+            return view
+        await self.bus.request_cancel(generation_id)
+        return await self.wait(generation_id, CANCEL_WAIT_S)
+
     async def event(
         self, generation_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
     ) -> int:
@@ -231,13 +269,14 @@ class Pipeline:
                     )
         event_id = await self.store.finish_canceled(job.id, owner, route=state.route)
         if event_id is not None:
-            await self.bus.publish(job.id)
+            await self.finished(job.id)
 
     async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
-        await self.store.finish_failed(
+        event_id = await self.store.finish_failed(
             job.id, owner, code=code, message=message, route=[], account_id=job.account_id
         )
-        await self.bus.publish(job.id)
+        if event_id is not None:
+            await self.finished(job.id)
 
     async def _execute(self, job: ClaimedJob, owner: str, state: _RunState) -> None:
         await self.bus.publish(job.id)  # the "started" event written by the claim
@@ -277,13 +316,13 @@ class Pipeline:
                 credits=0,
             )
             if event_id is not None:
-                await self.bus.publish(job.id)
+                await self.finished(job.id)
             return
         if last_error is None:
             last_error = ValidationFailed(
                 "provider", "no configured provider can serve this request", code="no_provider"
             )
-        await self.store.finish_failed(
+        event_id = await self.store.finish_failed(
             job.id,
             owner,
             code=last_error.code,
@@ -292,7 +331,8 @@ class Pipeline:
             account_id=job.account_id,
             provider=candidates[-1].provider.name if candidates else None,
         )
-        await self.bus.publish(job.id)
+        if event_id is not None:
+            await self.finished(job.id)
 
     def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
         state.route.append(

@@ -95,12 +95,7 @@ async def get_generation(
 async def cancel_generation(
     generation_id: str, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    view, event_id = await runtime.store.cancel(generation_id, account_id=visible_account(caller))
-    if event_id:
-        await runtime.bus.publish(generation_id)
-    else:
-        await runtime.bus.request_cancel(generation_id)
-        view = await runtime.pipeline.wait(generation_id, 2.0)
+    view = await runtime.pipeline.cancel(generation_id, visible_account(caller))
     return JSONResponse(generation_body(view), status_code=200 if view.terminal else 202)
 
 
