@@ -213,13 +213,15 @@ class _WsMessage(BaseModel):
 
 
 _HISTORY: TypeAdapter[dict[str, _Entry]] = TypeAdapter(dict[str, _Entry])
+_SUBMITTED = TypeAdapter(_Submitted)
+_QUEUE = TypeAdapter(_Queue)
 
 
 @dataclass
 class _Job:
     id: str | None = None
     last_progress: tuple[int, str | None] | None = None
-    #: the websocket reports step progress for this prompt
+    #: a websocket is connected and reports step progress for this prompt
     live: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -311,15 +313,13 @@ class ComfyUIProvider(Provider):
                 response = await self._call(
                     "POST", "/prompt", json={"prompt": graph, "client_id": client_id}
                 )
-                job.id = self._parse(TypeAdapter(_Submitted), response).prompt_id
+                job.id = self._parse(_SUBMITTED, response).prompt_id
                 await ctx.save_provider_job(job.id)
-            entry = await self._wait(job, ctx)
+            entry = await self._wait(job.id, job, ctx)
             images = await self._collect(entry, seed)
         finally:
             if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await follower
+                await _stop(follower)
         return ProviderResult(
             images=images,
             model=model,
@@ -420,21 +420,20 @@ class ComfyUIProvider(Provider):
 
     # waiting -----------------------------------------------------------------------
 
-    async def _wait(self, job: _Job, ctx: JobContext) -> _Entry:
-        assert job.id is not None
+    async def _wait(self, prompt_id: str, job: _Job, ctx: JobContext) -> _Entry:
         missing = 0
         while True:
-            response = await self._call("GET", f"/history/{job.id}")
-            entry = self._parse(_HISTORY, response).get(job.id)
+            response = await self._call("GET", f"/history/{prompt_id}")
+            entry = self._parse(_HISTORY, response).get(prompt_id)
             if entry is not None:
                 return entry
-            position = await self._position(job.id)
+            position = await self._position(prompt_id)
             if position is None:
                 # It may have finished between the two calls: only give up after a few.
                 missing += 1
                 if missing > MAX_MISSING_POLLS:
                     raise Transient(
-                        f"{self.name}: prompt {job.id} is neither queued nor in the history",
+                        f"{self.name}: prompt {prompt_id} is neither queued nor in the history",
                         provider=self.name,
                     )
             else:
@@ -451,7 +450,7 @@ class ComfyUIProvider(Provider):
 
     async def _position(self, prompt_id: str) -> int | None:
         """0 while running, 1.. while pending, None when the queue does not hold it."""
-        queue = self._parse(TypeAdapter(_Queue), await self._call("GET", "/queue"))
+        queue = self._parse(_QUEUE, await self._call("GET", "/queue"))
         if any(_item_id(item) == prompt_id for item in queue.queue_running):
             return 0
         pending = sorted(queue.queue_pending, key=_item_number)
@@ -462,6 +461,9 @@ class ComfyUIProvider(Provider):
 
     async def _report(self, ctx: JobContext, job: _Job, percent: int, message: str) -> None:
         update = (percent, message)
+        # Polling and the websocket both report: never let progress go backwards.
+        if job.last_progress is not None and percent < job.last_progress[0]:
+            return
         if update != job.last_progress:
             job.last_progress = update
             await ctx.progress(percent, message)
@@ -482,6 +484,7 @@ class ComfyUIProvider(Provider):
         async def follow() -> None:
             try:
                 async with connect(url, open_timeout=WS_CONNECT_TIMEOUT_S) as socket:
+                    job.live = True
                     ready.set()
                     async for raw in socket:
                         if isinstance(raw, str):
@@ -490,6 +493,7 @@ class ComfyUIProvider(Provider):
                 # Websocket trouble only costs live progress: polling carries on.
                 logger.debug("%s: websocket unavailable: %s", self.name, type(exc).__name__)
             finally:
+                job.live = False
                 ready.set()
 
         task = asyncio.create_task(follow())
@@ -507,7 +511,6 @@ class ComfyUIProvider(Provider):
         if job.id is None or data.prompt_id != job.id:
             return
         if message.type == "progress" and data.value is not None and data.max:
-            job.live = True
             percent = 10 + int(85 * min(1.0, data.value / data.max))
             await self._report(ctx, job, percent, f"step {data.value:g}/{data.max:g}")
         elif message.type == "execution_start":
@@ -623,6 +626,14 @@ class ComfyUIProvider(Provider):
         if key and key in exc.message:
             exc.message = exc.message.replace(key, "***")
             exc.args = (exc.message,)
+
+
+async def _stop(follower: asyncio.Task[None]) -> None:
+    """Stop the websocket follower; unlike ``await``, never swallows our own cancellation."""
+    follower.cancel()
+    await asyncio.wait([follower])
+    if not follower.cancelled() and follower.exception() is not None:
+        logger.debug("websocket follower failed: %r", follower.exception())
 
 
 def _latent_size(value: int) -> int:

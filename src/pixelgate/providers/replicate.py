@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -189,7 +189,7 @@ class _ErrorBody(BaseModel):
 @dataclass
 class _Job:
     id: str | None = None
-    last_progress: tuple[int, str | None] | None = field(default=None)
+    last_progress: tuple[int, str | None] | None = None
 
 
 class ReplicateProvider(Provider):
