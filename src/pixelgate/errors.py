@@ -11,6 +11,7 @@ human message. HTTP status mapping lives in ``pixelgate.api.errors``, not here.
     ├── NotFound                    unknown (or another account's) resource
     ├── Conflict                    the resource is in a state that forbids the action
     ├── InsufficientCredits         the balance does not cover the price
+    ├── BudgetExceeded              the account's daily USD budget would be passed
     ├── RateLimited                 a limit of ours was hit (retry_after seconds)
     ├── StorageError                the image store failed
     ├── UnsafeURL                   a user URL points at a non-public address
@@ -26,8 +27,11 @@ human message. HTTP status mapping lives in ``pixelgate.api.errors``, not here.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationFailed",
+    "BudgetExceeded",
     "ConfigError",
     "Conflict",
     "Forbidden",
@@ -98,6 +102,19 @@ class InsufficientCredits(PixelgateError):
         super().__init__(message)
         self.balance = balance
         self.price = price
+
+
+class BudgetExceeded(PixelgateError):
+    code = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, budget: Any, spent: Any, estimate: Any, resets_at: Any
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.spent = spent
+        self.estimate = estimate
+        self.resets_at = resets_at
 
 
 class RateLimited(PixelgateError):

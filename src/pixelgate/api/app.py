@@ -86,5 +86,9 @@ def create_app(
 
     for module in (health, generations, providers, files, seed000, seed001, seed004):
         app.include_router(module.router)
+    from pixelgate.api.routes import account, admin_accounts
+
+    app.include_router(account.router)
+    app.include_router(admin_accounts.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -25,6 +25,7 @@ _STATUS: list[tuple[type[e.PixelgateError], int]] = [
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.InsufficientCredits, 402),
+    (e.BudgetExceeded, 402),
     (e.RateLimited, 429),
     (e.UnsafeURL, 422),
     (e.ImageRejected, 422),
@@ -132,28 +133,71 @@ def _validation_status(request: Request) -> int:
     return 422 if route_family(request.url.path) in ("native",) else 400
 
 
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_at: float) -> dict[str, str]:
+    """``X-RateLimit-*`` headers (reset as epoch seconds)."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, remaining)),
+        "X-RateLimit-Reset": str(int(reset_at)),
+    }
+
+
+def _details(exc: e.PixelgateError) -> dict[str, Any]:
+    """Machine-readable details of money and quota errors."""
+    if isinstance(exc, e.InsufficientCredits):
+        return {"balance": exc.balance, "price": exc.price}
+    if isinstance(exc, e.BudgetExceeded):
+        return {
+            "budget_usd": str(exc.budget),
+            "spent_today_usd": str(exc.spent),
+            "estimate_usd": str(exc.estimate),
+            "resets_at": exc.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    if isinstance(exc, e.RateLimited):
+        details: dict[str, Any] = {"retry_after": max(1, round(exc.retry_after))}
+        if exc.limit is not None:
+            details.update(limit=exc.limit, remaining=exc.remaining)
+        if exc.reset_at is not None:
+            details["reset_at"] = _iso(exc.reset_at)
+        return details
+    return {}
+
+
 async def _pixelgate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.PixelgateError)
     status = status_for(exc)
+    family = route_family(request.url.path)
     headers: dict[str, str] = {}
-    extra: dict[str, Any] | None = None
     field = getattr(exc, "field", None)
     if isinstance(exc, e.ValidationFailed):
         status = _validation_status(request)
     if isinstance(exc, e.RateLimited | e.ProviderRateLimited) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    if isinstance(exc, e.InsufficientCredits) and route_family(request.url.path) == "native":
-        extra = None
-        body = error_body("native", exc.code, exc.message, request_id_of(request))
-        body["error"].update({"balance": exc.balance, "price": exc.price})
-        return JSONResponse(body, status_code=status)
+    if isinstance(exc, e.RateLimited) and exc.limit is not None and exc.reset_at is not None:
+        headers.update(rate_limit_headers(exc.limit, exc.remaining, exc.reset_at))
     if status >= 500:
-        log.error(
-            "request_failed", code=exc.code, message=exc.message, request_id=request_id_of(request)
-        )
-    return error_response(
-        request, status, exc.code, exc.message, field=field, headers=headers, extra=extra
-    )
+        log.error("request_failed", code=exc.code, message=exc.message,
+                  request_id=request_id_of(request))
+    details = _details(exc)
+    if family == "seed004" and isinstance(exc, e.RateLimited):
+        # seed 004's documented 429 body
+        body: dict[str, Any] = {
+            "error": exc.message,
+            "remaining": exc.remaining,
+            "resetTime": _iso(exc.reset_at) if exc.reset_at else None,
+            "code": exc.code,
+            "request_id": request_id_of(request),
+        }
+        return JSONResponse(body, status_code=status, headers=headers)
+    body = error_body(family, exc.code, exc.message, request_id_of(request), field=field)
+    if details:
+        target = body["error"] if isinstance(body.get("error"), dict) else body
+        target.update(details)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _field_of(loc: Any) -> str:

@@ -9,7 +9,17 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from pixelgate.errors import UnsafeURL
+from pixelgate.media.fetch import check_url_syntax
 
 __all__ = [
     "TERMINAL",
@@ -26,6 +36,8 @@ MIN_SIDE = 16
 _ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ImageFormat = Literal["png", "jpeg", "webp"]
+#: storage keys of uploaded inputs: ``inputs/<account id>/<yyyy>/<mm>/<inp id>.<ext>``
+INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|jpg|webp)$"
 
 
 class Status(StrEnum):
@@ -66,9 +78,27 @@ class GenerationRequest(BaseModel):
     project: str = "default"
     max_cost_per_image: Decimal | None = Field(None, ge=0)
     race: int | None = Field(None, ge=1, le=8)
+    #: automatic choice for this request: cost, quality or latency (``policy`` also accepted)
+    routing_policy: Literal["cost", "quality", "latency"] | None = Field(
+        None, validation_alias=AliasChoices("routing_policy", "policy")
+    )
+    #: start the next candidate when the running one has not answered after a delay
+    hedge: bool | None = None
+    hedge_delay_s: float | None = Field(None, ge=0, le=600)
+    #: after a refusal, try the other candidates too (default: the routing setting)
+    fallback_on_refusal: bool | None = None
+    #: when every candidate fails, attach the default (placeholder) image to the FAILED job
+    fallback_image: bool | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    #: edit / variation input by URL, and an optional mask (fetched safely by the worker)
+    image_url: str | None = None
+    mask_url: str | None = None
+    #: uploaded inputs, stored before admission (``inputs/<account id>/…``; upload routes)
+    input_image_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
+    input_mask_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
+    input_reference_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
 
     @field_validator("format", mode="before")
     @classmethod
@@ -88,6 +118,16 @@ class GenerationRequest(BaseModel):
             raise ValueError("must look like 16:9")
         return value
 
+    @field_validator("reference_image_url", "webhook_url", "image_url", "mask_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_url_syntax(value, what="URL")
+        except UnsafeURL as exc:
+            raise ValueError(exc.message.removeprefix("URL: ")) from None
+
     @field_validator("project")
     @classmethod
     def _check_project(cls, value: str) -> str:
@@ -102,7 +142,25 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"{missing} is required together with the other dimension")
         if self.provider and self.providers:
             raise ValueError("give provider or providers, not both")
+        if self.image_url and self.input_image_key:
+            raise ValueError("give image_url or an uploaded image, not both")
+        if self.mask_url and self.input_mask_key:
+            raise ValueError("give mask_url or an uploaded mask, not both")
+        if self.has_mask() and not self.has_input_image():
+            raise ValueError("a mask needs an input image (image_url or an upload)")
+        if self.reference_image_url and self.input_reference_key:
+            raise ValueError("give reference_image_url or an uploaded reference, not both")
         return self
+
+    def has_input_image(self) -> bool:
+        """An image to edit (or vary) was given, by URL or upload."""
+        return bool(self.image_url or self.input_image_key)
+
+    def has_mask(self) -> bool:
+        return bool(self.mask_url or self.input_mask_key)
+
+    def has_reference_image(self) -> bool:
+        return bool(self.reference_image_url or self.input_reference_key)
 
     def dimensions(self) -> tuple[int, int]:
         """Width and height: explicit, else from the aspect ratio (long side 1024)."""
@@ -202,3 +260,9 @@ class AccountView:
     credits: int | None
     created_at: datetime
     preferred_providers: list[str] = field(default_factory=list)
+    credit_policy: str = "refund"
+    daily_budget_usd: Decimal | None = None
+    email: str | None = None
+    webhook_url: str | None = None
+    disabled: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)

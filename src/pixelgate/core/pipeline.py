@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,9 +21,11 @@ import structlog
 
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus
-from pixelgate.core.models import GenerationRequest, GenerationView
-from pixelgate.core.pricing import credits_for
+from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
+from pixelgate.core.models import AccountView, GenerationRequest, GenerationView
+from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.routing import Candidate, Deadline, RetryPolicy, check_explicit, plan_route
+from pixelgate.db.billing import Quota
 from pixelgate.db.store import AdmitResult, ClaimedJob, NewImage, Store
 from pixelgate.errors import (
     ImageRejected,
@@ -30,17 +33,23 @@ from pixelgate.errors import (
     ProviderError,
     ProviderTimeout,
     StorageError,
+    UnsafeURL,
     ValidationFailed,
 )
+from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
 from pixelgate.providers._http import download
 from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.registry import ProviderSet
+from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.storage.base import Storage, image_key
 
-__all__ = ["Caller", "Pipeline"]
+__all__ = ["Caller", "Estimate", "Pipeline"]
 
 log = structlog.get_logger("pixelgate.pipeline")
+#: the input images of the job running in this task (set by ``_load_inputs``)
+_JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", default=None)
+WEBHOOK_CHECK_TIMEOUT_S = 5.0
 
 PROGRESS_MIN_INTERVAL_S = 0.25
 #: called once a generation reaches a terminal state (webhooks, e-mail, cache…)
@@ -57,6 +66,17 @@ class Caller:
     account_name: str
     is_admin: bool = False
     key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a request would cost, without running it (``POST /v1/estimate``)."""
+
+    credits: int
+    usd: Decimal | None
+    provider: str | None
+    model: str | None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -123,6 +143,7 @@ class Pipeline:
         bus: EventBus,
         http: httpx.AsyncClient,
         retry: RetryPolicy | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -131,7 +152,13 @@ class Pipeline:
         self.bus = bus
         self.http = http
         self.retry = retry or RetryPolicy()
+        self.credit_rules = CreditRules(
+            **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
+        )
+        self.limiter = limiter or RequestLimiter()
         self.finish_hooks: list[FinishHook] = []
+        #: fetches user URLs (input images here; webhooks use it too)
+        self.fetcher = SafeFetcher()
         self._running: dict[str, _RunState] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
 
@@ -161,10 +188,21 @@ class Pipeline:
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> AdmitResult:
-        """Validate, price and persist a request (one transaction), then wake a worker."""
+        """Validate, price and persist a request (one transaction), then wake a worker.
+
+        Raises:
+            ValidationFailed, InsufficientCredits, BudgetExceeded, RateLimited: nothing
+            is written or charged.
+        """
         self.validate(request)
+        await self._check_user_urls(caller, request)
+        account = await self.store.get_account(caller.account_id)
+        estimate = self.estimate(request, account)
+        tier = self.settings.tier(account.tier)
+        await self.limiter.hit(account.id, tier.requests_per_minute)
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
         result = await self.store.admit(
             account_id=caller.account_id,
             project=request.project,
@@ -172,21 +210,49 @@ class Pipeline:
             request=payload,
             request_hash=digest,
             source=source,
-            credits=credits_for(request),
-            estimated_usd=self.estimate_usd(request),
+            credits=estimate.credits,
+            estimated_usd=estimate.usd,
             idempotency_key=idempotency_key,
             request_id=request_id,
+            quota=quota,
         )
         if result.created:
             await self.bus.notify_jobs()
         return result
 
-    def estimate_usd(self, request: GenerationRequest) -> Decimal | None:
-        candidates, _ = plan_route(request, self.providers)
-        if not candidates:
-            return None
-        first = candidates[0]
-        return first.provider.price(self._provider_request(request, first.model))
+    def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
+        """Credits and USD the request costs: the same numbers admission charges.
+
+        Raises:
+            ValidationFailed: ``max_cost_per_image`` excludes every capable provider.
+        """
+        credits = credits_for(request, self.credit_rules)
+        candidates, _ = plan_route(request, self.providers, preferred=account.preferred_providers)
+        priced = []
+        for candidate in candidates:
+            usd = candidate.provider.price(self._provider_request(request, candidate.model))
+            cap = request.max_cost_per_image
+            if cap is not None and usd / request.n > cap:
+                continue
+            priced.append((candidate, usd))
+        if candidates and not priced:
+            raise ValidationFailed(
+                "max_cost_per_image",
+                f"no provider can serve this request for at most ${request.max_cost_per_image} "
+                "per image",
+                code="no_provider_within_budget",
+            )
+        first = priced[0] if priced else None
+        return Estimate(
+            credits=credits,
+            usd=first[1] if first else None,
+            provider=first[0].provider.name if first else None,
+            model=first[0].model if first else None,
+            candidates=[
+                {"provider": c.provider.name, "model": c.model, "usd": str(usd)}
+                for c, usd in priced
+            ],
+        )
 
     # Waiting -------------------------------------------------------------------
 
@@ -251,7 +317,8 @@ class Pipeline:
         state = _RunState()
         self._running[job.id] = state
         try:
-            await self._execute(job, owner, state)
+            if await self._load_inputs(job, owner):
+                await self._execute(job, owner, state)
         finally:
             self._running.pop(job.id, None)
 
@@ -313,7 +380,6 @@ class Pipeline:
                 provider_ms=elapsed_ms,
                 route=state.route,
                 account_id=job.account_id,
-                credits=0,
             )
             if event_id is not None:
                 await self.finished(job.id)
@@ -407,8 +473,57 @@ class Pipeline:
             if not await deadline.sleep(delay):
                 raise error
 
+    # Inputs --------------------------------------------------------------------
+
+    async def _check_user_urls(self, caller: Caller, request: GenerationRequest) -> None:
+        """Admission: uploaded inputs must be the caller's; the webhook must be public."""
+        for name in ("input_image_key", "input_mask_key", "input_reference_key"):
+            key = getattr(request, name)
+            if key and not key.startswith(f"inputs/{caller.account_id}/"):
+                raise ValidationFailed(name, "not an input of this account", code="input_not_found")
+        if request.webhook_url:
+            try:
+                async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
+                    await self.fetcher.check(
+                        request.webhook_url,
+                        allow_hosts=self.settings.webhook_allow_hosts,
+                        what="webhook_url",
+                    )
+            except UnsafeURL as exc:
+                message = exc.message.removeprefix("webhook_url: ")
+                raise ValidationFailed("webhook_url", message, code="unsafe_url") from None
+            except TimeoutError:
+                raise ValidationFailed(
+                    "webhook_url", "the host does not resolve", code="unsafe_url"
+                ) from None
+
+    async def _load_inputs(self, job: ClaimedJob, owner: str) -> bool:
+        """Load the job's input images for this task; fail the job when one is unusable."""
+        _JOB_INPUTS.set(None)
+        if not any(job.request.get(name) for name in INPUT_FIELDS):
+            return True
+        try:
+            request = GenerationRequest.model_validate(job.request)
+        except ValueError:
+            return True  # _execute reports an invalid stored request
+        try:
+            inputs = await load_inputs(
+                request,
+                account_id=job.account_id,
+                storage=self.storage,
+                fetcher=self.fetcher,
+                settings=self.settings,
+            )
+        except PixelgateError as exc:
+            log.info("inputs_unavailable", generation_id=job.id, code=exc.code)
+            await self.fail(job, owner, exc.code, exc.message)
+            return False
+        _JOB_INPUTS.set(inputs)
+        return True
+
     def _provider_request(self, request: GenerationRequest, model: str) -> ProviderRequest:
         width, height = request.dimensions()
+        inputs = _JOB_INPUTS.get() or JobInputs()
         return ProviderRequest(
             prompt=request.prompt,
             model=model,
@@ -422,6 +537,9 @@ class Pipeline:
             style=request.style,
             seed=request.seed,
             background=request.background,
+            reference_image=inputs.reference_image,
+            edit_image=inputs.edit_image,
+            mask=inputs.mask,
             options=dict(request.options),
         )
 

@@ -52,8 +52,12 @@ def supports(provider: Provider, model: str, request: GenerationRequest) -> str 
         return f"n={request.n} above the model's maximum {caps.max_n}"
     if width > caps.max_width or height > caps.max_height:
         return f"{width}x{height} larger than {caps.max_width}x{caps.max_height}"
-    if request.reference_image_url and not caps.reference_image:
+    if request.has_reference_image() and not caps.reference_image:
         return "no reference image support"
+    if request.has_input_image() and not caps.edit:
+        return "no image edit support"
+    if request.has_mask() and not caps.mask:
+        return "no mask support"
     if request.background == "transparent" and not caps.transparency:
         return "no transparency support"
     return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import AccountView, EventView, GenerationView, ImageView, Status
 from pixelgate.core.states import sources_of
+from pixelgate.db.billing import Quota, QuotaState, check_budget, check_quota, lock_account
 from pixelgate.db.engine import Database
 from pixelgate.db.tables import Account, ApiKey, Event, Generation, Image, LedgerEntry, UsageDaily
 from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
@@ -56,6 +57,7 @@ class AdmitResult:
     generation: GenerationView
     created: bool
     credits_remaining: int | None
+    quota: QuotaState | None = None
 
 
 @dataclass(frozen=True)
@@ -92,28 +94,47 @@ def _account_view(row: Account) -> AccountView:
         credits=row.credits,
         created_at=row.created_at,
         preferred_providers=list(row.preferred_providers or []),
+        credit_policy=row.credit_policy,
+        daily_budget_usd=row.daily_budget_usd,
+        email=row.email,
+        webhook_url=row.webhook_url,
+        disabled=row.disabled,
+        settings=dict(row.settings or {}),
     )
 
 
 class Store:
     """Repository over :class:`Database`; the only place that writes SQL."""
 
-    def __init__(self, db: Database, *, url_for: Any = None) -> None:
+    def __init__(
+        self, db: Database, *, url_for: Any = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.db = db
+        #: the time source; tests freeze it to prove windows and midnights
+        self.clock = clock or utcnow
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for = url_for or (lambda key: f"/files/{key}")
 
     # Accounts and keys -------------------------------------------------------
 
     async def create_account(
-        self, name: str, *, tier: str = "FREE", credits: int | None = None, actor: str = "system"
+        self,
+        name: str,
+        *,
+        tier: str = "FREE",
+        credits: int | None = None,
+        actor: str = "system",
+        credit_policy: str = "refund",
+        email: str | None = None,
     ) -> AccountView:
-        now = utcnow()
+        now = self.clock()
         row = Account(
             id=new_id("acct"),
             name=name,
             tier=tier.upper(),
             credits=credits,
+            credit_policy=credit_policy,
+            email=email,
             preferred_providers=[],
             settings={},
             created_at=now,
@@ -142,7 +163,7 @@ class Store:
         if existing is not None:
             return existing
         try:
-            return await self.create_account(name, tier="ENTERPRISE")
+            return await self.create_account(name, tier="INTERNAL")
         except Conflict:
             found = await self.find_account(name)
             assert found is not None
@@ -158,6 +179,22 @@ class Store:
             row = await s.get(Account, account_id)
             if row is None:
                 raise NotFound("account not found")
+            return _account_view(row)
+
+    async def update_account(self, account_id: str, **fields: Any) -> AccountView:
+        """Change account settings (tier, budget, preferences, policy, e-mail, webhook…)."""
+        allowed = {"tier", "daily_budget_usd", "preferred_providers", "credit_policy", "email",
+                   "webhook_url", "disabled", "settings"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValidationFailed(sorted(unknown)[0], "cannot be changed")
+        async with self.db.write() as s:
+            row = await s.get(Account, account_id)
+            if row is None:
+                raise NotFound("account not found")
+            for name, value in fields.items():
+                setattr(row, name, value.upper() if name == "tier" else value)
+            await s.flush()
             return _account_view(row)
 
     async def list_accounts(self) -> list[AccountView]:
@@ -185,7 +222,7 @@ class Store:
                     prefix=plain[:8],
                     name=name,
                     is_admin=is_admin,
-                    created_at=utcnow(),
+                    created_at=self.clock(),
                 )
             )
         return key_id, plain
@@ -245,7 +282,7 @@ class Store:
             row = await s.get(ApiKey, key_id)
             if row is None:
                 raise NotFound(f"key {key_id!r} not found")
-            row.revoked_at = row.revoked_at or utcnow()
+            row.revoked_at = row.revoked_at or self.clock()
             return row.key_hash
 
     # Admission --------------------------------------------------------------
@@ -263,6 +300,7 @@ class Store:
         estimated_usd: Decimal | None,
         idempotency_key: str | None,
         request_id: str | None,
+        quota: Quota | None = None,
     ) -> AdmitResult:
         """Create the generation, its first event and its debit in one transaction.
 
@@ -273,10 +311,15 @@ class Store:
             existing = await self._by_idempotency(account_id, idempotency_key)
             if existing is not None:
                 return self._replay(existing, request_hash)
-        now = utcnow()
+        now = self.clock()
         gen_id = new_id("gen")
+        quota_after: QuotaState | None = None
         try:
             async with self.db.write() as s:
+                await lock_account(s, account_id)
+                if quota is not None:
+                    quota_after = await check_quota(s, account_id, quota, now)
+                await check_budget(s, account_id, estimated_usd, now)
                 remaining = await self._debit(s, account_id, gen_id, credits, now)
                 s.add(
                     Generation(
@@ -321,32 +364,33 @@ class Store:
                     return self._replay(existing, request_hash)
             raise
         view = await self.get_generation(gen_id)
-        return AdmitResult(generation=view, created=True, credits_remaining=remaining)
+        return AdmitResult(
+            generation=view, created=True, credits_remaining=remaining, quota=quota_after
+        )
 
-    def _replay(self, existing: GenerationView, request_hash: str) -> AdmitResult:
-        if existing.request.get("__hash") not in (None, request_hash):
+    def _replay(self, existing: tuple[GenerationView, str], request_hash: str) -> AdmitResult:
+        view, stored_hash = existing
+        if stored_hash != request_hash:
             raise Conflict(
                 "Idempotency-Key was already used with a different request",
                 code="idempotency_key_reused",
             )
-        return AdmitResult(generation=existing, created=False, credits_remaining=None)
+        return AdmitResult(generation=view, created=False, credits_remaining=None)
 
-    async def _by_idempotency(self, account_id: str, key: str) -> GenerationView | None:
+    async def _by_idempotency(
+        self, account_id: str, key: str
+    ) -> tuple[GenerationView, str] | None:
         async with self.db.read() as s:
-            gen_id = await s.scalar(
-                select(Generation.id).where(
-                    Generation.account_id == account_id, Generation.idempotency_key == key
+            row = (
+                await s.execute(
+                    select(Generation.id, Generation.request_hash).where(
+                        Generation.account_id == account_id, Generation.idempotency_key == key
+                    )
                 )
-            )
-        if gen_id is None:
+            ).first()
+        if row is None:
             return None
-        view = await self.get_generation(gen_id)
-        async with self.db.read() as s:
-            stored_hash = await s.scalar(
-                select(Generation.request_hash).where(Generation.id == gen_id)
-            )
-        view.request = {**view.request, "__hash": stored_hash}
-        return view
+        return await self.get_generation(row[0]), row[1]
 
     async def _debit(
         self, s: AsyncSession, account_id: str, gen_id: str, credits: int, now: datetime
@@ -547,7 +591,7 @@ class Store:
 
     async def claim(self, owner: str, lease_s: float, limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` runnable PENDING jobs: ``PENDING → PROCESSING`` by CAS."""
-        now = utcnow()
+        now = self.clock()
         expires = now + timedelta(seconds=lease_s)
         claimed: list[ClaimedJob] = []
         async with self.db.write() as s:
@@ -618,7 +662,7 @@ class Store:
 
     async def renew(self, gen_id: str, owner: str, lease_s: float) -> tuple[bool, bool]:
         """Extend a lease; returns ``(still_owned, cancel_requested)``."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
                 update(Generation)
@@ -635,7 +679,7 @@ class Store:
 
     async def renew_all(self, owner: str, lease_s: float) -> dict[str, bool]:
         """Extend every lease of ``owner`` in one statement; ``{id: cancel_requested}``."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
                 update(Generation)
@@ -650,7 +694,7 @@ class Store:
 
     async def release(self, gen_id: str, owner: str) -> bool:
         """Give a job back to the queue (shutdown): ``PROCESSING → PENDING``."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
                 update(Generation)
@@ -675,7 +719,7 @@ class Store:
 
     async def reap(self, *, dead_owners: Sequence[str] = ()) -> list[str]:
         """Return jobs whose lease expired (or whose owner is known dead) to PENDING."""
-        now = utcnow()
+        now = self.clock()
         cond = and_(Generation.lease_expires_at.is_not(None), Generation.lease_expires_at < now)
         if dead_owners:
             cond = or_(cond, Generation.lease_owner.in_(list(dead_owners)))
@@ -722,7 +766,7 @@ class Store:
         self, gen_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
     ) -> int:
         """Append an event, optionally updating columns of the generation in the same txn."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             if values:
                 await s.execute(
@@ -765,14 +809,13 @@ class Store:
         provider_ms: int | None,
         route: list[dict[str, Any]],
         account_id: str,
-        credits: int,
         fallback_image: bool = False,
     ) -> int | None:
         """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction.
 
         Returns the event id, or ``None`` when this worker no longer owns the job.
         """
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
                 update(Generation)
@@ -795,10 +838,12 @@ class Store:
                     completed_at=now,
                     updated_at=now,
                 )
-                .returning(Generation.id)
+                .returning(Generation.id, Generation.credits)
             )
-            if result.first() is None:
+            row = result.first()
+            if row is None:
                 return None
+            credits = int(row[1])
             await s.execute(delete(Image).where(Image.generation_id == gen_id))
             for img in images:
                 s.add(
@@ -853,7 +898,7 @@ class Store:
         model: str | None = None,
     ) -> int | None:
         """``PROCESSING → FAILED`` with the refund (at most once), in one transaction."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             cond = [
                 Generation.id == gen_id,
@@ -909,7 +954,7 @@ class Store:
 
         Returns the generation and the event id written (0 when only flagged).
         """
-        now = utcnow()
+        now = self.clock()
         await self.get_generation(gen_id, account_id=account_id)  # ownership → NotFound
         event_id = 0
         async with self.db.write() as s:
@@ -942,7 +987,7 @@ class Store:
         self, gen_id: str, owner: str, *, route: list[dict[str, Any]]
     ) -> int | None:
         """``PROCESSING → CANCELED`` by the worker that saw the cancel request."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
                 update(Generation)
@@ -1034,7 +1079,7 @@ class Store:
         """Grant (positive) or revoke (negative) credits; returns the new balance."""
         if credits == 0:
             raise ValidationFailed("credits", "must not be zero")
-        now = utcnow()
+        now = self.clock()
         async with self.db.write() as s:
             row = await s.get(Account, account_id)
             if row is None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.compat._common import drop_none
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import iso
 from pixelgate.core.models import GenerationRequest, GenerationView, Status
 
@@ -89,6 +90,10 @@ async def create(
     )
     result = await runtime.pipeline.admit(caller, request, source="seed004", request_id=request_id)
     view = result.generation
+    headers = {"Location": f"/api/generate/{view.id}"}
+    if result.quota is not None:
+        q = result.quota
+        headers.update(rate_limit_headers(q.limit, q.remaining, q.reset_at.timestamp()))
     return JSONResponse(
         {
             "jobId": view.id,
@@ -99,7 +104,7 @@ async def create(
             "createdAt": iso(view.created_at),
         },
         status_code=202,
-        headers={"Location": f"/api/generate/{view.id}"},
+        headers=headers,
     )
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.errors import ValidationFailed
@@ -52,6 +53,9 @@ async def create_generation(
     if wait_s and not view.terminal:
         view = await runtime.pipeline.wait(view.id, wait_s)
     headers = {"Location": f"/v1/generations/{view.id}"}
+    if result.quota is not None:
+        q = result.quota
+        headers.update(rate_limit_headers(q.limit, q.remaining, q.reset_at.timestamp()))
     if not result.created:
         headers["Idempotent-Replayed"] = "true"
     if wait_s is not None:

@@ -1,0 +1,121 @@
+"""The caller's money and quotas: ``POST /v1/estimate``, ``GET /v1/account``, ``GET /v1/usage``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from pixelgate.api.deps import CurrentCaller, RuntimeDep
+from pixelgate.api.schemas import iso
+from pixelgate.core.models import AccountView, GenerationRequest
+from pixelgate.db.billing import Quota, quota_state, spent_today, utc_midnight
+from pixelgate.db.reports import Reports, day_range
+from pixelgate.runtime import Runtime
+
+router = APIRouter(tags=["account"])
+MAX_USAGE_DAYS = 366
+
+
+def _usd(value: Any) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]:
+    """Balance, tier, limits left and today's budget of one account."""
+    now = runtime.store.clock()
+    tier = runtime.settings.tier(account.tier)
+    async with runtime.db.read() as s:
+        spent = await spent_today(s, account.id, now)
+        quota = None
+        if tier.daily_limit is not None:
+            quota = await quota_state(s, account.id, Quota(tier.daily_limit, tier.window_s), now)
+    budget = None
+    if account.daily_budget_usd is not None:
+        budget = {
+            "daily_usd": _usd(account.daily_budget_usd),
+            "spent_today_usd": _usd(spent),
+            "remaining_usd": _usd(max(account.daily_budget_usd - spent, Decimal(0))),
+            "resets_at": iso(utc_midnight(now) + timedelta(days=1)),
+        }
+    return {
+        "id": account.id,
+        "name": account.name,
+        "tier": account.tier,
+        "credits": account.credits,
+        "metered": account.credits is not None,
+        "credit_policy": account.credit_policy,
+        "limits": {
+            "generations": None
+            if quota is None
+            else {
+                "limit": quota.limit,
+                "remaining": quota.remaining,
+                "window_s": quota.window_s,
+                "reset_at": iso(quota.reset_at),
+            },
+            "requests_per_minute": tier.requests_per_minute,
+        },
+        "budget": budget,
+        "spent_today_usd": _usd(spent),
+        "preferred_providers": account.preferred_providers,
+        "projects": await Reports(runtime.db).projects(account.id),
+        "email": account.email,
+        "webhook_url": account.webhook_url,
+        "created_at": iso(account.created_at),
+    }
+
+
+@router.post("/v1/estimate")
+async def estimate(
+    body: GenerationRequest, runtime: RuntimeDep, caller: CurrentCaller
+) -> JSONResponse:
+    runtime.pipeline.validate(body)
+    account = await runtime.store.get_account(caller.account_id)
+    result = runtime.pipeline.estimate(body, account)
+    return JSONResponse(
+        {
+            "credits": result.credits,
+            "usd": _usd(result.usd),
+            "provider": result.provider,
+            "model": result.model,
+            "candidates": result.candidates,
+            "balance": account.credits,
+            "affordable": account.credits is None or account.credits >= result.credits,
+        }
+    )
+
+
+@router.get("/v1/account")
+async def get_account(runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
+    account = await runtime.store.get_account(caller.account_id)
+    return JSONResponse(await account_body(runtime, account))
+
+
+@router.get("/v1/account/ledger")
+async def get_ledger(
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JSONResponse:
+    entries = await Reports(runtime.db).ledger(caller.account_id, limit=limit)
+    for entry in entries:
+        entry["created_at"] = iso(entry["created_at"])
+    account = await runtime.store.get_account(caller.account_id)
+    return JSONResponse({"balance": account.credits, "entries": entries})
+
+
+@router.get("/v1/usage")
+async def get_usage(
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS)] = 30,
+) -> JSONResponse:
+    first, last = day_range(days, runtime.store.clock())
+    rows = await Reports(runtime.db).usage(
+        account_id=caller.account_id, first_day=first, last_day=last
+    )
+    return JSONResponse({"from": first.isoformat(), "to": last.isoformat(), "data": rows})

@@ -1,0 +1,203 @@
+"""Admin routes for accounts, credits and keys, and seed 001's ``/admin/stats``."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixelgate.api.deps import AdminCaller, RuntimeDep
+from pixelgate.api.routes.account import account_body
+from pixelgate.api.schemas import iso
+from pixelgate.db.reports import Reports, day_range
+from pixelgate.errors import NotFound, ValidationFailed
+from pixelgate.runtime import Runtime
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_STATS_DAYS = 366
+
+
+class AccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    tier: str = "FREE"
+    credits: int | None = Field(None, ge=0)
+    credit_policy: Literal["refund", "keep"] | None = None
+    email: str | None = None
+
+
+class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str | None = None
+    daily_budget_usd: Decimal | None = Field(None, ge=0)
+    clear_daily_budget: bool = False
+    preferred_providers: list[str] | None = None
+    credit_policy: Literal["refund", "keep"] | None = None
+    email: str | None = None
+    webhook_url: str | None = None
+    disabled: bool | None = None
+
+
+class CreditChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credits: int = Field(description="positive grants, negative revokes")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    admin: bool = False
+    name: str | None = Field(None, max_length=64)
+
+
+async def _account(runtime: Runtime, name: str) -> Any:
+    account = await runtime.store.find_account(name)
+    if account is None:
+        raise NotFound(f"account {name!r} not found", code="account_not_found")
+    return account
+
+
+def _check_tier(runtime: Runtime, tier: str) -> str:
+    if tier.upper() not in runtime.settings.tiers:
+        known = ", ".join(sorted(runtime.settings.tiers))
+        raise ValidationFailed("tier", f"unknown tier {tier!r} (known: {known})")
+    return tier.upper()
+
+
+@router.post("/accounts", status_code=201)
+async def create_account(
+    body: AccountCreate, runtime: RuntimeDep, admin: AdminCaller
+) -> JSONResponse:
+    account = await runtime.store.create_account(
+        body.name,
+        tier=_check_tier(runtime, body.tier),
+        credits=body.credits,
+        actor=admin.account_name,
+        credit_policy=body.credit_policy or runtime.settings.credits.default_policy,
+        email=body.email,
+    )
+    return JSONResponse(await account_body(runtime, account), status_code=201)
+
+
+@router.get("/accounts")
+async def list_accounts(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
+    accounts = await runtime.store.list_accounts()
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "id": a.id,
+                    "name": a.name,
+                    "tier": a.tier,
+                    "credits": a.credits,
+                    "created_at": iso(a.created_at),
+                    "disabled": a.disabled,
+                }
+                for a in accounts
+            ]
+        }
+    )
+
+
+@router.get("/accounts/{name}")
+async def get_account(name: str, runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
+    return JSONResponse(await account_body(runtime, await _account(runtime, name)))
+
+
+@router.patch("/accounts/{name}")
+async def update_account(
+    name: str, body: AccountUpdate, runtime: RuntimeDep, _admin: AdminCaller
+) -> JSONResponse:
+    account = await _account(runtime, name)
+    fields = body.model_dump(exclude_unset=True, exclude={"clear_daily_budget"})
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if "tier" in fields:
+        fields["tier"] = _check_tier(runtime, fields["tier"])
+    for provider in fields.get("preferred_providers", []):
+        if provider not in runtime.providers:
+            raise ValidationFailed("preferred_providers", f"unknown provider {provider!r}")
+    if body.clear_daily_budget:
+        fields["daily_budget_usd"] = None
+    updated = await runtime.store.update_account(account.id, **fields)
+    return JSONResponse(await account_body(runtime, updated))
+
+
+@router.post("/accounts/{name}/credits")
+async def change_credits(
+    name: str, body: CreditChange, runtime: RuntimeDep, admin: AdminCaller
+) -> JSONResponse:
+    account = await _account(runtime, name)
+    balance = await runtime.store.grant_credits(
+        account.id, body.credits, reason=body.reason, actor=admin.account_name
+    )
+    return JSONResponse({"account": account.name, "credits": balance})
+
+
+@router.post("/accounts/{name}/keys", status_code=201)
+async def create_key(
+    name: str, body: KeyCreate, runtime: RuntimeDep, _admin: AdminCaller
+) -> JSONResponse:
+    account = await _account(runtime, name)
+    key_id, plain = await runtime.store.create_key(account.id, is_admin=body.admin, name=body.name)
+    return JSONResponse(
+        {
+            "id": key_id,
+            "account": account.name,
+            "admin": body.admin,
+            "key": plain,
+            "note": "shown once; only its hash is stored",
+        },
+        status_code=201,
+    )
+
+
+@router.get("/keys")
+async def list_keys(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
+    keys = await runtime.store.list_keys()
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    **k,
+                    "prefix": k["prefix"] + "…",
+                    "created_at": iso(k["created_at"]),
+                    "revoked_at": iso(k["revoked_at"]),
+                }
+                for k in keys
+            ]
+        }
+    )
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(
+    key_id: str, request: Request, runtime: RuntimeDep, _admin: AdminCaller
+) -> JSONResponse:
+    key_hash = await runtime.store.revoke_key(key_id)
+    request.app.state.key_cache.drop(key_hash)  # this process at once; others within the TTL
+    return JSONResponse({"id": key_id, "revoked": True})
+
+
+@router.get("/stats")
+async def stats(
+    runtime: RuntimeDep,
+    _admin: AdminCaller,
+    days: Annotated[int | None, Query(ge=1, le=MAX_STATS_DAYS)] = None,
+    date_: Annotated[date | None, Query(alias="date")] = None,
+) -> JSONResponse:
+    if date_ is not None and days is not None:
+        raise ValidationFailed("date", "give days or date, not both")
+    if date_ is not None:
+        first = last = date_
+    else:
+        first, last = day_range(days or 7, runtime.store.clock())
+    return JSONResponse(await Reports(runtime.db).stats(first_day=first, last_day=last))

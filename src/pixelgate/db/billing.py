@@ -1,0 +1,126 @@
+"""Admission checks that must run inside the admission transaction: quotas and budgets.
+
+The generations table is the log of a sliding-window quota: counting an
+account's generations inside the window, in the same transaction that inserts
+the next one, is exact under concurrency (the account row is locked first) and
+survives restarts — which an in-memory counter would not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pixelgate.core.models import Status
+from pixelgate.db.tables import Account, Generation
+from pixelgate.errors import BudgetExceeded, RateLimited
+
+__all__ = ["Quota", "QuotaState", "check_budget", "check_quota", "lock_account", "spent_today"]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` generations per sliding ``window_s`` seconds."""
+
+    limit: int
+    window_s: int
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    limit: int
+    remaining: int
+    reset_at: datetime
+    window_s: int
+
+
+async def lock_account(s: AsyncSession, account_id: str) -> None:
+    """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)."""
+    if s.get_bind().dialect.name == "postgresql":
+        await s.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+
+
+async def quota_state(s: AsyncSession, account_id: str, quota: Quota, now: datetime) -> QuotaState:
+    since = now - timedelta(seconds=quota.window_s)
+    row = (
+        await s.execute(
+            select(func.count(), func.min(Generation.created_at)).where(
+                Generation.account_id == account_id, Generation.created_at > since
+            )
+        )
+    ).one()
+    used, oldest = int(row[0]), row[1]
+    if oldest is not None and oldest.tzinfo is None:  # aggregate results skip the type
+        oldest = oldest.replace(tzinfo=UTC)
+    reset_at = (oldest or now) + timedelta(seconds=quota.window_s)
+    return QuotaState(
+        limit=quota.limit,
+        remaining=max(0, quota.limit - used),
+        reset_at=reset_at,
+        window_s=quota.window_s,
+    )
+
+
+async def check_quota(s: AsyncSession, account_id: str, quota: Quota, now: datetime) -> QuotaState:
+    """The state after admitting one more; raises ``RateLimited`` when none is left."""
+    state = await quota_state(s, account_id, quota, now)
+    if state.remaining <= 0:
+        raise RateLimited(
+            f"Rate limit exceeded for your tier: {quota.limit} generations per {quota.window_s} s",
+            retry_after=max(1.0, (state.reset_at - now).total_seconds()),
+            limit=quota.limit,
+            remaining=0,
+            reset_at=state.reset_at.timestamp(),
+        )
+    return QuotaState(
+        limit=state.limit,
+        remaining=state.remaining - 1,
+        reset_at=state.reset_at,
+        window_s=quota.window_s,
+    )
+
+
+def utc_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+
+
+async def spent_today(s: AsyncSession, account_id: str, now: datetime) -> Decimal:
+    """USD of today's (UTC) generations: real cost once known, the estimate while running."""
+    running = (Status.PENDING.value, Status.PROCESSING.value)
+    amount = case(
+        (Generation.cost_usd.is_not(None), Generation.cost_usd),
+        (Generation.status.in_(running), func.coalesce(Generation.estimated_usd, 0)),
+        else_=0,
+    )
+    total = await s.scalar(
+        select(func.coalesce(func.sum(amount), 0)).where(
+            Generation.account_id == account_id,
+            Generation.created_at >= utc_midnight(now),
+        )
+    )
+    return Decimal(str(total or 0))
+
+
+async def check_budget(
+    s: AsyncSession, account_id: str, estimate: Decimal | None, now: datetime
+) -> None:
+    """Raise ``BudgetExceeded`` when today's spend plus ``estimate`` passes the daily budget."""
+    budget = await s.scalar(select(Account.daily_budget_usd).where(Account.id == account_id))
+    if budget is None:
+        return
+    spent = await spent_today(s, account_id, now)
+    needed = estimate or Decimal("0")
+    if spent + needed > budget:
+        resets = utc_midnight(now) + timedelta(days=1)
+        raise BudgetExceeded(
+            f"daily budget of ${budget} would be exceeded: ${spent} spent today, this "
+            f"request is estimated at ${needed}",
+            budget=budget,
+            spent=spent,
+            estimate=needed,
+            resets_at=resets,
+        )
