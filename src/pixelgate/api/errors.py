@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -146,15 +147,19 @@ def rate_limit_headers(limit: int, remaining: int, reset_at: float) -> dict[str,
     }
 
 
+def _usd(value: Any) -> str:
+    return format(Decimal(str(value)).normalize(), "f")
+
+
 def _details(exc: e.PixelgateError) -> dict[str, Any]:
     """Machine-readable details of money and quota errors."""
     if isinstance(exc, e.InsufficientCredits):
         return {"balance": exc.balance, "price": exc.price}
     if isinstance(exc, e.BudgetExceeded):
         return {
-            "budget_usd": str(exc.budget),
-            "spent_today_usd": str(exc.spent),
-            "estimate_usd": str(exc.estimate),
+            "budget_usd": _usd(exc.budget),
+            "spent_today_usd": _usd(exc.spent),
+            "estimate_usd": _usd(exc.estimate),
             "resets_at": exc.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     if isinstance(exc, e.RateLimited):

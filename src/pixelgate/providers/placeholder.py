@@ -71,6 +71,8 @@ class PlaceholderSettings(ProviderSettings):
     latency_ms: int = Field(0, ge=0)
     fail_rate: float = Field(0.0, ge=0, le=1)
     fail_kind: FailKind = "transient"
+    #: a pretend price per image (USD), for demos and billing tests
+    price_usd: Decimal = Field(Decimal("0"), ge=0)
 
 
 class PlaceholderProvider(Provider):
@@ -81,18 +83,20 @@ class PlaceholderProvider(Provider):
     needs_key = False
     key_env = None
 
-    _MODELS = {
-        MODEL: ModelInfo(
-            name=MODEL,
-            capabilities=CAPABILITIES,
-            price_usd=Decimal("0"),
-            description="Offline deterministic placeholder images",
-        )
-    }
-
     @property
     def models(self) -> dict[str, ModelInfo]:
-        return self._MODELS
+        price = self.placeholder_settings.price_usd
+        cached = getattr(self, "_models", None)
+        if cached is None or cached[MODEL].price_usd != price:
+            self._models = {
+                MODEL: ModelInfo(
+                    name=MODEL,
+                    capabilities=CAPABILITIES,
+                    price_usd=price,
+                    description="Offline deterministic placeholder images",
+                )
+            }
+        return self._models
 
     @property
     def placeholder_settings(self) -> PlaceholderSettings:
@@ -138,7 +142,8 @@ class PlaceholderProvider(Provider):
             ProviderImage(data=data, content_type=content_type, seed=image_seed)
             for data, image_seed in zip(blobs, seeds, strict=True)
         ]
-        return ProviderResult(images=images, model=MODEL, cost_usd=Decimal("0"))
+        cost = self.placeholder_settings.price_usd * len(images)
+        return ProviderResult(images=images, model=MODEL, cost_usd=cost)
 
     def _check(self, request: ProviderRequest) -> None:
         caps = self.model_info(request.model).capabilities

@@ -1,0 +1,390 @@
+"""Credits, quotas and budgets: exact under concurrency, and nothing charged for a rejection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from pixelgate.config import Settings
+from pixelgate.core.routing import RetryPolicy
+from pixelgate.db.tables import Generation, LedgerEntry
+from pixelgate.runtime import Runtime
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Settings:
+    return make_settings(
+        providers={
+            "fast": {"kind": "placeholder"},
+            "priced": {"kind": "placeholder", "price_usd": "0.04"},
+            "dear": {"kind": "placeholder", "price_usd": "0.25"},
+            "flaky": {"kind": "placeholder", "fail_rate": 1.0},
+        },
+        routing={"default": ["fast"]},
+    )
+
+
+async def _ledger(runtime: Runtime, account_id: str) -> list[LedgerEntry]:
+    async with runtime.db.read() as s:
+        return list(
+            await s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == account_id))
+        )
+
+
+async def _generation_count(runtime: Runtime, account_id: str) -> int:
+    async with runtime.db.read() as s:
+        count = await s.scalar(
+            select(func.count()).select_from(Generation).where(Generation.account_id == account_id)
+        )
+        return int(count or 0)
+
+
+async def _assert_ledger_consistent(runtime: Runtime, account_id: str) -> None:
+    account = await runtime.store.get_account(account_id)
+    entries = await _ledger(runtime, account_id)
+    assert account.credits is not None and account.credits >= 0
+    assert account.credits == sum(e.credits for e in entries)
+    per_generation = Counter((e.generation_id, e.kind) for e in entries if e.generation_id)
+    assert all(n == 1 for n in per_generation.values()), per_generation
+
+
+async def test_200_concurrent_submissions_with_50_credits(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    caller, headers = await make_account("buyer", credits=50, tier="ENTERPRISE")
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/generations",
+                headers=headers,
+                json={"prompt": f"p{i}", "width": 16, "height": 16},
+            )
+            for i in range(200)
+        )
+    )
+    codes = Counter(a.status_code for a in answers)
+    assert codes == {202: 50, 402: 150}
+    rejected = next(a for a in answers if a.status_code == 402).json()["error"]
+    assert rejected["code"] == "insufficient_credits"
+    assert rejected["balance"] == 0 and rejected["price"] == 1
+    account = await runtime.store.get_account(caller.account_id)
+    assert account.credits == 0
+    assert await _generation_count(runtime, caller.account_id) == 50
+    await _assert_ledger_consistent(runtime, caller.account_id)
+
+
+async def test_refunds_racing_debits_keep_the_ledger_exact(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    runtime.pipeline.retry = RetryPolicy(attempts=1)
+    caller, headers = await make_account("racer", credits=20, tier="ENTERPRISE")
+    failing = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/generations", headers=headers, json={"prompt": f"f{i}", "provider": "flaky"}
+            )
+            for i in range(20)
+        )
+    )
+    assert all(a.status_code == 202 for a in failing)
+    # 20 refunds (the flaky jobs failing) race 20 new debits
+    racing = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/generations",
+                headers=headers,
+                json={"prompt": f"d{i}", "width": 16, "height": 16},
+            )
+            for i in range(20)
+        )
+    )
+    for answer in failing:
+        await runtime.pipeline.wait(answer.json()["id"], 10)
+    accepted = [a for a in racing if a.status_code == 202]
+    for answer in accepted:
+        await runtime.pipeline.wait(answer.json()["id"], 10)
+    assert {a.status_code for a in racing} <= {202, 402}
+    entries = await _ledger(runtime, caller.account_id)
+    kinds = Counter(e.kind for e in entries)
+    assert kinds["refund"] == 20
+    assert kinds["debit"] == 20 + len(accepted)
+    account = await runtime.store.get_account(caller.account_id)
+    assert account.credits == 20 - len(accepted)
+    await _assert_ledger_consistent(runtime, caller.account_id)
+
+
+async def test_duplicate_delivery_charges_and_refunds_once(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    from pixelgate.db.store import ClaimedJob
+
+    runtime.pipeline.retry = RetryPolicy(attempts=1)
+    caller, headers = await make_account("dup", credits=10, tier="ENTERPRISE")
+    ok = (await client.post("/v1/generations", headers=headers, json={"prompt": "ok"})).json()
+    bad = (
+        await client.post(
+            "/v1/generations", headers=headers, json={"prompt": "bad", "provider": "flaky"}
+        )
+    ).json()
+    ok_view = await runtime.pipeline.wait(ok["id"], 10)
+    bad_view = await runtime.pipeline.wait(bad["id"], 10)
+    assert (ok_view.status.value, bad_view.status.value) == ("SUCCEEDED", "FAILED")
+    before = await _ledger(runtime, caller.account_id)
+    for view in (ok_view, bad_view):
+        job = ClaimedJob(
+            id=view.id,
+            account_id=caller.account_id,
+            account_name="dup",
+            project="default",
+            request=view.request,
+            created_at=view.created_at,
+            provider_job_id=None,
+            provider_job_provider=None,
+            deliveries=2,
+        )
+        await runtime.pipeline.execute(job, "another-worker")
+        await runtime.pipeline.fail(job, None, "internal_error", "duplicate")
+    after = await _ledger(runtime, caller.account_id)
+    assert [(e.kind, e.credits) for e in after] == [(e.kind, e.credits) for e in before]
+    assert (await runtime.store.get_generation(ok["id"])).status.value == "SUCCEEDED"
+    await _assert_ledger_consistent(runtime, caller.account_id)
+    assert (await runtime.store.get_account(caller.account_id)).credits == 9
+
+
+async def test_keep_policy_does_not_refund(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    runtime.pipeline.retry = RetryPolicy(attempts=1)
+    r = await client.post(
+        "/admin/accounts",
+        json={"name": "keeper", "credits": 5, "tier": "PRO", "credit_policy": "keep"},
+    )
+    assert r.status_code == 201, r.text
+    key = (await client.post("/admin/accounts/keeper/keys", json={})).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    gen = (
+        await client.post(
+            "/v1/generations", headers=headers, json={"prompt": "x", "provider": "flaky"}
+        )
+    ).json()
+    assert (await runtime.pipeline.wait(gen["id"], 10)).status.value == "FAILED"
+    account = (await client.get("/v1/account", headers=headers)).json()
+    assert account["credits"] == 4 and account["credit_policy"] == "keep"
+
+
+async def test_cancel_before_start_refunds_once(settings: Settings) -> None:
+    runtime = await Runtime.open(settings)  # no worker: jobs stay PENDING
+    try:
+        account = await runtime.store.create_account("c", tier="PRO", credits=3)
+        from pixelgate.core.models import GenerationRequest
+        from pixelgate.core.pipeline import Caller
+
+        caller = Caller(account_id=account.id, account_name="c")
+        admitted = await runtime.pipeline.admit(caller, GenerationRequest(prompt="x"))
+        assert admitted.credits_remaining == 2
+        await runtime.pipeline.cancel(admitted.generation.id, account.id)
+        assert (await runtime.store.get_account(account.id)).credits == 3
+        kinds = sorted(e.kind for e in await _ledger(runtime, account.id))
+        assert kinds == ["debit", "grant", "refund"]
+    finally:
+        await runtime.close()
+
+
+async def test_free_tier_second_generation_is_429_until_the_window_passes(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    runtime.store.clock = lambda: now
+    caller, headers = await make_account("free", tier="FREE")
+    first = await client.post("/api/generate", headers=headers, json={"prompt": "one"})
+    assert first.status_code == 202
+    assert first.headers["x-ratelimit-limit"] == "1"
+    assert first.headers["x-ratelimit-remaining"] == "0"
+    second = await client.post("/api/generate", headers=headers, json={"prompt": "two"})
+    assert second.status_code == 429
+    assert int(second.headers["retry-after"]) == 86_400
+    body = second.json()
+    assert body["remaining"] == 0
+    assert body["resetTime"] == "2026-03-02T10:00:00Z"
+    assert body["error"].startswith("Rate limit exceeded for your tier")
+    native = await client.post("/v1/generations", headers=headers, json={"prompt": "two"})
+    assert native.status_code == 429
+    assert native.json()["error"]["code"] == "rate_limited"
+    assert native.headers["x-ratelimit-reset"] == str(int((now + timedelta(days=1)).timestamp()))
+    assert await _generation_count(runtime, caller.account_id) == 1
+
+    now = datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)  # one window later
+    again = await client.post("/api/generate", headers=headers, json={"prompt": "three"})
+    assert again.status_code == 202
+
+
+async def test_seed004_tier_variables_are_honoured(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENERATION_FREE_TIER_LIMIT", "3")
+    monkeypatch.setenv("GENERATION_FREE_TIER_WINDOW", "60")
+    tier = make_settings().tier("FREE")
+    assert (tier.daily_limit, tier.window_s) == (3, 60)
+
+
+async def test_daily_budget_is_checked_and_resets_at_utc_midnight(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    now = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+    runtime.store.clock = lambda: now
+    await client.post("/admin/accounts", json={"name": "thrifty", "tier": "PRO"})
+    r = await client.patch("/admin/accounts/thrifty", json={"daily_budget_usd": "0.10"})
+    assert r.json()["budget"]["daily_usd"] == "0.1"
+    key = (await client.post("/admin/accounts/thrifty/keys", json={})).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"prompt": "x", "provider": "priced", "width": 16, "height": 16}
+    for _ in range(2):
+        ok = await client.post("/v1/generations", headers=headers, json=body, params={}, timeout=10)
+        assert ok.status_code == 202
+        await runtime.pipeline.wait(ok.json()["id"], 10)
+    over = await client.post("/v1/generations", headers=headers, json=body)
+    assert over.status_code == 402
+    error = over.json()["error"]
+    assert error["code"] == "budget_exceeded"
+    assert error["spent_today_usd"] == "0.08" and error["resets_at"] == "2026-03-02T00:00:00Z"
+    account = (await client.get("/v1/account", headers=headers)).json()
+    assert account["budget"]["remaining_usd"] == "0.02"
+    now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)
+    assert (await client.post("/v1/generations", headers=headers, json=body)).status_code == 202
+
+
+async def test_rejected_requests_write_nothing(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    caller, headers = await make_account("broke", credits=1, tier="FREE")
+    assert (
+        await client.post("/v1/generations", headers=headers, json={"prompt": "x", "n": 2})
+    ).status_code == 402
+    assert (
+        await client.post("/v1/generations", headers=headers, json={"prompt": ""})
+    ).status_code == 422
+    assert (
+        await client.post(
+            "/v1/generations",
+            headers=headers,
+            json={"prompt": "x", "provider": "dear", "max_cost_per_image": "0.1"},
+        )
+    ).status_code == 422
+    assert (
+        await client.post("/v1/generations", headers=headers, json={"prompt": "x"})
+    ).status_code == 202
+    assert (
+        await client.post("/v1/generations", headers=headers, json={"prompt": "y"})
+    ).status_code == 429
+    assert await _generation_count(runtime, caller.account_id) == 1
+    kinds = sorted(e.kind for e in await _ledger(runtime, caller.account_id))
+    assert kinds == ["debit", "grant"]
+
+
+async def test_max_cost_per_image_skips_dearer_providers(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/estimate",
+        json={"prompt": "x", "providers": ["dear", "priced"], "max_cost_per_image": "0.05"},
+    )
+    assert r.status_code == 200
+    assert r.json()["provider"] == "priced" and r.json()["usd"] == "0.04"
+    none = await client.post(
+        "/v1/estimate", json={"prompt": "x", "provider": "dear", "max_cost_per_image": "0.05"}
+    )
+    assert none.status_code == 422
+    assert none.json()["error"]["field"] == "max_cost_per_image"
+
+
+async def test_estimate_equals_what_is_charged(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    _, headers = await make_account("est", credits=100, tier="PRO")
+    body = {
+        "prompt": "x",
+        "provider": "priced",
+        "n": 3,
+        "width": 1280,
+        "height": 720,
+        "reference_image_url": "https://example.com/ref.png",
+    }
+    estimate = (await client.post("/v1/estimate", headers=headers, json=body)).json()
+    assert estimate["credits"] == 1 + 1 + 2 + 1
+    assert estimate["usd"] == "0.12"
+    created = (await client.post("/v1/generations", headers=headers, json=body)).json()
+    assert created["cost"]["credits"] == estimate["credits"]
+    assert created["cost"]["estimated_usd"] == estimate["usd"]
+    account = (await client.get("/v1/account", headers=headers)).json()
+    assert account["credits"] == 100 - estimate["credits"]
+
+
+async def test_usage_and_stats(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    _, headers = await make_account("user", credits=10, tier="PRO")
+    for _ in range(2):
+        r = await client.post(
+            "/v1/generations",
+            headers={**headers, "Prefer": "wait=10"},
+            json={"prompt": "x", "provider": "priced", "width": 16, "height": 16},
+        )
+        assert r.json()["status"] == "SUCCEEDED"
+        assert r.json()["cost"]["usd"] == "0.04"
+    usage = (await client.get("/v1/usage", headers=headers, params={"days": 7})).json()
+    [row] = usage["data"]
+    assert (row["provider"], row["succeeded"], row["credits"], row["usd"]) == (
+        "priced",
+        2,
+        2,
+        "0.08",
+    )
+    assert row["avg_latency_ms"] is not None
+    today = runtime.store.clock().date().isoformat()
+    stats = (await client.get("/admin/stats", params={"date": today})).json()
+    assert stats["totals"]["succeeded"] == 2 and stats["by_provider"]["priced"]["usd"] == "0.08"
+    assert (await client.get("/admin/stats", params={"days": 7})).status_code == 200
+    assert (await client.get("/admin/stats", headers=headers)).status_code == 403
+    bad = await client.get("/admin/stats", params={"date": "yesterday"})
+    assert bad.status_code == 422
+
+
+async def test_admin_account_and_key_management(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/admin/accounts", json={"name": "acme", "tier": "pro", "credits": 5}
+    )
+    assert created.status_code == 201 and created.json()["tier"] == "PRO"
+    assert (await client.post("/admin/accounts", json={"name": "acme"})).status_code == 409
+    bad_tier = await client.post("/admin/accounts", json={"name": "x", "tier": "GOLD"})
+    assert bad_tier.status_code == 422 and bad_tier.json()["error"]["field"] == "tier"
+    granted = await client.post(
+        "/admin/accounts/acme/credits", json={"credits": 10, "reason": "top-up"}
+    )
+    assert granted.json()["credits"] == 15
+    revoked = await client.post(
+        "/admin/accounts/acme/credits", json={"credits": -20, "reason": "oops"}
+    )
+    assert revoked.status_code == 409
+    key = (await client.post("/admin/accounts/acme/keys", json={})).json()
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    ledger = (await client.get("/v1/account/ledger", headers=headers)).json()
+    assert ledger["balance"] == 15
+    assert [(e["kind"], e["credits"], e["actor"]) for e in ledger["entries"]] == [
+        ("grant", 10, "admin"),
+        ("grant", 5, "admin"),
+    ]
+    assert (await client.get("/admin/accounts", headers=headers)).status_code == 403
+    listed = (await client.get("/admin/keys")).json()["data"]
+    assert all("key_hash" not in k and key["key"] not in str(k) for k in listed)
+    assert (await client.delete(f"/admin/keys/{key['id']}")).status_code == 200
+    assert (await client.get("/v1/account", headers=headers)).status_code == 401
+    assert (await client.get("/admin/accounts/nobody")).status_code == 404
+
+
+async def test_budget_amounts_are_decimal_exact(runtime: Runtime) -> None:
+    account = await runtime.store.create_account("exact", tier="PRO")
+    updated = await runtime.store.update_account(account.id, daily_budget_usd=Decimal("0.3"))
+    assert updated.daily_budget_usd == Decimal("0.3")
