@@ -247,9 +247,18 @@ def accounts_create(
 ) -> None:
     """Create an account."""
     settings = _settings(config=config)
+    if tier.upper() not in settings.tiers:
+        err.print(f"[red]--tier: unknown tier {tier!r}[/red]")
+        raise typer.Exit(2)
 
     async def main(runtime: Any) -> Any:
-        return await runtime.store.create_account(name, tier=tier, credits=credits, actor="cli")
+        return await runtime.store.create_account(
+            name,
+            tier=tier,
+            credits=credits,
+            actor="cli",
+            credit_policy=settings.credits.default_policy,
+        )
 
     account = _run(lambda: _with_runtime(settings, main))
     out.print(
@@ -363,6 +372,101 @@ def providers(
             ", ".join(m["name"] for m in row["models"]),
         )
     out.print(table)
+
+
+credits_app = typer.Typer(help="Grant or revoke credits.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
+
+
+def _change_credits(name: str, amount: int, reason: str, config: Path | None) -> None:
+    from pixelgate.errors import NotFound
+
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> int:
+        acct = await runtime.store.find_account(name)
+        if acct is None:
+            raise NotFound(f"account {name!r} not found")
+        balance: int = await runtime.store.grant_credits(
+            acct.id, amount, reason=reason, actor="cli"
+        )
+        return balance
+
+    balance = _run(lambda: _with_runtime(settings, main))
+    out.print(f"{name}: {balance} credits", highlight=False)
+
+
+@credits_app.command("grant")
+def credits_grant(
+    name: Annotated[str, typer.Argument(help="account")],
+    amount: Annotated[int, typer.Argument(min=1)],
+    reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "granted by cli",
+    config: ConfigOpt = None,
+) -> None:
+    """Add credits to an account (a ledger entry with the reason)."""
+    _change_credits(name, amount, reason, config)
+
+
+@credits_app.command("revoke")
+def credits_revoke(
+    name: Annotated[str, typer.Argument(help="account")],
+    amount: Annotated[int, typer.Argument(min=1)],
+    reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "revoked by cli",
+    config: ConfigOpt = None,
+) -> None:
+    """Take credits from an account (never below zero)."""
+    _change_credits(name, -amount, reason, config)
+
+
+@accounts_app.command("set")
+def accounts_set(
+    name: Annotated[str, typer.Argument()],
+    tier: Annotated[str | None, typer.Option(help="FREE, PRO, ENTERPRISE or a custom tier")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="daily USD budget, or 'none' to remove it")
+    ] = None,
+    policy: Annotated[str | None, typer.Option(help="refund or keep on final failure")] = None,
+    prefer: Annotated[str | None, typer.Option(help="comma-separated preferred providers")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change an account's tier, daily budget, credit policy or preferred providers."""
+    from decimal import Decimal, InvalidOperation
+
+    from pixelgate.errors import NotFound
+
+    settings = _settings(config=config)
+    fields: dict[str, Any] = {}
+    if tier:
+        if tier.upper() not in settings.tiers:
+            err.print(f"[red]--tier: unknown tier {tier!r}[/red]")
+            raise typer.Exit(2)
+        fields["tier"] = tier
+    if budget is not None:
+        try:
+            fields["daily_budget_usd"] = None if budget == "none" else Decimal(budget)
+        except InvalidOperation:
+            err.print("[red]--budget must be a number of dollars or 'none'[/red]")
+            raise typer.Exit(2) from None
+    if policy:
+        if policy not in ("refund", "keep"):
+            err.print("[red]--policy must be refund or keep[/red]")
+            raise typer.Exit(2)
+        fields["credit_policy"] = policy
+    if prefer is not None:
+        fields["preferred_providers"] = [p.strip() for p in prefer.split(",") if p.strip()]
+
+    async def main(runtime: Any) -> Any:
+        acct = await runtime.store.find_account(name)
+        if acct is None:
+            raise NotFound(f"account {name!r} not found")
+        return await runtime.store.update_account(acct.id, **fields)
+
+    acct = _run(lambda: _with_runtime(settings, main))
+    out.print(
+        f"{acct.name} tier={acct.tier} budget={acct.daily_budget_usd} "
+        f"policy={acct.credit_policy} prefer={','.join(acct.preferred_providers) or '-'}",
+        highlight=False,
+    )
 
 
 def main() -> None:
