@@ -1,44 +1,192 @@
-"""Route planning: which providers to try, in which order, and why others were skipped."""
+"""Route planning and racing: which providers to try, in which order, why others were skipped.
+
+Order of the candidates (DESIGN.md §Routing):
+
+1. **explicit** — the request's ``provider`` or ordered ``providers`` (only those);
+2. **preferred** — the account's preferred providers;
+3. **policy** — when a policy (``cost``, ``quality``, ``latency``) is chosen by the request,
+   the account or the settings: the automatic pool ranked by it (priority first);
+4. **fallback chain** — ``routing.default`` ordered by priority.
+
+A provider is skipped — and the trace says why — when it is unknown, not configured,
+disabled, cannot do what the request needs, has an open circuit breaker, or costs more
+than ``max_cost_per_image``. One the provider itself asked to back off (Retry-After) is
+deferred behind the others.
+
+:class:`Race` runs the candidates: one at a time, ``k`` at once (racing) or hedged (the
+next starts when the running one has not answered after a delay); the first valid
+result wins and the others are cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
 
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixelgate.config import OutboundLimit, RefusalFallback, RoutingPolicy, RoutingSettings
 from pixelgate.core.models import GenerationRequest
-from pixelgate.errors import ProviderError, ValidationFailed
-from pixelgate.providers.base import Provider
-from pixelgate.providers.registry import ProviderSet
+from pixelgate.errors import ValidationFailed
+from pixelgate.providers.base import Provider, ProviderRequest
+from pixelgate.providers.registry import PLACEHOLDER, ProviderSet
+from pixelgate.resilience.retry import Deadline, RetryPolicy
 
-__all__ = ["Candidate", "RetryPolicy", "plan_route", "supports"]
+__all__ = [
+    "DEFAULT_QUALITY",
+    "AccountRouting",
+    "Candidate",
+    "Deadline",
+    "Race",
+    "RaceFailed",
+    "RetryPolicy",
+    "RouteOptions",
+    "check_explicit",
+    "format_usd",
+    "plan_route",
+    "resolve_options",
+    "supports",
+]
+
+log = structlog.get_logger("pixelgate.routing")
+
+#: quality score (0-100) of a provider kind for the ``quality`` policy; a provider's
+#: ``routing.providers.<name>.quality`` overrides it
+DEFAULT_QUALITY: dict[str, float] = {
+    "openai": 90,
+    "imagen": 88,
+    "gemini": 86,
+    "ideogram": 85,
+    "stability": 80,
+    "fal": 78,
+    "replicate": 76,
+    "openai_compatible": 70,
+    "comfyui": 70,
+    "horde": 55,
+    "unsplash": 40,
+    "placeholder": 0,
+}
+UNKNOWN_QUALITY = 50.0
+#: latency assumed for a provider without observations (the ``latency`` policy)
+UNKNOWN_LATENCY_MS = 10_000.0
+
+#: request fields (core/inputs.py) that make a capability a need
+_EDIT_FIELDS = ("image_url", "input_image_key")
+_MASK_FIELDS = ("mask_url", "input_mask_key")
+_REFERENCE_FIELDS = ("reference_image_url", "input_reference_key")
+
+PriceFn = Callable[[Provider, str], Decimal | None]
 
 
 @dataclass
 class Candidate:
+    """A provider/model the router will try, and the trace entry that tells its story."""
+
     provider: Provider
     model: str
     reason: str
+    estimate_usd: Decimal | None = None
+    trace: dict[str, Any] = field(default_factory=dict)
+
+
+class AccountRouting(BaseModel):
+    """An account's own routing choices: the ``routing`` object of ``accounts.settings``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    preferred: list[str] = Field(default_factory=list)
+    policy: RoutingPolicy | None = None
+    fallback_on_refusal: RefusalFallback | None = None
+    fallback_image: bool | None = None
+    max_cost_per_image: Decimal | None = Field(None, ge=0)
+    race: int | None = Field(None, ge=1, le=8)
+    hedge: bool | None = None
+    #: per provider: this account's own rpm / rate / concurrency on it
+    outbound: dict[str, OutboundLimit] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], *, account_id: str = "") -> AccountRouting:
+        """Lenient: a broken account setting is logged and ignored, never fatal for a job."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            log.warning("account_routing_invalid", account_id=account_id, error=str(exc))
+            return cls()
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter (seed 004: 1 s, 2 s, 4 s; three attempts)."""
+class RouteOptions:
+    """The routing choices for one generation: request > account > settings."""
 
-    attempts: int = 3
-    base_delay_s: float = 1.0
-    max_delay_s: float = 30.0
-    jitter: float = 0.1
+    policy: str | None = None
+    refusal: str = "explicit"
+    fallback_image: bool = False
+    max_cost: Decimal | None = None
+    #: candidates running at once at most
+    parallel: int = 1
+    hedge: bool = False
+    #: fixed hedging delay; None uses the running provider's observed latency
+    hedge_delay_s: float | None = None
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        backoff = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
-        backoff *= 1 + random.uniform(-self.jitter, self.jitter)
-        if retry_after is not None:
-            return max(backoff, retry_after)
-        return backoff
+    def continue_after_refusal(self, request: GenerationRequest) -> bool:
+        """Whether a refusal sends the request on to the next candidate."""
+        if self.refusal == "always":
+            return True
+        return self.refusal == "explicit" and len(request.candidate_names()) > 1
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def resolve_options(
+    request: GenerationRequest, account: AccountRouting, routing: RoutingSettings
+) -> RouteOptions:
+    """The request's own choices first, then the account's, then the settings."""
+    refusal: str = routing.fallback_on_refusal
+    if request.fallback_on_refusal is not None:
+        refusal = "always" if request.fallback_on_refusal else "never"
+    elif account.fallback_on_refusal is not None:
+        refusal = account.fallback_on_refusal
+    hedge = bool(
+        _first(
+            request.hedge,
+            True if request.hedge_delay_s is not None else None,
+            account.hedge,
+            routing.hedge.enabled,
+        )
+    )
+    race = _first(request.race, account.race, routing.race)
+    parallel = (race if race and race > 1 else routing.hedge.max_parallel) if hedge else race or 1
+    wants_image = bool(_first(request.fallback_image, account.fallback_image, False))
+    caps = [c for c in (request.max_cost_per_image, account.max_cost_per_image) if c is not None]
+    return RouteOptions(
+        policy=_first(request.routing_policy, account.policy, routing.policy),
+        refusal=refusal,
+        fallback_image=routing.fallback_image and wants_image,
+        max_cost=min(caps) if caps else None,
+        parallel=parallel,
+        hedge=hedge,
+        hedge_delay_s=_first(request.hedge_delay_s, routing.hedge.delay_s),
+    )
+
+
+def _needs(request: GenerationRequest) -> set[str]:
+    needs: set[str] = set()
+    if any(getattr(request, name, None) for name in _REFERENCE_FIELDS):
+        needs.add("reference_image")
+    if request.background == "transparent":
+        needs.add("transparency")
+    if any(getattr(request, name, None) for name in _EDIT_FIELDS):
+        needs.add("edit")
+    if any(getattr(request, name, None) for name in _MASK_FIELDS):
+        needs.add("mask")
+    return needs
 
 
 def supports(provider: Provider, model: str, request: GenerationRequest) -> str | None:
@@ -52,60 +200,177 @@ def supports(provider: Provider, model: str, request: GenerationRequest) -> str 
         return f"n={request.n} above the model's maximum {caps.max_n}"
     if width > caps.max_width or height > caps.max_height:
         return f"{width}x{height} larger than {caps.max_width}x{caps.max_height}"
-    if request.has_reference_image() and not caps.reference_image:
+    needs = _needs(request)
+    if "reference_image" in needs and not caps.reference_image:
         return "no reference image support"
-    if request.has_input_image() and not caps.edit:
-        return "no image edit support"
-    if request.has_mask() and not caps.mask:
-        return "no mask support"
-    if request.background == "transparent" and not caps.transparency:
+    if "transparency" in needs and not caps.transparency:
         return "no transparency support"
+    if "edit" in needs and not caps.edit:
+        return "no edit support"
+    if "mask" in needs and not caps.mask:
+        return "no mask support"
     return None
+
+
+def _default_price(request: GenerationRequest) -> PriceFn:
+    width, height = request.dimensions()
+
+    def price(provider: Provider, model: str) -> Decimal | None:
+        try:
+            return provider.price(
+                ProviderRequest(
+                    prompt=request.prompt,
+                    model=model,
+                    n=request.n,
+                    width=width,
+                    height=height,
+                    aspect_ratio=request.aspect_ratio,
+                    format=request.format,
+                    quality=request.quality,
+                    style=request.style,
+                    options=dict(request.options),
+                )
+            )
+        except Exception:  # a price table without this model: unknown, not fatal
+            return None
+
+    return price
+
+
+def format_usd(value: Decimal | None) -> str | None:
+    """A USD amount as JSON text (``"0.04"``); None stays None."""
+    return None if value is None else format(Decimal(str(value)).normalize(), "f")
 
 
 def plan_route(
     request: GenerationRequest,
     providers: ProviderSet,
     *,
-    preferred: list[str] | None = None,
+    preferred: Sequence[str] | None = None,
+    policy: str | None = None,
+    chain: Sequence[str] | None = None,
+    pool: Sequence[str] | None = None,
+    priority: Callable[[str], int] | None = None,
+    enabled: Callable[[str], bool] | None = None,
+    quality: Callable[[Provider], float | None] | None = None,
+    latency_ms: Callable[[str], float | None] | None = None,
+    unavailable: dict[str, str] | None = None,
+    deferred: dict[str, str] | None = None,
+    max_cost: Decimal | None = None,
+    price: PriceFn | None = None,
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
-    """Candidates in order plus the decision trace (chosen and skipped, with reasons).
+    """Candidates in order plus the decision trace (every provider considered, and why).
 
-    Explicit request → the account's preferred providers → the configured fallback chain.
+    Args:
+        preferred: the account's preferred providers.
+        policy: ``cost``, ``quality`` or ``latency``: rank the automatic pool by it.
+        chain: the fallback chain (default: the providers' configured chain).
+        pool: what the policy picks from (default: the chain and every configured
+            provider that is not a placeholder).
+        priority: lower goes first within the automatic step.
+        enabled: False skips the provider (hot configuration).
+        unavailable: provider → why it cannot be used now (an open breaker).
+        deferred: provider → why it goes last (it asked us to back off).
+        max_cost: skip providers above this USD per image.
+        price: USD estimate of the request on ``(provider, model)``.
     """
+    price = price or _default_price(request)
+    chain = list(chain if chain is not None else providers.default_chain)
+    steps: list[tuple[str, str]] = []
     explicit = request.candidate_names()
     if explicit:
-        names, reason = explicit, "requested"
-    elif preferred:
-        names, reason = list(preferred) + providers.default_chain, "preferred"
+        steps = [(name, "requested") for name in explicit]
     else:
-        names, reason = providers.default_chain, "fallback_chain"
+        steps += [(name, "preferred") for name in preferred or ()]
+        if policy:
+            names = list(pool) if pool is not None else _auto_pool(providers, chain)
+            ranked = _rank(names, providers, request, policy, priority, quality, latency_ms, price)
+            steps += [(name, f"policy:{policy}") for name in ranked]
+        steps += [(name, "fallback_chain") for name in chain]
+
     trace: list[dict[str, Any]] = []
     candidates: list[Candidate] = []
+    late: list[Candidate] = []
     seen: set[str] = set()
-    for name in names:
+    for name, reason in steps:
         if name in seen:
             continue
         seen.add(name)
+        entry: dict[str, Any] = {"provider": name, "step": reason}
+        trace.append(entry)
         provider = providers.find(name)
         if provider is None:
-            trace.append({"provider": name, "decision": "skipped", "reason": "unknown provider"})
+            entry.update(decision="skipped", reason="unknown provider")
             continue
         model = request.model if (request.model and explicit) else provider.default_model
+        entry["model"] = model
+        why_not: str | None = None
         if not provider.configured:
-            trace.append({"provider": name, "decision": "skipped", "reason": "not configured"})
-            continue
-        why_not = supports(provider, model, request)
+            why_not = "not configured"
+        elif enabled is not None and not enabled(name):
+            why_not = "disabled by configuration"
+        else:
+            why_not = supports(provider, model, request)
+        estimate = None if why_not else price(provider, model)
+        if estimate is not None:
+            entry["estimate_usd"] = format_usd(estimate)
+        if why_not is None and unavailable and name in unavailable:
+            why_not = unavailable[name]
+        if why_not is None and max_cost is not None and estimate is not None:
+            per_image = estimate / request.n
+            if per_image > max_cost:
+                why_not = f"${format_usd(per_image)} per image above max_cost_per_image ${max_cost}"
         if why_not:
-            trace.append(
-                {"provider": name, "model": model, "decision": "skipped", "reason": why_not}
-            )
+            entry.update(decision="skipped", reason=why_not)
             continue
-        candidates.append(Candidate(provider=provider, model=model, reason=reason))
-        trace.append({"provider": name, "model": model, "decision": "candidate", "reason": reason})
-        if reason == "preferred" and name in providers.default_chain:
-            reason = "fallback_chain"
-    return candidates, trace
+        entry.update(decision="candidate", reason=reason)
+        candidate = Candidate(provider, model, reason, estimate, entry)
+        if deferred and name in deferred:
+            entry["deferred"] = deferred[name]
+            late.append(candidate)
+        else:
+            candidates.append(candidate)
+    return candidates + late, trace
+
+
+def _auto_pool(providers: ProviderSet, chain: Sequence[str]) -> list[str]:
+    names = list(chain)
+    for provider in providers.configured():
+        if provider.name not in names and provider.kind != PLACEHOLDER:
+            names.append(provider.name)
+    return names
+
+
+def _rank(
+    names: list[str],
+    providers: ProviderSet,
+    request: GenerationRequest,
+    policy: str,
+    priority: Callable[[str], int] | None,
+    quality: Callable[[Provider], float | None] | None,
+    latency_ms: Callable[[str], float | None] | None,
+    price: PriceFn,
+) -> list[str]:
+    """``names`` ordered by priority, then the policy's score (stable for ties)."""
+
+    def score(name: str) -> tuple[float, float, float]:
+        provider = providers.find(name)
+        prio = float(priority(name)) if priority else 0.0
+        if provider is None or not provider.configured:
+            return (prio, float("inf"), 0.0)
+        usd = price(provider, provider.default_model)
+        cost = float(usd) if usd is not None else float("inf")
+        if policy == "cost":
+            return (prio, cost, 0.0)
+        if policy == "quality":
+            q = quality(provider) if quality else None
+            if q is None:
+                q = DEFAULT_QUALITY.get(provider.kind, UNKNOWN_QUALITY)
+            return (prio, -q, -cost if usd is not None else 0.0)
+        observed = latency_ms(name) if latency_ms else None
+        return (prio, observed if observed is not None else UNKNOWN_LATENCY_MS, cost)
+
+    return sorted(names, key=score)
 
 
 def check_explicit(request: GenerationRequest, providers: ProviderSet) -> None:
@@ -131,23 +396,152 @@ def check_explicit(request: GenerationRequest, providers: ProviderSet) -> None:
                 raise ValidationFailed(field_name, why_not, code="unsupported")
 
 
+# Racing -----------------------------------------------------------------------------
+
+C = TypeVar("C")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RaceFailed(Exception):
+    """No candidate produced an accepted result."""
+
+    def __init__(self, errors: list[tuple[Any, BaseException]], stopped_by: Any = None) -> None:
+        super().__init__("every candidate failed")
+        self.errors = errors
+        #: the candidate whose failure stopped the route (a refusal), if any
+        self.stopped_by = stopped_by
+
+
 @dataclass
-class Deadline:
-    """An overall time budget for one generation."""
-
-    seconds: float
-    started: float = field(default_factory=time.monotonic)
-
-    def remaining(self) -> float:
-        return self.seconds - (time.monotonic() - self.started)
-
-    async def sleep(self, delay: float) -> bool:
-        """Sleep ``delay`` if the budget allows; False when it would pass the deadline."""
-        if delay >= self.remaining():
-            return False
-        await asyncio.sleep(delay)
-        return True
+class _Started(Generic[C]):
+    candidate: C
+    how: str
+    at: float
 
 
-def is_retryable(error: ProviderError) -> bool:
-    return error.retryable
+class Race(Generic[C, T, R]):
+    """Run candidates until one result is accepted.
+
+    Args:
+        candidates: in order of preference.
+        run: runs one candidate (retries included); raises when it fails.
+        accept: turns a result into the final value, one at a time (so two winners
+            never store images at once); raises to reject the result.
+        parallel: candidates started at once (racing); in hedged mode, the most
+            running at once.
+        hedge_delay: hedged mode: seconds to wait on the newest running candidate
+            before starting the next one.
+        keep_going: False after a failure stops starting further candidates.
+        errors: what counts as a candidate failing; anything else propagates.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[C],
+        *,
+        run: Callable[[C, str], Awaitable[T]],
+        accept: Callable[[C, T], Awaitable[R]],
+        parallel: int = 1,
+        hedge_delay: Callable[[C], float] | None = None,
+        keep_going: Callable[[C, BaseException], bool] | None = None,
+        errors: tuple[type[BaseException], ...] = (Exception,),
+    ) -> None:
+        self._queue = list(candidates)
+        self._run = run
+        self._accept = accept
+        self.parallel = max(1, parallel)
+        self._hedge_delay = hedge_delay
+        self._keep_going = keep_going or (lambda c, e: True)
+        self._errors = errors
+        self.started: list[_Started[C]] = []
+        self.failed: list[tuple[C, BaseException]] = []
+        #: candidates that ran but lost: ``(candidate, result or None if cancelled)``
+        self.lost: list[tuple[C, T | None]] = []
+        self.not_tried: list[C] = []
+        self.stopped_by: C | None = None
+        self._tasks: dict[asyncio.Task[T], C] = {}
+
+    def _start(self, how: str) -> None:
+        candidate = self._queue.pop(0)
+        loop = asyncio.get_running_loop()
+        self.started.append(_Started(candidate, how, loop.time()))
+        task = asyncio.ensure_future(self._run(candidate, how))
+        self._tasks[task] = candidate
+
+    async def run(self) -> tuple[C, R]:
+        """The winning candidate and its accepted value; :class:`RaceFailed` if none."""
+        hedged = self._hedge_delay is not None
+        try:
+            first = 1 if hedged else self.parallel
+            for i in range(min(first, len(self._queue))):
+                self._start("first" if i == 0 else "race")
+            loop = asyncio.get_running_loop()
+            while self._tasks:
+                timeout = None
+                newest = self.started[-1]
+                can_hedge = hedged and self._queue and len(self._tasks) < self.parallel
+                if can_hedge and self._hedge_delay is not None:
+                    due = newest.at + self._hedge_delay(newest.candidate)
+                    timeout = max(0.0, due - loop.time())
+                done, _ = await asyncio.wait(
+                    list(self._tasks), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    self._start("hedge")
+                    continue
+                for task in self._ordered(done):
+                    won = await self._settle(task)
+                    if won is not None:
+                        await self._cancel_rest()
+                        return won
+                    # one failed: its replacement starts now (hedging adds more over time)
+                    if self._queue and len(self._tasks) < self.parallel and not self.stopped_by:
+                        self._start("fallback")
+            self.not_tried.extend(self._queue)
+            self._queue.clear()
+            raise RaceFailed(self.failed, self.stopped_by)
+        except BaseException:
+            await self._cancel_rest()
+            raise
+
+    def _ordered(self, done: set[asyncio.Task[T]]) -> list[asyncio.Task[T]]:
+        # settle in start order so that ties go to the preferred candidate
+        order = {id(s.candidate): i for i, s in enumerate(self.started)}
+        return sorted(done, key=lambda t: order.get(id(self._tasks[t]), 0))
+
+    async def _settle(self, task: asyncio.Task[T]) -> tuple[C, R] | None:
+        candidate = self._tasks.pop(task)
+        try:
+            result = task.result()
+        except asyncio.CancelledError:
+            self.lost.append((candidate, None))
+            return None
+        except self._errors as exc:
+            self._fail(candidate, exc)
+            return None
+        try:
+            value = await self._accept(candidate, result)
+        except self._errors as exc:
+            self._fail(candidate, exc)
+            return None
+        return candidate, value
+
+    def _fail(self, candidate: C, exc: BaseException) -> None:
+        self.failed.append((candidate, exc))
+        if self.stopped_by is None and not self._keep_going(candidate, exc):
+            self.stopped_by = candidate
+
+    async def _cancel_rest(self) -> None:
+        """Cancel the running candidates; keep results that arrived meanwhile as lost."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            candidate = self._tasks.pop(task)
+            result: T | None = None
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                result = await task
+            self.lost.append((candidate, result))
+        self.not_tried.extend(self._queue)
+        self._queue.clear()

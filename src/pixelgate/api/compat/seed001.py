@@ -95,7 +95,7 @@ async def generate_image(
         error = f"All providers failed: {view.error_message or view.error_code}"
     else:
         error = f"All providers failed: timeout (generation {view.id} carries on)"
-    if not runtime.settings.routing.fallback_image:
+    if not (await runtime.pipeline.control.current()).fallback_image:
         return JSONResponse(
             {
                 "url": None,

@@ -1,0 +1,311 @@
+"""Circuit breakers, one per provider instance.
+
+    closed ──(failures in the rolling window reach the threshold)──▶ open
+    open ──(cool-down ± jitter passed; checked on the next call)──▶ half-open
+    half-open ──(K probes admitted; all succeed)──▶ closed
+    half-open ──(a probe fails)──▶ open (a new cool-down)
+
+Only failures that say the provider is unwell count: transient errors (5xx, connection
+resets), timeouts. A refusal or an invalid request proves the provider answered (a
+success); a 429 or an authentication error says nothing about its health (neutral).
+
+:class:`Breakers` is the interface the router uses; :class:`MemoryBreakers` keeps the
+state in this process (the embedded deployment). A Redis implementation keeps the same
+state in a hash per provider updated by one Lua script, so every process shares it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from pixelgate.config import BreakerSettings
+from pixelgate.errors import (
+    InvalidRequest,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    Refused,
+)
+
+__all__ = [
+    "DEADLINE_EXCEEDED",
+    "BreakerSnapshot",
+    "BreakerState",
+    "Breakers",
+    "MemoryBreakers",
+    "Outcome",
+    "Permit",
+    "Transition",
+    "outcome_of",
+]
+
+log = structlog.get_logger("pixelgate.breaker")
+
+SERVER_ERROR = 500
+#: the error code of a call cut short by the generation's overall deadline
+DEADLINE_EXCEEDED = "deadline_exceeded"
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    #: says nothing about the provider's health (429, auth error, our own cancellation)
+    NEUTRAL = "neutral"
+
+
+def outcome_of(error: BaseException | None) -> Outcome:
+    """How a call's result counts for the breaker."""
+    if error is None or isinstance(error, Refused | InvalidRequest):
+        return Outcome.SUCCESS
+    if isinstance(error, ProviderRateLimited | ProviderAuthError):
+        return Outcome.NEUTRAL
+    if isinstance(error, ProviderError) and error.code == DEADLINE_EXCEEDED:
+        return Outcome.NEUTRAL  # our own time budget ran out, not the provider's timeout
+    if isinstance(error, ProviderError):
+        if error.status_code is not None and error.status_code < SERVER_ERROR:
+            return Outcome.NEUTRAL if not error.retryable else Outcome.FAILURE
+        return Outcome.FAILURE
+    return Outcome.NEUTRAL
+
+
+@dataclass(frozen=True)
+class Permit:
+    """The answer to "may I call this provider now?"."""
+
+    allowed: bool
+    state: BreakerState
+    probe: bool = False
+    #: the breaker's epoch when admitted: a late result of an older epoch is ignored
+    epoch: int = 0
+    #: seconds until an open breaker lets a probe through
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    provider: str
+    from_state: BreakerState
+    to_state: BreakerState
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "provider": self.provider,
+            "from": self.from_state.value,
+            "to": self.to_state.value,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    provider: str
+    state: BreakerState
+    failures: int
+    calls: int
+    retry_in_s: float | None = None
+    open_for_s: float | None = None
+    probes_in_flight: int = 0
+    opened_count: int = 0
+    last_failure: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "failures": self.failures,
+            "calls": self.calls,
+            "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
+            "open_for_s": None if self.open_for_s is None else round(self.open_for_s, 3),
+            "probes_in_flight": self.probes_in_flight,
+            "opened_count": self.opened_count,
+            "last_failure": self.last_failure,
+        }
+
+
+class Breakers(Protocol):
+    """Breaker state of every provider instance (memory here; Redis for scale-out)."""
+
+    settings: BreakerSettings
+
+    def configure(self, settings: BreakerSettings) -> None:
+        """New thresholds, applied from the next call (hot configuration)."""
+
+    async def allow(self, provider: str) -> tuple[Permit, list[Transition]]:
+        """Admit a call (or not); may move open → half-open once the cool-down passed."""
+
+    async def record(
+        self, provider: str, permit: Permit, outcome: Outcome, detail: str | None = None
+    ) -> list[Transition]:
+        """The admitted call ended with ``outcome``."""
+
+    async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
+        """Current state, read-only (the router skips open breakers; admin shows them)."""
+
+    async def reset(self, provider: str) -> list[Transition]:
+        """Back to closed with empty counters (admin)."""
+
+
+@dataclass
+class _Breaker:
+    state: BreakerState = BreakerState.CLOSED
+    epoch: int = 0
+    calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    opened_at: float = 0.0
+    reopen_at: float = 0.0
+    probes_in_flight: int = 0
+    probe_successes: int = 0
+    opened_count: int = 0
+    last_failure: str | None = None
+
+
+class MemoryBreakers:
+    """Breakers in process memory. Every method runs without awaiting, so it is atomic."""
+
+    def __init__(
+        self,
+        settings: BreakerSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or BreakerSettings()
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._breakers: dict[str, _Breaker] = {}
+
+    def configure(self, settings: BreakerSettings) -> None:
+        self.settings = settings
+
+    def _get(self, provider: str) -> _Breaker:
+        breaker = self._breakers.get(provider)
+        if breaker is None:
+            breaker = self._breakers[provider] = _Breaker()
+        return breaker
+
+    async def allow(self, provider: str) -> tuple[Permit, list[Transition]]:
+        b = self._get(provider)
+        transitions: list[Transition] = []
+        if not self.settings.enabled:
+            return Permit(True, b.state, epoch=b.epoch), transitions
+        now = self.clock()
+        if b.state == BreakerState.OPEN:
+            if now < b.reopen_at:
+                return Permit(False, b.state, retry_in_s=b.reopen_at - now), transitions
+            transitions.append(self._move(provider, b, BreakerState.HALF_OPEN, "cool-down over"))
+        if b.state == BreakerState.HALF_OPEN:
+            if b.probes_in_flight + b.probe_successes >= self.settings.half_open_probes:
+                return Permit(False, b.state), transitions
+            b.probes_in_flight += 1
+            return Permit(True, b.state, probe=True, epoch=b.epoch), transitions
+        return Permit(True, b.state, epoch=b.epoch), transitions
+
+    async def record(
+        self, provider: str, permit: Permit, outcome: Outcome, detail: str | None = None
+    ) -> list[Transition]:
+        b = self._get(provider)
+        if not self.settings.enabled or not permit.allowed or permit.epoch != b.epoch:
+            return []  # admitted before the last state change: says nothing about now
+        now = self.clock()
+        s = self.settings
+        if permit.probe:
+            b.probes_in_flight = max(0, b.probes_in_flight - 1)
+            if outcome == Outcome.FAILURE:
+                b.last_failure = detail
+                return [self._open(provider, b, now, f"probe failed: {detail or 'error'}")]
+            if outcome == Outcome.SUCCESS:
+                b.probe_successes += 1
+                if b.probe_successes >= s.half_open_probes:
+                    return [self._move(provider, b, BreakerState.CLOSED, "probe succeeded")]
+            return []
+        if outcome == Outcome.NEUTRAL or b.state != BreakerState.CLOSED:
+            return []
+        failed = outcome == Outcome.FAILURE
+        if failed:
+            b.last_failure = detail
+        b.calls.append((now, failed))
+        self._trim(b, now)
+        if not failed:
+            return []
+        failures = sum(1 for _, f in b.calls if f)
+        if failures >= s.failure_threshold:
+            reason = f"{failures} failures in {s.window_s:g} s"
+        elif (
+            s.failure_ratio is not None
+            and len(b.calls) >= s.min_calls
+            and failures / len(b.calls) >= s.failure_ratio
+        ):
+            reason = f"{failures} of {len(b.calls)} calls failed in {s.window_s:g} s"
+        else:
+            return []
+        return [self._open(provider, b, now, f"{reason}; last: {detail or 'error'}")]
+
+    async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
+        now = self.clock()
+        out: dict[str, BreakerSnapshot] = {}
+        for name in providers:
+            b = self._breakers.get(name) or _Breaker()
+            self._trim(b, now)
+            is_open = b.state == BreakerState.OPEN
+            out[name] = BreakerSnapshot(
+                provider=name,
+                state=b.state,
+                failures=sum(1 for _, f in b.calls if f),
+                calls=len(b.calls),
+                retry_in_s=max(0.0, b.reopen_at - now) if is_open else None,
+                open_for_s=now - b.opened_at if b.state != BreakerState.CLOSED else None,
+                probes_in_flight=b.probes_in_flight,
+                opened_count=b.opened_count,
+                last_failure=b.last_failure,
+            )
+        return out
+
+    async def reset(self, provider: str) -> list[Transition]:
+        b = self._get(provider)
+        if b.state == BreakerState.CLOSED:
+            b.calls.clear()
+            return []
+        return [self._move(provider, b, BreakerState.CLOSED, "reset by an admin")]
+
+    def _trim(self, b: _Breaker, now: float) -> None:
+        horizon = now - self.settings.window_s
+        while b.calls and b.calls[0][0] < horizon:
+            b.calls.popleft()
+
+    def _open(self, provider: str, b: _Breaker, now: float, reason: str) -> Transition:
+        s = self.settings
+        jitter = s.cooldown_s * s.cooldown_jitter
+        b.opened_at = now
+        b.reopen_at = now + max(0.0, s.cooldown_s + self._rng.uniform(-jitter, jitter))
+        b.opened_count += 1
+        return self._move(provider, b, BreakerState.OPEN, reason)
+
+    def _move(self, provider: str, b: _Breaker, to: BreakerState, reason: str) -> Transition:
+        transition = Transition(provider, b.state, to, reason)
+        b.state = to
+        b.epoch += 1
+        b.probes_in_flight = 0
+        b.probe_successes = 0
+        if to == BreakerState.CLOSED:
+            b.calls.clear()
+        log.info(
+            "breaker_state_changed",
+            provider=provider,
+            from_state=transition.from_state.value,
+            to_state=to.value,
+            reason=reason,
+        )
+        return transition

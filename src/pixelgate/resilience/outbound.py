@@ -1,0 +1,207 @@
+"""Outbound limits per provider and per account on a provider (seed 000's per-instance limits).
+
+A call over a limit *waits* for its turn — it never fails for it — and says why through
+``on_wait`` (the pipeline turns that into a ``waiting`` event). Order of the waits:
+
+1. the provider asked us to back off (a 429's ``Retry-After``): every job waits it out;
+2. concurrency: the account's gate on this provider, then the provider's gate;
+3. request rates: the account's, then the provider's (moving windows).
+
+Concurrency is taken before the rate so that a rate token is spent only by a request
+that is about to be sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from pixelgate.config import OutboundLimit
+from pixelgate.resilience.ratelimit import Gates, MemoryGates, RateWindows
+from pixelgate.resilience.retry import Clock
+
+__all__ = ["OnWait", "OutboundLimiter", "WaitInfo"]
+
+DEFAULT_KEY = "*"
+
+
+@dataclass(frozen=True)
+class WaitInfo:
+    """Why a call waits."""
+
+    provider: str
+    kind: str  # "retry_after" | "concurrency" | "rate"
+    scope: str  # "provider" | "account"
+    reason: str
+    limit: int | str | None = None
+    in_flight: int | None = None
+    retry_in_s: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "provider": self.provider,
+            "kind": self.kind,
+            "scope": self.scope,
+            "reason": self.reason,
+        }
+        if self.limit is not None:
+            data["limit"] = self.limit
+        if self.in_flight is not None:
+            data["in_flight"] = self.in_flight
+        if self.retry_in_s is not None:
+            data["retry_in_s"] = round(self.retry_in_s, 3)
+        return data
+
+
+OnWait = Callable[[WaitInfo], Awaitable[None]]
+
+
+def _rates(limit: OutboundLimit | None, *, account: bool) -> list[str]:
+    if limit is None:
+        return []
+    rpm, rate = (limit.account_rpm, limit.account_rate) if account else (limit.rpm, limit.rate)
+    out = [f"{rpm}/minute"] if rpm else []
+    return [*out, rate] if rate else out
+
+
+class OutboundLimiter:
+    """Holds the limits (hot-configurable), the gates, the rate windows and provider pauses."""
+
+    def __init__(
+        self,
+        limits: dict[str, OutboundLimit] | None = None,
+        *,
+        gates: Gates | None = None,
+        windows: RateWindows | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.limits = dict(limits or {})
+        self.gates: Gates = gates or MemoryGates()
+        self.windows = windows or RateWindows()
+        self.clock = clock or Clock()
+        self._paused_until: dict[str, float] = {}
+
+    def configure(self, limits: dict[str, OutboundLimit]) -> None:
+        self.limits = dict(limits)
+
+    def limit_for(self, provider: str) -> OutboundLimit | None:
+        return self.limits.get(provider) or self.limits.get(DEFAULT_KEY)
+
+    def pause(self, provider: str, seconds: float) -> None:
+        """The provider said "retry after ``seconds``": hold every call to it until then."""
+        until = self.clock.now() + seconds
+        if until > self._paused_until.get(provider, 0.0):
+            self._paused_until[provider] = until
+
+    def paused_for(self, provider: str) -> float:
+        until = self._paused_until.get(provider)
+        if until is None:
+            return 0.0
+        left = until - self.clock.now()
+        if left <= 0:
+            self._paused_until.pop(provider, None)
+            return 0.0
+        return left
+
+    def usage(self, provider: str) -> dict[str, object]:
+        limit = self.limit_for(provider)
+        in_flight, waiting = self.gates.usage(f"p:{provider}")
+        return {
+            "concurrency": limit.concurrency if limit else None,
+            "rate": _rates(limit, account=False) or None,
+            "account_concurrency": limit.account_concurrency if limit else None,
+            "account_rate": _rates(limit, account=True) or None,
+            "in_flight": in_flight,
+            "waiting": waiting,
+            "paused_for_s": round(self.paused_for(provider), 3) or None,
+        }
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        provider: str,
+        account: str,
+        *,
+        account_limit: OutboundLimit | None = None,
+        on_wait: OnWait | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold a slot for one call to ``provider`` on behalf of ``account``.
+
+        ``account_limit`` (the account's own setting) replaces the provider's
+        ``account_*`` limits; its ``rpm``/``rate``/``concurrency`` apply per account.
+        """
+        limit = self.limit_for(provider)
+        if account_limit is not None:
+            acct_conc = account_limit.concurrency
+            acct_rates = _rates(account_limit, account=False)
+        else:
+            acct_conc = limit.account_concurrency if limit else None
+            acct_rates = _rates(limit, account=True)
+        told: set[tuple[str, str]] = set()
+
+        async def wait(info: WaitInfo) -> None:
+            if on_wait is not None and (info.kind, info.scope) not in told:
+                told.add((info.kind, info.scope))
+                await on_wait(info)
+
+        while (left := self.paused_for(provider)) > 0:
+            await wait(
+                WaitInfo(
+                    provider,
+                    "retry_after",
+                    "provider",
+                    f"{provider} asked to retry after {left:.1f} s",
+                    retry_in_s=left,
+                )
+            )
+            await self.clock.sleep(left)
+
+        held: list[str] = []
+        try:
+            gates = [
+                (f"a:{account}:{provider}", acct_conc, "account"),
+                (f"p:{provider}", limit.concurrency if limit else None, "provider"),
+            ]
+            for key, cap, scope in gates:
+                if cap is None:
+                    continue
+                if not self.gates.try_acquire(key, cap):
+                    in_flight, _ = self.gates.usage(key)
+                    who = f"this account's calls to {provider}" if scope == "account" else provider
+                    await wait(
+                        WaitInfo(
+                            provider,
+                            "concurrency",
+                            scope,
+                            f"{who}: {in_flight} of {cap} concurrent requests in flight",
+                            limit=cap,
+                            in_flight=in_flight,
+                        )
+                    )
+                    await self.gates.acquire(key, cap)
+                held.append(key)
+            windows: list[tuple[str, tuple[str, ...], str]] = [
+                (r, ("account", account, provider), "account") for r in acct_rates
+            ]
+            provider_rates = _rates(limit, account=False)
+            windows += [(r, ("provider", provider), "provider") for r in provider_rates]
+            for rate, key_parts, scope in windows:
+                while (delay := await self.windows.acquire(rate, *key_parts)) > 0:
+                    who = f"this account's calls to {provider}" if scope == "account" else provider
+                    await wait(
+                        WaitInfo(
+                            provider,
+                            "rate",
+                            scope,
+                            f"{who}: rate limit {rate} reached; next slot in {delay:.1f} s",
+                            limit=rate,
+                            retry_in_s=delay,
+                        )
+                    )
+                    await asyncio.sleep(delay)
+            yield
+        finally:
+            for key in reversed(held):
+                self.gates.release(key)

@@ -1,0 +1,133 @@
+"""Rate windows over the `limits` library, and concurrency gates.
+
+Requests per minute (or any `limits` rate) use ``limits.aio``'s moving window: exact
+and bounded by the limit. Memory storage here (one process); the same class takes a
+Redis ``limits`` storage to share windows across processes. Concurrency caps are
+not in `limits`: :class:`MemoryGates` is a FIFO counter per key whose limit can change
+while jobs wait (hot configuration); a Redis implementation keeps a sorted set of leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Protocol
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+__all__ = ["Gates", "MemoryGates", "RateWindows"]
+
+NAMESPACE = "pixelgate:outbound"
+#: never spin: wait at least this long before testing a full window again
+MIN_WAIT_S = 0.01
+
+
+class RateWindows:
+    """Moving-window rate limits keyed by strings."""
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        self._items: dict[str, RateLimitItem] = {}
+
+    def _item(self, rate: str) -> RateLimitItem:
+        item = self._items.get(rate)
+        if item is None:
+            item = self._items[rate] = parse(rate)
+            item.namespace = NAMESPACE
+        return item
+
+    async def acquire(self, rate: str, *key: str) -> float:
+        """Take one request from the window: 0.0 when granted, else seconds until a slot."""
+        item = self._item(rate)
+        if await self._limiter.hit(item, *key):
+            return 0.0
+        stats = await self._limiter.get_window_stats(item, *key)
+        return max(MIN_WAIT_S, stats.reset_time - time.time())
+
+    async def remaining(self, rate: str, *key: str) -> int:
+        stats = await self._limiter.get_window_stats(self._item(rate), *key)
+        return int(stats.remaining)
+
+
+class Gates(Protocol):
+    """Concurrency caps: at most ``limit`` holders per key at once, first come first served."""
+
+    def try_acquire(self, key: str, limit: int) -> bool: ...
+
+    async def acquire(self, key: str, limit: int) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def usage(self, key: str) -> tuple[int, int]:
+        """``(in_flight, waiting)``."""
+
+
+class _Gate:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def wake(self) -> None:
+        while self.waiters and self.active < self.limit:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                self.active += 1  # handed over: the waiter owns the slot
+                waiter.set_result(None)
+
+
+class MemoryGates:
+    """Concurrency gates in process memory."""
+
+    def __init__(self) -> None:
+        self._gates: dict[str, _Gate] = {}
+
+    def _gate(self, key: str, limit: int) -> _Gate:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate(limit)
+        elif gate.limit != limit:
+            gate.limit = limit  # hot configuration: a raised limit lets waiters in now
+            gate.wake()
+        return gate
+
+    def try_acquire(self, key: str, limit: int) -> bool:
+        gate = self._gate(key, limit)
+        if gate.waiters or gate.active >= gate.limit:
+            return False
+        gate.active += 1
+        return True
+
+    async def acquire(self, key: str, limit: int) -> None:
+        if self.try_acquire(key, limit):
+            return
+        gate = self._gates[key]
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gate.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(key)  # the slot was handed over as we were cancelled
+            else:
+                try:
+                    gate.waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self, key: str) -> None:
+        gate = self._gates.get(key)
+        if gate is None:
+            return
+        gate.active = max(0, gate.active - 1)
+        gate.wake()
+
+    def usage(self, key: str) -> tuple[int, int]:
+        gate = self._gates.get(key)
+        if gate is None:
+            return 0, 0
+        return gate.active, sum(1 for w in gate.waiters if not w.done())
