@@ -49,7 +49,7 @@ class Database:
     a small pool that runs alongside thanks to WAL.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -60,7 +60,7 @@ class Database:
             _sqlite_pragmas(self.read_engine, writer=False)
         else:
             self.write_engine = create_async_engine(
-                url, pool_size=20, max_overflow=20, pool_pre_ping=True
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
         self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)

@@ -197,8 +197,14 @@ class Worker:
         owned = await self.store.renew_all(self.owner, self.lease_s)
         for gen_id, (_, task) in list(self._jobs.items()):
             if gen_id not in owned:
-                if not task.done():
+                if not task.done() and not await self._finished_here(gen_id):
                     log.warning("lease_lost", generation_id=gen_id)
                     task.cancel()
             elif owned[gen_id]:
                 self._cancel(gen_id, task)
+
+    async def _finished_here(self, gen_id: str) -> bool:
+        # A job that has just written its terminal state no longer holds a lease but its
+        # task is still announcing the result (bus, finish hooks): not a lost lease.
+        state = await self.store.status_of(gen_id)
+        return state is not None and state[0] in ("SUCCEEDED", "FAILED", "CANCELED")

@@ -1,0 +1,39 @@
+"""Fixtures of the scale-out tests: real PostgreSQL, Redis and S3 (moto) on loopback.
+
+PostgreSQL and Redis are required: an unreachable server fails these tests, it never
+skips them. Each session works in its own database ``pixelgate_test_<random>``, dropped
+at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.scaleout.services import (
+    REDIS_URL,
+    PgDatabase,
+    S3Server,
+    fresh_database,
+    moto_s3,
+    require_redis,
+)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgDatabase]:
+    with fresh_database() as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_redis()
+    return REDIS_URL

@@ -1,0 +1,64 @@
+"""RedisBus: fan-out between processes (two buses stand in for two), cancel broadcast,
+and surviving a Redis restart (on a redis-server of our own)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+from pixelgate.core.bus_redis import RedisBus
+from tests.scaleout.services import RedisServer
+
+
+async def test_a_publish_in_one_process_wakes_a_subscriber_in_another(redis_url: str) -> None:
+    prefix = f"bustest-{secrets.token_hex(4)}"
+    api, worker = RedisBus(redis_url, prefix=prefix), RedisBus(redis_url, prefix=prefix)
+    await api.start()
+    await worker.start()
+    try:
+        async with api.subscribe("gen_a") as sub:
+            await worker.publish("gen_b")  # someone else's job: no wake-up
+            assert not await sub.wait(0.3)
+            await worker.publish("gen_a")
+            assert await sub.wait(2.0)
+        cancel = worker.on_cancel("gen_c")
+        await api.request_cancel("gen_c")
+        await asyncio.wait_for(cancel.wait(), 2.0)
+        waiter = asyncio.create_task(worker.wait_for_jobs(5.0))
+        await asyncio.sleep(0.1)
+        await api.notify_jobs()
+        await asyncio.wait_for(waiter, 2.0)
+        assert await api.ping()
+    finally:
+        await api.close()
+        await worker.close()
+
+
+async def test_the_bus_reconnects_after_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    a, b = RedisBus(server.url, prefix="restart"), RedisBus(server.url, prefix="restart")
+    await a.start()
+    await b.start()
+    try:
+        async with a.subscribe("gen_x") as sub:
+            server.stop()
+            await b.publish("gen_x")  # dropped (logged), never raised
+            # a reconnecting bus wakes its subscribers: they look at the database again
+            server.start()
+            assert await sub.wait(10.0)
+            await asyncio.wait_for(a.connected.wait(), 10.0)
+            await asyncio.wait_for(b.connected.wait(), 10.0)
+            sub.notify()
+            await sub.wait(0)
+            for _ in range(50):  # the re-subscription is live again
+                await b.publish("gen_x")
+                if await sub.wait(0.2):
+                    break
+            else:
+                raise AssertionError("no notification after the restart")
+    finally:
+        await a.close()
+        await b.close()
+        server.stop()
