@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pixelgate.config import Settings
-from pixelgate.core.ids import new_id
 from pixelgate.core.models import GenerationRequest
 from pixelgate.errors import ImageRejected, NotFound, PixelgateError, StorageError, UnsafeURL
 from pixelgate.media.fetch import FetchFailed, SafeFetcher
@@ -31,6 +30,7 @@ __all__ = [
 ]
 
 INPUT_PREFIX = "inputs"
+INPUT_HASH_CHARS = 40
 #: request fields that name an input image (a job without any skips the loading)
 INPUT_FIELDS = (
     "image_url",
@@ -59,19 +59,21 @@ class JobInputs:
     reference_image: bytes | None = None
 
 
-def input_key(account_id: str, fmt: str, now: datetime | None = None) -> str:
-    """A fresh storage key for an input of ``account_id``."""
+def input_key(account_id: str, image: ProcessedImage, now: datetime | None = None) -> str:
+    """The storage key of an input of ``account_id``: named by its content.
+
+    The same upload gets the same key, so a retried request (``Idempotency-Key``) is
+    the same request.
+    """
     now = now or datetime.now(UTC)
-    name = f"{new_id('inp')}.{EXTENSIONS[fmt]}"
+    name = f"inp_{image.sha256[:INPUT_HASH_CHARS]}.{EXTENSIONS[image.format]}"
     return validate_key(f"{INPUT_PREFIX}/{account_id}/{now.year:04d}/{now.month:02d}/{name}")
 
 
 def check_input_owner(key: str, account_id: str) -> None:
     """Raise ``InputFailed`` unless ``key`` is one of ``account_id``'s inputs."""
     if not key.startswith(f"{INPUT_PREFIX}/{account_id}/"):
-        raise InputFailed(
-            "the uploaded input belongs to another account", code="input_not_found"
-        )
+        raise InputFailed("the uploaded input belongs to another account", code="input_not_found")
 
 
 async def validate_input(data: bytes, settings: Settings, *, kind: str) -> ProcessedImage:
@@ -97,7 +99,7 @@ async def store_input(
         ImageRejected: the bytes are not an acceptable image.
     """
     image = await validate_input(data, settings, kind=kind)
-    key = input_key(account_id, image.format)
+    key = input_key(account_id, image)
     await storage.put(key, image.data, image.content_type)
     return key, image
 
@@ -123,9 +125,14 @@ async def load_inputs(
     reference = await loader.load(
         "reference", request.input_reference_key, request.reference_image_url
     )
-    if edit is not None and mask is not None and (edit.width, edit.height) != (
-        mask.width,
-        mask.height,
+    if (
+        edit is not None
+        and mask is not None
+        and (edit.width, edit.height)
+        != (
+            mask.width,
+            mask.height,
+        )
     ):
         raise InputFailed(
             f"the mask is {mask.width}x{mask.height} but the image is {edit.width}x{edit.height}",

@@ -1,0 +1,125 @@
+"""Native edits and variations with uploaded images: ``POST /v1/generations/edits``.
+
+``multipart/form-data`` with ``image`` (required), ``mask`` (optional, PNG whose
+transparent pixels mark the area to change) and ``reference_image`` (optional), plus
+the request: either a ``request`` part holding the JSON body of ``POST
+/v1/generations``, or its scalar fields as form fields (``prompt``, ``provider``,
+``n``…). Without a mask the request is a variation of the image. The answer is the
+one of ``POST /v1/generations`` (202, or 200 with ``Prefer: wait=N``).
+
+The same edits by URL need no upload: ``image_url`` / ``mask_url`` in the JSON body of
+``POST /v1/generations``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.routes.generations import prefer_wait
+from pixelgate.api.schemas import generation_body
+from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
+from pixelgate.core.models import GenerationRequest
+from pixelgate.errors import ValidationFailed
+
+router = APIRouter(prefix="/v1/generations", tags=["generations"])
+
+FILE_FIELDS = ("image", "mask", "reference_image")
+
+
+@router.post("/edits", status_code=202)
+async def create_edit(
+    request: Request,
+    runtime: RuntimeDep,
+    caller: CurrentCaller,
+    request_id: RequestId,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    prefer: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
+    try:
+        body = _request_fields(form_fields(form, skip=FILE_FIELDS), form.get("request"))
+        uploads: dict[str, Any] = {}
+        for name in FILE_FIELDS:
+            files = form_uploads(form, name)
+            if len(files) > 1:
+                raise ValidationFailed(name, "give one file")
+            if files:
+                kind = {"image": "image", "mask": "mask", "reference_image": "reference"}[name]
+                uploads[name] = await store_upload(
+                    runtime, caller.account_id, files[0], field=name, kind=kind
+                )
+    finally:
+        await form.close()
+    if "image" not in uploads:
+        raise ValidationFailed("image", "field required (the image to edit)")
+    image = uploads["image"].image
+    if "mask" in uploads and (uploads["mask"].image.width, uploads["mask"].image.height) != (
+        image.width,
+        image.height,
+    ):
+        raise ValidationFailed("mask", "must have the same size as the image", code="mask_invalid")
+    body["input_image_key"] = uploads["image"].key
+    if "mask" in uploads:
+        body["input_mask_key"] = uploads["mask"].key
+    if "reference_image" in uploads:
+        body["input_reference_key"] = uploads["reference_image"].key
+    if not any(k in body for k in ("width", "height", "aspect_ratio")):
+        body["width"], body["height"] = default_size(
+            image.width, image.height, runtime.settings.max_dimension
+        )
+    try:
+        generation = GenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ValidationFailed(field, str(first["msg"])) from None
+    result = await runtime.pipeline.admit(
+        caller, generation, source="native", idempotency_key=idempotency_key, request_id=request_id
+    )
+    view = result.generation
+    wait_s = prefer_wait(prefer, runtime.settings.max_wait_s)
+    if wait_s and not view.terminal:
+        view = await runtime.pipeline.wait(view.id, wait_s)
+    headers = {"Location": f"/v1/generations/{view.id}"}
+    if not result.created:
+        headers["Idempotent-Replayed"] = "true"
+    if wait_s is not None:
+        headers["Preference-Applied"] = f"wait={wait_s:g}"
+    status = 200 if view.terminal and (wait_s is not None or not result.created) else 202
+    return JSONResponse(generation_body(view), status_code=status, headers=headers)
+
+
+def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
+    """The JSON ``request`` part, overlaid with the plain form fields."""
+    body: dict[str, Any] = {}
+    if raw is not None:
+        if not isinstance(raw, str):
+            raise ValidationFailed("request", "must be a JSON object (a text part)")
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise ValidationFailed("request", "malformed JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValidationFailed("request", "must be a JSON object")
+        body.update(parsed)
+    for name, value in fields.items():
+        if name == "request":
+            continue
+        if name in ("metadata", "options") and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationFailed(name, "malformed JSON") from None
+        elif name == "providers" and isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        body[name] = value
+    for internal in ("input_image_key", "input_mask_key", "input_reference_key"):
+        if internal in body:
+            raise ValidationFailed(internal, "set by the upload; send the file instead")
+    return body
