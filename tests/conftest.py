@@ -1,8 +1,15 @@
-"""Shared fixtures: settings on a temp dir, an opened runtime, the app, clients, accounts."""
+"""Shared fixtures: settings on a temp dir, an opened runtime, the app, clients, accounts.
+
+``--backend scaleout`` (or ``PIXELGATE_TEST_BACKEND=scaleout``) points the same fixtures
+at PostgreSQL + Redis + S3 (moto) instead of SQLite + memory + local disk; see
+``tests/scaleout``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -55,8 +62,55 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=("sqlite", "scaleout"),
+        default=os.environ.get("PIXELGATE_TEST_BACKEND", "sqlite"),
+        help="sqlite (default) or scaleout: PostgreSQL + Redis + S3 (moto) for the shared fixtures",
+    )
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--backend"))
+
+
+@pytest.fixture(scope="session")
+def scaleout_services(backend: str) -> Iterator[Any]:
+    """A fresh PostgreSQL database, Redis and a moto S3 server (scaleout backend only)."""
+    if backend != "scaleout":
+        yield None
+        return
+    from types import SimpleNamespace
+
+    from tests.scaleout.services import REDIS_URL, fresh_database, moto_s3, require_redis
+
+    require_redis()
+    with fresh_database() as db, moto_s3() as s3:
+        yield SimpleNamespace(
+            db=db, s3=s3, redis_url=REDIS_URL, prefix=f"pgtest-{secrets.token_hex(4)}"
+        )
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def backend_overrides(backend: str, scaleout_services: Any) -> dict[str, Any]:
+    """Settings for the chosen backend; on scaleout, an emptied database per test."""
+    if scaleout_services is None:
+        return {}
+    scaleout_services.db.wipe()
+    return {
+        "database_url": scaleout_services.db.sqlalchemy_url,
+        "redis_url": scaleout_services.redis_url,
+        "redis_prefix": scaleout_services.prefix,
+        # image URLs stay /files/{key} (a 307 to a presigned URL) so the suite's URL checks hold
+        "s3_url_mode": "gateway",
+        **scaleout_services.s3.settings(f"t{secrets.token_hex(4)}"),
+    }
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, backend_overrides: dict[str, Any]) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
             "data_dir": tmp_path / "data",
@@ -66,6 +120,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "shutdown_grace_s": 5.0,
             "sync_timeout_s": 10.0,
         }
+        base.update(backend_overrides)
         base.update(overrides)
         return load_settings(**base)
 
@@ -101,12 +156,18 @@ async def app(settings: Settings, runtime: Runtime) -> Any:
 
 
 @pytest.fixture
-async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: Any, scaleout_services: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
+    extra: dict[str, Any] = {}
+    if scaleout_services is not None:
+        # /files answers 307 to the S3 server: follow it there over the real network
+        extra["mounts"] = {scaleout_services.s3.endpoint: httpx.AsyncHTTPTransport()}
+        extra["follow_redirects"] = True
     async with httpx.AsyncClient(
         transport=transport,
         base_url="http://testserver",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        **extra,
     ) as c:
         yield c
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,13 +28,47 @@ app.add_typer(keys_app, name="keys")
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
 
 
+class _Rows:
+    """A Rich table on a terminal; tab-separated lines when piped (scripts read those).
+
+    The first column (an id) is never cut, so it can be copied into other commands.
+    """
+
+    def __init__(self, *columns: str) -> None:
+        self.columns = columns
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+    def print(self) -> None:
+        if not out.is_terminal:
+            for row in self.rows:
+                out.print("\t".join(row), highlight=False, soft_wrap=True)
+            return
+        table = Table()
+        for i, column in enumerate(self.columns):
+            table.add_column(column, no_wrap=i == 0, min_width=len(column))
+        for row in self.rows:
+            table.add_row(*row)
+        out.print(table)
+
+
+def _table(*columns: str) -> _Rows:
+    return _Rows(*columns)
+
+
 def _settings(**overrides: Any) -> Settings:
+    from pixelgate.providers.registry import validate_provider_tables
+
     try:
         settings = load_settings(**overrides)
+        validate_provider_tables(settings)
     except PixelgateError as exc:
         err.print(f"[red]{exc.message}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -68,6 +103,27 @@ def _announce_admin(runtime: Any) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _graceful_server_class() -> Any:
+    import contextlib
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its clean shutdown, which kills the process
+        with the signal; a drained pixelgate exits 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    return GracefulServer
 
 
 @app.command()
@@ -106,7 +162,7 @@ def serve(
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         lifespan="on",
     )
-    server = uvicorn.Server(uv_config)
+    server = _graceful_server_class()(uv_config)
     err.print(
         f"pixelgate listening on http://{settings.host}:{settings.port} "
         f"(database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
@@ -134,8 +190,14 @@ def worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start_worker()
-        err.print(f"pixelgate worker running (concurrency {runtime.worker.concurrency})")
+        err.print(
+            f"pixelgate worker running (engine {runtime.queue.name}, "
+            f"concurrency {runtime.worker.concurrency}); SIGTERM drains within "
+            f"{settings.shutdown_grace_s:g} s",
+            highlight=False,
+        )
         await stop.wait()
+        err.print("pixelgate worker stopping: finishing in-flight jobs", highlight=False)
 
     _run(lambda: _with_runtime(settings, main))
 
@@ -144,28 +206,52 @@ def worker(
 def migrate(config: ConfigOpt = None) -> None:
     """Apply database migrations."""
     from pixelgate.db.engine import run_migrations
+    from pixelgate.queue.base import prepare_queue
 
     settings = _settings(config=config)
-    _run(lambda: run_migrations(settings.resolved_database_url))
-    out.print("database is up to date")
+
+    async def main() -> None:
+        await run_migrations(settings.resolved_database_url)
+        await prepare_queue(settings)
+
+    _run(main)
+    out.print(f"database is up to date (queue engine: {settings.resolved_queue})")
 
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="what to draw")],
+    prompt: Annotated[str | None, typer.Argument(help="what to draw")] = None,
     provider: Annotated[str | None, typer.Option(help="provider instance")] = None,
     model: Annotated[str | None, typer.Option(help="model")] = None,
     size: Annotated[str | None, typer.Option(help="WxH, e.g. 1024x768")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png, jpeg or webp")] = "png",
     seed: Annotated[int | None, typer.Option(help="seed")] = None,
     n: Annotated[int, typer.Option("-n", help="number of images")] = 1,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="output file")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="output file (a directory with --from-file)"),
+    ] = None,
     account: Annotated[str | None, typer.Option(help="account to charge")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="a batch: one JSON request or prompt per line (JSONL); flags are defaults",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="with --from-file: jobs of the batch run at once", min=1)
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Generate in-process (no server needed) with a progress display; writes the file(s)."""
     from pixelgate.core.models import GenerationRequest
 
+    if (prompt is None) == (from_file is None):
+        err.print("[red]give a PROMPT or --from-file (not both)[/red]")
+        raise typer.Exit(2)
     settings = _settings(config=config)
     data: dict[str, Any] = {"prompt": prompt, "format": fmt, "n": n}
     if provider:
@@ -181,6 +267,9 @@ def generate(
             err.print("[red]--size must look like 1024x768[/red]")
             raise typer.Exit(2) from None
         data.update(width=width, height=height)
+    if from_file is not None:
+        del data["prompt"]
+        raise typer.Exit(_generate_file(settings, from_file, data, output, account, concurrency))
     try:
         request = GenerationRequest.model_validate(data)
     except ValueError as exc:
@@ -236,12 +325,113 @@ def generate(
     raise typer.Exit(code)
 
 
+def _generate_file(
+    settings: Settings,
+    path: Path,
+    defaults: dict[str, Any],
+    output: Path | None,
+    account: str | None,
+    concurrency: int | None,
+) -> int:
+    """``generate --from-file``: admit the lines as batches, wait, write every image,
+    print a summary; 1 when any generation did not succeed."""
+    from pixelgate.core.batchfile import parse_batch_file
+
+    try:
+        lines = parse_batch_file(path.read_text(encoding="utf-8"), defaults)
+    except PixelgateError as exc:
+        err.print(f"[red]{path}: {exc.message}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    target_dir = output or Path(".")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    size = settings.max_batch_size
+
+    async def main(runtime: Any) -> tuple[list[Any], str | None]:
+        from pixelgate.errors import ValidationFailed
+
+        caller = await runtime.local_caller(account)
+        await runtime.start_worker()
+        ids: list[str] = []
+        refused: str | None = None
+        for start in range(0, len(lines), size):
+            chunk = lines[start : start + size]
+            try:
+                batch = await runtime.pipeline.admit_batch(
+                    caller, [x.request for x in chunk], concurrency=concurrency, source="cli"
+                )
+            except ValidationFailed as exc:
+                index, _, field = exc.field.removeprefix("requests.").partition(".")
+                where = chunk[int(index)].line if index.isdigit() else "?"
+                refused = f"line {where}: {field or exc.field}: " + exc.message.split(": ", 1)[-1]
+                break
+            except PixelgateError as exc:
+                refused = exc.message
+                break
+            ids.extend(batch.generation_ids)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{path.name}", total=len(ids))
+            while True:
+                views = [await runtime.store.get_generation(i) for i in ids]
+                done = sum(v.terminal for v in views)
+                bar.update(task, completed=done)
+                if done == len(ids):
+                    break
+                await asyncio.sleep(0.2)
+        for view in views:
+            for image in view.images:
+                obj = await runtime.storage.get(image.key)
+                ext = image.key.rsplit(".", 1)[-1]
+                (target_dir / f"{view.id}-{image.index}.{ext}").write_bytes(obj.data)
+        return views, refused
+
+    views, refused = _run(lambda: _with_runtime(settings, main))
+    if refused and not views:
+        err.print(f"[red]{path}: {refused}[/red]", highlight=False, soft_wrap=True)
+        return 2 if refused.startswith("line ") else 1
+    table = Table("line", "status", "provider", "result")
+    for item, view in zip(lines, views, strict=False):
+        if view.status.value == "SUCCEEDED":
+            files = ", ".join(
+                str(target_dir / f"{view.id}-{i.index}.{i.key.rsplit('.', 1)[-1]}")
+                for i in view.images
+            )
+            result = files + (" (cached)" if view.cached_from else "")
+        else:
+            result = f"{view.error_code}: {view.error_message}"
+        table.add_row(str(item.line), view.status.value, view.provider or "-", result)
+    out.print(table)
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view.status.value] = counts.get(view.status.value, 0) + 1
+    not_admitted = len(lines) - len(views)
+    summary = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
+    if not_admitted:
+        summary += f", {not_admitted} not admitted ({refused})"
+        err.print(f"[red]not admitted:[/red] {refused}", highlight=False, soft_wrap=True)
+    out.print(f"{len(lines)} requests: {summary or 'none admitted'}", highlight=False)
+    ok = not not_admitted and all(v.status.value == "SUCCEEDED" for v in views)
+    return 0 if ok else 1
+
+
 @accounts_app.command("create")
 def accounts_create(
     name: Annotated[str, typer.Argument()],
     tier: Annotated[str, typer.Option(help="FREE, PRO, ENTERPRISE")] = "FREE",
     credits: Annotated[
         int | None, typer.Option(help="initial credits (unmetered if unset)")
+    ] = None,
+    email: Annotated[
+        str | None, typer.Option(help="address mailed when a generation finally fails")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="default webhook URL of the account's generations")
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -250,15 +440,31 @@ def accounts_create(
     if tier.upper() not in settings.tiers:
         err.print(f"[red]--tier: unknown tier {tier!r}[/red]")
         raise typer.Exit(2)
+    if email is not None and not _EMAIL.match(email):
+        err.print(f"[red]--email: not an e-mail address: {email!r}[/red]")
+        raise typer.Exit(2)
+    if webhook_url is not None:
+        from pixelgate.errors import UnsafeURL
+        from pixelgate.media.fetch import parse_url
+
+        try:
+            parse_url(webhook_url, what="--webhook-url")
+        except UnsafeURL as exc:
+            err.print(f"[red]{exc.message}[/red]")
+            raise typer.Exit(2) from None
 
     async def main(runtime: Any) -> Any:
-        return await runtime.store.create_account(
+        account = await runtime.store.create_account(
             name,
             tier=tier,
             credits=credits,
             actor="cli",
             credit_policy=settings.credits.default_policy,
+            email=email,
         )
+        if webhook_url:
+            account = await runtime.store.update_account(account.id, webhook_url=webhook_url)
+        return account
 
     account = _run(lambda: _with_runtime(settings, main))
     out.print(
@@ -274,7 +480,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
     async def main(runtime: Any) -> Any:
         return await runtime.store.list_accounts()
 
-    table = Table("id", "name", "tier", "credits", "created")
+    table = _table("id", "name", "tier", "credits", "created")
     for acct in _run(lambda: _with_runtime(settings, main)):
         table.add_row(
             acct.id,
@@ -283,7 +489,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
             "unmetered" if acct.credits is None else str(acct.credits),
             acct.created_at.strftime("%Y-%m-%d %H:%M"),
         )
-    out.print(table)
+    table.print()
 
 
 @keys_app.command("create")
@@ -318,7 +524,7 @@ def keys_list(config: ConfigOpt = None) -> None:
     async def main(runtime: Any) -> Any:
         return await runtime.store.list_keys()
 
-    table = Table("id", "account", "prefix", "admin", "created", "revoked")
+    table = _table("id", "account", "prefix", "admin", "created", "revoked")
     for key in _run(lambda: _with_runtime(settings, main)):
         table.add_row(
             key["id"],
@@ -328,7 +534,7 @@ def keys_list(config: ConfigOpt = None) -> None:
             key["created_at"].strftime("%Y-%m-%d %H:%M"),
             key["revoked_at"].strftime("%Y-%m-%d %H:%M") if key["revoked_at"] else "",
         )
-    out.print(table)
+    table.print()
 
 
 @keys_app.command("revoke")

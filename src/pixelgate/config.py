@@ -46,7 +46,9 @@ __all__ = [
     "HedgeSettings",
     "OutboundLimit",
     "ProviderRouting",
+    "RefusalFallback",
     "RetrySettings",
+    "RoutingPolicy",
     "RoutingSettings",
     "Settings",
     "TierSettings",
@@ -242,6 +244,31 @@ class CreditSettings(BaseModel):
     default_policy: Literal["refund", "keep"] = "refund"
 
 
+class S3Settings(BaseModel):
+    """Endpoint and credentials of an S3-compatible store (AWS S3, Cloudflare R2, MinIO).
+
+    Unset fields are filled from the usual AWS variables by :func:`load_settings`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+
+
+# S3Settings field → AWS variables, first one set wins.
+AWS_ENV: dict[str, tuple[str, ...]] = {
+    "endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "session_token": ("AWS_SESSION_TOKEN",),
+}
+
+
 class Settings(BaseSettings):
     """Every setting of pixelgate; build with :func:`load_settings`."""
 
@@ -258,6 +285,19 @@ class Settings(BaseSettings):
     storage_prefix: str = "ai"
     public_url: str | None = None
     redis_url: str | None = None
+    #: PostgreSQL connections per process: pool + overflow (mind max_connections)
+    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_max_overflow: int = Field(10, ge=0, le=1000)
+    #: namespace of pixelgate's Redis keys and channels (several deployments, one Redis)
+    redis_prefix: str = Field("pixelgate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: "auto": procrastinate on PostgreSQL, the embedded lease worker on SQLite
+    queue: Literal["auto", "embedded", "procrastinate"] = "auto"
+    #: S3 image URLs: presigned (private bucket) or through ``/files`` (307 to a presigned
+    #: URL); ``public_url`` (a CDN) takes precedence over both
+    s3_url_mode: Literal["presign", "gateway"] = "presign"
+    s3_allow_http: bool = False
+    presign_ttl_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    storage_s3: S3Settings = Field(default_factory=S3Settings)
     admin_key: SecretStr | None = None
     config: Path | None = None
 
@@ -278,6 +318,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_dimension: int = Field(4096, ge=64)
+    #: requests in one ``POST /v1/batches`` (and one chunk of ``generate --from-file``)
+    max_batch_size: int = Field(100, ge=1, le=10_000)
 
     #: hosts that user URLs (reference and input images) may reach even when they are not
     #: public (private deployments, tests): names, IPs, or ".suffix" for subdomains
@@ -364,6 +406,13 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
+    @property
+    def resolved_queue(self) -> Literal["embedded", "procrastinate"]:
+        """The queue engine: ``queue`` unless "auto" (procrastinate on PostgreSQL)."""
+        if self.queue != "auto":
+            return self.queue
+        return "embedded" if self.is_sqlite else "procrastinate"
+
     def base_url(self) -> str:
         """Base of image URLs: the CDN (``public_url``) or the server itself."""
         if self.public_url:
@@ -440,6 +489,11 @@ def load_settings(**overrides: Any) -> Settings:
     for tier_name, fields in _seed004_tier_env().items():
         current = settings.tiers.get(tier_name, TierSettings())
         settings.tiers[tier_name] = current.model_copy(update=fields)
+    if settings.queue == "procrastinate" and settings.is_sqlite:
+        raise ConfigError(
+            "config error: queue: procrastinate needs PostgreSQL (PIXELGATE_DATABASE_URL)"
+        )
+    _fill_from_aws_env(settings.storage_s3)
     env = _provider_env()
     for table in settings.providers.values():
         ref = table.get("api_key_env") if isinstance(table, dict) else None
@@ -447,6 +501,16 @@ def load_settings(**overrides: Any) -> Settings:
             env[ref] = os.environ[ref]
     settings.provider_env = env
     return settings
+
+
+def _fill_from_aws_env(s3: S3Settings) -> None:
+    for field, names in AWS_ENV.items():
+        if getattr(s3, field) is not None:
+            continue
+        value = next((os.environ[n] for n in names if os.environ.get(n)), None)
+        if value is not None:
+            secret = field in ("secret_access_key", "session_token")
+            setattr(s3, field, SecretStr(value) if secret else value)
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

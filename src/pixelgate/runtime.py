@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
@@ -23,10 +24,11 @@ from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
 from pixelgate.media.images import harden_image_decoding
 from pixelgate.providers.registry import ProviderSet, build_providers
+from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
 from pixelgate.storage.base import Storage
 
-__all__ = ["ADMIN_ACCOUNT", "Runtime", "open_storage"]
+__all__ = ["ADMIN_ACCOUNT", "Runtime", "open_bus", "open_storage"]
 
 log = structlog.get_logger("pixelgate.runtime")
 
@@ -43,7 +45,31 @@ def open_storage(settings: Settings) -> Storage:
         from pixelgate.storage.local import LocalStorage
 
         return LocalStorage(Path(url.removeprefix("file://")))
+    if url.startswith("s3://"):
+        try:
+            from pixelgate.storage.s3 import S3Storage
+
+            return S3Storage.from_settings(settings)
+        except ImportError as exc:
+            raise ConfigError(
+                "config error: storage_url: s3:// needs the s3 extra (pip install 'pixelgate[s3]')"
+            ) from exc
     raise ConfigError(f"config error: storage_url: unsupported storage URL {url!r}")
+
+
+async def open_bus(settings: Settings) -> EventBus:
+    """Redis pub/sub when ``PIXELGATE_REDIS_URL`` is set (scale-out), else in-process."""
+    if not settings.redis_url:
+        return MemoryBus()
+    try:
+        from pixelgate.core.bus_redis import RedisBus
+    except ImportError as exc:
+        raise ConfigError(
+            "config error: redis_url: needs the redis extra (pip install 'pixelgate[redis]')"
+        ) from exc
+    bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix)
+    await bus.start()  # bounded wait: a Redis that is down degrades /health, not start-up
+    return bus
 
 
 @dataclass
@@ -79,6 +105,7 @@ class Runtime:
         self.pipeline = pipeline
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
+        self.queue: JobQueue = open_queue(settings, store)
 
     @classmethod
     async def open(
@@ -89,7 +116,11 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             await run_migrations(settings.resolved_database_url)
-        db = Database(settings.resolved_database_url)
+        db = Database(
+            settings.resolved_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         storage = open_storage(settings)
         base = settings.base_url()
         store = Store(db, url_for=lambda key: storage.url(key, base))
@@ -100,7 +131,15 @@ class Runtime:
             await http.aclose()
             await db.close()
             raise
-        bus = MemoryBus()
+        try:
+            queue = open_queue(settings, store)
+            if migrate:
+                await queue.prepare()
+            bus = await open_bus(settings)
+        except BaseException:
+            await http.aclose()
+            await db.close()
+            raise
         pipeline = Pipeline(
             settings=settings,
             store=store,
@@ -109,6 +148,7 @@ class Runtime:
             bus=bus,
             http=http,
         )
+        _add_notification_hooks(pipeline, settings, store)
         runtime = cls(
             settings,
             db=db,
@@ -119,12 +159,13 @@ class Runtime:
             bus=bus,
             pipeline=pipeline,
         )
+        runtime.queue = queue
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
         return runtime
 
     async def start_worker(self, concurrency: int | None = None) -> Worker:
-        worker = Worker(
+        worker = self.queue.make_worker(
             store=self.store,
             pipeline=self.pipeline,
             bus=self.bus,
@@ -141,7 +182,9 @@ class Runtime:
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s)
             self.worker = None
+        await self.queue.close()
         await self.pipeline.drain_hooks()
+        await self.pipeline.fetcher.aclose()
         await self.bus.close()
         await self.http.aclose()
         await self.storage.close()
@@ -160,7 +203,14 @@ class Runtime:
         if configured is not None:
             plain = configured.get_secret_value()
             if not await self.store.has_key_hash(hash_key(plain)):
-                await self.store.create_key(admin.id, is_admin=True, name="bootstrap", plain=plain)
+                try:
+                    await self.store.create_key(
+                        admin.id, is_admin=True, name="bootstrap", plain=plain
+                    )
+                except IntegrityError:
+                    # processes starting together (scale-out): another one created it
+                    if not await self.store.has_key_hash(hash_key(plain)):
+                        raise
             return AdminBootstrap(None, None)
         key_file = self.settings.data_dir / ADMIN_KEY_FILE
         if await self.store.has_admin_key():
@@ -172,3 +222,17 @@ class Runtime:
             fh.write(plain + "\n")
         os.chmod(key_file, 0o600)
         return AdminBootstrap(plain, key_file)
+
+
+def _add_notification_hooks(pipeline: Pipeline, settings: Settings, store: Store) -> None:
+    """Webhooks and failure e-mails run after every terminal state."""
+    from pixelgate.api.schemas import generation_body
+    from pixelgate.core.mailer import FailureMailer
+    from pixelgate.core.webhooks import WebhookNotifier
+
+    pipeline.finish_hooks.append(
+        WebhookNotifier(
+            settings=settings, store=store, fetcher=pipeline.fetcher, render=generation_body
+        )
+    )
+    pipeline.finish_hooks.append(FailureMailer(settings=settings, store=store))

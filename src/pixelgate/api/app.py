@@ -90,5 +90,20 @@ def create_app(
 
     app.include_router(account.router)
     app.include_router(admin_accounts.router)
+    from pixelgate.api.routes import admin_storage
+
+    app.include_router(admin_storage.router)
+    from pixelgate.api.compat import openai as openai_compat
+    from pixelgate.api.routes import edits, webhooks
+
+    for module in (edits, openai_compat, webhooks):
+        app.include_router(module.router)
+    from pixelgate.api.routes import admin_routing
+
+    app.include_router(admin_routing.router)
+    from pixelgate.api.routes import batches, images, templates
+
+    for module in (batches, templates, images):
+        app.include_router(module.router)
     app.add_middleware(RequestIdMiddleware)
     return app

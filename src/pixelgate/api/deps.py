@@ -46,12 +46,12 @@ class KeyCache:
         self._entries.clear()
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
@@ -65,7 +65,8 @@ async def get_caller(request: Request) -> Caller:
     cache: KeyCache = request.app.state.key_cache
     hit, caller = cache.get(key_hash)
     if not hit:
-        info = await get_runtime(request).store.lookup_key(key_hash)
+        runtime: Runtime = request.app.state.runtime
+        info = await runtime.store.lookup_key(key_hash)
         caller = (
             Caller(
                 account_id=info.account_id,

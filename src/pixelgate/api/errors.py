@@ -46,6 +46,7 @@ CODE_STATUS: dict[str, int] = {
     "provider_invalid_request": 400,
     "provider_rate_limited": 429,
     "provider_timeout": 504,
+    "deadline_exceeded": 504,
     "provider_auth_failed": 502,
     "provider_unavailable": 502,
     "provider_error": 502,
@@ -77,8 +78,8 @@ def route_family(path: str) -> str:
         return "seed001"
     if path.startswith("/api/"):
         return "seed004"
-    if path.startswith("/v1/images/"):
-        return "openai"
+    if path.startswith("/v1/images/") and not path.startswith("/v1/images/img_"):
+        return "openai"  # /v1/images/img_… are the native image routes
     return "native"
 
 

@@ -26,6 +26,7 @@ def _usd(value: Decimal | None) -> str | None:
 
 def image_body(image: ImageView) -> dict[str, Any]:
     body: dict[str, Any] = {
+        "id": image.id,
         "url": image.url,
         "key": image.key,
         "width": image.width,
@@ -33,6 +34,7 @@ def image_body(image: ImageView) -> dict[str, Any]:
         "format": image.format,
         "bytes": image.bytes,
         "sha256": image.sha256,
+        "approval": image.approval,
     }
     if image.attribution:
         body["attribution"] = image.attribution
@@ -76,4 +78,9 @@ def generation_body(view: GenerationView) -> dict[str, Any]:
         body["cancel_requested"] = True
     if view.fallback_image:
         body["fallback_image"] = True
+    body["cached"] = view.cached_from is not None
+    if view.cached_from is not None:
+        body["cached_from"] = view.cached_from
+    if view.batch_id is not None:
+        body["batch_id"] = view.batch_id
     return body

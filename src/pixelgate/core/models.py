@@ -14,9 +14,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from pixelgate.errors import UnsafeURL
 from pixelgate.media.fetch import check_url_syntax
@@ -24,10 +26,12 @@ from pixelgate.media.fetch import check_url_syntax
 __all__ = [
     "TERMINAL",
     "AccountView",
+    "EntityRef",
     "EventView",
     "GenerationRequest",
     "GenerationView",
     "ImageView",
+    "PromptContext",
     "Status",
 ]
 
@@ -38,6 +42,10 @@ _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ImageFormat = Literal["png", "jpeg", "webp"]
 #: storage keys of uploaded inputs: ``inputs/<account id>/<yyyy>/<mm>/<inp id>.<ext>``
 INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|jpg|webp)$"
+#: entity types of entity links (``character``, ``location``, ``story:chapter``…)
+ENTITY_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+MAX_ENTITIES = 50
+MAX_CONTEXT_LENGTH = 2000
 
 
 class Status(StrEnum):
@@ -51,6 +59,24 @@ class Status(StrEnum):
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
 
 
+class PromptContext(BaseModel):
+    """Narrative context that enriches the prompt (rules in ``docs/prompts.md``)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: Literal["portrait", "location", "scene"]
+    text: str = Field(min_length=1, max_length=MAX_CONTEXT_LENGTH)
+
+
+class EntityRef(BaseModel):
+    """An external entity a generation is linked to (a character, a location…)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    type: str = Field(pattern=ENTITY_TYPE_PATTERN)
+    id: str = Field(min_length=1, max_length=255)
+
+
 class GenerationRequest(BaseModel):
     """The validated request every entry point builds (native, seeds, OpenAI, CLI, Python).
 
@@ -60,7 +86,9 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    prompt: str = Field(min_length=1)
+    #: a stored prompt template (name or id) rendered with ``inputs``: replaces ``prompt``
+    template: str | None = Field(None, min_length=1, max_length=64)
+    prompt: str = Field("", validate_default=True)
     negative_prompt: str | None = None
     provider: str | None = None
     providers: list[str] | None = None
@@ -99,6 +127,20 @@ class GenerationRequest(BaseModel):
     input_image_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_mask_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_reference_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
+    #: values of the template's placeholders
+    inputs: dict[str, str | int | float] | None = None
+    context: PromptContext | None = None
+    #: reuse an identical earlier result (needs a fixed ``seed``); None: the account default
+    cache: bool | None = None
+    entities: list[EntityRef] | None = Field(None, max_length=MAX_ENTITIES)
+
+    @field_validator("prompt")
+    @classmethod
+    def _require_prompt(cls, value: str, info: ValidationInfo) -> str:
+        # a template supplies the prompt at admission
+        if not value and not info.data.get("template"):
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("format", mode="before")
     @classmethod
@@ -192,6 +234,8 @@ class ImageView:
     bytes: int
     sha256: str
     attribution: dict[str, Any] | None = None
+    #: pending | approved | rejected
+    approval: str = "pending"
 
 
 @dataclass
@@ -236,6 +280,9 @@ class GenerationView:
     images: list[ImageView] = field(default_factory=list)
     queue_position: int | None = None
     fallback_image: bool = False
+    #: the generation whose images this one reuses (dedup cache), or waits for
+    cached_from: str | None = None
+    batch_id: str | None = None
 
     @property
     def terminal(self) -> bool:

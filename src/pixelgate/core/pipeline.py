@@ -14,34 +14,72 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
 import structlog
 
-from pixelgate.config import Settings
+from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.bus import EventBus
+from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView
 from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.routing import Candidate, Deadline, RetryPolicy, check_explicit, plan_route
+from pixelgate.core.routing import (
+    AccountRouting,
+    Candidate,
+    Deadline,
+    Race,
+    RaceFailed,
+    RetryPolicy,
+    RouteOptions,
+    check_explicit,
+    format_usd,
+    plan_route,
+    resolve_options,
+)
+from pixelgate.core.templates import final_prompt, parse_template
 from pixelgate.db.billing import Quota
-from pixelgate.db.store import AdmitResult, ClaimedJob, NewImage, Store
+from pixelgate.db.store import (
+    AdmitResult,
+    BatchView,
+    CacheLookup,
+    ClaimedJob,
+    NewGeneration,
+    NewImage,
+    Store,
+    utcnow,
+)
 from pixelgate.errors import (
     ImageRejected,
     PixelgateError,
     ProviderError,
+    ProviderRateLimited,
     ProviderTimeout,
+    Refused,
     StorageError,
     UnsafeURL,
     ValidationFailed,
 )
+from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
 from pixelgate.providers._http import download
-from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
+from pixelgate.providers.base import Provider, ProviderImage, ProviderRequest, ProviderResult
+from pixelgate.providers.placeholder import MODEL as PLACEHOLDER_MODEL
+from pixelgate.providers.placeholder import render_placeholder
 from pixelgate.providers.registry import ProviderSet
+from pixelgate.resilience.breaker import (
+    DEADLINE_EXCEEDED,
+    BreakerState,
+    Outcome,
+    Transition,
+    outcome_of,
+)
+from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
+from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.storage.base import Storage, image_key
 
 __all__ = ["Caller", "Estimate", "Pipeline"]
@@ -56,6 +94,12 @@ PROGRESS_MIN_INTERVAL_S = 0.25
 FinishHook = Callable[[GenerationView], Awaitable[None]]
 DEFAULT_DEADLINE_S = 300.0
 CANCEL_WAIT_S = 2.0
+#: the ``latency`` policy ranks providers by their observed median
+LATENCY_POLICY_PERCENTILE = 0.5
+PROVIDER_CANCEL_TIMEOUT_S = 5.0
+#: the provider name a generation answered by the default image shows (seed 001)
+DEFAULT_IMAGE_PROVIDER = "default"
+DEFAULT_IMAGE_TEXT = "Default Image"
 
 
 @dataclass(frozen=True)
@@ -86,6 +130,28 @@ class _RunState:
     provider: str | None = None
     provider_job_id: str | None = None
     route: list[dict[str, Any]] = field(default_factory=list)
+    #: provider → its job id, for every provider call in flight (racing runs several)
+    jobs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _JobRun:
+    """One execution of a job: its request, routing options, candidates and deadline."""
+
+    job: ClaimedJob
+    owner: str
+    request: GenerationRequest
+    state: _RunState
+    options: RouteOptions
+    routing: RoutingSettings
+    account_limits: dict[str, OutboundLimit]
+    candidates: list[Candidate]
+    deadline: Deadline
+    plan: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    announced: bool = False
+    retries: int = 0
+    results: dict[str, tuple[ProviderResult, int]] = field(default_factory=dict)
 
 
 class _Context:
@@ -113,6 +179,7 @@ class _Context:
     async def save_provider_job(self, job_id: str) -> None:
         self._provider_job_id = job_id
         self._state.provider_job_id = job_id
+        self._state.jobs[self._provider] = job_id
         await self._pipeline.store.save_provider_job(self._job.id, self._provider, job_id)
         await self._pipeline.event(
             self._job.id, "provider_job", {"provider": self._provider, "job_id": job_id}
@@ -151,12 +218,15 @@ class Pipeline:
         self.providers = providers
         self.bus = bus
         self.http = http
-        self.retry = retry or RetryPolicy()
+        #: overrides the configured retry policy when set (tests, embedding)
+        self.retry: RetryPolicy | None = retry
+        #: live routing configuration, breakers, outbound limits, attempt statistics
+        self.control = RoutingControl(settings, providers, source=store)
         self.credit_rules = CreditRules(
             **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
         )
         self.limiter = limiter or RequestLimiter()
-        self.finish_hooks: list[FinishHook] = []
+        self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
         self._running: dict[str, _RunState] = {}
@@ -194,6 +264,7 @@ class Pipeline:
             ValidationFailed, InsufficientCredits, BudgetExceeded, RateLimited: nothing
             is written or charged.
         """
+        request = await self.resolve_prompt(caller, request)
         self.validate(request)
         await self._check_user_urls(caller, request)
         account = await self.store.get_account(caller.account_id)
@@ -215,10 +286,154 @@ class Pipeline:
             idempotency_key=idempotency_key,
             request_id=request_id,
             quota=quota,
+            cache=self._cache_lookup(request, account),
+            entities=_entity_pairs(request),
         )
         if result.created:
-            await self.bus.notify_jobs()
+            if result.generation.terminal:  # a cache hit: done at admission
+                await self.finished(result.generation.id)
+            else:
+                await self.bus.notify_jobs()
         return result
+
+    async def admit_batch(
+        self,
+        caller: Caller,
+        requests: list[GenerationRequest],
+        *,
+        concurrency: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        source: str = "batch",
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchView:
+        """Admit a batch: every request becomes a normal generation, all or none.
+
+        A reused ``idempotency_key`` returns the earlier batch (``replayed``) for the same
+        requests, else ``Conflict``.
+
+        Raises:
+            ValidationFailed: naming ``requests.<i>.<field>``; InsufficientCredits (the
+                price of the whole batch), BudgetExceeded, RateLimited: nothing is
+                written or charged.
+        """
+        if not requests:
+            raise ValidationFailed("requests", "must not be empty")
+        if len(requests) > self.settings.max_batch_size:
+            raise ValidationFailed(
+                "requests",
+                f"at most {self.settings.max_batch_size} requests per batch",
+                code="batch_too_large",
+            )
+        account = await self.store.get_account(caller.account_id)
+        members: list[NewGeneration] = []
+        for index, request in enumerate(requests):
+            try:
+                request = await self.resolve_prompt(caller, request)
+                self.validate(request)
+                await self._check_user_urls(caller, request)
+                estimate = self.estimate(request, account)
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    f"requests.{index}.{exc.field}",
+                    exc.message.removeprefix(f"{exc.field}: "),
+                    code=exc.code,
+                ) from None
+            payload = request.model_dump(mode="json", exclude_none=True)
+            members.append(
+                NewGeneration(
+                    project=request.project,
+                    prompt=request.prompt,
+                    request=payload,
+                    request_hash=hashlib.sha256(
+                        json.dumps(payload, sort_keys=True).encode()
+                    ).hexdigest(),
+                    credits=estimate.credits,
+                    estimated_usd=estimate.usd,
+                    cache=self._cache_lookup(request, account),
+                    entities=_entity_pairs(request),
+                )
+            )
+        tier = self.settings.tier(account.tier)
+        await self.limiter.hit(account.id, tier.requests_per_minute)
+        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+        digest = hashlib.sha256(
+            json.dumps(
+                [concurrency, metadata or {}, *(m.request for m in members)], sort_keys=True
+            ).encode()
+        ).hexdigest()
+        batch = await self.store.admit_batch(
+            account_id=caller.account_id,
+            members=members,
+            concurrency=concurrency,
+            metadata=metadata or {},
+            source=source,
+            request_id=request_id,
+            quota=quota,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+        if batch.replayed:
+            return batch
+        await self.bus.notify_jobs()
+        for gen_id, status in batch.members.items():
+            if status == "SUCCEEDED":  # cache hits
+                await self.finished(gen_id)
+        return batch
+
+    async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
+        """Cancel a batch's unfinished members: waiting ones now, running ones by their
+        workers (as ``DELETE /v1/generations/{id}`` does)."""
+        canceled, running = await self.store.cancel_batch(batch_id, account_id=account_id)
+        for gen_id in canceled:
+            await self.finished(gen_id)
+        for gen_id in running:
+            await self.bus.request_cancel(gen_id)
+        return await self.store.get_batch(batch_id, account_id=account_id)
+
+    async def resolve_prompt(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
+        """The request with its final prompt: the account's template rendered with
+        ``inputs``, then the narrative context (``docs/prompts.md``).
+
+        Raises:
+            ValidationFailed: ``template`` (unknown), ``inputs.<name>`` (missing or
+                unknown placeholder), ``prompt`` (given with a template).
+        """
+        if request.template is None and request.context is None and not request.inputs:
+            return request
+        template = None
+        if request.template is not None:
+            if request.prompt:
+                raise ValidationFailed("prompt", "give prompt or template, not both")
+            found = await self.store.find_template(caller.account_id, request.template)
+            if found is None:
+                raise ValidationFailed(
+                    "template",
+                    f"no template {request.template!r} in this account",
+                    code="template_not_found",
+                )
+            template = parse_template(found.text, field="template")
+        return request.model_copy(update={"prompt": final_prompt(request, template)})
+
+    def _cache_lookup(
+        self, request: GenerationRequest, account: AccountView
+    ) -> CacheLookup | None:
+        key = cache_key(request)
+        if key is None:
+            return None
+        return CacheLookup(
+            key=key,
+            use=wants_cache(request, account),
+            credits=self.settings.credits.cache_price,
+        )
+
+    async def _announce_followers(self, view: GenerationView) -> None:
+        """Finish hook: announce the generations that shared this one's provider call
+        (the store finished them in this one's finishing transaction)."""
+        if view.request.get("seed") is None or view.cached_from is not None:
+            return  # without a seed nothing can have followed it
+        for follower in await self.store.settled_followers(view.id, view.completed_at):
+            await self.finished(follower)
 
     def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
         """Credits and USD the request costs: the same numbers admission charges.
@@ -325,15 +540,16 @@ class Pipeline:
     async def cancel_running(self, job: ClaimedJob, owner: str) -> None:
         """Finish a job whose cancellation was requested, cancelling it at the provider."""
         state = self._running.get(job.id) or _RunState()
+        jobs = dict(state.jobs)
         if state.provider and state.provider_job_id:
-            provider = self.providers.find(state.provider)
+            jobs.setdefault(state.provider, state.provider_job_id)
+        for name, provider_job_id in jobs.items():
+            provider = self.providers.find(name)
             if provider is not None:
                 try:
-                    await provider.cancel(state.provider_job_id)
+                    await provider.cancel(provider_job_id)
                 except Exception:  # best effort: the job is canceled on our side anyway
-                    log.warning(
-                        "provider_cancel_failed", generation_id=job.id, provider=state.provider
-                    )
+                    log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
         event_id = await self.store.finish_canceled(job.id, owner, route=state.route)
         if event_id is not None:
             await self.finished(job.id)
@@ -352,126 +568,467 @@ class Pipeline:
         except ValueError as exc:
             await self.fail(job, owner, "invalid_request", f"stored request is invalid: {exc}")
             return
-        account = await self.store.get_account(job.account_id)
-        candidates, trace = plan_route(
-            request, self.providers, preferred=account.preferred_providers
+        run = await self._plan(job, owner, request, state)
+        race: Race[Candidate, tuple[ProviderResult, int], list[NewImage]] = Race(
+            run.candidates,
+            run=partial(self._run_candidate, run),
+            accept=partial(self._accept, run),
+            parallel=run.options.parallel,
+            hedge_delay=partial(self._hedge_delay, run) if run.options.hedge else None,
+            keep_going=partial(self._keep_going, run),
+            errors=(ProviderError, ImageRejected, StorageError),
         )
-        state.route = trace
-        deadline = Deadline(DEFAULT_DEADLINE_S)
-        last_error: PixelgateError | None = None
-        for candidate in candidates:
-            try:
-                result, elapsed_ms = await self._attempt(job, request, candidate, state, deadline)
-                images = await self._materialize(job, request, result)
-            except (ProviderError, ImageRejected, StorageError) as exc:
-                last_error = exc
-                self._trace(state, candidate, "failed", error=exc.code, message=exc.message)
-                if isinstance(exc, ProviderError) and job.provider_job_provider:
-                    await self.store.clear_provider_job(job.id)
-                continue
-            self._trace(state, candidate, "succeeded")
-            event_id = await self.store.finish_succeeded(
-                job.id,
-                owner,
-                provider=candidate.provider.name,
-                model=result.model,
-                images=images,
-                cost_usd=result.cost_usd,
-                provider_ms=elapsed_ms,
-                route=state.route,
-                account_id=job.account_id,
-            )
-            if event_id is not None:
-                await self.finished(job.id)
+        try:
+            winner, images = await race.run()
+        except RaceFailed as failed:
+            await self._settle_race(run, race, None)
+            await self._finish_failed(run, self._final_error(run, failed))
             return
-        if last_error is None:
-            last_error = ValidationFailed(
-                "provider", "no configured provider can serve this request", code="no_provider"
-            )
-        event_id = await self.store.finish_failed(
+        await self._settle_race(run, race, winner)
+        result, elapsed_ms = run.results[winner.provider.name]
+        event_id = await self.store.finish_succeeded(
             job.id,
             owner,
-            code=last_error.code,
-            message=last_error.message,
+            provider=winner.provider.name,
+            model=result.model,
+            images=images,
+            cost_usd=result.cost_usd,
+            provider_ms=elapsed_ms,
             route=state.route,
             account_id=job.account_id,
-            provider=candidates[-1].provider.name if candidates else None,
         )
         if event_id is not None:
             await self.finished(job.id)
 
-    def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
-        state.route.append(
-            {
-                "provider": candidate.provider.name,
-                "model": candidate.model,
-                "decision": decision,
-                **extra,
-            }
+    async def _plan(
+        self, job: ClaimedJob, owner: str, request: GenerationRequest, state: _RunState
+    ) -> _JobRun:
+        """Resolve the options (request > account > settings) and plan the route."""
+        control = self.control
+        routing = await control.current()
+        preferred, account_data = await self.store.account_routing(job.account_id)
+        account = AccountRouting.parse(account_data, account_id=job.account_id)
+        options = resolve_options(request, account, routing)
+        names = self.providers.names()
+        unavailable: dict[str, str] = {}
+        for name, snap in (await control.breakers.snapshots(names)).items():
+            if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:
+                unavailable[name] = f"circuit breaker open (retry in {snap.retry_in_s:.1f} s)"
+            elif snap.state == BreakerState.HALF_OPEN and snap.probes_in_flight > 0:
+                unavailable[name] = "circuit breaker half-open: a probe is in flight"
+        deferred = {
+            name: f"asked to retry after {left:.1f} s"
+            for name in names
+            if (left := control.outbound.paused_for(name)) > 0
+        }
+
+        def quality(provider: Provider) -> float | None:
+            override = routing.providers.get(provider.name)
+            return override.quality if override is not None else None
+
+        candidates, trace = plan_route(
+            request,
+            self.providers,
+            preferred=[*preferred, *account.preferred],
+            policy=options.policy,
+            chain=control.chain(),
+            pool=routing.pool,
+            priority=control.priority,
+            enabled=control.enabled,
+            quality=quality,
+            latency_ms=lambda name: control.stats.latency_ms(name, LATENCY_POLICY_PERCENTILE),
+            unavailable=unavailable,
+            deferred=deferred,
+            max_cost=options.max_cost,
+            price=lambda provider, model: provider.price(self._provider_request(request, model)),
+        )
+        state.route = trace
+        return _JobRun(
+            job=job,
+            owner=owner,
+            request=request,
+            state=state,
+            options=options,
+            routing=routing,
+            account_limits=account.outbound,
+            candidates=candidates,
+            deadline=Deadline(routing.deadline_s, clock=control.clock),
+            plan={
+                "policy": options.policy,
+                "mode": "hedge" if options.hedge else ("race" if options.parallel > 1 else None),
+                "candidates": [c.provider.name for c in candidates],
+                "skipped": [
+                    {"provider": e["provider"], "reason": e["reason"]}
+                    for e in trace
+                    if e["decision"] == "skipped"
+                ],
+                "config_version": control.version,
+            },
         )
 
-    async def _attempt(
-        self,
-        job: ClaimedJob,
-        request: GenerationRequest,
-        candidate: Candidate,
-        state: _RunState,
-        deadline: Deadline,
+    def _keep_going(self, run: _JobRun, candidate: Candidate, error: BaseException) -> bool:
+        """After a refusal the route stops, unless the refusal policy sends it on."""
+        if isinstance(error, Refused):
+            return run.options.continue_after_refusal(run.request)
+        return True
+
+    def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
+        """Update the candidate's entry in the decision trace (the generation's ``route``)."""
+        entry = candidate.trace
+        if not any(e is entry for e in state.route):
+            entry.update(provider=candidate.provider.name, model=candidate.model)
+            state.route.append(entry)
+        entry.update(decision=decision, **extra)
+
+    async def _run_candidate(
+        self, run: _JobRun, candidate: Candidate, how: str
     ) -> tuple[ProviderResult, int]:
-        provider = candidate.provider
-        state.provider = provider.name
-        state.provider_job_id = None
+        """One candidate, retries included; its trace entry says how it went."""
+        job, provider = run.job, candidate.provider
+        started = time.monotonic() - run.started
+        self._trace(run.state, candidate, "running", how=how, started_ms=int(started * 1000))
+        data: dict[str, Any] = {
+            "provider": provider.name,
+            "model": candidate.model,
+            "reason": candidate.reason,
+            "how": how,
+            "estimate_usd": candidate.trace.get("estimate_usd"),
+        }
+        if not run.announced:
+            run.announced = True
+            data["plan"] = run.plan
         await self.event(
             job.id,
             "provider_selected",
-            {"provider": provider.name, "model": candidate.model, "reason": candidate.reason},
+            data,
             provider=provider.name,
             model=candidate.model,
+            route=run.state.route,
         )
-        provider_request = self._provider_request(request, candidate.model)
+        try:
+            result, elapsed_ms = await self._attempt(run, candidate)
+        except ProviderError as exc:
+            run.state.jobs.pop(provider.name, None)
+            self._trace(run.state, candidate, "failed", error=exc.code, message=exc.message)
+            if job.provider_job_provider == provider.name:
+                await self.store.clear_provider_job(job.id)
+            raise
+        run.state.jobs.pop(provider.name, None)
+        run.results[provider.name] = (result, elapsed_ms)
+        self._trace(run.state, candidate, "answered", ms=elapsed_ms)
+        return result, elapsed_ms
+
+    async def _accept(
+        self, run: _JobRun, candidate: Candidate, answer: tuple[ProviderResult, int]
+    ) -> list[NewImage]:
+        """Materialize a racer's images (one racer at a time: the storage keys are shared)."""
+        try:
+            images = await self._materialize(run.job, run.request, answer[0])
+        except (ProviderError, ImageRejected, StorageError) as exc:
+            self._trace(run.state, candidate, "failed", error=exc.code, message=exc.message)
+            raise
+        self._trace(run.state, candidate, "succeeded", cost_usd=format_usd(answer[0].cost_usd))
+        return images
+
+    async def _attempt(self, run: _JobRun, candidate: Candidate) -> tuple[ProviderResult, int]:
+        """Call one provider until it answers, retrying what is worth retrying.
+
+        Each attempt passes the breaker and the outbound limits (waiting for its turn),
+        is timed out by the provider's timeout and the overall deadline, and leaves an
+        event: ``retrying`` when another attempt follows, ``attempt_failed`` when not.
+        """
+        job, provider, control = run.job, candidate.provider, self.control
+        name = provider.name
+        policy = self.retry or control.retry_for(name)
+        provider_request = self._provider_request(run.request, candidate.model)
+        timeout_s = control.timeout_for(name)
+        attempts: list[dict[str, Any]] = candidate.trace.setdefault("attempts", [])
         attempt = 0
         while True:
             attempt += 1
-            started = time.monotonic()
-            ctx = _Context(self, job, provider.name, state)
+            if run.deadline.remaining() <= 0:
+                raise ProviderTimeout(
+                    f"{name}: the deadline of {run.deadline.seconds:g} s passed",
+                    provider=name,
+                    code=DEADLINE_EXCEEDED,
+                )
+            permit, transitions = await control.breakers.allow(name)
+            await self._breaker_events(run, transitions)
+            if not permit.allowed:
+                error = ProviderError(
+                    f"{name}: circuit breaker {permit.state.value.replace('_', '-')}",
+                    provider=name,
+                    code="provider_unavailable",
+                )
+                attempts.append({"attempt": attempt, "outcome": "skipped", "error": error.code})
+                raise error
+            run.state.provider = name
+            run.state.provider_job_id = None
+            ctx = _Context(self, job, name, run.state)
+            if ctx.provider_job_id:  # resuming a job a previous delivery submitted
+                run.state.jobs[name] = ctx.provider_job_id
+            failure: ProviderError | None = None
+            sent = time.monotonic()
             try:
-                timeout = max(0.001, min(provider.settings.timeout_s, deadline.remaining()))
-                async with asyncio.timeout(timeout):
-                    result = await provider.generate(provider_request, ctx)
-                if not result.images:
-                    raise ProviderError(
-                        f"{provider.name}: no image returned",
-                        provider=provider.name,
-                        code="no_image",
-                    )
-                return result, int((time.monotonic() - started) * 1000)
+                # the deadline also bounds the wait for an outbound slot
+                async with asyncio.timeout(max(0.001, run.deadline.remaining())):
+                    async with control.outbound.slot(
+                        name,
+                        job.account_id,
+                        account_limit=run.account_limits.get(name),
+                        on_wait=partial(self._waiting, run),
+                    ):
+                        sent = time.monotonic()
+                        result = await self._call(provider, provider_request, ctx, timeout_s, run)
             except TimeoutError:
-                error: ProviderError = ProviderTimeout(
-                    f"{provider.name}: no result within {provider.settings.timeout_s:g} s",
-                    provider=provider.name,
+                failure = ProviderTimeout(
+                    f"{name}: the deadline passed while waiting for an outbound slot",
+                    provider=name,
+                    code=DEADLINE_EXCEEDED,
                 )
             except ProviderError as exc:
-                error = exc
-            if not error.retryable or attempt >= self.retry.attempts:
-                raise error
-            delay = self.retry.delay(attempt, error.retry_after)
-            from pixelgate.db.store import utcnow
-
+                failure = exc
+            except BaseException as exc:  # cancelled (a race lost, a cancel) or a bug
+                await control.breakers.record(name, permit, Outcome.NEUTRAL)
+                outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+                attempts.append({"attempt": attempt, "outcome": outcome})
+                raise
+            ms = (time.monotonic() - sent) * 1000
+            transitions = await control.breakers.record(
+                name, permit, outcome_of(failure), failure.code if failure else None
+            )
+            if failure is None or failure.code != DEADLINE_EXCEEDED:
+                control.stats.record(
+                    name, ok=failure is None, latency_ms=ms, error=failure.code if failure else None
+                )
+            record: dict[str, Any] = {"attempt": attempt, "ms": int(ms)}
+            attempts.append(record)
+            await self._breaker_events(run, transitions)
+            if failure is None:
+                record["outcome"] = "succeeded"
+                return result, int(ms)
+            record.update(outcome="failed", error=failure.code)
+            if isinstance(failure, ProviderRateLimited) and failure.retry_after:
+                control.outbound.pause(name, failure.retry_after)
+            delay, why_not = self._retry_delay(run, policy, attempt, failure)
+            info: dict[str, Any] = {
+                "provider": name,
+                "model": candidate.model,
+                "attempt": attempt,
+                "error": failure.code,
+                "message": failure.message,
+                "ms": int(ms),
+            }
+            if failure.retry_after is not None:
+                info["retry_after_s"] = failure.retry_after
+            if delay is None:
+                await self.event(job.id, "attempt_failed", {**info, "final": why_not})
+                raise failure
+            run.retries += 1
             await self.event(
                 job.id,
                 "retrying",
-                {
-                    "provider": provider.name,
-                    "attempt": attempt,
-                    "error": error.code,
-                    "message": error.message,
-                    "delay_s": round(delay, 3),
-                },
-                retry_count=attempt,
+                {**info, "delay_s": round(delay, 3)},
+                retry_count=run.retries,
                 last_retry_at=utcnow(),
             )
-            if not await deadline.sleep(delay):
-                raise error
+            await run.deadline.clock.sleep(delay)
+
+    async def _call(
+        self,
+        provider: Provider,
+        request: ProviderRequest,
+        ctx: _Context,
+        timeout_s: float,
+        run: _JobRun,
+    ) -> ProviderResult:
+        timeout = max(0.001, min(timeout_s, run.deadline.remaining()))
+        try:
+            async with asyncio.timeout(timeout):
+                result = await provider.generate(request, ctx)
+        except TimeoutError:
+            if timeout < timeout_s:
+                raise ProviderTimeout(
+                    f"{provider.name}: no result before the deadline",
+                    provider=provider.name,
+                    code=DEADLINE_EXCEEDED,
+                ) from None
+            raise ProviderTimeout(
+                f"{provider.name}: no result within {timeout_s:g} s", provider=provider.name
+            ) from None
+        if not result.images:
+            raise ProviderError(
+                f"{provider.name}: no image returned", provider=provider.name, code="no_image"
+            )
+        return result
+
+    def _retry_delay(
+        self, run: _JobRun, policy: RetryPolicy, attempt: int, error: ProviderError
+    ) -> tuple[float | None, str]:
+        """Seconds before the next attempt on the same provider, or None and why not."""
+        if not error.retryable:
+            return None, "not retryable"
+        if attempt >= policy.attempts:
+            return None, f"{policy.attempts} attempts made"
+        if error.retry_after is not None and error.retry_after > policy.max_retry_after_s:
+            return None, f"Retry-After {error.retry_after:g} s is too long"
+        delay = policy.delay(attempt, error.retry_after)
+        if delay >= run.deadline.remaining():
+            return None, "the deadline would pass"
+        return delay, ""
+
+    def _hedge_delay(self, run: _JobRun, candidate: Candidate) -> float:
+        if run.options.hedge_delay_s is not None:
+            return run.options.hedge_delay_s
+        hedge = run.routing.hedge
+        observed = self.control.stats.latency_ms(candidate.provider.name, hedge.percentile)
+        delay = hedge.default_delay_s if observed is None else observed / 1000
+        return min(hedge.max_delay_s, max(hedge.min_delay_s, delay))
+
+    async def _waiting(self, run: _JobRun, info: WaitInfo) -> None:
+        await self.event(run.job.id, "waiting", info.as_dict())
+
+    async def _breaker_events(self, run: _JobRun, transitions: list[Transition]) -> None:
+        for transition in transitions:
+            await self.event(run.job.id, "breaker", transition.as_dict())
+
+    async def _settle_race(
+        self,
+        run: _JobRun,
+        race: Race[Candidate, tuple[ProviderResult, int], list[NewImage]],
+        winner: Candidate | None,
+    ) -> None:
+        """Record the losers (and what they cost), cancel them at the provider."""
+        losers: list[dict[str, Any]] = []
+        total = Decimal("0")
+        for candidate, answer in race.lost:
+            name = candidate.provider.name
+            if answer is None:
+                cost, basis = candidate.estimate_usd, "estimate"
+                self._trace(run.state, candidate, "cancelled", cost_usd=format_usd(cost))
+                job_id = run.state.jobs.pop(name, None)
+                if job_id is not None:
+                    self.control.spawn(self._cancel_at_provider(run, candidate.provider, job_id))
+            else:
+                reported = answer[0].cost_usd
+                cost = reported if reported is not None else candidate.estimate_usd
+                basis = "reported" if reported is not None else "estimate"
+                self._trace(run.state, candidate, "lost", cost_usd=format_usd(cost))
+            candidate.trace["cost_basis"] = basis
+            total += cost or Decimal("0")
+            losers.append(
+                {
+                    "provider": name,
+                    "decision": candidate.trace["decision"],
+                    "cost_usd": format_usd(cost),
+                }
+            )
+        for candidate in race.not_tried:
+            why = "a result was accepted" if winner is not None else "stopped by a refusal"
+            self._trace(run.state, candidate, "not_tried", reason=why)
+        if len(race.started) > 1:
+            summary = {
+                "winner": winner.provider.name if winner else None,
+                "started": [
+                    {"provider": s.candidate.provider.name, "how": s.how} for s in race.started
+                ],
+                "losers": losers,
+                "losers_cost_usd": format_usd(total),
+            }
+            await self.event(run.job.id, "race", summary)
+
+    async def _cancel_at_provider(self, run: _JobRun, provider: Provider, job_id: str) -> None:
+        try:
+            async with asyncio.timeout(PROVIDER_CANCEL_TIMEOUT_S):
+                await provider.cancel(job_id)
+        except Exception:  # best effort: the result is simply not used
+            log.warning("provider_cancel_failed", generation_id=run.job.id, provider=provider.name)
+
+    def _final_error(self, run: _JobRun, failed: RaceFailed) -> PixelgateError:
+        if failed.errors:
+            chosen = failed.errors[-1]
+            if failed.stopped_by is not None:
+                chosen = next(e for e in failed.errors if e[0] is failed.stopped_by)
+            error = chosen[1]
+            if isinstance(error, PixelgateError):
+                return error
+            return ProviderError(str(error))
+        skipped = [e for e in run.state.route if e.get("decision") == "skipped"]
+        reasons = "; ".join(f"{e['provider']}: {e['reason']}" for e in skipped)
+        if any("circuit breaker" in str(e.get("reason")) for e in skipped):
+            return ProviderError(f"no provider available: {reasons}", code="provider_unavailable")
+        message = "no configured provider can serve this request"
+        return ValidationFailed(
+            "provider", f"{message}: {reasons}" if reasons else message, code="no_provider"
+        )
+
+    async def _finish_failed(self, run: _JobRun, error: PixelgateError) -> None:
+        job = run.job
+        tried = [e for e in run.state.route if e.get("attempts")]
+        provider = tried[-1]["provider"] if tried else None
+        model = tried[-1].get("model") if tried else None
+        if run.options.fallback_image and await self._attach_default_image(run):
+            provider, model = DEFAULT_IMAGE_PROVIDER, PLACEHOLDER_MODEL
+        event_id = await self.store.finish_failed(
+            job.id,
+            run.owner,
+            code=error.code,
+            message=error.message,
+            route=run.state.route,
+            account_id=job.account_id,
+            provider=provider,
+            model=model,
+        )
+        if event_id is not None:
+            await self.finished(job.id)
+
+    async def _attach_default_image(self, run: _JobRun) -> bool:
+        """The placeholder "Default Image" (seed 001) on a generation that failed."""
+        job, request = run.job, run.request
+        width, height = request.dimensions()
+        try:
+            data = await run_cpu(
+                render_placeholder,
+                DEFAULT_IMAGE_TEXT,
+                width=width,
+                height=height,
+                fmt=request.format,
+                seed=0,
+                label=DEFAULT_IMAGE_TEXT,
+            )
+            processed = await process_image(
+                data,
+                want_format=request.format,
+                max_bytes=self.settings.max_image_bytes,
+                max_pixels=self.settings.max_image_pixels,
+            )
+            key = image_key(
+                prefix=self.settings.storage_prefix,
+                account=job.account_name,
+                project=job.project,
+                created_at=job.created_at,
+                generation_id=job.id,
+                index=0,
+                ext=EXTENSIONS[processed.format],
+            )
+            await self.storage.put(key, processed.data, processed.content_type)
+        except (ImageRejected, StorageError) as exc:
+            log.warning("default_image_failed", generation_id=job.id, code=exc.code)
+            return False
+        image = NewImage(
+            index=0,
+            key=key,
+            width=processed.width,
+            height=processed.height,
+            format=processed.format,
+            content_type=processed.content_type,
+            bytes=processed.bytes,
+            sha256=processed.sha256,
+            attribution={"provider": DEFAULT_IMAGE_PROVIDER, "fallback_image": True},
+        )
+        return await self.store.attach_fallback_image(
+            job.id, run.owner, image, account_id=job.account_id
+        )
 
     # Inputs --------------------------------------------------------------------
 
@@ -592,3 +1149,7 @@ class Pipeline:
             self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
         )
         return data
+
+
+def _entity_pairs(request: GenerationRequest) -> list[tuple[str, str]]:
+    return [(e.type, e.id) for e in request.entities or ()]

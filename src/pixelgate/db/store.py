@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,16 +17,54 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import AccountView, EventView, GenerationView, ImageView, Status
 from pixelgate.core.states import sources_of
-from pixelgate.db.billing import Quota, QuotaState, check_budget, check_quota, lock_account
+from pixelgate.db.billing import (
+    Quota,
+    QuotaState,
+    check_budget,
+    check_quota,
+    lock_account,
+    quota_state,
+)
 from pixelgate.db.engine import Database
-from pixelgate.db.tables import Account, ApiKey, Event, Generation, Image, LedgerEntry, UsageDaily
-from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
+from pixelgate.db.tables import (
+    Account,
+    ApiKey,
+    Batch,
+    ConfigVersion,
+    EntityLink,
+    Event,
+    Generation,
+    Image,
+    LedgerEntry,
+    PromptTemplate,
+    UsageDaily,
+)
+from pixelgate.errors import (
+    Conflict,
+    InsufficientCredits,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 
-__all__ = ["AdmitResult", "ClaimedJob", "KeyInfo", "NewImage", "Store", "hash_key"]
+__all__ = [
+    "AdmitResult",
+    "BatchView",
+    "CacheLookup",
+    "ClaimedJob",
+    "KeyInfo",
+    "LinkView",
+    "NewGeneration",
+    "NewImage",
+    "Store",
+    "TemplateView",
+    "hash_key",
+]
 
 KEY_PREFIX = "pg_"
 
@@ -301,11 +339,15 @@ class Store:
         idempotency_key: str | None,
         request_id: str | None,
         quota: Quota | None = None,
+        cache: CacheLookup | None = None,
+        entities: Sequence[tuple[str, str]] = (),
     ) -> AdmitResult:
         """Create the generation, its first event and its debit in one transaction.
 
         Returns the existing generation when ``idempotency_key`` was used before
         with the same request; raises ``Conflict`` if it was used with another one.
+        With ``cache``, an identical earlier result is copied (the generation is
+        SUCCEEDED at once) or a running identical one is followed, for ``cache.credits``.
         """
         if idempotency_key:
             existing = await self._by_idempotency(account_id, idempotency_key)
@@ -317,6 +359,9 @@ class Store:
         try:
             async with self.db.write() as s:
                 await lock_account(s, account_id)
+                match = await self._cache_match(s, account_id, cache) if cache else None
+                if match is not None and cache is not None:
+                    credits, estimated_usd = cache.credits, Decimal("0")
                 if quota is not None:
                     quota_after = await check_quota(s, account_id, quota, now)
                 await check_budget(s, account_id, estimated_usd, now)
@@ -340,11 +385,13 @@ class Store:
                         run_after=now,
                         created_at=now,
                         updated_at=now,
+                        cache_key=cache.key if cache else None,
                     )
                 )
                 await s.flush()
                 s.add(Event(generation_id=gen_id, type="queued", data={}, created_at=now))
-                if remaining is not None:
+                # a free cache hit is no debit at all
+                if remaining is not None and (credits > 0 or match is None):
                     # the ledger row references the generation: insert it after the row
                     s.add(
                         LedgerEntry(
@@ -356,6 +403,11 @@ class Store:
                             actor="system",
                             created_at=now,
                         )
+                    )
+                if match is not None or entities:
+                    await self._after_admit(
+                        s, gen_id, account_id, cache=cache, match=match, entities=entities,
+                        credits=credits, now=now,
                     )
         except IntegrityError:
             if idempotency_key:
@@ -490,13 +542,27 @@ class Store:
         status: Status | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        batch_id: str | None = None,
+        entity: tuple[str, str | None] | None = None,
     ) -> list[GenerationView]:
-        """Newest first; ``cursor`` is the last id of the previous page (ids sort by time)."""
+        """Newest first; ``cursor`` is the last id of the previous page (ids sort by time).
+
+        ``entity`` is ``(type, id)`` (``id`` None: any entity of the type) of a link.
+        """
         query = select(Generation, Account.name).join(Account, Account.id == Generation.account_id)
         if account_id is not None:
             query = query.where(Generation.account_id == account_id)
         if status is not None:
             query = query.where(Generation.status == status.value)
+        if batch_id is not None:
+            query = query.where(Generation.batch_id == batch_id)
+        if entity is not None:
+            linked = select(EntityLink.id).where(
+                EntityLink.generation_id == Generation.id, EntityLink.entity_type == entity[0]
+            )
+            if entity[1] is not None:
+                linked = linked.where(EntityLink.entity_id == entity[1])
+            query = query.where(linked.exists())
         if cursor:
             query = query.where(Generation.id < cursor)
         query = query.order_by(Generation.id.desc()).limit(limit)
@@ -569,22 +635,9 @@ class Store:
             cancel_requested=g.cancel_requested,
             route=list(g.route or []),
             fallback_image=g.fallback_image,
-            images=[
-                ImageView(
-                    id=i.id,
-                    index=i.index,
-                    key=i.key,
-                    url=self.url_for(i.key),
-                    width=i.width,
-                    height=i.height,
-                    format=i.format,
-                    content_type=i.content_type,
-                    bytes=i.bytes,
-                    sha256=i.sha256,
-                    attribution=i.attribution,
-                )
-                for i in images
-            ],
+            cached_from=g.cached_from,
+            batch_id=g.batch_id,
+            images=[self._image_view(i) for i in images],
         )
 
     # The queue --------------------------------------------------------------
@@ -596,14 +649,19 @@ class Store:
         claimed: list[ClaimedJob] = []
         async with self.db.write() as s:
             query = (
-                select(Generation.id)
-                .where(Generation.status == Status.PENDING.value, Generation.run_after <= now)
+                select(Generation.id, Generation.batch_id)
+                .where(
+                    Generation.status == Status.PENDING.value,
+                    Generation.run_after <= now,
+                    *self._claimable(),
+                )
                 .order_by(Generation.run_after, Generation.id)
                 .limit(limit)
             )
             if self.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids = list(await s.scalars(query))
+                query = query.with_for_update(skip_locked=True, of=Generation)
+            rows = [(r[0], r[1]) for r in await s.execute(query)]
+            ids = await self._within_batch_limits(s, rows)
             for gen_id in ids:
                 result = await s.execute(
                     update(Generation)
@@ -875,6 +933,11 @@ class Store:
                 usd=cost_usd,
                 provider_ms=provider_ms,
             )
+            await self._settle_followers(
+                s, gen_id, now, images=None if fallback_image else images, provider=provider,
+                model=model, error="ended with the default image" if fallback_image else None,
+            )
+            await self._free_batch_slot(s, gen_id)
             event = Event(
                 generation_id=gen_id,
                 type="succeeded",
@@ -926,6 +989,8 @@ class Store:
             if result.first() is None:
                 return None
             refunded = await self._refund(s, gen_id, f"generation failed: {code}", now)
+            await self._settle_followers(s, gen_id, now, error=f"failed ({code}: {message})")
+            await self._free_batch_slot(s, gen_id)
             if provider:
                 await self._add_usage(
                     s,
@@ -967,6 +1032,7 @@ class Store:
                 row.error_code = "canceled"
                 row.error_message = "canceled before it started"
                 refunded = await self._refund(s, gen_id, "canceled before start", now)
+                await self._settle_followers(s, gen_id, now, error="was canceled")
                 event = Event(
                     generation_id=gen_id,
                     type="canceled",
@@ -1011,6 +1077,8 @@ class Store:
             if result.first() is None:
                 return None
             refunded = await self._refund(s, gen_id, "canceled while running", now)
+            await self._settle_followers(s, gen_id, now, error="was canceled")
+            await self._free_batch_slot(s, gen_id)
             event = Event(
                 generation_id=gen_id,
                 type="canceled",
@@ -1037,32 +1105,29 @@ class Store:
     ) -> None:
         day = now.strftime("%Y-%m-%d")
         key = {"account_id": account_id, "day": day, "provider": provider, "model": model}
-        values = {
-            "succeeded": UsageDaily.succeeded + (1 if ok else 0),
-            "failed": UsageDaily.failed + (0 if ok else 1),
-            "images": UsageDaily.images + images,
-            "credits": UsageDaily.credits + credits,
-            "usd": UsageDaily.usd + (usd or Decimal("0")),
-            "latency_ms_total": UsageDaily.latency_ms_total + (provider_ms or 0),
+        counts = {
+            "succeeded": 1 if ok else 0,
+            "failed": 0 if ok else 1,
+            "images": images,
+            "credits": credits,
+            "usd": usd or Decimal("0"),
+            "latency_ms_total": provider_ms or 0,
         }
-        result = await s.execute(
-            update(UsageDaily)
-            .where(*(getattr(UsageDaily, k) == v for k, v in key.items()))
-            .values(**values)
-            .returning(UsageDaily.day)
-        )
-        if result.first() is None:
-            s.add(
-                UsageDaily(
-                    **key,
-                    succeeded=1 if ok else 0,
-                    failed=0 if ok else 1,
-                    images=images,
-                    credits=credits,
-                    usd=usd or Decimal("0"),
-                    latency_ms_total=provider_ms or 0,
-                )
+        # One atomic upsert: an UPDATE-then-INSERT races when two workers finish jobs of
+        # the same account/day/model at once (a unique violation that failed the job).
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect: Any = postgresql if self.db.dialect == "postgresql" else sqlite
+        stmt = dialect.insert(UsageDaily).values(**key, **counts)
+        await s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=list(key),
+                set_={
+                    name: getattr(UsageDaily, name) + getattr(stmt.excluded, name)
+                    for name in counts
+                },
             )
+        )
 
     # Ledger -------------------------------------------------------------------
 
@@ -1099,3 +1164,1251 @@ class Store:
                 )
             )
             return balance
+
+    # Webhooks -----------------------------------------------------------------
+
+    async def create_webhook_delivery(
+        self, *, generation_id: str, account_id: str, event: str, url: str, payload: str
+    ) -> str | None:
+        """Record a pending delivery; ``None`` when this event was already recorded."""
+        from pixelgate.db.tables import WebhookDelivery
+
+        now = self.clock()
+        delivery_id = new_id("whd")
+        try:
+            async with self.db.write() as s:
+                s.add(
+                    WebhookDelivery(
+                        id=delivery_id,
+                        generation_id=generation_id,
+                        account_id=account_id,
+                        event=event,
+                        url=url,
+                        payload=payload,
+                        status="pending",
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            return None
+        return delivery_id
+
+    async def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        *,
+        status: str,
+        attempts: int,
+        response_status: int | None,
+        error: str | None,
+    ) -> None:
+        """Update a delivery after an attempt: ``pending``, ``delivered`` or ``failed``."""
+        from pixelgate.db.tables import WebhookDelivery
+
+        now = self.clock()
+        async with self.db.write() as s:
+            await s.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .values(
+                    status=status,
+                    attempts=attempts,
+                    response_status=response_status,
+                    error=error,
+                    updated_at=now,
+                    delivered_at=now if status == "delivered" else None,
+                )
+            )
+
+    async def list_webhook_deliveries(
+        self, *, account_id: str | None, generation_id: str | None = None, limit: int = 50
+    ) -> list[WebhookDeliveryView]:
+        """Newest first; ``account_id`` None lists every account's (admin)."""
+        from pixelgate.db.tables import WebhookDelivery
+
+        query = select(WebhookDelivery)
+        if account_id is not None:
+            query = query.where(WebhookDelivery.account_id == account_id)
+        if generation_id is not None:
+            query = query.where(WebhookDelivery.generation_id == generation_id)
+        query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        async with self.db.read() as s:
+            rows = await s.scalars(query.limit(limit))
+            return [
+                WebhookDeliveryView(
+                    id=r.id,
+                    generation_id=r.generation_id,
+                    account_id=r.account_id,
+                    event=r.event,
+                    url=r.url,
+                    status=r.status,
+                    attempts=r.attempts,
+                    response_status=r.response_status,
+                    error=r.error,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    delivered_at=r.delivered_at,
+                )
+                for r in rows
+            ]
+
+    # Hot configuration --------------------------------------------------------
+
+    async def latest_config_version(self) -> int:
+        """The newest hot-configuration version (0: none stored)."""
+        async with self.db.read() as s:
+            return int(await s.scalar(select(func.max(ConfigVersion.id))) or 0)
+
+    async def latest_config(self) -> dict[str, Any] | None:
+        async with self.db.read() as s:
+            row = await s.scalar(select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(1))
+            return _config_record(row) if row is not None else None
+
+    async def save_config(
+        self, data: dict[str, Any], *, actor: str | None, expected_version: int | None = None
+    ) -> dict[str, Any]:
+        """Store a new hot-configuration version; ``Conflict`` if another was stored since
+        ``expected_version``."""
+        async with self.db.write() as s:
+            if expected_version is not None:
+                latest = int(await s.scalar(select(func.max(ConfigVersion.id))) or 0)
+                if latest != expected_version:
+                    raise Conflict(
+                        f"the configuration is at version {latest}, not {expected_version}",
+                        code="config_version_conflict",
+                    )
+            row = ConfigVersion(data=data, actor=actor, created_at=utcnow())
+            s.add(row)
+            await s.flush()
+            return _config_record(row)
+
+    async def config_versions(self, limit: int = 20) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(ConfigVersion).order_by(ConfigVersion.id.desc()).limit(limit)
+            )
+            return [_config_record(r) for r in rows]
+
+    async def account_routing(self, account_id: str) -> tuple[list[str], dict[str, Any]]:
+        """An account's preferred providers and the ``routing`` part of its settings."""
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    select(Account.preferred_providers, Account.settings).where(
+                        Account.id == account_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound("account not found")
+        routing = (row[1] or {}).get("routing")
+        return list(row[0] or []), dict(routing) if isinstance(routing, dict) else {}
+
+    async def set_account_routing(self, account_id: str, routing: dict[str, Any] | None) -> None:
+        """Replace the ``routing`` part of an account's settings (None removes it)."""
+        async with self.db.write() as s:
+            row = await s.get(Account, account_id)
+            if row is None:
+                raise NotFound("account not found")
+            settings = dict(row.settings or {})
+            if routing is None:
+                settings.pop("routing", None)
+            else:
+                settings["routing"] = routing
+            row.settings = settings
+
+    async def attach_fallback_image(
+        self, gen_id: str, owner: str, image: NewImage, *, account_id: str
+    ) -> bool:
+        """Attach the default image to a running job about to fail (seed 001's fallback)."""
+        now = utcnow()
+        async with self.db.write() as s:
+            result = await s.execute(
+                update(Generation)
+                .where(
+                    Generation.id == gen_id,
+                    Generation.lease_owner == owner,
+                    Generation.status == Status.PROCESSING.value,
+                )
+                .values(fallback_image=True, updated_at=now)
+                .returning(Generation.id)
+            )
+            if result.first() is None:
+                return False
+            await s.execute(delete(Image).where(Image.generation_id == gen_id))
+            s.add(
+                Image(
+                    id=new_id("img"),
+                    generation_id=gen_id,
+                    account_id=account_id,
+                    index=image.index,
+                    key=image.key,
+                    width=image.width,
+                    height=image.height,
+                    format=image.format,
+                    content_type=image.content_type,
+                    bytes=image.bytes,
+                    sha256=image.sha256,
+                    attribution=image.attribution,
+                    created_at=now,
+                )
+            )
+            return True
+
+
+    # Scale-out ------------------------------------------------------------------
+
+    async def claim_id(self, gen_id: str, owner: str, lease_s: float) -> ClaimedJob | None:
+        """Claim one named job delivered by a queue engine: ``PENDING → PROCESSING`` by CAS.
+
+        Returns ``None`` when the row is not PENDING (a duplicate or late delivery, a job
+        another worker holds, a finished or cancelled one): the delivery is then a no-op.
+        """
+        now = self.clock()
+        try:
+            async with self.db.write() as s:
+                row = await self._claim_one(s, gen_id, owner, lease_s, now)
+                if row is None:
+                    return None
+                if row[8] is not None and await self._batch_overfull(s, row[8]):
+                    raise _ClaimRefused  # its batch filled up meanwhile: roll the claim back
+                name = await s.scalar(select(Account.name).where(Account.id == row[1]))
+                s.add(
+                    Event(
+                        generation_id=gen_id,
+                        type="started",
+                        data={"delivery": row[7]},
+                        created_at=now,
+                    )
+                )
+        except _ClaimRefused:
+            return None
+        created_at = row[4] if row[4].tzinfo is not None else row[4].replace(tzinfo=UTC)
+        return ClaimedJob(
+            id=row[0],
+            account_id=row[1],
+            account_name=name or row[1],
+            project=row[2],
+            request=row[3],
+            created_at=created_at,
+            provider_job_id=row[5],
+            provider_job_provider=row[6],
+            deliveries=row[7],
+        )
+
+    async def queue_depth(self) -> dict[str, int]:
+        """How many generations wait (PENDING) and run (PROCESSING), for ``/health``."""
+        live = (Status.PENDING.value, Status.PROCESSING.value)
+        async with self.db.read() as s:
+            rows = await s.execute(
+                select(Generation.status, func.count())
+                .where(Generation.status.in_(live))
+                .group_by(Generation.status)
+            )
+            counts = {status: int(count) for status, count in rows}
+        return {"pending": counts.get(live[0], 0), "processing": counts.get(live[1], 0)}
+
+    # Batches, templates, cache, links ---------------------------------------------
+
+    async def admit_batch(
+        self,
+        *,
+        account_id: str,
+        members: Sequence[NewGeneration],
+        concurrency: int | None,
+        metadata: dict[str, Any],
+        source: str,
+        request_id: str | None,
+        quota: Quota | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str = "",
+    ) -> BatchView:
+        """Admit every member or none, in one transaction: quota, budget, one balance check
+        for the total, then each generation with its own debit and first event.
+
+        With ``idempotency_key`` used before by the account, returns that batch
+        (``replayed``) when ``request_hash`` matches, else raises ``Conflict``.
+
+        Raises:
+            InsufficientCredits, BudgetExceeded, RateLimited: nothing is written.
+        """
+        now = self.clock()
+        batch_id = new_id("bat")
+        replay: Any = None
+        try:
+            async with self.db.write() as s:
+                await lock_account(s, account_id)
+                if idempotency_key:
+                    replay = await self._batch_by_key(s, account_id, idempotency_key)
+                if replay is None:
+                    await self._insert_batch(
+                        s,
+                        batch_id,
+                        account_id=account_id,
+                        members=members,
+                        concurrency=concurrency,
+                        metadata=metadata,
+                        source=source,
+                        request_id=request_id,
+                        quota=quota,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                        now=now,
+                    )
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            async with self.db.read() as s:
+                replay = await self._batch_by_key(s, account_id, idempotency_key)
+            if replay is None:
+                raise
+        if replay is not None:
+            if replay[1] != request_hash:
+                raise Conflict(
+                    "Idempotency-Key was already used with a different request",
+                    code="idempotency_key_reused",
+                )
+            view = await self.get_batch(replay[0], account_id=account_id)
+            return replace(view, replayed=True)
+        return await self.get_batch(batch_id, account_id=account_id)
+
+    async def _batch_by_key(self, s: AsyncSession, account_id: str, key: str) -> Any:
+        return (
+            await s.execute(
+                select(Batch.id, Batch.request_hash).where(
+                    Batch.account_id == account_id, Batch.idempotency_key == key
+                )
+            )
+        ).first()
+
+    async def _insert_batch(
+        self,
+        s: AsyncSession,
+        batch_id: str,
+        *,
+        account_id: str,
+        members: Sequence[NewGeneration],
+        concurrency: int | None,
+        metadata: dict[str, Any],
+        source: str,
+        request_id: str | None,
+        quota: Quota | None,
+        idempotency_key: str | None,
+        request_hash: str,
+        now: datetime,
+    ) -> None:
+        plans = await self._plan_members(s, account_id, members)
+        if quota is not None:
+            state = await quota_state(s, account_id, quota, now)
+            if state.remaining < len(members):
+                raise RateLimited(
+                    f"Rate limit exceeded for your tier: this batch needs {len(members)} "
+                    f"generations, {state.remaining} are left in the window "
+                    f"({quota.limit} per {quota.window_s} s)",
+                    retry_after=max(1.0, (state.reset_at - now).total_seconds()),
+                    limit=quota.limit,
+                    remaining=state.remaining,
+                    reset_at=state.reset_at.timestamp(),
+                )
+        usd = [p.estimated_usd for p in plans if p.estimated_usd is not None]
+        await check_budget(s, account_id, sum(usd, Decimal("0")) if usd else None, now)
+        total = sum(p.credits for p in plans)
+        try:
+            remaining = await self._debit(s, account_id, batch_id, total, now)
+        except InsufficientCredits as exc:
+            raise InsufficientCredits(
+                f"this batch costs {total} credits; the balance is {exc.balance}",
+                balance=exc.balance,
+                price=total,
+            ) from None
+        s.add(
+            Batch(
+                id=batch_id,
+                account_id=account_id,
+                concurrency=concurrency,
+                size=len(members),
+                source=source,
+                metadata_=metadata,
+                request_id=request_id,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                created_at=now,
+            )
+        )
+        await s.flush()
+        for member, plan in zip(members, plans, strict=True):
+            gen_id = new_id("gen")
+            s.add(
+                Generation(
+                    id=gen_id,
+                    account_id=account_id,
+                    project=member.project,
+                    source=source,
+                    status=Status.PENDING.value,
+                    progress=0,
+                    prompt=member.prompt,
+                    request=member.request,
+                    request_hash=member.request_hash,
+                    request_id=request_id,
+                    route=[],
+                    credits=plan.credits,
+                    estimated_usd=plan.estimated_usd,
+                    run_after=now,
+                    created_at=now,
+                    updated_at=now,
+                    batch_id=batch_id,
+                    cache_key=member.cache.key if member.cache else None,
+                )
+            )
+            await s.flush()
+            s.add(Event(generation_id=gen_id, type="queued", data={}, created_at=now))
+            if remaining is not None and (plan.credits > 0 or plan.match is None):
+                s.add(
+                    LedgerEntry(
+                        account_id=account_id,
+                        generation_id=gen_id,
+                        kind="debit",
+                        credits=-plan.credits,
+                        reason=f"generation (batch {batch_id})",
+                        actor="system",
+                        created_at=now,
+                    )
+                )
+            await self._after_admit(
+                s,
+                gen_id,
+                account_id,
+                cache=member.cache,
+                match=plan.match,
+                entities=member.entities,
+                credits=plan.credits,
+                now=now,
+            )
+
+    async def _plan_members(
+        self, s: AsyncSession, account_id: str, members: Sequence[NewGeneration]
+    ) -> list[_MemberPlan]:
+        """Price each member, with the cache: a hit or follower costs the cache price."""
+        plans: list[_MemberPlan] = []
+        leaders: dict[str, str] = {}  # cache key → the member index leading it, as a marker
+        for index, member in enumerate(members):
+            cache = member.cache
+            match = await self._cache_match(s, account_id, cache) if cache else None
+            if cache is not None and match is None:
+                if cache.use and cache.key in leaders:
+                    match = _CacheMatch(source_id=leaders[cache.key], done=False)
+                else:
+                    leaders.setdefault(cache.key, f"#{index}")
+            if match is not None and cache is not None:
+                plans.append(_MemberPlan(cache.credits, Decimal("0"), match))
+            else:
+                plans.append(_MemberPlan(member.credits, member.estimated_usd, None))
+        return plans
+
+    async def _cache_match(
+        self, s: AsyncSession, account_id: str, cache: CacheLookup
+    ) -> _CacheMatch | None:
+        """An earlier identical SUCCEEDED original to copy, or a running one to follow."""
+        if not cache.use:
+            return None
+        same = (
+            Generation.account_id == account_id,
+            Generation.cache_key == cache.key,
+            Generation.cached_from.is_(None),
+        )
+        done = (
+            await s.execute(
+                select(Generation.id, Generation.provider, Generation.model)
+                .where(
+                    *same,
+                    Generation.status == Status.SUCCEEDED.value,
+                    Generation.fallback_image.is_(False),
+                )
+                .order_by(Generation.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if done is not None:
+            return _CacheMatch(source_id=done[0], done=True, provider=done[1], model=done[2])
+        running = await s.scalar(
+            select(Generation.id)
+            .where(
+                *same,
+                Generation.status.in_((Status.PENDING.value, Status.PROCESSING.value)),
+            )
+            .order_by(Generation.id)
+            .limit(1)
+        )
+        if running is not None:
+            return _CacheMatch(source_id=running, done=False)
+        return None
+
+    async def _after_admit(
+        self,
+        s: AsyncSession,
+        gen_id: str,
+        account_id: str,
+        *,
+        cache: CacheLookup | None,
+        match: _CacheMatch | None,
+        entities: Sequence[tuple[str, str]],
+        credits: int,
+        now: datetime,
+    ) -> None:
+        """In the admission transaction: the entity links, and a cache hit served at once
+        or a follower parked behind its leader."""
+        for entity_type, entity_id in dict.fromkeys(entities):
+            s.add(
+                EntityLink(
+                    generation_id=gen_id,
+                    account_id=account_id,
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    created_at=now,
+                )
+            )
+        if cache is None or match is None:
+            return
+        source: str | None = match.source_id
+        if source is not None and source.startswith("#"):
+            # the leader is an earlier member of the same batch: find its id by key
+            source = await s.scalar(
+                select(Generation.id)
+                .where(
+                    Generation.account_id == account_id,
+                    Generation.cache_key == cache.key,
+                    Generation.cached_from.is_(None),
+                    Generation.status == Status.PENDING.value,
+                )
+                .order_by(Generation.id)
+                .limit(1)
+            )
+        values: dict[str, Any] = {"cached_from": source}
+        if match.done:
+            images = list(
+                await s.scalars(
+                    select(Image).where(Image.generation_id == source).order_by(Image.index)
+                )
+            )
+            values.update(
+                status=Status.SUCCEEDED.value,
+                progress=100,
+                provider=match.provider,
+                model=match.model,
+                cost_usd=Decimal("0"),
+                started_at=now,
+                completed_at=now,
+                route=[{"provider": CACHE_PROVIDER, "decision": "cached", "cached_from": source}],
+            )
+            await s.execute(update(Generation).where(Generation.id == gen_id).values(**values))
+            self._copy_images(s, gen_id, account_id, images, now)
+            await self._add_usage(
+                s, account_id, CACHE_PROVIDER, "", now, ok=True, images=len(images),
+                credits=credits, usd=None, provider_ms=None,
+            )
+            s.add(
+                Event(
+                    generation_id=gen_id,
+                    type="succeeded",
+                    data={
+                        "provider": match.provider,
+                        "model": match.model,
+                        "images": len(images),
+                        "cached_from": source,
+                    },
+                    created_at=now,
+                )
+            )
+            return
+        await s.execute(update(Generation).where(Generation.id == gen_id).values(**values))
+        if source is not None:
+            s.add(
+                Event(
+                    generation_id=gen_id,
+                    type="waiting",
+                    data={"cached_from": source},
+                    created_at=now,
+                )
+            )
+
+    def _copy_images(
+        self,
+        s: AsyncSession,
+        gen_id: str,
+        account_id: str,
+        images: Sequence[Image | NewImage],
+        now: datetime,
+    ) -> None:
+        for img in images:
+            s.add(
+                Image(
+                    id=new_id("img"),
+                    generation_id=gen_id,
+                    account_id=account_id,
+                    index=img.index,
+                    key=img.key,
+                    width=img.width,
+                    height=img.height,
+                    format=img.format,
+                    content_type=img.content_type,
+                    bytes=img.bytes,
+                    sha256=img.sha256,
+                    attribution=img.attribution,
+                    created_at=now,
+                )
+            )
+
+    async def _settle_followers(
+        self,
+        s: AsyncSession,
+        leader_id: str,
+        now: datetime,
+        *,
+        images: Sequence[NewImage] | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Finish the generations waiting for ``leader_id``, in the leader's own finishing
+        transaction (so no crash can strand them): copies of its images when it succeeded,
+        else ``FAILED`` (``cache_leader_failed``) with their debit refunded."""
+        rows = (
+            await s.execute(
+                update(Generation)
+                .where(
+                    Generation.cached_from == leader_id,
+                    Generation.status == Status.PENDING.value,
+                )
+                .values(
+                    **(
+                        {
+                            "status": Status.SUCCEEDED.value,
+                            "progress": 100,
+                            "provider": provider,
+                            "model": model,
+                            "cost_usd": Decimal("0"),
+                            "route": [
+                                {
+                                    "provider": CACHE_PROVIDER,
+                                    "decision": "cached",
+                                    "cached_from": leader_id,
+                                }
+                            ],
+                        }
+                        if images is not None
+                        else {
+                            "status": Status.FAILED.value,
+                            "error_code": "cache_leader_failed",
+                            "error_message": (
+                                f"the identical generation {leader_id} it waited for "
+                                f"{error or 'failed'}"
+                            ),
+                        }
+                    ),
+                    started_at=func.coalesce(Generation.started_at, now),
+                    completed_at=now,
+                    updated_at=now,
+                )
+                .returning(Generation.id, Generation.account_id, Generation.credits)
+            )
+        ).all()
+        for gen_id, account_id, credits in rows:
+            if images is not None:
+                self._copy_images(s, gen_id, account_id, images, now)
+                await self._add_usage(
+                    s, account_id, CACHE_PROVIDER, "", now, ok=True, images=len(images),
+                    credits=int(credits), usd=None, provider_ms=None,
+                )
+                data: dict[str, Any] = {
+                    "provider": provider,
+                    "model": model,
+                    "images": len(images),
+                    "cached_from": leader_id,
+                }
+                s.add(Event(generation_id=gen_id, type="succeeded", data=data, created_at=now))
+            else:
+                refunded = await self._refund(s, gen_id, "shared generation failed", now)
+                data = {
+                    "code": "cache_leader_failed",
+                    "message": f"the identical generation {leader_id} it waited for "
+                    f"{error or 'failed'}",
+                    "refunded_credits": refunded,
+                    "cached_from": leader_id,
+                }
+                s.add(Event(generation_id=gen_id, type="failed", data=data, created_at=now))
+
+    async def _free_batch_slot(self, s: AsyncSession, gen_id: str) -> None:
+        """A running batch member ended: announce waiting members to the queue engine.
+
+        On PostgreSQL a trigger hands every row that *becomes* PENDING to the queue
+        engine; a member refused a slot (its batch was full) got no job afterwards. Here,
+        in the finishing transaction, up to the free slots' worth of waiting members go
+        PENDING → _REQUEUE → PENDING (never visible outside this transaction), which
+        fires the trigger again. A duplicate delivery is a no-op claim. The polling
+        worker of SQLite needs none of this.
+        """
+        if self.db.dialect != "postgresql":
+            return
+        row = (
+            await s.execute(
+                select(Batch.id, Batch.concurrency)
+                .join(Generation, Generation.batch_id == Batch.id)
+                .where(Generation.id == gen_id)
+            )
+        ).first()
+        if row is None or row[1] is None:
+            return
+        running = await s.scalar(
+            select(func.count()).where(
+                Generation.batch_id == row[0], Generation.status == Status.PROCESSING.value
+            )
+        )
+        room = int(row[1]) - int(running or 0)
+        if room <= 0:
+            return
+        waiting = list(
+            await s.scalars(
+                select(Generation.id)
+                .where(
+                    Generation.batch_id == row[0],
+                    Generation.status == Status.PENDING.value,
+                    Generation.cached_from.is_(None),
+                )
+                .order_by(Generation.run_after, Generation.id)
+                .limit(room)
+            )
+        )
+        if not waiting:
+            return
+        for source, target in ((Status.PENDING.value, _REQUEUE), (_REQUEUE, Status.PENDING.value)):
+            await s.execute(
+                update(Generation)
+                .where(Generation.id.in_(waiting), Generation.status == source)
+                .values(status=target)
+            )
+
+    async def settled_followers(self, leader_id: str, completed_at: datetime | None) -> list[str]:
+        """The followers finished together with their leader (for notifications)."""
+        if completed_at is None:
+            return []
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(Generation.id).where(
+                    Generation.cached_from == leader_id,
+                    Generation.completed_at == completed_at,
+                )
+            )
+            return list(rows)
+
+    def _claimable(self) -> list[Any]:
+        """Claim conditions beyond ``PENDING``: not a follower (its leader finishes it),
+        and not a member of a batch already running ``concurrency`` members."""
+        running = aliased(Generation)
+        limit = (
+            select(Batch.concurrency).where(Batch.id == Generation.batch_id).scalar_subquery()
+        )
+        in_flight = (
+            select(func.count())
+            .select_from(running)
+            .where(
+                running.batch_id == Generation.batch_id,
+                running.status == Status.PROCESSING.value,
+            )
+            .scalar_subquery()
+        )
+        return [
+            Generation.cached_from.is_(None),
+            or_(Generation.batch_id.is_(None), limit.is_(None), limit > in_flight),
+        ]
+
+    async def _within_batch_limits(
+        self, s: AsyncSession, rows: Sequence[tuple[str, str | None]]
+    ) -> list[str]:
+        """Trim claim candidates to each batch's free slots, under a lock of the batch rows
+        (PostgreSQL; SQLite has one writer) so concurrent claimers cannot overshoot."""
+        batch_ids = sorted({b for _, b in rows if b is not None})
+        if not batch_ids:
+            return [gen_id for gen_id, _ in rows]
+        query = (
+            select(Batch.id, Batch.concurrency).where(Batch.id.in_(batch_ids)).order_by(Batch.id)
+        )
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update()
+        limits = {b: c for b, c in (await s.execute(query)).all() if c is not None}
+        room: dict[str, int] = {}
+        if limits:
+            counts = dict(
+                (
+                    await s.execute(
+                        select(Generation.batch_id, func.count())
+                        .where(
+                            Generation.batch_id.in_(list(limits)),
+                            Generation.status == Status.PROCESSING.value,
+                        )
+                        .group_by(Generation.batch_id)
+                    )
+                ).all()
+            )
+            room = {b: limits[b] - int(counts.get(b, 0)) for b in limits}
+        keep: list[str] = []
+        for gen_id, batch_id in rows:
+            if batch_id in room:
+                if room[batch_id] <= 0:
+                    continue
+                room[batch_id] -= 1
+            keep.append(gen_id)
+        return keep
+
+    async def _claim_one(
+        self, s: AsyncSession, gen_id: str, owner: str, lease_s: float, now: datetime
+    ) -> Any:
+        """``PENDING → PROCESSING`` of one named, claimable row; its columns or ``None``."""
+        result = await s.execute(
+            update(Generation)
+            .where(
+                Generation.id == gen_id,
+                Generation.status == Status.PENDING.value,
+                *self._claimable(),
+            )
+            .values(
+                status=Status.PROCESSING.value,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                deliveries=Generation.deliveries + 1,
+                started_at=func.coalesce(Generation.started_at, now),
+                updated_at=now,
+            )
+            .returning(
+                Generation.id,
+                Generation.account_id,
+                Generation.project,
+                Generation.request,
+                Generation.created_at,
+                Generation.provider_job_id,
+                Generation.provider_job_provider,
+                Generation.deliveries,
+                Generation.batch_id,
+            )
+        )
+        return result.first()
+
+    async def _batch_overfull(self, s: AsyncSession, batch_id: str) -> bool:
+        """After claiming a member: does its batch now run more than its concurrency?"""
+        query = select(Batch.concurrency).where(Batch.id == batch_id)
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update()
+        limit = await s.scalar(query)
+        if limit is None:
+            return False
+        running = await s.scalar(
+            select(func.count()).where(
+                Generation.batch_id == batch_id, Generation.status == Status.PROCESSING.value
+            )
+        )
+        return int(running or 0) > limit
+
+    async def get_batch(self, batch_id: str, *, account_id: str | None) -> BatchView:
+        """A batch with its members' ids and counts per status; ``NotFound`` for another
+        account's."""
+        async with self.db.read() as s:
+            row = await s.get(Batch, batch_id)
+            if row is None or (account_id is not None and row.account_id != account_id):
+                raise NotFound(f"batch {batch_id!r} not found")
+            members = (
+                await s.execute(
+                    select(
+                        Generation.id,
+                        Generation.status,
+                        Generation.credits,
+                        Generation.completed_at,
+                    )
+                    .where(Generation.batch_id == batch_id)
+                    .order_by(Generation.id)
+                )
+            ).all()
+        return _batch_view(row, members)
+
+    async def list_batches(
+        self, *, account_id: str | None, limit: int = 20, cursor: str | None = None
+    ) -> list[BatchView]:
+        """Newest first; ``cursor`` is the last id of the previous page."""
+        query = select(Batch)
+        if account_id is not None:
+            query = query.where(Batch.account_id == account_id)
+        if cursor:
+            query = query.where(Batch.id < cursor)
+        async with self.db.read() as s:
+            batches = list(await s.scalars(query.order_by(Batch.id.desc()).limit(limit)))
+            members: dict[str, list[Any]] = {b.id: [] for b in batches}
+            if batches:
+                rows = await s.execute(
+                    select(
+                        Generation.batch_id,
+                        Generation.id,
+                        Generation.status,
+                        Generation.credits,
+                        Generation.completed_at,
+                    )
+                    .where(Generation.batch_id.in_(list(members)))
+                    .order_by(Generation.id)
+                )
+                for batch_id, *member in rows:
+                    members[str(batch_id)].append(member)
+        return [_batch_view(b, members[b.id]) for b in batches]
+
+    async def cancel_batch(
+        self, batch_id: str, *, account_id: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Cancel a batch: PENDING members end now (refunded), PROCESSING ones are flagged
+        for their workers. Returns ``(canceled_ids, flagged_ids)``."""
+        now = self.clock()
+        await self.get_batch(batch_id, account_id=account_id)  # ownership → NotFound
+        async with self.db.write() as s:
+            # members first, the batch row last: the claim locks them in the same order
+            canceled = [
+                r[0]
+                for r in await s.execute(
+                    update(Generation)
+                    .where(
+                        Generation.batch_id == batch_id,
+                        Generation.status == Status.PENDING.value,
+                    )
+                    .values(
+                        status=Status.CANCELED.value,
+                        error_code="canceled",
+                        error_message="canceled before it started (batch canceled)",
+                        completed_at=now,
+                        updated_at=now,
+                    )
+                    .returning(Generation.id)
+                )
+            ]
+            for gen_id in canceled:
+                refunded = await self._refund(s, gen_id, "batch canceled before start", now)
+                s.add(
+                    Event(
+                        generation_id=gen_id,
+                        type="canceled",
+                        data={"refunded_credits": refunded, "batch_id": batch_id},
+                        created_at=now,
+                    )
+                )
+                await self._settle_followers(s, gen_id, now, error="was canceled")
+            flagged = [
+                r[0]
+                for r in await s.execute(
+                    update(Generation)
+                    .where(
+                        Generation.batch_id == batch_id,
+                        Generation.status == Status.PROCESSING.value,
+                    )
+                    .values(cancel_requested=True, updated_at=now)
+                    .returning(Generation.id)
+                )
+            ]
+            await s.execute(
+                update(Batch)
+                .where(Batch.id == batch_id, Batch.canceled_at.is_(None))
+                .values(canceled_at=now)
+            )
+        return canceled, flagged
+
+    async def create_template(
+        self, account_id: str, *, name: str, text: str, placeholders: list[str],
+        description: str | None,
+    ) -> TemplateView:
+        """Store a prompt template; ``Conflict`` when the account has one of that name."""
+        row = PromptTemplate(
+            id=new_id("tpl"),
+            account_id=account_id,
+            name=name,
+            text=text,
+            placeholders=placeholders,
+            description=description,
+            created_at=self.clock(),
+        )
+        try:
+            async with self.db.write() as s:
+                s.add(row)
+        except IntegrityError:
+            raise Conflict(
+                f"a template named {name!r} already exists", code="template_exists"
+            ) from None
+        return _template_view(row)
+
+    async def find_template(self, account_id: str, ref: str) -> TemplateView | None:
+        """The account's template by id or name."""
+        column = PromptTemplate.id if ref.startswith("tpl_") else PromptTemplate.name
+        async with self.db.read() as s:
+            row = await s.scalar(
+                select(PromptTemplate).where(
+                    PromptTemplate.account_id == account_id, column == ref
+                )
+            )
+            return _template_view(row) if row is not None else None
+
+    async def list_templates(self, account_id: str) -> list[TemplateView]:
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(PromptTemplate)
+                .where(PromptTemplate.account_id == account_id)
+                .order_by(PromptTemplate.name)
+            )
+            return [_template_view(r) for r in rows]
+
+    async def delete_template(self, account_id: str, ref: str) -> TemplateView:
+        found = await self.find_template(account_id, ref)
+        if found is None:
+            raise NotFound(f"template {ref!r} not found")
+        async with self.db.write() as s:
+            await s.execute(delete(PromptTemplate).where(PromptTemplate.id == found.id))
+        return found
+
+    async def add_links(
+        self, gen_id: str, entities: Sequence[tuple[str, str]], *, account_id: str | None
+    ) -> list[LinkView]:
+        """Link a generation to entities (existing links are kept once); its links after."""
+        view = await self.get_generation(gen_id, account_id=account_id)  # → NotFound
+        now = self.clock()
+        async with self.db.write() as s:
+            existing = set(
+                (
+                    await s.execute(
+                        select(EntityLink.entity_type, EntityLink.entity_id).where(
+                            EntityLink.generation_id == gen_id
+                        )
+                    )
+                ).all()
+            )
+            for entity_type, entity_id in dict.fromkeys(entities):
+                if (entity_type, entity_id) not in existing:
+                    s.add(
+                        EntityLink(
+                            generation_id=gen_id,
+                            account_id=view.account_id,
+                            entity_type=entity_type,
+                            entity_id=entity_id,
+                            created_at=now,
+                        )
+                    )
+        return await self.list_links(gen_id, account_id=account_id)
+
+    async def list_links(self, gen_id: str, *, account_id: str | None) -> list[LinkView]:
+        await self.get_generation(gen_id, account_id=account_id)  # → NotFound
+        async with self.db.read() as s:
+            rows = await s.scalars(
+                select(EntityLink)
+                .where(EntityLink.generation_id == gen_id)
+                .order_by(EntityLink.id)
+            )
+            return [
+                LinkView(
+                    generation_id=r.generation_id,
+                    type=r.entity_type,
+                    id=r.entity_id,
+                    created_at=r.created_at,
+                )
+                for r in rows
+            ]
+
+    async def get_image(self, image_id: str, *, account_id: str | None) -> tuple[ImageView, str]:
+        """An image and its generation id; ``NotFound`` for another account's."""
+        async with self.db.read() as s:
+            row = await s.get(Image, image_id)
+            if row is None or (account_id is not None and row.account_id != account_id):
+                raise NotFound(f"image {image_id!r} not found")
+            return self._image_view(row), row.generation_id
+
+    async def set_approval(
+        self, image_id: str, approval: str, *, account_id: str | None
+    ) -> tuple[ImageView, str]:
+        """Set an image's approval status (``pending``, ``approved``, ``rejected``)."""
+        await self.get_image(image_id, account_id=account_id)  # ownership → NotFound
+        async with self.db.write() as s:
+            await s.execute(
+                update(Image)
+                .where(Image.id == image_id)
+                .values(approval=approval, approval_updated_at=self.clock())
+            )
+        return await self.get_image(image_id, account_id=account_id)
+
+    def _image_view(self, i: Image) -> ImageView:
+        return ImageView(
+            id=i.id,
+            index=i.index,
+            key=i.key,
+            url=self.url_for(i.key),
+            width=i.width,
+            height=i.height,
+            format=i.format,
+            content_type=i.content_type,
+            bytes=i.bytes,
+            sha256=i.sha256,
+            attribution=i.attribution,
+            approval=i.approval,
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryView:
+    id: str
+    generation_id: str
+    account_id: str
+    event: str
+    url: str
+    status: str
+    attempts: int
+    response_status: int | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+def _config_record(row: ConfigVersion) -> dict[str, Any]:
+    return {
+        "version": int(row.id),
+        "data": dict(row.data or {}),
+        "actor": row.actor,
+        "created_at": row.created_at,
+    }
+
+
+#: the pseudo-provider of cache hits in usage and routes
+CACHE_PROVIDER = "cache"
+#: a status only ever seen inside one transaction (see ``Store._free_batch_slot``)
+_REQUEUE = "_REQUEUE"
+
+
+class _ClaimRefused(Exception):
+    """Rolls a claim back (its batch is at its concurrency)."""
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """A request's dedup-cache key; ``use``: look for a hit or a leader to follow."""
+
+    key: str
+    use: bool
+    #: what a hit or a follower costs (``credits.cache_price``)
+    credits: int = 0
+
+
+@dataclass(frozen=True)
+class NewGeneration:
+    """One member of a batch, priced and ready to insert."""
+
+    project: str
+    prompt: str
+    request: dict[str, Any]
+    request_hash: str
+    credits: int
+    estimated_usd: Decimal | None
+    cache: CacheLookup | None = None
+    entities: Sequence[tuple[str, str]] = ()
+
+
+@dataclass(frozen=True)
+class _CacheMatch:
+    #: a generation id, or ``#<index>`` for an earlier member of the same batch
+    source_id: str
+    #: True: SUCCEEDED, copy it now; False: running, follow it
+    done: bool
+    provider: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class _MemberPlan:
+    credits: int
+    estimated_usd: Decimal | None
+    match: _CacheMatch | None
+
+
+@dataclass(frozen=True)
+class BatchView:
+    id: str
+    account_id: str
+    concurrency: int | None
+    size: int
+    source: str
+    metadata: dict[str, Any]
+    request_id: str | None
+    created_at: datetime
+    canceled_at: datetime | None
+    completed_at: datetime | None
+    #: generation id → status, in admission order
+    members: dict[str, str]
+    counts: dict[str, int]
+    credits: int
+    #: returned for a reused Idempotency-Key rather than admitted now
+    replayed: bool = False
+
+    @property
+    def generation_ids(self) -> list[str]:
+        return list(self.members)
+
+    @property
+    def status(self) -> str:
+        """``running`` while a member is not terminal, then ``canceled`` or ``completed``."""
+        if self.counts[Status.PENDING.value] or self.counts[Status.PROCESSING.value]:
+            return "canceling" if self.canceled_at else "running"
+        return "canceled" if self.canceled_at else "completed"
+
+
+@dataclass(frozen=True)
+class TemplateView:
+    id: str
+    account_id: str
+    name: str
+    text: str
+    placeholders: list[str]
+    description: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LinkView:
+    generation_id: str
+    type: str
+    id: str
+    created_at: datetime
+
+
+def _batch_view(row: Batch, members: Sequence[Any]) -> BatchView:
+    counts = {status.value: 0 for status in Status}
+    completed: list[datetime] = []
+    for _, status, _, completed_at in members:
+        counts[status] += 1
+        if completed_at is not None:
+            completed.append(completed_at)
+    done = counts[Status.PENDING.value] + counts[Status.PROCESSING.value] == 0
+    return BatchView(
+        id=row.id,
+        account_id=row.account_id,
+        concurrency=row.concurrency,
+        size=row.size,
+        source=row.source,
+        metadata=dict(row.metadata_ or {}),
+        request_id=row.request_id,
+        created_at=row.created_at,
+        canceled_at=row.canceled_at,
+        completed_at=max(completed) if done and completed else None,
+        members={m[0]: m[1] for m in members},
+        counts=counts,
+        credits=sum(int(m[2]) for m in members),
+    )
+
+
+def _template_view(row: PromptTemplate) -> TemplateView:
+    return TemplateView(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        text=row.text,
+        placeholders=list(row.placeholders or []),
+        description=row.description,
+        created_at=row.created_at,
+    )

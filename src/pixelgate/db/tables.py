@@ -28,12 +28,16 @@ __all__ = [
     "Account",
     "ApiKey",
     "Base",
+    "Batch",
     "ConfigVersion",
+    "EntityLink",
     "Event",
     "Generation",
     "Image",
     "LedgerEntry",
+    "PromptTemplate",
     "UsageDaily",
+    "WebhookDelivery",
 ]
 
 NAMING = {
@@ -121,6 +125,9 @@ class Generation(Base):
         UniqueConstraint("account_id", "idempotency_key"),
         Index("ix_generations_claim", "status", "run_after"),
         Index("ix_generations_account_created", "account_id", "created_at"),
+        Index("ix_generations_batch", "batch_id", "status"),
+        Index("ix_generations_cache", "account_id", "cache_key"),
+        Index("ix_generations_cached_from", "cached_from"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -164,16 +171,23 @@ class Generation(Base):
     started_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
 
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    #: hash of the normalised request (set when it has a fixed seed): the dedup-cache key
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the generation whose images this one reuses (a cache hit), or waits for (a follower)
+    cached_from: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), nullable=True)
+
 
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("generation_id", "index"),)
+    # a key is shared by the images of a generation and of its cache hits
+    __table_args__ = (UniqueConstraint("generation_id", "index"), Index("ix_images_key", "key"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)
-    key: Mapped[str] = mapped_column(String(1024), unique=True)
+    key: Mapped[str] = mapped_column(String(1024))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(8))
@@ -182,6 +196,9 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     attribution: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(_ts())
+    #: pending | approved | rejected
+    approval: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    approval_updated_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
 
 
 class Event(Base):
@@ -242,4 +259,87 @@ class ConfigVersion(Base):
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class WebhookDelivery(Base):
+    """One webhook delivery (a generation's terminal event to one URL) and its attempts."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "event"),
+        Index("ix_webhook_deliveries_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    #: generation.succeeded | generation.failed | generation.canceled
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    #: the exact body that was signed and sent
+    payload: Mapped[str] = mapped_column(Text)
+    #: pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+    updated_at: Mapped[datetime] = mapped_column(_ts())
+    delivered_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+
+
+class Batch(Base):
+    """A batch of generations admitted together; ``concurrency`` bounds its running members."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("account_id", "idempotency_key"),
+        Index("ix_batches_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    #: members PROCESSING at once at most (None: no bound beyond the workers')
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32), default="native")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: hash of the batch request, to tell a replay from a reused Idempotency-Key
+    request_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(_ts())
+    canceled_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)
+
+
+class PromptTemplate(Base):
+    """A stored prompt with named ``{placeholders}``; names are unique per account."""
+
+    __tablename__ = "prompt_templates"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    placeholders: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class EntityLink(Base):
+    """A link from a generation to an external entity ``{type, id}`` (seed 002)."""
+
+    __tablename__ = "entity_links"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "entity_type", "entity_id"),
+        Index("ix_entity_links_entity", "account_id", "entity_type", "entity_id"),
+    )
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(_ts())

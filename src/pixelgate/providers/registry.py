@@ -144,6 +144,23 @@ def _instance_settings(
         raise ConfigError(f"config error: providers.{name}.{loc}: {first['msg']}") from None
 
 
+def validate_provider_tables(settings: Settings) -> None:
+    """Check every ``[providers.NAME]`` table and the fallback chain without building anything.
+
+    Raises:
+        ConfigError: one line naming the bad key.
+    """
+    for name, table in settings.providers.items():
+        if not isinstance(table, dict) or "kind" not in table:
+            raise ConfigError(f"config error: providers.{name}.kind: field required")
+        cls = load_kind(str(table["kind"]))
+        _instance_settings(name, table, cls, settings.provider_env)
+    known = set(settings.providers) | set(DEFAULT_INSTANCES) | {PLACEHOLDER}
+    for name in settings.routing.default:
+        if name not in known:
+            raise ConfigError(f"config error: routing.default: unknown provider {name!r}")
+
+
 def build_providers(settings: Settings, http: httpx.AsyncClient) -> ProviderSet:
     """Instantiate every provider from the config tables and the environment.
 

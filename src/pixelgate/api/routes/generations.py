@@ -15,7 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
-from pixelgate.core.models import GenerationRequest, Status
+from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -60,7 +60,9 @@ async def create_generation(
         headers["Idempotent-Replayed"] = "true"
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s:g}"
-    status = 200 if view.terminal and (wait_s is not None or not result.created) else 202
+    # a cache hit is finished at admission: 200, as for a replay or a wait
+    done_now = wait_s is not None or not result.created or view.cached_from is not None
+    status = 200 if view.terminal and done_now else 202
     return JSONResponse(generation_body(view), status_code=status, headers=headers)
 
 
@@ -71,9 +73,19 @@ async def list_generations(
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    entity_type: Annotated[str | None, Query(pattern=ENTITY_TYPE_PATTERN)] = None,
+    entity_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
+    if entity_id is not None and entity_type is None:
+        raise ValidationFailed("entity_type", "required together with entity_id")
     views = await runtime.store.list_generations(
-        account_id=visible_account(caller), status=status, limit=limit + 1, cursor=cursor
+        account_id=visible_account(caller),
+        status=status,
+        limit=limit + 1,
+        cursor=cursor,
+        batch_id=batch_id,
+        entity=(entity_type, entity_id) if entity_type else None,
     )
     has_more = len(views) > limit
     views = views[:limit]
