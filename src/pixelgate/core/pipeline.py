@@ -267,7 +267,7 @@ class Pipeline:
         request = await self.resolve_prompt(caller, request)
         self.validate(request)
         await self._check_user_urls(caller, request)
-        account = await self.store.get_account(caller.account_id)
+        account = await self.store.get_account_cached(caller.account_id)
         estimate = self.estimate(request, account)
         tier = self.settings.tier(account.tier)
         await self.limiter.hit(account.id, tier.requests_per_minute)
@@ -288,6 +288,7 @@ class Pipeline:
             quota=quota,
             cache=self._cache_lookup(request, account),
             entities=_entity_pairs(request),
+            account_name=account.name,
         )
         if result.created:
             if result.generation.terminal:  # a cache hit: done at admission

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 KEY_PREFIX = "pg_"
+ACCOUNT_CACHE_TTL_S = 2.0
+ACCOUNT_CACHE_MAX = 10_000
 
 
 def utcnow() -> datetime:
@@ -150,6 +153,7 @@ class Store:
         self.db = db
         #: the time source; tests freeze it to prove windows and midnights
         self.clock = clock or utcnow
+        self._account_cache: dict[str, tuple[float, AccountView]] = {}
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for = url_for or (lambda key: f"/files/{key}")
 
@@ -221,11 +225,20 @@ class Store:
 
     async def update_account(self, account_id: str, **fields: Any) -> AccountView:
         """Change account settings (tier, budget, preferences, policy, e-mail, webhook…)."""
-        allowed = {"tier", "daily_budget_usd", "preferred_providers", "credit_policy", "email",
-                   "webhook_url", "disabled", "settings"}
+        allowed = {
+            "tier",
+            "daily_budget_usd",
+            "preferred_providers",
+            "credit_policy",
+            "email",
+            "webhook_url",
+            "disabled",
+            "settings",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValidationFailed(sorted(unknown)[0], "cannot be changed")
+        self._account_cache.pop(account_id, None)
         async with self.db.write() as s:
             row = await s.get(Account, account_id)
             if row is None:
@@ -234,6 +247,22 @@ class Store:
                 setattr(row, name, value.upper() if name == "tier" else value)
             await s.flush()
             return _account_view(row)
+
+    async def get_account_cached(self, account_id: str) -> AccountView:
+        """``get_account`` with a short-lived cache, for admission's tier and preferences.
+
+        Money never depends on it: balances and budgets are read inside the admission
+        transaction. A change made through this process drops the entry at once.
+        """
+        now = time.monotonic()
+        hit = self._account_cache.get(account_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        account = await self.get_account(account_id)
+        if len(self._account_cache) > ACCOUNT_CACHE_MAX:
+            self._account_cache.clear()
+        self._account_cache[account_id] = (now + ACCOUNT_CACHE_TTL_S, account)
+        return account
 
     async def list_accounts(self) -> list[AccountView]:
         async with self.db.read() as s:
@@ -341,6 +370,7 @@ class Store:
         quota: Quota | None = None,
         cache: CacheLookup | None = None,
         entities: Sequence[tuple[str, str]] = (),
+        account_name: str | None = None,
     ) -> AdmitResult:
         """Create the generation, its first event and its debit in one transaction.
 
@@ -356,6 +386,7 @@ class Store:
         now = self.clock()
         gen_id = new_id("gen")
         quota_after: QuotaState | None = None
+        fresh: GenerationView | None = None
         try:
             async with self.db.write() as s:
                 await lock_account(s, account_id)
@@ -366,28 +397,27 @@ class Store:
                     quota_after = await check_quota(s, account_id, quota, now)
                 await check_budget(s, account_id, estimated_usd, now)
                 remaining = await self._debit(s, account_id, gen_id, credits, now)
-                s.add(
-                    Generation(
-                        id=gen_id,
-                        account_id=account_id,
-                        project=project,
-                        source=source,
-                        status=Status.PENDING.value,
-                        progress=0,
-                        prompt=prompt,
-                        request=request,
-                        request_hash=request_hash,
-                        idempotency_key=idempotency_key,
-                        request_id=request_id,
-                        route=[],
-                        credits=credits,
-                        estimated_usd=estimated_usd,
-                        run_after=now,
-                        created_at=now,
-                        updated_at=now,
-                        cache_key=cache.key if cache else None,
-                    )
+                row = Generation(
+                    id=gen_id,
+                    account_id=account_id,
+                    project=project,
+                    source=source,
+                    status=Status.PENDING.value,
+                    progress=0,
+                    prompt=prompt,
+                    request=request,
+                    request_hash=request_hash,
+                    idempotency_key=idempotency_key,
+                    request_id=request_id,
+                    route=[],
+                    credits=credits,
+                    estimated_usd=estimated_usd,
+                    run_after=now,
+                    created_at=now,
+                    updated_at=now,
+                    cache_key=cache.key if cache else None,
                 )
+                s.add(row)
                 await s.flush()
                 s.add(Event(generation_id=gen_id, type="queued", data={}, created_at=now))
                 # a free cache hit is no debit at all
@@ -406,16 +436,34 @@ class Store:
                     )
                 if match is not None or entities:
                     await self._after_admit(
-                        s, gen_id, account_id, cache=cache, match=match, entities=entities,
-                        credits=credits, now=now,
+                        s,
+                        gen_id,
+                        account_id,
+                        cache=cache,
+                        match=match,
+                        entities=entities,
+                        credits=credits,
+                        now=now,
                     )
+                elif account_name is not None:
+                    # the answer is built from what was inserted: no read-back
+                    ahead = await s.scalar(
+                        select(func.count())
+                        .select_from(Generation)
+                        .where(
+                            Generation.status == Status.PENDING.value,
+                            Generation.created_at < now,
+                        )
+                    )
+                    fresh = self._view(row, account_name, [])
+                    fresh.queue_position = int(ahead or 0)
         except IntegrityError:
             if idempotency_key:
                 existing = await self._by_idempotency(account_id, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, request_hash)
             raise
-        view = await self.get_generation(gen_id)
+        view = fresh if fresh is not None else await self.get_generation(gen_id)
         return AdmitResult(
             generation=view, created=True, credits_remaining=remaining, quota=quota_after
         )
@@ -429,9 +477,7 @@ class Store:
             )
         return AdmitResult(generation=view, created=False, credits_remaining=None)
 
-    async def _by_idempotency(
-        self, account_id: str, key: str
-    ) -> tuple[GenerationView, str] | None:
+    async def _by_idempotency(self, account_id: str, key: str) -> tuple[GenerationView, str] | None:
         async with self.db.read() as s:
             row = (
                 await s.execute(
@@ -934,8 +980,13 @@ class Store:
                 provider_ms=provider_ms,
             )
             await self._settle_followers(
-                s, gen_id, now, images=None if fallback_image else images, provider=provider,
-                model=model, error="ended with the default image" if fallback_image else None,
+                s,
+                gen_id,
+                now,
+                images=None if fallback_image else images,
+                provider=provider,
+                model=model,
+                error="ended with the default image" if fallback_image else None,
             )
             await self._free_batch_slot(s, gen_id)
             event = Event(
@@ -1308,6 +1359,7 @@ class Store:
 
     async def set_account_routing(self, account_id: str, routing: dict[str, Any] | None) -> None:
         """Replace the ``routing`` part of an account's settings (None removes it)."""
+        self._account_cache.pop(account_id, None)
         async with self.db.write() as s:
             row = await s.get(Account, account_id)
             if row is None:
@@ -1356,7 +1408,6 @@ class Store:
                 )
             )
             return True
-
 
     # Scale-out ------------------------------------------------------------------
 
@@ -1705,8 +1756,16 @@ class Store:
             await s.execute(update(Generation).where(Generation.id == gen_id).values(**values))
             self._copy_images(s, gen_id, account_id, images, now)
             await self._add_usage(
-                s, account_id, CACHE_PROVIDER, "", now, ok=True, images=len(images),
-                credits=credits, usd=None, provider_ms=None,
+                s,
+                account_id,
+                CACHE_PROVIDER,
+                "",
+                now,
+                ok=True,
+                images=len(images),
+                credits=credits,
+                usd=None,
+                provider_ms=None,
             )
             s.add(
                 Event(
@@ -1818,8 +1877,16 @@ class Store:
             if images is not None:
                 self._copy_images(s, gen_id, account_id, images, now)
                 await self._add_usage(
-                    s, account_id, CACHE_PROVIDER, "", now, ok=True, images=len(images),
-                    credits=int(credits), usd=None, provider_ms=None,
+                    s,
+                    account_id,
+                    CACHE_PROVIDER,
+                    "",
+                    now,
+                    ok=True,
+                    images=len(images),
+                    credits=int(credits),
+                    usd=None,
+                    provider_ms=None,
                 )
                 data: dict[str, Any] = {
                     "provider": provider,
@@ -1906,9 +1973,7 @@ class Store:
         """Claim conditions beyond ``PENDING``: not a follower (its leader finishes it),
         and not a member of a batch already running ``concurrency`` members."""
         running = aliased(Generation)
-        limit = (
-            select(Batch.concurrency).where(Batch.id == Generation.batch_id).scalar_subquery()
-        )
+        limit = select(Batch.concurrency).where(Batch.id == Generation.batch_id).scalar_subquery()
         in_flight = (
             select(func.count())
             .select_from(running)
@@ -2116,7 +2181,12 @@ class Store:
         return canceled, flagged
 
     async def create_template(
-        self, account_id: str, *, name: str, text: str, placeholders: list[str],
+        self,
+        account_id: str,
+        *,
+        name: str,
+        text: str,
+        placeholders: list[str],
         description: str | None,
     ) -> TemplateView:
         """Store a prompt template; ``Conflict`` when the account has one of that name."""
@@ -2143,9 +2213,7 @@ class Store:
         column = PromptTemplate.id if ref.startswith("tpl_") else PromptTemplate.name
         async with self.db.read() as s:
             row = await s.scalar(
-                select(PromptTemplate).where(
-                    PromptTemplate.account_id == account_id, column == ref
-                )
+                select(PromptTemplate).where(PromptTemplate.account_id == account_id, column == ref)
             )
             return _template_view(row) if row is not None else None
 
@@ -2199,9 +2267,7 @@ class Store:
         await self.get_generation(gen_id, account_id=account_id)  # → NotFound
         async with self.db.read() as s:
             rows = await s.scalars(
-                select(EntityLink)
-                .where(EntityLink.generation_id == gen_id)
-                .order_by(EntityLink.id)
+                select(EntityLink).where(EntityLink.generation_id == gen_id).order_by(EntityLink.id)
             )
             return [
                 LinkView(

@@ -157,13 +157,15 @@ class Worker:
                 job, self.owner, "internal_error", f"internal error: {type(exc).__name__}"
             )
         finally:
+            was_full = len(self._jobs) >= self.concurrency
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)
             watcher = self._cancel_watchers.pop(job.id, None)
             if watcher is not None and watcher is not asyncio.current_task():
                 watcher.cancel()
             self.bus.forget_cancel(job.id)
-            await self.bus.notify_jobs()  # a slot is free
+            if was_full:  # the claim loop stopped claiming: a slot is free again
+                await self.bus.notify_jobs()
 
     async def _watch_cancel(self, gen_id: str, task: asyncio.Task[None]) -> None:
         await self.bus.on_cancel(gen_id).wait()
