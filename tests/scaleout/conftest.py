@@ -37,3 +37,11 @@ def s3() -> Iterator[S3Server]:
 def redis_url() -> str:
     require_redis()
     return REDIS_URL
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The scale-out tests share the machine's PostgreSQL (100 connections) and start
+    # clusters of processes: under pytest-xdist they all run on one worker, in order.
+    for item in items:
+        if "tests/scaleout/" in str(item.fspath):
+            item.add_marker(pytest.mark.xdist_group("scaleout"))

@@ -14,6 +14,7 @@ head, delete, list, local presigning); boto3 is not needed.
 from __future__ import annotations
 
 import datetime as dt
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from pixelgate.config import Settings
 
 __all__ = ["S3Storage", "parse_s3_url"]
+
+S3_CONNECT_TIMEOUT_S = 5
+S3_REQUEST_TIMEOUT_S = 30
+S3_MAX_RETRIES = 3
+S3_RETRY_TIMEOUT_S = 15
 
 LIST_CHUNK = 1000
 DEFAULT_REGION = "us-east-1"
@@ -83,7 +89,17 @@ class S3Storage:
             bucket,
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
-            client_options={"allow_http": settings.s3_allow_http},
+            client_options={
+                "allow_http": settings.s3_allow_http,
+                "connect_timeout": timedelta(seconds=S3_CONNECT_TIMEOUT_S),
+                "timeout": timedelta(seconds=S3_REQUEST_TIMEOUT_S),
+            },
+            # obstore's default (10 retries within 3 minutes) would hold a job far past
+            # its deadline when the store is down; fail within seconds instead
+            retry_config={
+                "max_retries": S3_MAX_RETRIES,
+                "retry_timeout": timedelta(seconds=S3_RETRY_TIMEOUT_S),
+            },
         )
         return cls(
             store,
