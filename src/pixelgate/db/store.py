@@ -69,6 +69,7 @@ __all__ = [
 
 KEY_PREFIX = "pg_"
 ACCOUNT_CACHE_TTL_S = 2.0
+_CLAIMABLE: list[Any] = []
 ACCOUNT_CACHE_MAX = 10_000
 
 
@@ -1972,6 +1973,8 @@ class Store:
     def _claimable(self) -> list[Any]:
         """Claim conditions beyond ``PENDING``: not a follower (its leader finishes it),
         and not a member of a batch already running ``concurrency`` members."""
+        if _CLAIMABLE:  # built once: constructing these expressions is not free
+            return _CLAIMABLE
         running = aliased(Generation)
         limit = select(Batch.concurrency).where(Batch.id == Generation.batch_id).scalar_subquery()
         in_flight = (
@@ -1983,10 +1986,11 @@ class Store:
             )
             .scalar_subquery()
         )
-        return [
+        _CLAIMABLE.extend([
             Generation.cached_from.is_(None),
             or_(Generation.batch_id.is_(None), limit.is_(None), limit > in_flight),
-        ]
+        ])
+        return _CLAIMABLE
 
     async def _within_batch_limits(
         self, s: AsyncSession, rows: Sequence[tuple[str, str | None]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import colorsys
+import functools
 import hashlib
 import io
 import random
@@ -291,13 +292,18 @@ def _gradient(
     size: tuple[int, int], start: tuple[int, int, int], end: tuple[int, int, int], *, flip: bool
 ) -> Image.Image:
     """A smooth diagonal blend from ``start`` to ``end``."""
+    mask = _diagonal_mask(size, flip)
+    return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask)
+
+
+@functools.lru_cache(maxsize=64)
+def _diagonal_mask(size: tuple[int, int], flip: bool) -> Image.Image:
     vertical = Image.linear_gradient("L")
     horizontal = vertical.transpose(Image.Transpose.ROTATE_90)
     if flip:
         horizontal = horizontal.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     mask = ImageChops.add(vertical, horizontal, scale=2.0)
-    mask = mask.resize(size, Image.Resampling.BILINEAR)
-    return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask)
+    return mask.resize(size, Image.Resampling.BILINEAR)
 
 
 def _shapes(
@@ -320,12 +326,19 @@ def _shapes(
 
 
 def _vignette(img: Image.Image) -> Image.Image:
-    mask = Image.radial_gradient("L").resize(img.size, Image.Resampling.BILINEAR)
-    mask = mask.point(lambda v: min(255, v * v // 1300))
-    shade = Image.new("RGBA", img.size, (0, 0, 0, 255))
-    shade.putalpha(mask)
-    img.alpha_composite(shade)
+    img.alpha_composite(_vignette_shade(img.size))
     return img
+
+
+@functools.lru_cache(maxsize=64)
+def _vignette_shade(size: tuple[int, int]) -> Image.Image:
+    # cached per size: the shade depends on nothing else (the cache holds small images,
+    # the background is drawn at most _BACKGROUND_MAX wide)
+    mask = Image.radial_gradient("L").resize(size, Image.Resampling.BILINEAR)
+    mask = mask.point(lambda v: min(255, v * v // 1300))
+    shade = Image.new("RGBA", size, (0, 0, 0, 255))
+    shade.putalpha(mask)
+    return shade
 
 
 def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
