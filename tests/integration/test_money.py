@@ -388,3 +388,27 @@ async def test_budget_amounts_are_decimal_exact(runtime: Runtime) -> None:
     account = await runtime.store.create_account("exact", tier="PRO")
     updated = await runtime.store.update_account(account.id, daily_budget_usd=Decimal("0.3"))
     assert updated.daily_budget_usd == Decimal("0.3")
+
+
+async def test_requests_per_minute_of_a_tier(make_settings: Any) -> None:
+    from pixelgate.api.app import create_app
+    from tests.conftest import ADMIN_KEY
+
+    settings = make_settings(tiers={"BURST": {"daily_limit": 100, "requests_per_minute": 2}})
+    runtime = await Runtime.open(settings)
+    try:
+        account = await runtime.store.create_account("bursty", tier="BURST")
+        _, key = await runtime.store.create_key(account.id)
+        app = create_app(settings, runtime=runtime, run_worker=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t",
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            codes = [(await c.post("/v1/generations", json={"prompt": f"{i}"})).status_code
+                     for i in range(3)]
+            assert codes == [202, 202, 429]
+            limited = await c.post("/v1/generations", json={"prompt": "again"})
+            assert 50 <= int(limited.headers["retry-after"]) <= 60
+            assert limited.json()["error"]["limit"] == 2
+        assert ADMIN_KEY  # the admin key is untouched by the tier
+    finally:
+        await runtime.close()

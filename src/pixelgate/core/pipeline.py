@@ -225,7 +225,7 @@ class Pipeline:
         self.credit_rules = CreditRules(
             **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
         )
-        self.limiter = limiter or RequestLimiter()
+        self.limiter = limiter or RequestLimiter.for_settings(settings)
         self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
