@@ -29,6 +29,6 @@ def credits_for(request: GenerationRequest, rules: CreditRules | None = None) ->
     if max(width, height) > rules.high_res_threshold:
         credits += rules.high_res
     credits += rules.per_extra_variation * (request.n - 1)
-    if request.reference_image_url:
+    if request.has_reference_image():
         credits += rules.reference_image
     return credits

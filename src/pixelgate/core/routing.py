@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.config import OutboundLimit, RefusalFallback, RoutingPolicy, RoutingSettings
 from pixelgate.core.models import GenerationRequest
-from pixelgate.errors import ValidationFailed
-from pixelgate.providers.base import Provider, ProviderRequest
+from pixelgate.errors import ProviderError, ValidationFailed
+from pixelgate.providers.base import ModelInfo, Provider, ProviderRequest
 from pixelgate.providers.registry import PLACEHOLDER, ProviderSet
 from pixelgate.resilience.retry import Deadline, RetryPolicy
 
@@ -189,9 +189,17 @@ def _needs(request: GenerationRequest) -> set[str]:
     return needs
 
 
+def _model_info(provider: Provider, model: str) -> ModelInfo | None:
+    """The model's info; adapters that accept any model name (Replicate, fal) answer too."""
+    try:
+        return provider.model_info(model)
+    except ProviderError:
+        return None
+
+
 def supports(provider: Provider, model: str, request: GenerationRequest) -> str | None:
     """``None`` when the model can serve the request, else why not."""
-    info = provider.models.get(model)
+    info = _model_info(provider, model)
     if info is None:
         return f"unknown model {model!r}"
     caps = info.capabilities
@@ -387,7 +395,7 @@ def check_explicit(request: GenerationRequest, providers: ProviderSet) -> None:
                 field_name, f"provider {name!r} is not configured", code="provider_not_configured"
             )
         if request.model and request.provider:
-            if request.model not in provider.models:
+            if _model_info(provider, request.model) is None:
                 raise ValidationFailed(
                     "model", f"{name!r} has no model {request.model!r}", code="unknown_model"
                 )

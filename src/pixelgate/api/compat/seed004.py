@@ -123,6 +123,6 @@ async def list_(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
     views = await runtime.store.list_generations(
-        account_id=caller.account_id, status=status, limit=limit, cursor=cursor
+        account_id=visible_account(caller), status=status, limit=limit, cursor=cursor
     )
     return JSONResponse({"generations": [generation_004(v) for v in views]})
