@@ -412,3 +412,19 @@ async def test_requests_per_minute_of_a_tier(make_settings: Any) -> None:
         assert ADMIN_KEY  # the admin key is untouched by the tier
     finally:
         await runtime.close()
+
+
+async def test_admin_patch_clears_email_and_checks_webhook_urls(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post("/admin/accounts", json={"name": "mailer", "email": "a@example.com"})
+    assert (await client.get("/admin/accounts/mailer")).json()["email"] == "a@example.com"
+    cleared = await client.patch("/admin/accounts/mailer", json={"email": None})
+    assert cleared.status_code == 200 and cleared.json()["email"] is None
+    unsafe = await client.patch("/admin/accounts/mailer",
+                                json={"webhook_url": "http://169.254.169.254/hook"})
+    assert unsafe.status_code == 422
+    assert unsafe.json()["error"]["field"] == "webhook_url"
+    assert unsafe.json()["error"]["code"] == "unsafe_url"
+    untouched = await client.patch("/admin/accounts/mailer", json={"tier": "PRO"})
+    assert untouched.json()["tier"] == "PRO" and untouched.json()["email"] is None

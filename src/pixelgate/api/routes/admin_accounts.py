@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -14,7 +15,7 @@ from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
 from pixelgate.db.reports import Reports, day_range
-from pixelgate.errors import NotFound, ValidationFailed
+from pixelgate.errors import NotFound, UnsafeURL, ValidationFailed
 from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -57,6 +58,27 @@ class KeyCreate(BaseModel):
 
     admin: bool = False
     name: str | None = Field(None, max_length=64)
+
+
+CLEARABLE = frozenset({"email", "webhook_url"})
+WEBHOOK_CHECK_TIMEOUT_S = 5.0
+
+
+async def _check_webhook_url(runtime: Runtime, url: str) -> None:
+    """The same public-address rule as request and account webhook URLs (422 naming it)."""
+    try:
+        async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
+            await runtime.pipeline.fetcher.check(
+                url, allow_hosts=runtime.settings.webhook_allow_hosts, what="webhook_url"
+            )
+    except UnsafeURL as exc:
+        raise ValidationFailed(
+            "webhook_url", exc.message.removeprefix("webhook_url: "), code="unsafe_url"
+        ) from None
+    except TimeoutError:
+        raise ValidationFailed(
+            "webhook_url", "the host does not resolve", code="unsafe_url"
+        ) from None
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
@@ -119,7 +141,10 @@ async def update_account(
 ) -> JSONResponse:
     account = await _account(runtime, name)
     fields = body.model_dump(exclude_unset=True, exclude={"clear_daily_budget"})
-    fields = {k: v for k, v in fields.items() if v is not None}
+    # an explicit null clears the e-mail or webhook URL; elsewhere null means "unchanged"
+    fields = {k: v for k, v in fields.items() if v is not None or k in CLEARABLE}
+    if fields.get("webhook_url"):
+        await _check_webhook_url(runtime, fields["webhook_url"])
     if "tier" in fields:
         fields["tier"] = _check_tier(runtime, fields["tier"])
     for provider in fields.get("preferred_providers", []):
