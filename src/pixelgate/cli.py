@@ -678,5 +678,5 @@ def accounts_set(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover
+    except KeyboardInterrupt:  # Ctrl-C outside serve (generate, migrate): no traceback
         sys.exit(130)

@@ -19,8 +19,9 @@ from pixelgate.errors import (
     Refused,
     Transient,
 )
+from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import ProviderRequest
-from pixelgate.providers.gemini import GeminiProvider, nearest_aspect_ratio
+from pixelgate.providers.gemini import GeminiProvider
 from tests.providers._fakes_a import (
     JPEG,
     PNG,

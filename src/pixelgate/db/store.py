@@ -950,24 +950,7 @@ class Store:
                 return None
             credits = int(row[1])
             await s.execute(delete(Image).where(Image.generation_id == gen_id))
-            for img in images:
-                s.add(
-                    Image(
-                        id=new_id("img"),
-                        generation_id=gen_id,
-                        account_id=account_id,
-                        index=img.index,
-                        key=img.key,
-                        width=img.width,
-                        height=img.height,
-                        format=img.format,
-                        content_type=img.content_type,
-                        bytes=img.bytes,
-                        sha256=img.sha256,
-                        attribution=img.attribution,
-                        created_at=now,
-                    )
-                )
+            self._add_images(s, gen_id, account_id, images, now)
             await self._add_usage(
                 s,
                 account_id,
@@ -1391,23 +1374,7 @@ class Store:
             if result.first() is None:
                 return False
             await s.execute(delete(Image).where(Image.generation_id == gen_id))
-            s.add(
-                Image(
-                    id=new_id("img"),
-                    generation_id=gen_id,
-                    account_id=account_id,
-                    index=image.index,
-                    key=image.key,
-                    width=image.width,
-                    height=image.height,
-                    format=image.format,
-                    content_type=image.content_type,
-                    bytes=image.bytes,
-                    sha256=image.sha256,
-                    attribution=image.attribution,
-                    created_at=now,
-                )
-            )
+            self._add_images(s, gen_id, account_id, [image], now)
             return True
 
     # Scale-out ------------------------------------------------------------------
@@ -1755,7 +1722,7 @@ class Store:
                 route=[{"provider": CACHE_PROVIDER, "decision": "cached", "cached_from": source}],
             )
             await s.execute(update(Generation).where(Generation.id == gen_id).values(**values))
-            self._copy_images(s, gen_id, account_id, images, now)
+            self._add_images(s, gen_id, account_id, images, now)
             await self._add_usage(
                 s,
                 account_id,
@@ -1793,7 +1760,7 @@ class Store:
                 )
             )
 
-    def _copy_images(
+    def _add_images(
         self,
         s: AsyncSession,
         gen_id: str,
@@ -1801,6 +1768,7 @@ class Store:
         images: Sequence[Image | NewImage],
         now: datetime,
     ) -> None:
+        """Image rows for a generation: new results, or a cache hit's copies."""
         for img in images:
             s.add(
                 Image(
@@ -1876,7 +1844,7 @@ class Store:
         ).all()
         for gen_id, account_id, credits in rows:
             if images is not None:
-                self._copy_images(s, gen_id, account_id, images, now)
+                self._add_images(s, gen_id, account_id, images, now)
                 await self._add_usage(
                     s,
                     account_id,

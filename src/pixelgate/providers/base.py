@@ -9,6 +9,7 @@ taxonomy errors re-exported here; SDK and httpx exceptions never escape.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -221,6 +222,38 @@ class Provider(abc.ABC):
     def price(self, request: ProviderRequest) -> Decimal:
         """Estimated USD for the request (per image price x n by default)."""
         return self.model_info(request.model).price_usd * request.n
+
+    def _scrub(self, exc: ProviderError) -> None:
+        """Blank this instance's API key out of an error (some providers quote it back)."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        if key and key in exc.message:
+            exc.message = exc.message.replace(key, "***")
+            exc.args = (exc.message,)
+
+    async def _run_job(
+        self,
+        run: Callable[[], Awaitable[ProviderResult]],
+        job_id: Callable[[], str | None],
+    ) -> ProviderResult:
+        """Run an asynchronous provider job within ``timeout_s``.
+
+        Past the deadline the provider job (``job_id()``, once submitted) is cancelled at
+        the provider — best effort — and ``ProviderTimeout`` raised; a plain task
+        cancellation (worker shutdown) leaves it running so a restart can resume it.
+        """
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await run()
+        except TimeoutError:
+            submitted = job_id()
+            if submitted is not None:
+                await self.cancel(submitted)
+            raise ProviderTimeout(
+                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
+            ) from None
+        except ProviderError as exc:
+            self._scrub(exc)
+            raise
 
     @abc.abstractmethod
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:

@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -35,7 +36,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -209,18 +209,7 @@ class FalProvider(Provider):
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
         job = _Job()
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                return await self._run(request, ctx, job)
-        except TimeoutError:
-            if job.id is not None:
-                await self._cancel_quietly(self._urls_for(job.id).cancel)
-            raise ProviderTimeout(
-                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
+        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``PUT …/requests/{id}/cancel``; never raises."""
@@ -405,12 +394,6 @@ class FalProvider(Provider):
         except (ProviderError, TimeoutError) as exc:
             logger.warning("%s: cancel failed: %s", self.name, type(exc).__name__)
 
-    def _scrub(self, exc: ProviderError) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
-            exc.args = (exc.message,)
-
 
 def _app_root(app: str) -> str:
     """``owner/alias`` of an app id (keeping a ``workflows/``/``comfy/`` namespace)."""
@@ -426,16 +409,6 @@ def _unit_price(spec: FalModel, width: int, height: int) -> Decimal:
     return spec.price_usd * megapixels
 
 
-def _nearest_ratio(width: int, height: int, allowed: tuple[str, ...]) -> str:
-    target = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, _, h = ratio.partition(":")
-        return abs(math.log(float(w) / float(h)) - target)
-
-    return min(allowed, key=distance)
-
-
 def _build_input(spec: FalModel, request: ProviderRequest) -> dict[str, Any]:
     data: dict[str, Any] = {"prompt": request.prompt}
     if spec.input_style == "flux":
@@ -448,7 +421,7 @@ def _build_input(spec: FalModel, request: ProviderRequest) -> dict[str, Any]:
     elif spec.input_style == "nano_banana":
         ratio = request.aspect_ratio
         if ratio not in spec.aspect_ratios:
-            ratio = _nearest_ratio(request.width, request.height, spec.aspect_ratios)
+            ratio = nearest_aspect_ratio(spec.aspect_ratios, request.width, request.height)
         data.update(aspect_ratio=ratio, num_images=request.n, output_format=request.format)
     elif request.n > 1:
         data["num_images"] = request.n

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
 import re
 import time
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from pixelgate.providers import _http
+from pixelgate.providers._shapes import gather_partial, nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     Health,
@@ -45,7 +44,6 @@ __all__ = [
     "GeminiProvider",
     "GeminiSettings",
     "GoogleAPIProvider",
-    "nearest_aspect_ratio",
 ]
 
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -306,7 +304,7 @@ class GeminiProvider(GoogleAPIProvider):
         async def one() -> tuple[list[ProviderImage], Decimal, str | None]:
             return await self._call(path, body)
 
-        calls, failures = await gather_partial(self.name, request.n, one)
+        calls, failures = await gather_partial([one] * request.n)
         images = [image for call in calls for image in call[0]]
         cost = sum((call[1] for call in calls), Decimal("0"))
         metadata: dict[str, Any] = {"aspect_ratio": ratio}
@@ -403,55 +401,6 @@ class GeminiProvider(GoogleAPIProvider):
         if tokens:
             return IMAGE_TOKEN_PRICE_USD * tokens
         return PRICE_PER_IMAGE_USD * count
-
-
-async def gather_partial(
-    provider: str, n: int, call: Callable[[], Awaitable[T]]
-) -> tuple[list[T], list[ProviderError]]:
-    """Run ``call`` ``n`` times at once; keep what succeeded, raise only if nothing did.
-
-    With nothing to return, a retryable or actionable error wins over a refusal,
-    since a refusal of one try says less about the prompt than an outage does.
-    """
-    outcomes = await asyncio.gather(*(call() for _ in range(n)), return_exceptions=True)
-    results: list[T] = []
-    failures: list[ProviderError] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ProviderError):
-            failures.append(outcome)
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            results.append(outcome)
-    if not results:
-        others = [f for f in failures if not isinstance(f, Refused)]
-        raise (others or failures)[0]
-    return results, failures
-
-
-def nearest_aspect_ratio(
-    ratios: tuple[str, ...], width: int, height: int, aspect_ratio: str | None = None
-) -> str:
-    """The allowed ``W:H`` ratio closest (in log space) to the request's ratio."""
-    if aspect_ratio in ratios:
-        return aspect_ratio
-    target = _ratio_value(aspect_ratio) or max(width, 1) / max(height, 1)
-
-    def gap(candidate: str) -> float:
-        return abs(math.log((_ratio_value(candidate) or 1.0) / target))
-
-    return min(ratios, key=gap)
-
-
-def _ratio_value(ratio: str | None) -> float | None:
-    if not ratio:
-        return None
-    w, _, h = ratio.partition(":")
-    try:
-        value = float(w) / float(h)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value if value > 0 else None
 
 
 def _seconds(delay: str | None) -> float | None:

@@ -36,7 +36,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -160,18 +159,7 @@ class HordeProvider(Provider):
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
         job = _Job()
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                return await self._run(request, ctx, job)
-        except TimeoutError:
-            if job.id is not None:
-                await self._cancel_quietly(job.id)
-            raise ProviderTimeout(
-                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
+        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``DELETE /v2/generate/status/{id}``; never raises."""
@@ -347,12 +335,6 @@ class HordeProvider(Provider):
                 await self._call("DELETE", url)
         except (ProviderError, TimeoutError) as exc:
             logger.warning("%s: cancel of %s failed: %s", self.name, job_id, type(exc).__name__)
-
-    def _scrub(self, exc: ProviderError) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
-            exc.args = (exc.message,)
 
 
 def _info(name: str) -> ModelInfo:

@@ -190,12 +190,6 @@ class IdeogramProvider(Provider):
             },
         )
 
-    def _scrub(self, exc: ProviderError) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
-            exc.args = (exc.message,)
-
 
 def _info(name: str, spec: _Model) -> ModelInfo:
     caps = Capabilities(

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
+from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -24,7 +25,7 @@ from pixelgate.providers.base import (
     Refused,
     Transient,
 )
-from pixelgate.providers.gemini import GoogleAPIProvider, GoogleJSON, nearest_aspect_ratio
+from pixelgate.providers.gemini import GoogleAPIProvider, GoogleJSON
 
 __all__ = ["ImagenProvider", "ImagenSettings"]
 

@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -36,7 +37,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -212,18 +212,7 @@ class ReplicateProvider(Provider):
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
         job = _Job()
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                return await self._run(request, ctx, job)
-        except TimeoutError:
-            if job.id is not None:
-                await self._cancel_quietly(job.id)
-            raise ProviderTimeout(
-                f"{self.name}: no result within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
+        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``POST /predictions/{id}/cancel``; never raises."""
@@ -389,12 +378,6 @@ class ReplicateProvider(Provider):
             raise self._error(response)
         return response
 
-    def _scrub(self, exc: ProviderError) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
-            exc.args = (exc.message,)
-
 
 def _is_model_ref(name: str) -> bool:
     if _HEX_VERSION.match(name):
@@ -406,21 +389,10 @@ def _is_model_ref(name: str) -> bool:
     )
 
 
-def _nearest_ratio(width: int, height: int, allowed: tuple[str, ...]) -> str:
-    """The allowed ``W:H`` ratio closest to ``width/height`` (log distance)."""
-    target = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, _, h = ratio.partition(":")
-        return abs(math.log(float(w) / float(h)) - target)
-
-    return min(allowed, key=distance)
-
-
 def _aspect(spec: ReplicateModel, request: ProviderRequest) -> str:
     if request.aspect_ratio and request.aspect_ratio in spec.aspect_ratios:
         return request.aspect_ratio
-    return _nearest_ratio(request.width, request.height, spec.aspect_ratios)
+    return nearest_aspect_ratio(spec.aspect_ratios, request.width, request.height)
 
 
 def _build_input(spec: ReplicateModel, request: ProviderRequest) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +19,7 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers import _http
+from pixelgate.providers._shapes import gather_partial, nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -203,7 +203,7 @@ class StabilityProvider(Provider):
                 seeded["seed"] = str((request.seed + index) % (MAX_SEED + 1))
             return lambda: self._call(url, seeded, request.reference_image, fmt)
 
-        images, failures = await _gather_partial([one(i) for i in range(request.n)])
+        images, failures = await gather_partial([one(i) for i in range(request.n)])
         metadata: dict[str, Any] = {"aspect_ratio": fields.get("aspect_ratio")}
         if failures:
             metadata["failed"] = [f.message for f in failures]
@@ -336,47 +336,6 @@ class StabilityProvider(Provider):
             if secret:
                 text = text.replace(secret, "***")
         return text
-
-
-async def _gather_partial(
-    calls: list[Callable[[], Awaitable[T]]],
-) -> tuple[list[T], list[ProviderError]]:
-    """Run the calls at once; keep what succeeded, raise only if nothing did."""
-    outcomes = await asyncio.gather(*(call() for call in calls), return_exceptions=True)
-    results: list[T] = []
-    failures: list[ProviderError] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ProviderError):
-            failures.append(outcome)
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            results.append(outcome)
-    if not results:
-        others = [f for f in failures if not isinstance(f, Refused)]
-        raise (others or failures)[0]
-    return results, failures
-
-
-def nearest_aspect_ratio(
-    ratios: tuple[str, ...], width: int, height: int, aspect_ratio: str | None = None
-) -> str:
-    """The allowed ``W:H`` ratio closest (in log space) to the request's ratio."""
-    if aspect_ratio in ratios:
-        return aspect_ratio
-    target = _ratio_value(aspect_ratio) or max(width, 1) / max(height, 1)
-    return min(ratios, key=lambda r: abs(math.log((_ratio_value(r) or 1.0) / target)))
-
-
-def _ratio_value(ratio: str | None) -> float | None:
-    if not ratio:
-        return None
-    w, _, h = ratio.partition(":")
-    try:
-        value = float(w) / float(h)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value if value > 0 else None
 
 
 def _sniff(data: bytes) -> str:

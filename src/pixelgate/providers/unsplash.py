@@ -268,12 +268,6 @@ class UnsplashProvider(Provider):
                 status_code=response.status_code,
             ) from None
 
-    def _scrub(self, exc: ProviderError) -> None:
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
-            exc.args = (exc.message,)
-
 
 def _orientation(width: int, height: int) -> str:
     ratio = width / height
