@@ -150,11 +150,13 @@ def serve(
     )
 
     async def bootstrap(runtime: Any) -> None:
+        # migrations, the admin key and the database are checked here, so a problem is one
+        # clear line rather than a traceback from inside uvicorn
         _announce_admin(runtime)
 
     _run(lambda: _with_runtime(settings, bootstrap))
     uv_config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, migrate=False),
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -49,14 +49,22 @@ class RequestIdMiddleware:
 
 
 def create_app(
-    settings: Settings, *, runtime: Runtime | None = None, run_worker: bool | None = None
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    run_worker: bool | None = None,
+    migrate: bool = True,
 ) -> FastAPI:
-    """Build the app. Without ``runtime`` the lifespan opens (and closes) its own."""
+    """Build the app. Without ``runtime`` the lifespan opens (and closes) its own.
+
+    ``migrate=False`` when the caller already applied the migrations (``pixelgate serve``
+    does, so a broken database stops start-up with one clear line before uvicorn runs).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         own = runtime is None
-        rt = runtime or await Runtime.open(settings)
+        rt = runtime or await Runtime.open(settings, migrate=migrate)
         app.state.runtime = rt
         want_worker = settings.worker if run_worker is None else run_worker
         if want_worker and rt.worker is None:
