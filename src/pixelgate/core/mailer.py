@@ -17,6 +17,7 @@ from email.utils import formatdate, make_msgid
 import structlog
 
 from pixelgate.config import Settings
+from pixelgate.core.finish import Finished
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
 
@@ -65,12 +66,13 @@ class FailureMailer:
     def enabled(self) -> bool:
         return bool(self.settings.smtp_host)
 
-    async def __call__(self, view: GenerationView) -> None:
-        if view.status != Status.FAILED or not self.enabled:
+    async def __call__(self, finished: Finished) -> None:
+        if not self.enabled or await finished.status() != Status.FAILED:
             return
-        account = await self.store.get_account(view.account_id)
+        account = await self.store.get_account_cached(await finished.account_id())
         if not account.email:
             return
+        view = await finished.view()
         message = failure_message(view, sender=self.settings.smtp_from, recipient=account.email)
         try:
             await asyncio.to_thread(self._send, message)

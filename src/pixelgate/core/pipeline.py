@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,8 +22,9 @@ import structlog
 from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
+from pixelgate.core.finish import Finished, FinishHook
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
-from pixelgate.core.models import AccountView, GenerationRequest, GenerationView
+from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
 from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.routing import (
     AccountRouting,
@@ -89,9 +89,8 @@ log = structlog.get_logger("pixelgate.pipeline")
 _JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", default=None)
 WEBHOOK_CHECK_TIMEOUT_S = 5.0
 
-PROGRESS_MIN_INTERVAL_S = 0.25
-#: called once a generation reaches a terminal state (webhooks, e-mail, cache…)
-FinishHook = Callable[[GenerationView], Awaitable[None]]
+#: at most one stored progress event per job this often (each is a write)
+PROGRESS_MIN_INTERVAL_S = 1.0
 DEFAULT_DEADLINE_S = 300.0
 CANCEL_WAIT_S = 2.0
 #: the ``latency`` policy ranks providers by their observed median
@@ -428,11 +427,14 @@ class Pipeline:
             credits=self.settings.credits.cache_price,
         )
 
-    async def _announce_followers(self, view: GenerationView) -> None:
+    async def _announce_followers(self, finished: Finished) -> None:
         """Finish hook: announce the generations that shared this one's provider call
         (the store finished them in this one's finishing transaction)."""
-        if view.request.get("seed") is None or view.cached_from is not None:
+        if (await finished.request()).get("seed") is None:
             return  # without a seed nothing can have followed it
+        view = await finished.view()
+        if view.cached_from is not None:
+            return
         for follower in await self.store.settled_followers(view.id, view.completed_at):
             await self.finished(follower)
 
@@ -487,23 +489,39 @@ class Pipeline:
                 await sub.wait(min(remaining, 1.0))
         return await self.store.get_generation(generation_id)
 
-    async def finished(self, generation_id: str) -> None:
-        """Announce a terminal state: wake waiters, then run the finish hooks in the background."""
+    async def finished(
+        self, generation_id: str, status: Status | None = None, job: ClaimedJob | None = None
+    ) -> None:
+        """Announce a terminal state: wake waiters, then run the finish hooks in the background.
+
+        ``status`` and ``job``, when the caller has them, spare the hooks a read.
+        """
         await self.bus.publish(generation_id)
         if not self.finish_hooks:
             return
-        view = await self.store.get_generation(generation_id)
-        for hook in self.finish_hooks:
-            task = asyncio.create_task(self._run_hook(hook, view))
-            self._hook_tasks.add(task)
-            task.add_done_callback(self._hook_tasks.discard)
+        finished = Finished(
+            generation_id,
+            partial(self.store.get_generation, generation_id),
+            status=status.value if status is not None else None,
+            account_id=job.account_id if job is not None else None,
+            request=job.request if job is not None else None,
+        )
+        task = asyncio.create_task(self._run_hooks(finished))
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
 
-    async def _run_hook(self, hook: FinishHook, view: GenerationView) -> None:
+    async def _run_hooks(self, finished: Finished) -> None:
+        await asyncio.gather(*(self._run_hook(hook, finished) for hook in self.finish_hooks))
+
+    async def _run_hook(self, hook: FinishHook, finished: Finished) -> None:
         try:
-            await hook(view)
+            await hook(finished)
         except Exception:
-            log.exception("finish_hook_failed", generation_id=view.id,
-                          hook=getattr(hook, "__qualname__", repr(hook)))
+            log.exception(
+                "finish_hook_failed",
+                generation_id=finished.id,
+                hook=getattr(hook, "__qualname__", repr(hook)),
+            )
 
     async def drain_hooks(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for finish hooks still running, at shutdown."""
@@ -553,14 +571,14 @@ class Pipeline:
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
         event_id = await self.store.finish_canceled(job.id, owner, route=state.route)
         if event_id is not None:
-            await self.finished(job.id)
+            await self.finished(job.id, Status.CANCELED, job)
 
     async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
         event_id = await self.store.finish_failed(
             job.id, owner, code=code, message=message, route=[], account_id=job.account_id
         )
         if event_id is not None:
-            await self.finished(job.id)
+            await self.finished(job.id, Status.FAILED, job)
 
     async def _execute(self, job: ClaimedJob, owner: str, state: _RunState) -> None:
         await self.bus.publish(job.id)  # the "started" event written by the claim
@@ -599,7 +617,7 @@ class Pipeline:
             account_id=job.account_id,
         )
         if event_id is not None:
-            await self.finished(job.id)
+            await self.finished(job.id, Status.SUCCEEDED, job)
 
     async def _plan(
         self, job: ClaimedJob, owner: str, request: GenerationRequest, state: _RunState
@@ -981,7 +999,7 @@ class Pipeline:
             model=model,
         )
         if event_id is not None:
-            await self.finished(job.id)
+            await self.finished(job.id, Status.FAILED, job)
 
     async def _attach_default_image(self, run: _JobRun) -> bool:
         """The placeholder "Default Image" (seed 001) on a generation that failed."""

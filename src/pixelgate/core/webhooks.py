@@ -41,6 +41,7 @@ from tenacity import (
 )
 
 from pixelgate.config import Settings
+from pixelgate.core.finish import Finished
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
 from pixelgate.errors import UnsafeURL
@@ -144,15 +145,16 @@ class WebhookNotifier:
         self.fetcher = fetcher
         self.render = render
 
-    async def __call__(self, view: GenerationView) -> None:
-        event = EVENTS.get(view.status)
+    async def __call__(self, finished: Finished) -> None:
+        event = EVENTS.get(Status(await finished.status()))
         if event is None:
             return
-        url = view.request.get("webhook_url")
+        url = (await finished.request()).get("webhook_url")
         if not url:
-            url = (await self.store.get_account(view.account_id)).webhook_url
+            url = (await self.store.get_account_cached(await finished.account_id())).webhook_url
         if not url:
             return
+        view = await finished.view()
         body = json.dumps(
             {
                 "type": event,

@@ -19,7 +19,15 @@ from pixelgate.core.models import Status
 from pixelgate.db.tables import Account, Generation
 from pixelgate.errors import BudgetExceeded, RateLimited
 
-__all__ = ["Quota", "QuotaState", "check_budget", "check_quota", "lock_account", "spent_today"]
+__all__ = [
+    "LockedAccount",
+    "Quota",
+    "QuotaState",
+    "check_budget",
+    "check_quota",
+    "lock_account",
+    "spent_today",
+]
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,25 @@ class QuotaState:
     window_s: int
 
 
-async def lock_account(s: AsyncSession, account_id: str) -> None:
-    """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)."""
+@dataclass(frozen=True)
+class LockedAccount:
+    """What admission needs of the account row it has locked."""
+
+    #: ``None``: an unmetered account
+    credits: int | None
+    daily_budget_usd: Decimal | None
+
+
+async def lock_account(s: AsyncSession, account_id: str) -> LockedAccount:
+    """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)
+    and read its balance and budget in the same statement."""
+    query = select(Account.credits, Account.daily_budget_usd).where(Account.id == account_id)
     if s.get_bind().dialect.name == "postgresql":
-        await s.execute(select(Account.id).where(Account.id == account_id).with_for_update())
+        query = query.with_for_update()
+    row = (await s.execute(query)).first()
+    if row is None:
+        return LockedAccount(credits=None, daily_budget_usd=None)
+    return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 
 
 async def quota_state(s: AsyncSession, account_id: str, quota: Quota, now: datetime) -> QuotaState:
@@ -106,10 +129,14 @@ async def spent_today(s: AsyncSession, account_id: str, now: datetime) -> Decima
 
 
 async def check_budget(
-    s: AsyncSession, account_id: str, estimate: Decimal | None, now: datetime
+    s: AsyncSession,
+    account: LockedAccount,
+    account_id: str,
+    estimate: Decimal | None,
+    now: datetime,
 ) -> None:
     """Raise ``BudgetExceeded`` when today's spend plus ``estimate`` passes the daily budget."""
-    budget = await s.scalar(select(Account.daily_budget_usd).where(Account.id == account_id))
+    budget = account.daily_budget_usd
     if budget is None:
         return
     spent = await spent_today(s, account_id, now)

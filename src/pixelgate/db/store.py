@@ -13,17 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import AccountView, EventView, GenerationView, ImageView, Status
 from pixelgate.core.states import sources_of
 from pixelgate.db.billing import (
+    LockedAccount,
     Quota,
     QuotaState,
     check_budget,
@@ -71,6 +71,26 @@ KEY_PREFIX = "pg_"
 ACCOUNT_CACHE_TTL_S = 2.0
 _CLAIMABLE: list[Any] = []
 ACCOUNT_CACHE_MAX = 10_000
+
+# The tables themselves, for the statements every job runs: Core statements skip the
+# ORM's per-statement work (entity compilation, bulk-update synchronisation), which was
+# the largest share of a worker's CPU per job (docs/benchmarks.md).
+GEN = cast(Table, Generation.__table__)
+EVT = cast(Table, Event.__table__)
+IMG = cast(Table, Image.__table__)
+BATCH = cast(Table, Batch.__table__)
+#: what a claim returns of the claimed row (see ``Store._claimed``)
+_CLAIM_COLUMNS = (
+    GEN.c.id,
+    GEN.c.account_id,
+    GEN.c.project,
+    GEN.c.request,
+    GEN.c.created_at,
+    GEN.c.provider_job_id,
+    GEN.c.provider_job_provider,
+    GEN.c.deliveries,
+    GEN.c.batch_id,
+)
 
 
 def utcnow() -> datetime:
@@ -390,14 +410,14 @@ class Store:
         fresh: GenerationView | None = None
         try:
             async with self.db.write() as s:
-                await lock_account(s, account_id)
+                locked = await lock_account(s, account_id)
                 match = await self._cache_match(s, account_id, cache) if cache else None
                 if match is not None and cache is not None:
                     credits, estimated_usd = cache.credits, Decimal("0")
                 if quota is not None:
                     quota_after = await check_quota(s, account_id, quota, now)
-                await check_budget(s, account_id, estimated_usd, now)
-                remaining = await self._debit(s, account_id, gen_id, credits, now)
+                await check_budget(s, locked, account_id, estimated_usd, now)
+                remaining = await self._debit(s, locked, account_id, credits)
                 row = Generation(
                     id=gen_id,
                     account_id=account_id,
@@ -492,10 +512,10 @@ class Store:
         return await self.get_generation(row[0]), row[1]
 
     async def _debit(
-        self, s: AsyncSession, account_id: str, gen_id: str, credits: int, now: datetime
+        self, s: AsyncSession, account: LockedAccount, account_id: str, credits: int
     ) -> int | None:
         """Take ``credits`` from a metered account; ``None`` for an unmetered one."""
-        balance = await s.scalar(select(Account.credits).where(Account.id == account_id))
+        balance = account.credits
         if balance is None:
             return None
         result = await s.execute(
@@ -628,29 +648,21 @@ class Store:
         async with self.db.read() as s:
             row = (
                 await s.execute(
-                    select(Generation.status, Generation.cancel_requested).where(
-                        Generation.id == gen_id
-                    )
+                    select(GEN.c.status, GEN.c.cancel_requested).where(GEN.c.id == gen_id)
                 )
             ).first()
             return (row[0], row[1]) if row else None
 
     async def events_after(self, gen_id: str, after_id: int = 0) -> list[EventView]:
         async with self.db.read() as s:
-            rows = await s.scalars(
-                select(Event)
-                .where(Event.generation_id == gen_id, Event.id > after_id)
-                .order_by(Event.id)
+            rows = await s.execute(
+                select(EVT.c.id, EVT.c.generation_id, EVT.c.type, EVT.c.data, EVT.c.created_at)
+                .where(EVT.c.generation_id == gen_id, EVT.c.id > after_id)
+                .order_by(EVT.c.id)
             )
             return [
-                EventView(
-                    id=e.id,
-                    generation_id=e.generation_id,
-                    type=e.type,
-                    data=e.data,
-                    created_at=e.created_at,
-                )
-                for e in rows
+                EventView(id=r[0], generation_id=r[1], type=r[2], data=r[3], created_at=r[4])
+                for r in rows
             ]
 
     def _view(self, g: Generation, account_name: str, images: Sequence[Image]) -> GenerationView:
@@ -693,91 +705,74 @@ class Store:
         """Claim up to ``limit`` runnable PENDING jobs: ``PENDING → PROCESSING`` by CAS."""
         now = self.clock()
         expires = now + timedelta(seconds=lease_s)
-        claimed: list[ClaimedJob] = []
+        rows: list[Any] = []
         async with self.db.write() as s:
             query = (
-                select(Generation.id, Generation.batch_id)
+                select(GEN.c.id, GEN.c.batch_id)
                 .where(
-                    Generation.status == Status.PENDING.value,
-                    Generation.run_after <= now,
+                    GEN.c.status == Status.PENDING.value,
+                    GEN.c.run_after <= now,
                     *self._claimable(),
                 )
-                .order_by(Generation.run_after, Generation.id)
+                .order_by(GEN.c.run_after, GEN.c.id)
                 .limit(limit)
             )
             if self.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=Generation)
-            rows = [(r[0], r[1]) for r in await s.execute(query)]
-            ids = await self._within_batch_limits(s, rows)
-            for gen_id in ids:
+                query = query.with_for_update(skip_locked=True, of=GEN)
+            candidates = [(r[0], r[1]) for r in await s.execute(query)]
+            for gen_id in await self._within_batch_limits(s, candidates):
                 result = await s.execute(
-                    update(Generation)
-                    .where(
-                        Generation.id == gen_id,
-                        Generation.status.in_(sources_of(Status.PROCESSING)),
-                    )
+                    update(GEN)
+                    .where(GEN.c.id == gen_id, GEN.c.status.in_(sources_of(Status.PROCESSING)))
                     .values(
                         status=Status.PROCESSING.value,
                         lease_owner=owner,
                         lease_expires_at=expires,
-                        deliveries=Generation.deliveries + 1,
-                        started_at=func.coalesce(Generation.started_at, now),
+                        deliveries=GEN.c.deliveries + 1,
+                        started_at=func.coalesce(GEN.c.started_at, now),
                         updated_at=now,
                     )
-                    .returning(
-                        Generation.id,
-                        Generation.account_id,
-                        Generation.project,
-                        Generation.request,
-                        Generation.created_at,
-                        Generation.provider_job_id,
-                        Generation.provider_job_provider,
-                        Generation.deliveries,
-                    )
+                    .returning(*_CLAIM_COLUMNS)
                 )
                 row = result.first()
                 if row is None:
                     continue
-                name = await s.scalar(select(Account.name).where(Account.id == row[1]))
-                s.add(
-                    Event(
-                        generation_id=gen_id,
-                        type="started",
-                        data={"delivery": row[7]},
-                        created_at=now,
-                    )
-                )
-                created_at = row[4]
-                if created_at.tzinfo is None:
-                    created_at = created_at.replace(tzinfo=UTC)
-                claimed.append(
-                    ClaimedJob(
-                        id=row[0],
-                        account_id=row[1],
-                        account_name=name or row[1],
-                        project=row[2],
-                        request=row[3],
-                        created_at=created_at,
-                        provider_job_id=row[5],
-                        provider_job_provider=row[6],
-                        deliveries=row[7],
-                    )
-                )
-        return claimed
+                await self._insert_event(s, gen_id, "started", {"delivery": row[7]}, now)
+                rows.append(row)
+        return [await self._claimed(row) for row in rows]
+
+    async def _claimed(self, row: Any) -> ClaimedJob:
+        """The :class:`ClaimedJob` of a claimed row (``_CLAIM_COLUMNS``)."""
+        created_at = row[4] if row[4].tzinfo is not None else row[4].replace(tzinfo=UTC)
+        try:
+            name = (await self.get_account_cached(row[1])).name
+        except NotFound:
+            name = row[1]
+        return ClaimedJob(
+            id=row[0],
+            account_id=row[1],
+            account_name=name,
+            project=row[2],
+            request=row[3],
+            created_at=created_at,
+            provider_job_id=row[5],
+            provider_job_provider=row[6],
+            deliveries=row[7],
+        )
 
     async def renew(self, gen_id: str, owner: str, lease_s: float) -> tuple[bool, bool]:
         """Extend a lease; returns ``(still_owned, cancel_requested)``."""
         now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
-                update(Generation)
+                update(GEN)
                 .where(
-                    Generation.id == gen_id,
-                    Generation.lease_owner == owner,
-                    Generation.status == Status.PROCESSING.value,
+                    GEN.c.id == gen_id,
+                    GEN.c.lease_owner == owner,
+                    GEN.c.status == Status.PROCESSING.value,
                 )
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
-                .returning(Generation.cancel_requested)
+                .returning(GEN.c.cancel_requested)
             )
             row = result.first()
         return (row is not None, bool(row[0]) if row else False)
@@ -787,13 +782,10 @@ class Store:
         now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
-                update(Generation)
-                .where(
-                    Generation.lease_owner == owner,
-                    Generation.status == Status.PROCESSING.value,
-                )
+                update(GEN)
+                .where(GEN.c.lease_owner == owner, GEN.c.status == Status.PROCESSING.value)
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
-                .returning(Generation.id, Generation.cancel_requested)
+                .returning(GEN.c.id, GEN.c.cancel_requested)
             )
             return {row[0]: bool(row[1]) for row in result}
 
@@ -875,14 +867,20 @@ class Store:
         async with self.db.write() as s:
             if values:
                 await s.execute(
-                    update(Generation)
-                    .where(Generation.id == gen_id)
-                    .values(updated_at=now, **values)
+                    update(GEN).where(GEN.c.id == gen_id).values(updated_at=now, **values)
                 )
-            event = Event(generation_id=gen_id, type=type_, data=data or {}, created_at=now)
-            s.add(event)
-            await s.flush()
-            return int(event.id)
+            return await self._insert_event(s, gen_id, type_, data, now)
+
+    async def _insert_event(
+        self, s: AsyncSession, gen_id: str, type_: str, data: dict[str, Any] | None, now: datetime
+    ) -> int:
+        """One event row in ``s``'s transaction; its id."""
+        event_id = await s.scalar(
+            insert(EVT)
+            .values(generation_id=gen_id, type=type_, data=data or {}, created_at=now)
+            .returning(EVT.c.id)
+        )
+        return int(event_id)
 
     async def save_provider_job(self, gen_id: str, provider: str, job_id: str) -> None:
         async with self.db.write() as s:
@@ -923,11 +921,11 @@ class Store:
         now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
-                update(Generation)
+                update(GEN)
                 .where(
-                    Generation.id == gen_id,
-                    Generation.lease_owner == owner,
-                    Generation.status.in_(sources_of(Status.SUCCEEDED)),
+                    GEN.c.id == gen_id,
+                    GEN.c.lease_owner == owner,
+                    GEN.c.status.in_(sources_of(Status.SUCCEEDED)),
                 )
                 .values(
                     status=Status.SUCCEEDED.value,
@@ -943,14 +941,14 @@ class Store:
                     completed_at=now,
                     updated_at=now,
                 )
-                .returning(Generation.id, Generation.credits)
+                .returning(GEN.c.credits, GEN.c.batch_id, GEN.c.cache_key)
             )
             row = result.first()
             if row is None:
                 return None
-            credits = int(row[1])
-            await s.execute(delete(Image).where(Image.generation_id == gen_id))
-            self._add_images(s, gen_id, account_id, images, now)
+            credits, batch_id, cache_key = int(row[0]), row[1], row[2]
+            await s.execute(delete(IMG).where(IMG.c.generation_id == gen_id))
+            await self._add_images(s, gen_id, account_id, images, now)
             await self._add_usage(
                 s,
                 account_id,
@@ -963,25 +961,19 @@ class Store:
                 usd=cost_usd,
                 provider_ms=provider_ms,
             )
-            await self._settle_followers(
-                s,
-                gen_id,
-                now,
-                images=None if fallback_image else images,
-                provider=provider,
-                model=model,
-                error="ended with the default image" if fallback_image else None,
-            )
-            await self._free_batch_slot(s, gen_id)
-            event = Event(
-                generation_id=gen_id,
-                type="succeeded",
-                data={"provider": provider, "model": model, "images": len(images)},
-                created_at=now,
-            )
-            s.add(event)
-            await s.flush()
-            return int(event.id)
+            if cache_key is not None:
+                await self._settle_followers(
+                    s,
+                    gen_id,
+                    now,
+                    images=None if fallback_image else images,
+                    provider=provider,
+                    model=model,
+                    error="ended with the default image" if fallback_image else None,
+                )
+            await self._free_batch_slot(s, batch_id)
+            data = {"provider": provider, "model": model, "images": len(images)}
+            return await self._insert_event(s, gen_id, "succeeded", data, now)
 
     async def finish_failed(
         self,
@@ -998,14 +990,11 @@ class Store:
         """``PROCESSING → FAILED`` with the refund (at most once), in one transaction."""
         now = self.clock()
         async with self.db.write() as s:
-            cond = [
-                Generation.id == gen_id,
-                Generation.status.in_(sources_of(Status.FAILED)),
-            ]
+            cond = [GEN.c.id == gen_id, GEN.c.status.in_(sources_of(Status.FAILED))]
             if owner is not None:
-                cond.append(Generation.lease_owner == owner)
+                cond.append(GEN.c.lease_owner == owner)
             result = await s.execute(
-                update(Generation)
+                update(GEN)
                 .where(*cond)
                 .values(
                     status=Status.FAILED.value,
@@ -1019,13 +1008,15 @@ class Store:
                     completed_at=now,
                     updated_at=now,
                 )
-                .returning(Generation.id)
+                .returning(GEN.c.batch_id, GEN.c.cache_key)
             )
-            if result.first() is None:
+            row = result.first()
+            if row is None:
                 return None
             refunded = await self._refund(s, gen_id, f"generation failed: {code}", now)
-            await self._settle_followers(s, gen_id, now, error=f"failed ({code}: {message})")
-            await self._free_batch_slot(s, gen_id)
+            if row[1] is not None:
+                await self._settle_followers(s, gen_id, now, error=f"failed ({code}: {message})")
+            await self._free_batch_slot(s, row[0])
             if provider:
                 await self._add_usage(
                     s,
@@ -1039,15 +1030,8 @@ class Store:
                     usd=None,
                     provider_ms=None,
                 )
-            event = Event(
-                generation_id=gen_id,
-                type="failed",
-                data={"code": code, "message": message, "refunded_credits": refunded},
-                created_at=now,
-            )
-            s.add(event)
-            await s.flush()
-            return int(event.id)
+            data = {"code": code, "message": message, "refunded_credits": refunded}
+            return await self._insert_event(s, gen_id, "failed", data, now)
 
     async def cancel(self, gen_id: str, *, account_id: str | None) -> tuple[GenerationView, int]:
         """Cancel: a PENDING job ends now (refunded); a PROCESSING one is flagged for its worker.
@@ -1091,11 +1075,11 @@ class Store:
         now = self.clock()
         async with self.db.write() as s:
             result = await s.execute(
-                update(Generation)
+                update(GEN)
                 .where(
-                    Generation.id == gen_id,
-                    Generation.lease_owner == owner,
-                    Generation.status.in_(sources_of(Status.CANCELED)),
+                    GEN.c.id == gen_id,
+                    GEN.c.lease_owner == owner,
+                    GEN.c.status.in_(sources_of(Status.CANCELED)),
                 )
                 .values(
                     status=Status.CANCELED.value,
@@ -1107,22 +1091,17 @@ class Store:
                     completed_at=now,
                     updated_at=now,
                 )
-                .returning(Generation.id)
+                .returning(GEN.c.batch_id, GEN.c.cache_key)
             )
-            if result.first() is None:
+            row = result.first()
+            if row is None:
                 return None
             refunded = await self._refund(s, gen_id, "canceled while running", now)
-            await self._settle_followers(s, gen_id, now, error="was canceled")
-            await self._free_batch_slot(s, gen_id)
-            event = Event(
-                generation_id=gen_id,
-                type="canceled",
-                data={"refunded_credits": refunded},
-                created_at=now,
-            )
-            s.add(event)
-            await s.flush()
-            return int(event.id)
+            if row[1] is not None:
+                await self._settle_followers(s, gen_id, now, error="was canceled")
+            await self._free_batch_slot(s, row[0])
+            data = {"refunded_credits": refunded}
+            return await self._insert_event(s, gen_id, "canceled", data, now)
 
     async def _add_usage(
         self,
@@ -1153,14 +1132,12 @@ class Store:
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect: Any = postgresql if self.db.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(UsageDaily).values(**key, **counts)
+        table = cast(Table, UsageDaily.__table__)
+        stmt = dialect.insert(table).values(**key, **counts)
         await s.execute(
             stmt.on_conflict_do_update(
                 index_elements=list(key),
-                set_={
-                    name: getattr(UsageDaily, name) + getattr(stmt.excluded, name)
-                    for name in counts
-                },
+                set_={name: table.c[name] + stmt.excluded[name] for name in counts},
             )
         )
 
@@ -1328,18 +1305,9 @@ class Store:
 
     async def account_routing(self, account_id: str) -> tuple[list[str], dict[str, Any]]:
         """An account's preferred providers and the ``routing`` part of its settings."""
-        async with self.db.read() as s:
-            row = (
-                await s.execute(
-                    select(Account.preferred_providers, Account.settings).where(
-                        Account.id == account_id
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound("account not found")
-        routing = (row[1] or {}).get("routing")
-        return list(row[0] or []), dict(routing) if isinstance(routing, dict) else {}
+        account = await self.get_account_cached(account_id)
+        routing = account.settings.get("routing")
+        return list(account.preferred_providers), dict(routing) if isinstance(routing, dict) else {}
 
     async def set_account_routing(self, account_id: str, routing: dict[str, Any] | None) -> None:
         """Replace the ``routing`` part of an account's settings (None removes it)."""
@@ -1374,7 +1342,7 @@ class Store:
             if result.first() is None:
                 return False
             await s.execute(delete(Image).where(Image.generation_id == gen_id))
-            self._add_images(s, gen_id, account_id, [image], now)
+            await self._add_images(s, gen_id, account_id, [image], now)
             return True
 
     # Scale-out ------------------------------------------------------------------
@@ -1393,29 +1361,10 @@ class Store:
                     return None
                 if row[8] is not None and await self._batch_overfull(s, row[8]):
                     raise _ClaimRefused  # its batch filled up meanwhile: roll the claim back
-                name = await s.scalar(select(Account.name).where(Account.id == row[1]))
-                s.add(
-                    Event(
-                        generation_id=gen_id,
-                        type="started",
-                        data={"delivery": row[7]},
-                        created_at=now,
-                    )
-                )
+                await self._insert_event(s, gen_id, "started", {"delivery": row[7]}, now)
         except _ClaimRefused:
             return None
-        created_at = row[4] if row[4].tzinfo is not None else row[4].replace(tzinfo=UTC)
-        return ClaimedJob(
-            id=row[0],
-            account_id=row[1],
-            account_name=name or row[1],
-            project=row[2],
-            request=row[3],
-            created_at=created_at,
-            provider_job_id=row[5],
-            provider_job_provider=row[6],
-            deliveries=row[7],
-        )
+        return await self._claimed(row)
 
     async def queue_depth(self) -> dict[str, int]:
         """How many generations wait (PENDING) and run (PROCESSING), for ``/health``."""
@@ -1458,13 +1407,14 @@ class Store:
         replay: Any = None
         try:
             async with self.db.write() as s:
-                await lock_account(s, account_id)
+                locked = await lock_account(s, account_id)
                 if idempotency_key:
                     replay = await self._batch_by_key(s, account_id, idempotency_key)
                 if replay is None:
                     await self._insert_batch(
                         s,
                         batch_id,
+                        locked=locked,
                         account_id=account_id,
                         members=members,
                         concurrency=concurrency,
@@ -1507,6 +1457,7 @@ class Store:
         s: AsyncSession,
         batch_id: str,
         *,
+        locked: LockedAccount,
         account_id: str,
         members: Sequence[NewGeneration],
         concurrency: int | None,
@@ -1532,10 +1483,10 @@ class Store:
                     reset_at=state.reset_at.timestamp(),
                 )
         usd = [p.estimated_usd for p in plans if p.estimated_usd is not None]
-        await check_budget(s, account_id, sum(usd, Decimal("0")) if usd else None, now)
+        await check_budget(s, locked, account_id, sum(usd, Decimal("0")) if usd else None, now)
         total = sum(p.credits for p in plans)
         try:
-            remaining = await self._debit(s, account_id, batch_id, total, now)
+            remaining = await self._debit(s, locked, account_id, total)
         except InsufficientCredits as exc:
             raise InsufficientCredits(
                 f"this batch costs {total} credits; the balance is {exc.balance}",
@@ -1722,7 +1673,7 @@ class Store:
                 route=[{"provider": CACHE_PROVIDER, "decision": "cached", "cached_from": source}],
             )
             await s.execute(update(Generation).where(Generation.id == gen_id).values(**values))
-            self._add_images(s, gen_id, account_id, images, now)
+            await self._add_images(s, gen_id, account_id, images, now)
             await self._add_usage(
                 s,
                 account_id,
@@ -1760,7 +1711,7 @@ class Store:
                 )
             )
 
-    def _add_images(
+    async def _add_images(
         self,
         s: AsyncSession,
         gen_id: str,
@@ -1769,24 +1720,27 @@ class Store:
         now: datetime,
     ) -> None:
         """Image rows for a generation: new results, or a cache hit's copies."""
-        for img in images:
-            s.add(
-                Image(
-                    id=new_id("img"),
-                    generation_id=gen_id,
-                    account_id=account_id,
-                    index=img.index,
-                    key=img.key,
-                    width=img.width,
-                    height=img.height,
-                    format=img.format,
-                    content_type=img.content_type,
-                    bytes=img.bytes,
-                    sha256=img.sha256,
-                    attribution=img.attribution,
-                    created_at=now,
-                )
-            )
+        if not images:
+            return
+        rows = [
+            {
+                "id": new_id("img"),
+                "generation_id": gen_id,
+                "account_id": account_id,
+                "index": img.index,
+                "key": img.key,
+                "width": img.width,
+                "height": img.height,
+                "format": img.format,
+                "content_type": img.content_type,
+                "bytes": img.bytes,
+                "sha256": img.sha256,
+                "attribution": img.attribution,
+                "created_at": now,
+            }
+            for img in images
+        ]
+        await s.execute(insert(IMG).values(rows))
 
     async def _settle_followers(
         self,
@@ -1844,7 +1798,7 @@ class Store:
         ).all()
         for gen_id, account_id, credits in rows:
             if images is not None:
-                self._add_images(s, gen_id, account_id, images, now)
+                await self._add_images(s, gen_id, account_id, images, now)
                 await self._add_usage(
                     s,
                     account_id,
@@ -1875,8 +1829,9 @@ class Store:
                 }
                 s.add(Event(generation_id=gen_id, type="failed", data=data, created_at=now))
 
-    async def _free_batch_slot(self, s: AsyncSession, gen_id: str) -> None:
-        """A running batch member ended: announce waiting members to the queue engine.
+    async def _free_batch_slot(self, s: AsyncSession, batch_id: str | None) -> None:
+        """A running member of batch ``batch_id`` ended: announce waiting members to the
+        queue engine (nothing to do for a generation outside a batch).
 
         On PostgreSQL a trigger hands every row that *becomes* PENDING to the queue
         engine; a member refused a slot (its batch was full) got no job afterwards. Here,
@@ -1885,14 +1840,10 @@ class Store:
         fires the trigger again. A duplicate delivery is a no-op claim. The polling
         worker of SQLite needs none of this.
         """
-        if self.db.dialect != "postgresql":
+        if batch_id is None or self.db.dialect != "postgresql":
             return
         row = (
-            await s.execute(
-                select(Batch.id, Batch.concurrency)
-                .join(Generation, Generation.batch_id == Batch.id)
-                .where(Generation.id == gen_id)
-            )
+            await s.execute(select(BATCH.c.id, BATCH.c.concurrency).where(BATCH.c.id == batch_id))
         ).first()
         if row is None or row[1] is None:
             return
@@ -1943,20 +1894,20 @@ class Store:
         and not a member of a batch already running ``concurrency`` members."""
         if _CLAIMABLE:  # built once: constructing these expressions is not free
             return _CLAIMABLE
-        running = aliased(Generation)
-        limit = select(Batch.concurrency).where(Batch.id == Generation.batch_id).scalar_subquery()
+        running = GEN.alias("running")
+        limit = select(BATCH.c.concurrency).where(BATCH.c.id == GEN.c.batch_id).scalar_subquery()
         in_flight = (
             select(func.count())
             .select_from(running)
             .where(
-                running.batch_id == Generation.batch_id,
-                running.status == Status.PROCESSING.value,
+                running.c.batch_id == GEN.c.batch_id,
+                running.c.status == Status.PROCESSING.value,
             )
             .scalar_subquery()
         )
         _CLAIMABLE.extend([
-            Generation.cached_from.is_(None),
-            or_(Generation.batch_id.is_(None), limit.is_(None), limit > in_flight),
+            GEN.c.cached_from.is_(None),
+            or_(GEN.c.batch_id.is_(None), limit.is_(None), limit > in_flight),
         ])
         return _CLAIMABLE
 
@@ -2003,31 +1954,17 @@ class Store:
     ) -> Any:
         """``PENDING → PROCESSING`` of one named, claimable row; its columns or ``None``."""
         result = await s.execute(
-            update(Generation)
-            .where(
-                Generation.id == gen_id,
-                Generation.status == Status.PENDING.value,
-                *self._claimable(),
-            )
+            update(GEN)
+            .where(GEN.c.id == gen_id, GEN.c.status == Status.PENDING.value, *self._claimable())
             .values(
                 status=Status.PROCESSING.value,
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_s),
-                deliveries=Generation.deliveries + 1,
-                started_at=func.coalesce(Generation.started_at, now),
+                deliveries=GEN.c.deliveries + 1,
+                started_at=func.coalesce(GEN.c.started_at, now),
                 updated_at=now,
             )
-            .returning(
-                Generation.id,
-                Generation.account_id,
-                Generation.project,
-                Generation.request,
-                Generation.created_at,
-                Generation.provider_job_id,
-                Generation.provider_job_provider,
-                Generation.deliveries,
-                Generation.batch_id,
-            )
+            .returning(*_CLAIM_COLUMNS)
         )
         return result.first()
 
