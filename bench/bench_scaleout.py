@@ -61,6 +61,22 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def _service_cpu_ticks() -> dict[str, int]:
+    """CPU ticks (utime+stime) of every PostgreSQL and Redis server process on the machine."""
+    totals = {"postgres": 0, "redis": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        service = next((s for s in totals if name.startswith(s)), None)
+        if service is not None:
+            fields = text.rsplit(")", 1)[1].split()
+            totals[service] += int(fields[11]) + int(fields[12])
+    return totals
+
+
 async def _wait_ready(api: str, worker_log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2) as http:
@@ -126,6 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await _wait_ready(base, worker_log)
         before = {"api": _proc_status(api.pid), "worker": _proc_status(worker.pid)}
+        services_before = _service_cpu_ticks()
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         body = {"width": args.size, "height": args.size, "format": "png"}
         gate = asyncio.Semaphore(args.submit_concurrency)
@@ -168,6 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "FROM generations"
                 ).fetchall()
         after = {"api": _proc_status(api.pid), "worker": _proc_status(worker.pid)}
+        services_after = _service_cpu_ticks()
         tick = os.sysconf("SC_CLK_TCK")
         result = {
             "jobs": args.jobs,
@@ -194,6 +212,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in ("api", "worker")
             },
         }
+        result["services_cpu_s"] = {
+            name: round((services_after[name] - services_before[name]) / tick, 2)
+            for name in services_after
+        }
+        cpu_total = sum(p["cpu_s"] for p in result["processes"].values())
+        cpu_total += sum(result["services_cpu_s"].values())
+        result["cpu_ms_per_job"] = round(cpu_total * 1000 / max(1, args.jobs), 1)
         result["aim_500mb_met"] = all(p["peak_rss_mb"] < 500 for p in result["processes"].values())
     finally:
         for proc in (api, worker):

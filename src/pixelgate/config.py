@@ -496,11 +496,31 @@ def load_settings(**overrides: Any) -> Settings:
     _fill_from_aws_env(settings.storage_s3)
     env = _provider_env()
     for table in settings.providers.values():
-        ref = table.get("api_key_env") if isinstance(table, dict) else None
-        if isinstance(ref, str) and ref in os.environ:
-            env[ref] = os.environ[ref]
+        for ref in _key_env_names(table):
+            if ref in os.environ:
+                env[ref] = os.environ[ref]
     settings.provider_env = env
     return settings
+
+
+def _key_env_names(table: Any) -> list[str]:
+    """Variables a provider table may take its key from beyond the built-in names: its
+    ``api_key_env``, and a plug-in kind's own ``key_env`` (``FOO_API_KEY``)."""
+    if not isinstance(table, dict):
+        return []
+    names = [table["api_key_env"]] if isinstance(table.get("api_key_env"), str) else []
+    kind = table.get("kind")
+    if isinstance(kind, str):
+        from pixelgate.providers.registry import BUILTIN_KINDS, load_kind
+
+        if kind not in BUILTIN_KINDS:
+            try:
+                key_env = load_kind(kind).key_env
+            except ConfigError:
+                key_env = None  # reported with the provider table when providers are built
+            if key_env:
+                names.append(key_env)
+    return names
 
 
 def _fill_from_aws_env(s3: S3Settings) -> None:

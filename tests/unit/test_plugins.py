@@ -29,6 +29,7 @@ class EchoProvider(Provider):
     kind = "echo"
     settings_class = EchoSettings
     needs_key = False
+    key_env = "ECHO_API_KEY"
 
     @property
     def models(self):
@@ -70,6 +71,16 @@ def test_a_plugin_kind_is_found_and_configured(installed_plugin: Path) -> None:
     mine = providers.get("mine")
     assert mine.kind == "echo" and mine.configured and providers.default_chain == ["mine"]
     assert mine.settings.colour == "red"  # type: ignore[attr-defined]
+
+
+def test_a_plugin_takes_its_key_from_its_own_variable(
+    installed_plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECHO_API_KEY", "echo-secret-123")
+    settings = load_settings(providers={"echo": {"kind": "echo"}}, routing={"default": ["echo"]})
+    echo = build_providers(settings, httpx.AsyncClient()).get("echo")
+    assert echo.settings.api_key is not None
+    assert echo.settings.api_key.get_secret_value() == "echo-secret-123"
 
 
 def test_a_plugin_cannot_shadow_a_builtin(installed_plugin: Path) -> None:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import logging
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
+import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from pixelgate.providers._http import download, error_for_status, request
@@ -55,7 +55,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["DEFAULT_INPUTS", "DEFAULT_WORKFLOW", "ComfyUIProvider", "ComfyUISettings"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 WORKFLOW_MODEL = "workflow"
 SEED_LIMIT = 2**32
@@ -479,7 +479,9 @@ class ComfyUIProvider(Provider):
                             await self._on_message(raw, job, ctx)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 # Websocket trouble only costs live progress: polling carries on.
-                logger.debug("%s: websocket unavailable: %s", self.name, type(exc).__name__)
+                log.debug(
+                    "comfyui_websocket_unavailable", provider=self.name, error=type(exc).__name__
+                )
             finally:
                 job.live = False
                 ready.set()
@@ -607,7 +609,12 @@ class ComfyUIProvider(Provider):
                     # Newer servers interrupt only this prompt; older ones ignore the body.
                     await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
         except (ProviderError, TimeoutError) as exc:
-            logger.warning("%s: cancel of %s failed: %s", self.name, prompt_id, type(exc).__name__)
+            log.warning(
+                "provider_cancel_failed",
+                provider=self.name,
+                job_id=prompt_id,
+                error=type(exc).__name__,
+            )
 
 
 async def _stop(follower: asyncio.Task[None]) -> None:
@@ -615,7 +622,7 @@ async def _stop(follower: asyncio.Task[None]) -> None:
     follower.cancel()
     await asyncio.wait([follower])
     if not follower.cancelled() and follower.exception() is not None:
-        logger.debug("websocket follower failed: %r", follower.exception())
+        log.debug("comfyui_websocket_follower_failed", error=repr(follower.exception()))
 
 
 def _latent_size(value: int) -> int:

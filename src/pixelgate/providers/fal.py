@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
@@ -42,7 +42,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["FalModel", "FalProvider", "FalSettings"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 DEFAULT_SYNC_BASE_URL = "https://fal.run"
 CANCEL_TIMEOUT_S = 10.0
@@ -392,7 +392,7 @@ class FalProvider(Provider):
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 await self._call("PUT", url, headers=self._headers())
         except (ProviderError, TimeoutError) as exc:
-            logger.warning("%s: cancel failed: %s", self.name, type(exc).__name__)
+            log.warning("provider_cancel_failed", provider=self.name, error=type(exc).__name__)
 
 
 def _app_root(app: str) -> str:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
+import structlog
 from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers._http import error_for_status, parse_retry_after, request
@@ -42,7 +42,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["HordeProvider", "HordeSettings"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 ANONYMOUS_KEY = "0000000000"
 DEFAULT_CLIENT_AGENT = "pixelgate:0.1.0:https://github.com/pixelgate/pixelgate"
@@ -334,7 +334,12 @@ class HordeProvider(Provider):
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 await self._call("DELETE", url)
         except (ProviderError, TimeoutError) as exc:
-            logger.warning("%s: cancel of %s failed: %s", self.name, job_id, type(exc).__name__)
+            log.warning(
+                "provider_cancel_failed",
+                provider=self.name,
+                job_id=job_id,
+                error=type(exc).__name__,
+            )
 
 
 def _info(name: str) -> ModelInfo:

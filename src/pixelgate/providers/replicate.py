@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import httpx
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
@@ -43,7 +43,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["ReplicateModel", "ReplicateProvider", "ReplicateSettings"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 MAX_WAIT_S = 60
 CANCEL_TIMEOUT_S = 10.0
@@ -368,8 +368,11 @@ class ReplicateProvider(Provider):
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 await self._call("POST", url, headers=self._headers())
         except (ProviderError, TimeoutError) as exc:
-            logger.warning(
-                "%s: cancel of %s failed: %s", self.name, prediction_id, type(exc).__name__
+            log.warning(
+                "provider_cancel_failed",
+                provider=self.name,
+                job_id=prediction_id,
+                error=type(exc).__name__,
             )
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -11,13 +11,13 @@ effort: its failure never fails the job).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
@@ -40,7 +40,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["UnsplashProvider", "UnsplashSettings"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 MAX_PER_PAGE = 30
 TRACK_TIMEOUT_S = 5.0
@@ -220,8 +220,11 @@ class UnsplashProvider(Provider):
             async with asyncio.timeout(TRACK_TIMEOUT_S):
                 await self._call(url)
         except (ProviderError, TimeoutError) as exc:
-            logger.warning(
-                "%s: download tracking of %s failed: %s", self.name, photo.id, type(exc).__name__
+            log.warning(
+                "unsplash_download_tracking_failed",
+                provider=self.name,
+                photo_id=photo.id,
+                error=type(exc).__name__,
             )
 
     async def _call(self, url: str, **kwargs: Any) -> httpx.Response:
