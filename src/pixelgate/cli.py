@@ -88,6 +88,8 @@ async def _with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -
     from pixelgate.runtime import Runtime
 
     runtime = await Runtime.open(settings)
+    # whichever command starts first on a new data directory creates the admin key
+    _announce_admin(runtime)
     try:
         return await fn(runtime)
     finally:
@@ -150,9 +152,9 @@ def serve(
     )
 
     async def bootstrap(runtime: Any) -> None:
-        # migrations, the admin key and the database are checked here, so a problem is one
-        # clear line rather than a traceback from inside uvicorn
-        _announce_admin(runtime)
+        # migrations, the admin key and the database are checked (and the key announced) by
+        # _with_runtime, so a problem is one clear line rather than a traceback from uvicorn
+        return None
 
     _run(lambda: _with_runtime(settings, bootstrap))
     uv_config = uvicorn.Config(

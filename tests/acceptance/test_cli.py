@@ -142,6 +142,18 @@ def test_bad_configuration_is_one_line(run_cli: RunCli, tmp_path: Path) -> None:
         future.result()
 
 
+def test_any_first_command_announces_the_generated_admin_key(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    env = {"PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    first = run_cli(["accounts", "list"], env=env, check=True)
+    key = (tmp_path / "data" / "admin_key").read_text().strip()
+    assert first.stderr.count(key) == 1, first.stderr
+    assert key not in first.stdout
+    again = run_cli(["accounts", "list"], env=env, check=True)
+    assert key not in again.stderr and key not in again.stdout
+
+
 def test_generated_admin_key(start_server: ServerFactory, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_server(config=None, data_dir=data_dir, admin_key=None)
