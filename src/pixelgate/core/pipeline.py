@@ -25,6 +25,7 @@ from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView
+from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
 from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.routing import (
     AccountRouting,
@@ -48,6 +49,7 @@ from pixelgate.db.store import (
     ClaimedJob,
     NewGeneration,
     NewImage,
+    RunningEvent,
     Store,
     utcnow,
 )
@@ -132,6 +134,8 @@ class _RunState:
     route: list[dict[str, Any]] = field(default_factory=list)
     #: provider → its job id, for every provider call in flight (racing runs several)
     jobs: dict[str, str] = field(default_factory=dict)
+    #: partial images received so far (numbers their storage keys)
+    partials: int = 0
 
 
 @dataclass
@@ -194,7 +198,26 @@ class _Context:
         data: dict[str, Any] = {"progress": percent}
         if message:
             data["message"] = message
-        await self._pipeline.event(self._job.id, "progress", data, progress=percent)
+        await self._pipeline.running_events(
+            [RunningEvent(self._job.id, "progress", data, {"progress": percent})]
+        )
+
+    async def partial_image(self, index: int, data: bytes, output_format: str) -> None:
+        self._state.partials += 1
+        settings = self._pipeline.settings
+        event = await store_partial(
+            self._pipeline.storage,
+            self._job,
+            prefix=settings.storage_prefix,
+            max_bytes=settings.max_image_bytes,
+            provider=self._provider,
+            sequence=self._state.partials,
+            index=index,
+            data=data,
+            declared=output_format,
+        )
+        if event is not None:
+            await self._pipeline.running_events([RunningEvent(self._job.id, PARTIAL_IMAGE, event)])
 
 
 class Pipeline:
@@ -525,6 +548,11 @@ class Pipeline:
         event_id = await self.store.add_event(generation_id, type_, data, **values)
         await self.bus.publish(generation_id)
         return event_id
+
+    async def running_events(self, events: list[RunningEvent]) -> None:
+        """Write events of running jobs in one go; none lands after its job ended."""
+        for generation_id in await self.store.add_running_events(events):
+            await self.bus.publish(generation_id)
 
     # Execution -----------------------------------------------------------------
 
@@ -1098,6 +1126,7 @@ class Pipeline:
             reference_image=inputs.reference_image,
             edit_image=inputs.edit_image,
             mask=inputs.mask,
+            partial_images=request.partial_images or 0,
             options=dict(request.options),
         )
 
