@@ -1,11 +1,13 @@
-"""Partial images on a generation's event stream.
+"""Partial images and simulated progress on a generation's event stream.
 
 The OpenAI adapter runs against :class:`~tests.fakes.FakeOpenAIImages` on loopback
-(the SSE wire protocol).
+(the SSE wire protocol); the simulated curve against placeholders that report no
+progress of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,8 @@ from pixelgate.db.store import RunningEvent
 from pixelgate.providers._http import server_sent_events
 from pixelgate.runtime import Runtime
 from tests.fakes import FakeOpenAIImages, LoopbackServer
+
+INTERVAL_S = 0.05
 
 
 @pytest.fixture
@@ -35,8 +39,12 @@ def settings(
     return make_settings(
         providers={
             "openai": {"kind": "openai", "api_key": "sk-test-0123", "base_url": server.url("/v1")},
+            "quiet": {"kind": "placeholder", "latency_ms": 600, "report_progress": False},
+            "chatty": {"kind": "placeholder", "latency_ms": 600},
         },
         routing={"default": ["openai"]},
+        simulated_progress_interval_s=INTERVAL_S,
+        simulated_progress_expected_s=0.5,
     )
 
 
@@ -99,6 +107,32 @@ async def test_partial_images_change_neither_images_nor_charge(
     assert all("/partials/" not in i["url"] for i in streamed["images"])
     account = (await client.get("/v1/account", headers=headers)).json()
     assert account["credits"] == 100 - 2 * plain["cost"]["credits"]
+
+
+async def test_simulated_progress_rises_below_100_and_stops_at_the_end(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    gen_id = await _generate(client, provider="quiet", width=64, height=64)
+    events = await _events(client, gen_id)
+    assert events[-1][0] == "succeeded"
+    progress = [data for t, data in events if t == "progress"]
+    assert len(progress) >= 3
+    assert all(p["simulated"] is True for p in progress)
+    values = [p["progress"] for p in progress]
+    assert values == sorted(set(values)) and values[-1] < 100
+    await asyncio.sleep(INTERVAL_S * 3)
+    stored = await runtime.store.events_after(gen_id)
+    assert stored[-1].type == "succeeded"
+    assert (await client.get(f"/v1/generations/{gen_id}")).json()["progress"] == 100
+
+
+async def test_real_progress_ends_the_simulation(client: httpx.AsyncClient) -> None:
+    gen_id = await _generate(client, provider="chatty", width=64, height=64)
+    progress = [data for t, data in await _events(client, gen_id) if t == "progress"]
+    real = [i for i, p in enumerate(progress) if not p.get("simulated")]
+    assert real, progress
+    assert all(not p.get("simulated") for p in progress[real[0] :])
+    assert any(p.get("simulated") for p in progress[: real[0]])
 
 
 async def test_no_progress_or_preview_is_written_after_the_end(
