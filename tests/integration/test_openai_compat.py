@@ -205,7 +205,7 @@ def test_stream_sends_partial_images_as_they_come_then_the_image(
     upstream: tuple[LiveServer, FakeOpenAIImages],
 ) -> None:
     live, fake = upstream
-    stream = live.sdk().images.generate(
+    raw = live.sdk().images.with_raw_response.generate(
         model="gpt-image-1",
         prompt="a fox in the snow",
         size="1024x1024",
@@ -213,7 +213,8 @@ def test_stream_sends_partial_images_as_they_come_then_the_image(
         stream=True,
         partial_images=2,
     )
-    events = list(stream)
+    generation_id = raw.headers["x-pixelgate-generation-id"]
+    events = list(raw.parse())
     assert [e.type for e in events] == [
         "image_generation.partial_image",
         "image_generation.partial_image",
@@ -232,6 +233,11 @@ def test_stream_sends_partial_images_as_they_come_then_the_image(
     assert _image(base64.b64decode(completed.b64_json)).size == (64, 64)
     [sent] = fake.requests
     assert (sent["stream"], sent["partial_images"], sent["quality"]) == (True, 2, "low")
+    native = httpx.get(
+        f"{live.base_url}/v1/generations/{generation_id}/events",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).text
+    assert native.count("event: partial_image") == 2
 
 
 def test_edit_stream_sends_image_edit_events(

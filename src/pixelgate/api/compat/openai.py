@@ -275,7 +275,9 @@ async def _run(
     )
     view = result.generation
     if body.stream:
-        return EventSourceResponse(_stream(runtime, view.id, body, kind))
+        return EventSourceResponse(
+            _stream(runtime, view.id, body, kind), headers={GENERATION_HEADER: view.id}
+        )
     if not view.terminal:
         view = await runtime.pipeline.wait(view.id, runtime.settings.sync_timeout_s)
     headers = {GENERATION_HEADER: view.id}
