@@ -146,3 +146,24 @@ async def test_close_forgets_everything() -> None:
 @pytest.mark.parametrize("expected_s", [0.0, -1.0])
 def test_a_zero_expected_latency_does_not_divide_by_zero(expected_s: float) -> None:
     assert simulated_percent(1.0, expected_s) == CEILING - 1
+
+
+async def test_a_tick_of_many_jobs_is_written_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pixelgate.core.progress.EMIT_BATCH", 4)
+    recorder = Recorder()
+    ticker = ProgressTicker(INTERVAL, recorder)
+    trackers = [ticker.track(f"gen_{i}", JobProgress(), expected_s=1.0) for i in range(10)]
+    for _ in range(100):
+        if recorder.batches:
+            break
+        await asyncio.sleep(INTERVAL / 2)
+    await asyncio.sleep(INTERVAL / 4)
+    for tracker in trackers:
+        assert tracker is not None
+        tracker.stop()
+    first_tick = recorder.batches[:3]
+    assert [len(batch) for batch in first_tick] == [4, 4, 2]
+    assert sorted(gen for batch in first_tick for gen, _ in batch) == sorted(
+        f"gen_{i}" for i in range(10)
+    )
+    await ticker.close()

@@ -4,8 +4,8 @@ While an attempt runs and its provider has said nothing, the job's progress foll
 estimated curve: from where the job stands towards :data:`CEILING`, covering most of
 the way by the provider's expected latency, never reaching it. One ticker task serves
 every running attempt of the process: once per interval it computes every tracked
-attempt's value and hands them all to one ``emit`` call (one write). Thousands of
-waiting jobs cost one task and one write per interval, not a task or a write each.
+attempt's value and hands them to ``emit`` in batches (one write each). Thousands of
+waiting jobs cost one task and a few writes per interval, not a task or a write each.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ STEEPNESS = 1.5
 #: fast answers then never cost a write)
 MIN_AGE = 0.5
 
-#: receives the ``(generation id, percent)`` pairs of one tick
+#: values per ``emit`` call: a tick of many jobs is written in a few short transactions,
+#: so it never holds the (SQLite) write lock for long
+EMIT_BATCH = 500
+
+#: receives ``(generation id, percent)`` pairs of one tick
 Emit = Callable[[list[tuple[str, int]]], Awaitable[None]]
 
 
@@ -112,12 +116,12 @@ class ProgressTicker:
         while self._trackers:
             await asyncio.sleep(self.interval_s)
             values = self._collect(self._clock())
-            if not values:
-                continue
-            try:
-                await self._emit(values)
-            except Exception:  # the ticker outlives a failed write; the next tick retries
-                log.exception("simulated_progress_failed", jobs=len(values))
+            for start in range(0, len(values), EMIT_BATCH):
+                batch = values[start : start + EMIT_BATCH]
+                try:
+                    await self._emit(batch)
+                except Exception:  # the ticker outlives a failed write; the next tick goes on
+                    log.exception("simulated_progress_failed", jobs=len(batch))
 
     def _collect(self, now: float) -> list[tuple[str, int]]:
         """This tick's values, one per job; stopped trackers are dropped."""
