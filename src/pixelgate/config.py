@@ -311,6 +311,11 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, ge=1)
 
     sync_timeout_s: float = Field(60.0, gt=0)
+    #: simulated ``progress`` events while a provider that reports none works: seconds
+    #: between two of one job (0: none)
+    simulated_progress_interval_s: float = Field(3.0, ge=0)
+    #: the latency the simulated curve assumes until the provider's own is observed
+    simulated_progress_expected_s: float = Field(20.0, gt=0)
     max_wait_s: float = Field(120.0, gt=0)
     default_account: str = "default"
     max_prompt_length: int = Field(4000, ge=1)

@@ -183,6 +183,7 @@ class Runtime:
             await self.worker.stop(self.settings.shutdown_grace_s)
             self.worker = None
         await self.queue.close()
+        await self.pipeline.ticker.close()
         await self.pipeline.drain_hooks()
         await self.pipeline.fetcher.aclose()
         await self.bus.close()

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pixelgate.config import Settings, load_settings
+from pixelgate.core.events import follow_events
 from pixelgate.core.models import GenerationRequest, GenerationView
 from pixelgate.runtime import Runtime
 
 __all__ = ["GeneratedImage", "GenerationResult", "Pixelgate", "agenerate", "generate"]
 
-TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -123,15 +123,8 @@ class Pixelgate:
 
     async def events(self, generation_id: str) -> AsyncIterator[dict[str, Any]]:
         """Progress events until the generation ends (seed 002's streaming)."""
-        after = 0
-        async with self.runtime.bus.subscribe(generation_id) as sub:
-            while True:
-                for event in await self.runtime.store.events_after(generation_id, after):
-                    after = event.id
-                    yield {"id": event.id, "type": event.type, **event.data}
-                    if event.type in TERMINAL_EVENTS:
-                        return
-                await sub.wait(1.0)
+        async for event in follow_events(self.runtime.store, self.runtime.bus, generation_id):
+            yield {"id": event.id, "type": event.type, **event.data}
 
     async def _result(self, view: GenerationView) -> GenerationResult:
         images = []

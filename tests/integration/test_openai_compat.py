@@ -22,7 +22,7 @@ from pixelgate.api.compat.openai import resolve_model
 from pixelgate.config import Settings
 from pixelgate.errors import NotFound
 from tests.conftest import ADMIN_KEY
-from tests.fakes import png_bytes
+from tests.fakes import FakeOpenAIImages, LoopbackServer, png_bytes
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -85,6 +85,24 @@ def server(make_settings: Callable[..., Settings]) -> Iterator[LiveServer]:
     )
     with LiveServer(settings) as live:
         yield live
+
+
+@pytest.fixture
+def upstream(
+    make_settings: Callable[..., Settings],
+) -> Iterator[tuple[LiveServer, FakeOpenAIImages]]:
+    """pixelgate whose ``openai`` provider is OpenAI's fake Images API on loopback."""
+    fake = FakeOpenAIImages()
+    routes = {"/v1/images/generations": fake.route, "/v1/images/edits": fake.route}
+    with LoopbackServer(routes) as api:
+        settings = make_settings(
+            host="127.0.0.1",
+            port=_free_port(),
+            providers={"openai": {"kind": "openai", "api_key": "sk-x", "base_url": api.url("/v1")}},
+            routing={"default": ["openai"]},
+        )
+        with LiveServer(settings) as live:
+            yield live, fake
 
 
 def _image(data: bytes) -> Image.Image:
@@ -181,6 +199,71 @@ def test_stream_sends_a_completed_event(server: LiveServer) -> None:
     events = list(stream)
     assert [e.type for e in events] == ["image_generation.completed"]
     assert _image(base64.b64decode(events[0].b64_json)).size == (64, 64)
+
+
+def test_stream_sends_partial_images_as_they_come_then_the_image(
+    upstream: tuple[LiveServer, FakeOpenAIImages],
+) -> None:
+    live, fake = upstream
+    raw = live.sdk().images.with_raw_response.generate(
+        model="gpt-image-1",
+        prompt="a fox in the snow",
+        size="1024x1024",
+        quality="low",
+        stream=True,
+        partial_images=2,
+    )
+    generation_id = raw.headers["x-pixelgate-generation-id"]
+    events = list(raw.parse())
+    assert [e.type for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    partials = [e for e in events if e.type == "image_generation.partial_image"]
+    assert [e.partial_image_index for e in partials] == [0, 1]
+    assert [base64.b64decode(e.b64_json) for e in partials] == fake.partials[:2]
+    for event in events:
+        assert (event.quality, event.background, event.output_format) == ("low", "auto", "png")
+        assert event.created_at > 0
+    # previews repeat the requested size, the image tells its own (the fake draws 64x64)
+    assert {e.size for e in partials} == {"1024x1024"}
+    completed = events[-1]
+    assert completed.size == "64x64"
+    assert _image(base64.b64decode(completed.b64_json)).size == (64, 64)
+    [sent] = fake.requests
+    assert (sent["stream"], sent["partial_images"], sent["quality"]) == (True, 2, "low")
+    native = httpx.get(
+        f"{live.base_url}/v1/generations/{generation_id}/events",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).text
+    assert native.count("event: partial_image") == 2
+
+
+def test_edit_stream_sends_image_edit_events(
+    upstream: tuple[LiveServer, FakeOpenAIImages],
+) -> None:
+    live, fake = upstream
+    stream = live.sdk().images.edit(
+        model="gpt-image-1",
+        image=("in.png", png_bytes(64, 64), "image/png"),
+        prompt="add a hat",
+        stream=True,
+        partial_images=1,
+    )
+    events = list(stream)
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    assert base64.b64decode(events[0].b64_json) == fake.partials[0]
+    assert fake.requests[0]["stream"] is True and fake.requests[0]["partial_images"] == 1
+
+
+def test_partial_images_without_stream_are_not_asked_for(
+    upstream: tuple[LiveServer, FakeOpenAIImages],
+) -> None:
+    live, fake = upstream
+    result = live.sdk().images.generate(model="gpt-image-1", prompt="a fox", partial_images=2)
+    assert len(result.data or []) == 1
+    assert "stream" not in fake.requests[0] and "partial_images" not in fake.requests[0]
 
 
 def test_errors_come_in_openai_shape(server: LiveServer) -> None:

@@ -255,3 +255,12 @@ async def test_provider_metadata(http: httpx.AsyncClient) -> None:
     assert caps.max_n == 10
     assert caps.output_formats == ("png", "jpeg", "webp")
     assert (await provider.health()).healthy
+
+
+async def test_latency_without_progress_reports_stays_quiet(http: httpx.AsyncClient) -> None:
+    provider = make(http, latency_ms=80, report_progress=False)
+    ctx = FakeJobContext(http=http)
+    started = time.monotonic()
+    await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
+    assert time.monotonic() - started >= 0.075
+    assert ctx.progress_reports == []

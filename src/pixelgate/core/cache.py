@@ -27,6 +27,7 @@ _NOT_IN_KEY = frozenset(
         "entities",
         "inputs",
         "metadata",
+        "partial_images",
         "project",
         "template",
         "webhook_url",

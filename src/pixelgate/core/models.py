@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from pixelgate.errors import UnsafeURL
 from pixelgate.media.fetch import check_url_syntax
+from pixelgate.providers.base import MAX_PARTIAL_IMAGES
 
 __all__ = [
     "TERMINAL",
@@ -133,6 +134,9 @@ class GenerationRequest(BaseModel):
     #: reuse an identical earlier result (needs a fixed ``seed``); None: the account default
     cache: bool | None = None
     entities: list[EntityRef] | None = Field(None, max_length=MAX_ENTITIES)
+    #: previews wanted while the provider works (``partial_image`` events); only providers
+    #: that stream them send any (OpenAI GPT image, one image per request)
+    partial_images: int | None = Field(None, ge=0, le=MAX_PARTIAL_IMAGES)
 
     @field_validator("prompt")
     @classmethod

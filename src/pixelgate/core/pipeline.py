@@ -25,7 +25,9 @@ from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.finish import Finished, FinishHook
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
+from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
 from pixelgate.core.pricing import CreditRules, credits_for
+from pixelgate.core.progress import JobProgress, ProgressTicker, Tracker
 from pixelgate.core.routing import (
     AccountRouting,
     Candidate,
@@ -48,6 +50,7 @@ from pixelgate.db.store import (
     ClaimedJob,
     NewGeneration,
     NewImage,
+    RunningEvent,
     Store,
     utcnow,
 )
@@ -131,6 +134,10 @@ class _RunState:
     route: list[dict[str, Any]] = field(default_factory=list)
     #: provider → its job id, for every provider call in flight (racing runs several)
     jobs: dict[str, str] = field(default_factory=dict)
+    #: the progress shown last, where a simulated curve continues from
+    progress: JobProgress = field(default_factory=JobProgress)
+    #: partial images received so far (numbers their storage keys)
+    partials: int = 0
 
 
 @dataclass
@@ -166,6 +173,8 @@ class _Context:
         self._last_progress = 0.0
         resumable = job.provider_job_provider == provider
         self._provider_job_id = job.provider_job_id if resumable else None
+        #: this attempt's simulated progress, stopped by the first real report
+        self.simulated: Tracker | None = None
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -185,15 +194,37 @@ class _Context:
         )
 
     async def progress(self, percent: int, message: str | None = None) -> None:
+        if self.simulated is not None:
+            self.simulated.stop()
+        percent = max(0, min(99, int(percent)))
+        self._state.progress.reported(percent)
         now = time.monotonic()
         if now - self._last_progress < PROGRESS_MIN_INTERVAL_S and percent < 100:
             return
         self._last_progress = now
-        percent = max(0, min(99, int(percent)))
         data: dict[str, Any] = {"progress": percent}
         if message:
             data["message"] = message
-        await self._pipeline.event(self._job.id, "progress", data, progress=percent)
+        await self._pipeline.running_events(
+            [RunningEvent(self._job.id, "progress", data, {"progress": percent})]
+        )
+
+    async def partial_image(self, index: int, data: bytes, output_format: str) -> None:
+        self._state.partials += 1
+        settings = self._pipeline.settings
+        event = await store_partial(
+            self._pipeline.storage,
+            self._job,
+            prefix=settings.storage_prefix,
+            max_bytes=settings.max_image_bytes,
+            provider=self._provider,
+            sequence=self._state.partials,
+            index=index,
+            data=data,
+            declared=output_format,
+        )
+        if event is not None:
+            await self._pipeline.running_events([RunningEvent(self._job.id, PARTIAL_IMAGE, event)])
 
 
 class Pipeline:
@@ -230,6 +261,8 @@ class Pipeline:
         self.fetcher = SafeFetcher()
         self._running: dict[str, _RunState] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
+        #: simulated progress of attempts whose provider reports none
+        self.ticker = ProgressTicker(settings.simulated_progress_interval_s, self._simulated)
 
     # Admission -----------------------------------------------------------------
 
@@ -543,6 +576,18 @@ class Pipeline:
         event_id = await self.store.add_event(generation_id, type_, data, **values)
         await self.bus.publish(generation_id)
         return event_id
+
+    async def running_events(self, events: list[RunningEvent]) -> None:
+        """Write events of running jobs in one go; none lands after its job ended."""
+        for generation_id in await self.store.add_running_events(events):
+            await self.bus.publish(generation_id)
+
+    async def _simulated(self, values: list[tuple[str, int]]) -> None:
+        events = [
+            RunningEvent(id_, "progress", {"progress": pct, "simulated": True}, {"progress": pct})
+            for id_, pct in values
+        ]
+        await self.running_events(events)
 
     # Execution -----------------------------------------------------------------
 
@@ -862,6 +907,9 @@ class Pipeline:
         run: _JobRun,
     ) -> ProviderResult:
         timeout = max(0.001, min(timeout_s, run.deadline.remaining()))
+        ctx.simulated = self.ticker.track(
+            run.job.id, run.state.progress, self._expected_s(provider.name)
+        )
         try:
             async with asyncio.timeout(timeout):
                 result = await provider.generate(request, ctx)
@@ -875,11 +923,22 @@ class Pipeline:
             raise ProviderTimeout(
                 f"{provider.name}: no result within {timeout_s:g} s", provider=provider.name
             ) from None
+        finally:
+            if ctx.simulated is not None:
+                ctx.simulated.stop()
         if not result.images:
             raise ProviderError(
                 f"{provider.name}: no image returned", provider=provider.name, code="no_image"
             )
         return result
+
+    def _expected_s(self, provider: str) -> float:
+        """How long the provider's answer is expected to take: its observed median, else
+        the configured guess (the simulated progress curve's time scale)."""
+        observed = self.control.stats.latency_ms(provider, LATENCY_POLICY_PERCENTILE)
+        if observed is None:
+            return self.settings.simulated_progress_expected_s
+        return observed / 1000
 
     def _retry_delay(
         self, run: _JobRun, policy: RetryPolicy, attempt: int, error: ProviderError
@@ -1116,6 +1175,7 @@ class Pipeline:
             reference_image=inputs.reference_image,
             edit_image=inputs.edit_image,
             mask=inputs.mask,
+            partial_images=request.partial_images or 0,
             options=dict(request.options),
         )
 

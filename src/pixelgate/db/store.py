@@ -10,7 +10,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -62,6 +62,7 @@ __all__ = [
     "LinkView",
     "NewGeneration",
     "NewImage",
+    "RunningEvent",
     "Store",
     "TemplateView",
     "hash_key",
@@ -146,6 +147,17 @@ class NewImage:
     bytes: int
     sha256: str
     attribution: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunningEvent:
+    """An event of a running generation (progress, a partial image) and the generation
+    columns it sets (``progress``)."""
+
+    generation_id: str
+    type: str
+    data: dict[str, Any]
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 def _account_view(row: Account) -> AccountView:
@@ -654,6 +666,8 @@ class Store:
             return (row[0], row[1]) if row else None
 
     async def events_after(self, gen_id: str, after_id: int = 0) -> list[EventView]:
+        """Events after ``after_id``; one that names a stored object (``key``: a partial
+        image) gets its ``url`` now, as images do, so a presigned URL is always fresh."""
         async with self.db.read() as s:
             rows = await s.execute(
                 select(EVT.c.id, EVT.c.generation_id, EVT.c.type, EVT.c.data, EVT.c.created_at)
@@ -661,9 +675,19 @@ class Store:
                 .order_by(EVT.c.id)
             )
             return [
-                EventView(id=r[0], generation_id=r[1], type=r[2], data=r[3], created_at=r[4])
+                EventView(
+                    id=r[0],
+                    generation_id=r[1],
+                    type=r[2],
+                    data=self._event_data(r[3]),
+                    created_at=r[4],
+                )
                 for r in rows
             ]
+
+    def _event_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        key = data.get("key")
+        return {**data, "url": self.url_for(key)} if isinstance(key, str) else data
 
     def _view(self, g: Generation, account_name: str, images: Sequence[Image]) -> GenerationView:
         return GenerationView(
@@ -881,6 +905,32 @@ class Store:
             .returning(EVT.c.id)
         )
         return int(event_id)
+
+    async def add_running_events(self, events: Sequence[RunningEvent]) -> list[str]:
+        """Append events of running generations in one transaction; returns the ids written.
+
+        An event whose generation is no longer ``PROCESSING`` is dropped: the update of its
+        row (``updated_at`` and the event's column ``values``) goes first and locks it, so
+        no progress can land after a finishing transaction's final event.
+        """
+        now = self.clock()
+        written: list[str] = []
+        async with self.db.write() as s:
+            for event in events:
+                result = await s.execute(
+                    update(GEN)
+                    .where(
+                        GEN.c.id == event.generation_id,
+                        GEN.c.status == Status.PROCESSING.value,
+                    )
+                    .values(updated_at=now, **event.values)
+                    .returning(GEN.c.id)
+                )
+                if result.first() is None:
+                    continue
+                await self._insert_event(s, event.generation_id, event.type, event.data, now)
+                written.append(event.generation_id)
+        return written
 
     async def save_provider_job(self, gen_id: str, provider: str, job_id: str) -> None:
         async with self.db.write() as s:

@@ -1,11 +1,13 @@
-"""Shared HTTP helpers for adapters: error mapping, Retry-After, capped downloads, polling."""
+"""Shared HTTP helpers for adapters: error mapping, Retry-After, capped downloads, polling,
+and a reader of server-sent events."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -21,11 +23,13 @@ from pixelgate.errors import (
 
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "ServerSentEvent",
     "download",
     "error_for_status",
     "parse_retry_after",
     "poll_until",
     "request",
+    "server_sent_events",
 ]
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -157,3 +161,39 @@ async def poll_until(
         if remaining <= 0:
             raise ProviderTimeout(f"{provider}: no result within {timeout:g} s", provider=provider)
         await asyncio.sleep(min(interval, remaining))
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One event of a ``text/event-stream`` body: its ``event:`` name and joined ``data:``."""
+
+    event: str | None
+    data: str
+
+
+async def server_sent_events(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
+    """Events from the lines of a ``text/event-stream`` body (``response.aiter_lines()``).
+
+    The WHATWG rules adapters need: ``data:`` lines join with a newline, a blank line ends
+    an event, comments (``:``) and unknown fields are skipped, an event without data is
+    not dispatched. A last event the server closed without its blank line still counts.
+    """
+    name: str | None = None
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield ServerSentEvent(name, "\n".join(data))
+            name, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value or None
+        elif field == "data":
+            data.append(value)
+    if data:
+        yield ServerSentEvent(name, "\n".join(data))

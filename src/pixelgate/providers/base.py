@@ -29,6 +29,7 @@ from pixelgate.errors import (
 )
 
 __all__ = [
+    "MAX_PARTIAL_IMAGES",
     "Capabilities",
     "Health",
     "InvalidRequest",
@@ -49,6 +50,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_POLL_INTERVAL_S = 2.0
+#: preview images a request may ask for (OpenAI's ``partial_images``)
+MAX_PARTIAL_IMAGES = 3
 
 
 class ProviderSettings(BaseModel):
@@ -117,6 +120,9 @@ class ProviderRequest:
     reference_image: bytes | None = None
     edit_image: bytes | None = None
     mask: bytes | None = None
+    #: previews wanted while the provider works (0-3); adapters that can stream them
+    #: hand each to :meth:`JobContext.partial_image`, the others ignore it
+    partial_images: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,6 +170,15 @@ class JobContext(Protocol):
 
     async def progress(self, percent: int, message: str | None = None) -> None:
         """Report progress (0-100); cheap to call often."""
+
+    async def partial_image(self, index: int, data: bytes, output_format: str) -> None:
+        """Hand over a preview (``partial_images``): shown to watchers, never a result.
+
+        Args:
+            index: the provider's 0-based number of the preview.
+            data: the encoded image.
+            output_format: ``png``, ``jpeg`` or ``webp``, as the provider says.
+        """
 
 
 ProviderFactory = Callable[[str, Any, httpx.AsyncClient], "Provider"]

@@ -1,7 +1,9 @@
 """OpenAI Images API adapter (gpt-image-1, gpt-image-1-mini, dall-e-3, dall-e-2).
 
 Also :class:`OpenAICompatibleProvider` for self-hosted servers that speak the
-same ``/images/generations`` and ``/images/edits`` protocol.
+same ``/images/generations`` and ``/images/edits`` protocol. A GPT image request that
+asks for ``partial_images`` is sent with ``stream: true``: the previews are handed to
+the job context as they arrive, the ``…completed`` event is the result.
 Wire protocol: PROVIDERS.md §1 and ``provider-specs/openai-openapi.yaml``.
 """
 
@@ -30,6 +32,7 @@ from pixelgate.providers.base import (
     ProviderAuthError,
     ProviderError,
     ProviderImage,
+    ProviderRateLimited,
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
@@ -199,6 +202,18 @@ class _ErrorEnvelope(BaseModel):
     error: _ErrorBody
 
 
+class _StreamEvent(BaseModel):
+    """``ImageGen…Event`` / ``ImageEdit…Event`` of a streamed answer (or an error)."""
+
+    type: str | None = None
+    b64_json: str | None = None
+    created_at: int | None = None
+    output_format: str | None = None
+    partial_image_index: int | None = None
+    usage: _Usage | None = None
+    error: _ErrorBody | None = None
+
+
 class OpenAIProvider(Provider):
     """OpenAI's Images API: ``/images/generations`` (JSON) and ``/images/edits`` (multipart).
 
@@ -261,19 +276,27 @@ class OpenAIProvider(Provider):
             )
 
         fields = self._fields(model, spec, request, size, edit=use_edit)
-        if use_edit:
-            response = await self._send(
-                "POST",
-                "/images/edits",
-                data={k: str(v) for k, v in fields.items()},
-                files=self._files(spec, request),
-            )
-        else:
-            response = await self._send("POST", "/images/generations", json=fields)
-        if response.status_code >= 400:
-            raise self._error(response)
+        streamed = _streams(spec, request)
+        if streamed:
+            fields.update(stream=True, partial_images=request.partial_images)
         sent_format = str(fields.get("output_format", "png"))
-        return self._result(model, spec, request, size, response, sent_format)
+        path = "/images/edits" if use_edit else "/images/generations"
+        body: dict[str, Any] = (
+            {
+                "data": {k: _form_value(v) for k, v in fields.items()},
+                "files": self._files(spec, request),
+            }
+            if use_edit
+            else {"json": fields}
+        )
+        if streamed:
+            answer, headers = await self._stream(path, ctx, sent_format, **body)
+        else:
+            response = await self._send("POST", path, **body)
+            if response.status_code >= 400:
+                raise self._error(response)
+            answer, headers = self._parse(response.content), response.headers
+        return self._result(model, spec, request, size, answer, headers, sent_format)
 
     async def health(self) -> Health:
         """GET ``/models`` with a short timeout; any failure reads as unhealthy."""
@@ -390,7 +413,78 @@ class OpenAIProvider(Provider):
                 f"{self.name}: no answer within {limit:g} s", provider=self.name
             ) from None
 
+    async def _stream(
+        self, path: str, ctx: JobContext, sent_format: str, **kwargs: Any
+    ) -> tuple[_ImagesResponse, httpx.Headers]:
+        """POST with ``stream: true`` under the total deadline: previews go to ``ctx`` as
+        they arrive; the ``…completed`` event is returned as an ``ImagesResponse``."""
+        limit = self.settings.timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                async with self.http.stream(
+                    "POST", self.base_url + path, timeout=limit, headers=self._headers(), **kwargs
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._error(response)
+                    if not response.headers.get("content-type", "").startswith(
+                        "text/event-stream"
+                    ):  # a server that ignores ``stream`` answers with the usual JSON body
+                        return self._parse(await response.aread()), response.headers
+                    answer = await self._read_events(response, ctx, sent_format)
+                    return answer, response.headers
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"{self.name}: no answer within {limit:g} s", provider=self.name
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"{self.name}: request timed out", provider=self.name) from exc
+        except httpx.HTTPError as exc:
+            raise Transient(f"{self.name}: {type(exc).__name__}", provider=self.name) from exc
+
+    async def _read_events(
+        self, response: httpx.Response, ctx: JobContext, sent_format: str
+    ) -> _ImagesResponse:
+        async for sse in _http.server_sent_events(response.aiter_lines()):
+            try:
+                event = _StreamEvent.model_validate_json(sse.data)
+            except ValidationError:
+                message = f"{self.name}: malformed stream event"
+                raise Transient(message, provider=self.name) from None
+            if event.error is not None:
+                raise self._stream_error(event.error)
+            kind = event.type or sse.event or ""
+            if kind.endswith(".partial_image"):
+                preview = _b64(event.b64_json)
+                if preview is not None:  # a broken preview is skipped, not fatal
+                    fmt = event.output_format or sent_format
+                    await ctx.partial_image(event.partial_image_index or 0, preview, fmt)
+            elif kind.endswith(".completed"):
+                return _ImagesResponse(
+                    created=event.created_at,
+                    data=[_ImageData(b64_json=event.b64_json)],
+                    output_format=event.output_format,
+                    usage=event.usage,
+                )
+        raise Transient(f"{self.name}: the stream ended before the image", provider=self.name)
+
+    def _stream_error(self, error: _ErrorBody) -> ProviderError:
+        message = self._redact(f"{self.name}: stream error: {error.message or error.code}")
+        if error.code in REFUSAL_CODES:
+            return Refused(message, provider=self.name)
+        if error.code == "rate_limit_exceeded":
+            return ProviderRateLimited(message, provider=self.name)
+        if error.type == "invalid_request_error":
+            return InvalidRequest(message, provider=self.name)
+        return Transient(message, provider=self.name)
+
     # -- response handling -----------------------------------------------------------
+
+    def _parse(self, content: bytes) -> _ImagesResponse:
+        try:
+            return _ImagesResponse.model_validate_json(content)
+        except ValidationError:
+            raise Transient(f"{self.name}: malformed response body", provider=self.name) from None
 
     def _result(
         self,
@@ -398,13 +492,10 @@ class OpenAIProvider(Provider):
         spec: _Spec,
         request: ProviderRequest,
         size: Size,
-        response: httpx.Response,
+        body: _ImagesResponse,
+        headers: httpx.Headers,
         sent_format: str,
     ) -> ProviderResult:
-        try:
-            body = _ImagesResponse.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(f"{self.name}: malformed response body", provider=self.name) from None
         if not body.data:
             raise Transient(f"{self.name}: response has no images", provider=self.name)
         fmt = body.output_format or sent_format
@@ -420,7 +511,7 @@ class OpenAIProvider(Provider):
             else:
                 raise Transient(f"{self.name}: image without data or url", provider=self.name)
         metadata: dict[str, Any] = {"size": f"{size[0]}x{size[1]}"}
-        if request_id := response.headers.get("x-request-id"):
+        if request_id := headers.get("x-request-id"):
             metadata["request_id"] = request_id
         revised = [item.revised_prompt for item in body.data if item.revised_prompt]
         if revised:
@@ -591,6 +682,27 @@ def _api_quality(spec: _Spec, quality: str | None) -> str | None:
 
 
 _GPT_QUALITIES = frozenset({"low", "medium", "high", "auto"})
+
+
+def _streams(spec: _Spec, request: ProviderRequest) -> bool:
+    """Stream when previews are wanted: GPT image models, one image (OpenAI's partial
+    events do not say which of several images they belong to)."""
+    return spec.family == "gpt-image" and request.partial_images > 0 and request.n == 1
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _b64(data: str | None) -> bytes | None:
+    if not data:
+        return None
+    try:
+        return base64.b64decode(data, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _sniff(data: bytes) -> str:

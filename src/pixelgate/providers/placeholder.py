@@ -70,6 +70,8 @@ class PlaceholderSettings(ProviderSettings):
 
     kind: str = "placeholder"
     latency_ms: int = Field(0, ge=0)
+    #: report progress while waiting (off: a provider without native progress)
+    report_progress: bool = True
     fail_rate: float = Field(0.0, ge=0, le=1)
     fail_kind: FailKind = "transient"
     #: a pretend price per image (USD), for demos and billing tests
@@ -114,7 +116,7 @@ class PlaceholderProvider(Provider):
             step = settings.latency_ms / 1000 / LATENCY_STEPS
             for i in range(1, LATENCY_STEPS + 1):
                 await asyncio.sleep(step)
-                if i < LATENCY_STEPS:
+                if i < LATENCY_STEPS and settings.report_progress:
                     await ctx.progress(100 * i // LATENCY_STEPS)
         if settings.fail_rate > 0 and random.random() < settings.fail_rate:
             raise self._failure(settings.fail_kind)

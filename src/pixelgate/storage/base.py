@@ -9,9 +9,20 @@ from typing import Protocol
 
 from pixelgate.errors import StorageError
 
-__all__ = ["CACHE_CONTROL", "Storage", "StorageStats", "StoredObject", "image_key", "validate_key"]
+__all__ = [
+    "CACHE_CONTROL",
+    "PARTIALS",
+    "Storage",
+    "StorageStats",
+    "StoredObject",
+    "image_key",
+    "partial_key",
+    "validate_key",
+]
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: the folder (under the prefix) of partial images, apart from results
+PARTIALS = "partials"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -93,3 +104,29 @@ def image_key(
     if prefix:
         parts.insert(0, "/".join(_slug(p) for p in prefix.strip("/").split("/") if p))
     return validate_key("/".join(parts))
+
+
+def partial_key(
+    *,
+    prefix: str,
+    account: str,
+    project: str,
+    created_at: datetime,
+    generation_id: str,
+    sequence: int,
+    ext: str,
+) -> str:
+    """``{prefix}/partials/{account}/{project}/{yyyy}/{mm}/{generation_id}-{sequence}.{ext}``.
+
+    Previews live under their own folder, so a bucket lifecycle rule can expire them.
+    """
+    folder = f"{prefix.strip('/')}/{PARTIALS}" if prefix.strip("/") else PARTIALS
+    return image_key(
+        prefix=folder,
+        account=account,
+        project=project,
+        created_at=created_at,
+        generation_id=generation_id,
+        index=sequence,
+        ext=ext,
+    )

@@ -6,8 +6,10 @@ a pixelgate API key. ``model`` names a route: an alias from ``[aliases]``, a pro
 instance (``placeholder``), ``provider/model`` (``openai/gpt-image-1``,
 ``replicate/google/nano-banana``) or a bare model a configured provider offers
 (``gpt-image-1``). Both routes wait for the job (``sync_timeout_s``; past it 504, and
-the job carries on). Errors use OpenAI's envelope; answers that a retry would not
-change carry ``x-should-retry: false`` so the SDK does not re-run a generation.
+the job carries on), or stream OpenAI's events (``stream: true``): partial images as
+the provider sends them, then the finished images. Errors use OpenAI's envelope; answers
+that a retry would not change carry ``x-should-retry: false`` so the SDK does not re-run
+a generation.
 See ``docs/api-openai.md``.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -27,9 +30,11 @@ from sse_starlette.sse import EventSourceResponse
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
-from pixelgate.core.models import GenerationRequest, GenerationView, Status
+from pixelgate.core.events import follow_events
+from pixelgate.core.models import EventView, GenerationRequest, GenerationView, Status
+from pixelgate.core.partials import PARTIAL_IMAGE
 from pixelgate.core.pipeline import Caller
-from pixelgate.errors import NotFound, ValidationFailed
+from pixelgate.errors import NotFound, StorageError, ValidationFailed
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.runtime import Runtime
 
@@ -240,6 +245,8 @@ def _generation_request(
             **({"requested_model": body.model} if body.model else {}),
         },
         "options": options,
+        # previews only make sense on a stream (as at OpenAI)
+        "partial_images": body.partial_images if body.stream else None,
         **extra,
     }
     try:
@@ -268,7 +275,9 @@ async def _run(
     )
     view = result.generation
     if body.stream:
-        return EventSourceResponse(_stream(runtime, view.id, body, kind))
+        return EventSourceResponse(
+            _stream(runtime, view.id, body, kind), headers={GENERATION_HEADER: view.id}
+        )
     if not view.terminal:
         view = await runtime.pipeline.wait(view.id, runtime.settings.sync_timeout_s)
     headers = {GENERATION_HEADER: view.id}
@@ -338,13 +347,20 @@ def _error(message: str, error_type: str, code: str, param: str | None = None) -
 async def _stream(
     runtime: Runtime, generation_id: str, body: ImagesRequest, kind: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """OpenAI's streaming events: one ``…completed`` event per image when the job ends.
-
-    pixelgate's providers hand over finished images only, so no partial images are
-    sent; progress is on ``GET /v1/generations/{id}/events``.
+    """OpenAI's streaming events: a ``…partial_image`` event for each preview the provider
+    sends, as it comes, then one ``…completed`` event per image when the job ends (or an
+    ``error`` event). Within ``sync_timeout_s``, like the answer without a stream.
     """
     prefix = "image_generation" if kind == "generation" else "image_edit"
-    view = await runtime.pipeline.wait(generation_id, runtime.settings.sync_timeout_s)
+    deadline = time.monotonic() + runtime.settings.sync_timeout_s
+    async for event in follow_events(
+        runtime.store, runtime.bus, generation_id, poll_s=1.0, deadline=deadline
+    ):
+        if event.type == PARTIAL_IMAGE:
+            partial = await _partial_payload(runtime, event, body, prefix)
+            if partial is not None:
+                yield {"event": partial["type"], "data": json.dumps(partial)}
+    view = await runtime.store.get_generation(generation_id)
     if view.status != Status.SUCCEEDED or not view.images:
         failure = _failure(runtime, view, {})
         yield {"event": "error", "data": bytes(failure.body).decode()}
@@ -358,8 +374,7 @@ async def _stream(
             "b64_json": item.get("b64_json"),
             "created_at": images["created"],
             "size": images["size"],
-            "quality": body.quality if body.quality in _ECHO_QUALITY else "auto",
-            "background": body.background or "auto",
+            **_echo(body),
             "output_format": images["output_format"],
             "usage": {
                 "input_tokens": 0,
@@ -370,3 +385,30 @@ async def _stream(
         }
         yield {"event": f"{prefix}.completed", "data": json.dumps(payload)}
         await asyncio.sleep(0)
+
+
+async def _partial_payload(
+    runtime: Runtime, event: EventView, body: ImagesRequest, prefix: str
+) -> dict[str, Any] | None:
+    """``ImageGenPartialImageEvent`` (``ImageEdit…``) of a ``partial_image`` event."""
+    try:
+        stored = await runtime.storage.get(str(event.data["key"]))
+    except (KeyError, NotFound, StorageError):
+        return None  # a preview that is gone is not worth failing the stream for
+    return {
+        "type": f"{prefix}.partial_image",
+        "b64_json": base64.b64encode(stored.data).decode("ascii"),
+        "created_at": int(event.created_at.timestamp()),
+        "size": body.size or "auto",
+        **_echo(body),
+        "output_format": event.data.get("format", "png"),
+        "partial_image_index": int(event.data.get("index", 0)),
+    }
+
+
+def _echo(body: ImagesRequest) -> dict[str, str]:
+    """The request's quality and background as OpenAI's stream events repeat them."""
+    return {
+        "quality": body.quality if body.quality in _ECHO_QUALITY else "auto",
+        "background": body.background or "auto",
+    }

@@ -15,13 +15,13 @@ from sse_starlette.sse import EventSourceResponse
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
+from pixelgate.core.events import follow_events
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+(?:\.\d+)?)")
-TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
 SSE_WAIT_S = 15.0
 MAX_PAGE = 100
 
@@ -134,30 +134,20 @@ async def stream_events(
     after = _last_event_id(request, last_event_id)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        nonlocal after
-        async with runtime.bus.subscribe(generation_id) as sub:
-            while True:
-                batch = await runtime.store.events_after(generation_id, after)
-                for event in batch:
-                    after = event.id
-                    data = {
-                        "generation_id": generation_id,
-                        "type": event.type,
-                        "created_at": iso(event.created_at),
-                        **event.data,
-                    }
-                    yield {"id": str(event.id), "event": event.type, "data": json.dumps(data)}
-                    if event.type in TERMINAL_EVENTS:
-                        return
-                if not batch:
-                    state = await runtime.store.status_of(generation_id)
-                    if state is None or state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
-                        # resumed after the end: nothing more will come
-                        if not await runtime.store.events_after(generation_id, after):
-                            return
-                        continue
-                if await request.is_disconnected():
-                    return
-                await sub.wait(SSE_WAIT_S)
+        async for event in follow_events(
+            runtime.store,
+            runtime.bus,
+            generation_id,
+            after=after,
+            poll_s=SSE_WAIT_S,
+            stop=request.is_disconnected,
+        ):
+            data = {
+                "generation_id": generation_id,
+                "type": event.type,
+                "created_at": iso(event.created_at),
+                **event.data,
+            }
+            yield {"id": str(event.id), "event": event.type, "data": json.dumps(data)}
 
     return EventSourceResponse(events(), ping=SSE_WAIT_S)
