@@ -619,8 +619,8 @@ class Pipeline:
                 unavailable[name] = "circuit breaker half-open: a probe is in flight"
         deferred = {
             name: f"asked to retry after {left:.1f} s"
-            for name in names
-            if (left := control.outbound.paused_for(name)) > 0
+            for name, left in (await control.outbound.paused(names)).items()
+            if left > 0
         }
 
         def quality(provider: Provider) -> float | None:
@@ -810,7 +810,7 @@ class Pipeline:
                 return result, int(ms)
             record.update(outcome="failed", error=failure.code)
             if isinstance(failure, ProviderRateLimited) and failure.retry_after:
-                control.outbound.pause(name, failure.retry_after)
+                await control.outbound.pause(name, failure.retry_after)
             delay, why_not = self._retry_delay(run, policy, attempt, failure)
             info: dict[str, Any] = {
                 "provider": name,
