@@ -80,6 +80,7 @@ from pixelgate.resilience.breaker import (
 from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import WaitInfo
+from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage, image_key
 
 __all__ = ["Caller", "Estimate", "Pipeline"]
@@ -211,6 +212,7 @@ class Pipeline:
         http: httpx.AsyncClient,
         retry: RetryPolicy | None = None,
         limiter: RequestLimiter | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -220,12 +222,13 @@ class Pipeline:
         self.http = http
         #: overrides the configured retry policy when set (tests, embedding)
         self.retry: RetryPolicy | None = retry
-        #: live routing configuration, breakers, outbound limits, attempt statistics
-        self.control = RoutingControl(settings, providers, source=store)
+        #: live routing configuration, breakers, outbound limits, attempt statistics;
+        #: ``shared`` (memory, or Redis with scale-out) is opened from settings if not given
+        self.control = RoutingControl(settings, providers, source=store, shared=shared)
         self.credit_rules = CreditRules(
             **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
         )
-        self.limiter = limiter or RequestLimiter.for_settings(settings)
+        self.limiter = limiter or RequestLimiter(self.control.shared.limits)
         self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
