@@ -1,7 +1,9 @@
 """Everything a pixelgate process holds, built once from settings and closed once.
 
 The HTTP app, the CLI and the Python API all open a :class:`Runtime`; there is
-one way to wire the pipeline.
+one way to wire the pipeline. With ``PIXELGATE_REDIS_URL`` the process opens one Redis
+client, used by the event bus and the shared resilience state (breakers, gates, rate
+windows, pauses), and closes it last.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -26,9 +29,14 @@ from pixelgate.media.images import harden_image_decoding
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
+from pixelgate.resilience.shared import SharedState, open_shared_state
+from pixelgate.resilience.storage import open_redis
 from pixelgate.storage.base import Storage
 
-__all__ = ["ADMIN_ACCOUNT", "Runtime", "open_bus", "open_storage"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["ADMIN_ACCOUNT", "Runtime", "open_bus", "open_redis_client", "open_storage"]
 
 log = structlog.get_logger("pixelgate.runtime")
 
@@ -57,7 +65,19 @@ def open_storage(settings: Settings) -> Storage:
     raise ConfigError(f"config error: storage_url: unsupported storage URL {url!r}")
 
 
-async def open_bus(settings: Settings) -> EventBus:
+def open_redis_client(settings: Settings) -> Redis | None:
+    """The process's Redis client when ``PIXELGATE_REDIS_URL`` is set (scale-out)."""
+    if not settings.redis_url:
+        return None
+    try:
+        return open_redis(settings.redis_url)
+    except ImportError as exc:
+        raise ConfigError(
+            "config error: redis_url: needs the redis extra (pip install 'pixelgate[redis]')"
+        ) from exc
+
+
+async def open_bus(settings: Settings, redis: Redis | None = None) -> EventBus:
     """Redis pub/sub when ``PIXELGATE_REDIS_URL`` is set (scale-out), else in-process."""
     if not settings.redis_url:
         return MemoryBus()
@@ -67,7 +87,7 @@ async def open_bus(settings: Settings) -> EventBus:
         raise ConfigError(
             "config error: redis_url: needs the redis extra (pip install 'pixelgate[redis]')"
         ) from exc
-    bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix)
+    bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix, redis=redis)
     await bus.start()  # bounded wait: a Redis that is down degrades /health, not start-up
     return bus
 
@@ -94,6 +114,7 @@ class Runtime:
         providers: ProviderSet,
         bus: EventBus,
         pipeline: Pipeline,
+        redis: Redis | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -103,6 +124,9 @@ class Runtime:
         self.providers = providers
         self.bus = bus
         self.pipeline = pipeline
+        #: the process's Redis client (scale-out), shared by the bus and the shared state
+        self.redis = redis
+        self.shared: SharedState = pipeline.control.shared
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
         self.queue: JobQueue = open_queue(settings, store)
@@ -131,12 +155,16 @@ class Runtime:
             await http.aclose()
             await db.close()
             raise
+        redis: Redis | None = None
         try:
             queue = open_queue(settings, store)
             if migrate:
                 await queue.prepare()
-            bus = await open_bus(settings)
+            redis = open_redis_client(settings)
+            bus = await open_bus(settings, redis)
         except BaseException:
+            if redis is not None:
+                await redis.aclose(close_connection_pool=True)
             await http.aclose()
             await db.close()
             raise
@@ -147,6 +175,7 @@ class Runtime:
             providers=providers,
             bus=bus,
             http=http,
+            shared=open_shared_state(settings, redis=redis),
         )
         _add_notification_hooks(pipeline, settings, store)
         runtime = cls(
@@ -158,6 +187,7 @@ class Runtime:
             providers=providers,
             bus=bus,
             pipeline=pipeline,
+            redis=redis,
         )
         runtime.queue = queue
         if bootstrap_admin:
@@ -186,7 +216,10 @@ class Runtime:
         await self.pipeline.ticker.close()
         await self.pipeline.drain_hooks()
         await self.pipeline.fetcher.aclose()
+        await self.shared.close()
         await self.bus.close()
+        if self.redis is not None:
+            await self.redis.aclose(close_connection_pool=True)
         await self.http.aclose()
         await self.storage.close()
         await self.db.close()

@@ -40,7 +40,7 @@ class FakeTime:
 async def test_gates_are_first_come_first_served_and_follow_a_new_limit() -> None:
     gates = MemoryGates()
     order: list[int] = []
-    assert gates.try_acquire("k", 1)
+    assert await gates.try_acquire("k", 1)
 
     async def worker(i: int) -> None:
         await gates.acquire("k", 1)
@@ -48,29 +48,29 @@ async def test_gates_are_first_come_first_served_and_follow_a_new_limit() -> Non
 
     tasks = [asyncio.create_task(worker(i)) for i in range(3)]
     await asyncio.sleep(0.01)
-    assert gates.usage("k") == (1, 3)
-    gates.release("k")
+    assert await gates.usage("k") == (1, 3)
+    await gates.release("k")
     await asyncio.sleep(0.01)
     assert order == [0]
     # a raised limit lets the waiters in first (this caller would jump the queue)
-    assert not gates.try_acquire("k", 3)
+    assert not await gates.try_acquire("k", 3)
     await asyncio.sleep(0.01)
     assert order == [0, 1, 2]
-    assert gates.usage("k") == (3, 0)
+    assert await gates.usage("k") == (3, 0)
     await asyncio.gather(*tasks)
 
 
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     gates = MemoryGates()
-    assert gates.try_acquire("k", 1)
+    assert await gates.try_acquire("k", 1)
     waiter = asyncio.create_task(gates.acquire("k", 1))
     await asyncio.sleep(0.01)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    assert gates.usage("k") == (1, 0)
-    gates.release("k")
-    assert gates.try_acquire("k", 1)
+    assert await gates.usage("k") == (1, 0)
+    await gates.release("k")
+    assert await gates.try_acquire("k", 1)
 
 
 async def test_concurrency_limit_makes_calls_wait_and_says_why() -> None:
@@ -94,7 +94,7 @@ async def test_concurrency_limit_makes_calls_wait_and_says_why() -> None:
     assert peak == 2
     assert len(waits) == 4
     assert waits[0].kind == "concurrency" and "2 of 2 concurrent" in waits[0].reason
-    assert limiter.usage("p")["in_flight"] == 0
+    assert (await limiter.usage("p"))["in_flight"] == 0
 
 
 async def test_per_account_limits_are_separate_from_the_provider_limit() -> None:
@@ -148,8 +148,8 @@ async def test_a_rate_limit_spaces_calls_out_instead_of_failing() -> None:
 async def test_a_retry_after_pauses_every_call_to_that_provider() -> None:
     fake = FakeTime()
     limiter = OutboundLimiter(clock=fake.clock())
-    limiter.pause("p", 3.0)
-    limiter.pause("p", 1.0)  # a shorter pause does not shorten the longer one
+    await limiter.pause("p", 3.0)
+    await limiter.pause("p", 1.0)  # a shorter pause does not shorten the longer one
     waits: list[WaitInfo] = []
 
     async def on_wait(info: WaitInfo) -> None:

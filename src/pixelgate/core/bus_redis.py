@@ -9,6 +9,9 @@ Notifications are hints, never the truth (the database is): when Redis is down a
 publish is dropped and logged, waiters fall back to polling the database, and after a
 reconnect every local subscriber is woken once to look again, so nothing is missed for
 longer than one poll interval.
+
+The bus uses the process's Redis client when given one (``Runtime`` shares it with the
+breakers, gates and rate windows, and closes it); made from a URL it owns its client.
 """
 
 from __future__ import annotations
@@ -18,19 +21,20 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from pixelgate.core.bus import Subscription
+from pixelgate.resilience.storage import CONNECT_TIMEOUT_S, open_redis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["RedisBus"]
 
 log = structlog.get_logger("pixelgate.bus")
 
-POOL_SIZE = 32
-SOCKET_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 1.0
 RECONNECT_MAX_S = 2.0
 WARN_EVERY_S = 10.0
@@ -39,19 +43,14 @@ WARN_EVERY_S = 10.0
 class RedisBus:
     """Redis pub/sub fan-out, one subscriber connection per process."""
 
-    def __init__(self, url: str, *, prefix: str = "pixelgate") -> None:
-        from redis.asyncio import BlockingConnectionPool, Redis
-
-        self.url = url
+    def __init__(
+        self, url: str | None = None, *, prefix: str = "pixelgate", redis: Redis | None = None
+    ) -> None:
+        if redis is None and url is None:
+            raise ValueError("RedisBus needs a URL or a client")
         self.prefix = prefix
-        self._pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=POOL_SIZE,
-            timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-        )
-        self.redis = Redis(connection_pool=self._pool)
+        self._owns_client = redis is None
+        self.redis: Redis = redis if redis is not None else open_redis(str(url))
         self._jobs_channel = f"{prefix}:jobs"
         self._cancel_channel = f"{prefix}:cancel"
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
@@ -153,10 +152,9 @@ class RedisBus:
                 await self._reader
             self._reader = None
         self._subs.clear()
-        with suppress(Exception):
-            await self.redis.aclose()
-        with suppress(Exception):
-            await self._pool.aclose()
+        if self._owns_client:
+            with suppress(Exception):
+                await self.redis.aclose(close_connection_pool=True)
 
     # Internals -----------------------------------------------------------------
 

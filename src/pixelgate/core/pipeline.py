@@ -83,6 +83,7 @@ from pixelgate.resilience.breaker import (
 from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import WaitInfo
+from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage, image_key
 
 __all__ = ["Caller", "Estimate", "Pipeline"]
@@ -241,6 +242,7 @@ class Pipeline:
         http: httpx.AsyncClient,
         retry: RetryPolicy | None = None,
         limiter: RequestLimiter | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -250,12 +252,13 @@ class Pipeline:
         self.http = http
         #: overrides the configured retry policy when set (tests, embedding)
         self.retry: RetryPolicy | None = retry
-        #: live routing configuration, breakers, outbound limits, attempt statistics
-        self.control = RoutingControl(settings, providers, source=store)
+        #: live routing configuration, breakers, outbound limits, attempt statistics;
+        #: ``shared`` (memory, or Redis with scale-out) is opened from settings if not given
+        self.control = RoutingControl(settings, providers, source=store, shared=shared)
         self.credit_rules = CreditRules(
             **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
         )
-        self.limiter = limiter or RequestLimiter.for_settings(settings)
+        self.limiter = limiter or RequestLimiter(self.control.shared.limits)
         self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
@@ -682,8 +685,8 @@ class Pipeline:
                 unavailable[name] = "circuit breaker half-open: a probe is in flight"
         deferred = {
             name: f"asked to retry after {left:.1f} s"
-            for name in names
-            if (left := control.outbound.paused_for(name)) > 0
+            for name, left in (await control.outbound.paused(names)).items()
+            if left > 0
         }
 
         def quality(provider: Provider) -> float | None:
@@ -873,7 +876,7 @@ class Pipeline:
                 return result, int(ms)
             record.update(outcome="failed", error=failure.code)
             if isinstance(failure, ProviderRateLimited) and failure.retry_after:
-                control.outbound.pause(name, failure.retry_after)
+                await control.outbound.pause(name, failure.retry_after)
             delay, why_not = self._retry_delay(run, policy, attempt, failure)
             info: dict[str, Any] = {
                 "provider": name,

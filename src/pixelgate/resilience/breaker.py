@@ -10,8 +10,10 @@ resets), timeouts. A refusal or an invalid request proves the provider answered 
 success); a 429 or an authentication error says nothing about its health (neutral).
 
 :class:`Breakers` is the interface the router uses; :class:`MemoryBreakers` keeps the
-state in this process (the embedded deployment). A Redis implementation keeps the same
-state in a hash per provider updated by one Lua script, so every process shares it.
+state in this process (the embedded deployment). ``RedisBreakers`` (``breaker_redis.py``)
+keeps the same state in Redis, changed by one Lua script per operation, so every process
+of a scale-out deployment shares it. Both open with :func:`trip` and :func:`cooldown` and
+word their transitions with the same helpers.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from pixelgate.errors import (
 )
 
 __all__ = [
+    "COOLDOWN_OVER",
     "DEADLINE_EXCEEDED",
+    "PROBE_SUCCEEDED",
+    "RESET_BY_ADMIN",
     "BreakerSnapshot",
     "BreakerState",
     "Breakers",
@@ -44,7 +49,12 @@ __all__ = [
     "Outcome",
     "Permit",
     "Transition",
+    "cooldown",
+    "log_transition",
     "outcome_of",
+    "probe_failed",
+    "trip",
+    "trip_reason",
 ]
 
 log = structlog.get_logger("pixelgate.breaker")
@@ -52,6 +62,9 @@ log = structlog.get_logger("pixelgate.breaker")
 SERVER_ERROR = 500
 #: the error code of a call cut short by the generation's overall deadline
 DEADLINE_EXCEEDED = "deadline_exceeded"
+COOLDOWN_OVER = "cool-down over"
+PROBE_SUCCEEDED = "probe succeeded"
+RESET_BY_ADMIN = "reset by an admin"
 
 
 class BreakerState(StrEnum):
@@ -136,6 +149,51 @@ class BreakerSnapshot:
         }
 
 
+def trip(failures: int, calls: int, settings: BreakerSettings) -> str | None:
+    """Why a closed breaker opens with these counts in its window: ``"count"``, ``"ratio"``
+    or None (stays closed). The Redis script implements the same test in Lua."""
+    if failures >= settings.failure_threshold:
+        return "count"
+    if (
+        settings.failure_ratio is not None
+        and calls >= settings.min_calls
+        and failures / calls >= settings.failure_ratio
+    ):
+        return "ratio"
+    return None
+
+
+def trip_reason(
+    kind: str, failures: int, calls: int, settings: BreakerSettings, detail: str | None
+) -> str:
+    """The reason of a closed → open transition decided by :func:`trip`."""
+    if kind == "count":
+        reason = f"{failures} failures in {settings.window_s:g} s"
+    else:
+        reason = f"{failures} of {calls} calls failed in {settings.window_s:g} s"
+    return f"{reason}; last: {detail or 'error'}"
+
+
+def probe_failed(detail: str | None) -> str:
+    return f"probe failed: {detail or 'error'}"
+
+
+def cooldown(settings: BreakerSettings, rng: random.Random) -> float:
+    """Seconds an opened breaker stays open: the cool-down ± its jitter."""
+    jitter = settings.cooldown_s * settings.cooldown_jitter
+    return max(0.0, settings.cooldown_s + rng.uniform(-jitter, jitter))
+
+
+def log_transition(transition: Transition) -> None:
+    log.info(
+        "breaker_state_changed",
+        provider=transition.provider,
+        from_state=transition.from_state.value,
+        to_state=transition.to_state.value,
+        reason=transition.reason,
+    )
+
+
 class Breakers(Protocol):
     """Breaker state of every provider instance (memory here; Redis for scale-out)."""
 
@@ -205,7 +263,7 @@ class MemoryBreakers:
         if b.state == BreakerState.OPEN:
             if now < b.reopen_at:
                 return Permit(False, b.state, retry_in_s=b.reopen_at - now), transitions
-            transitions.append(self._move(provider, b, BreakerState.HALF_OPEN, "cool-down over"))
+            transitions.append(self._move(provider, b, BreakerState.HALF_OPEN, COOLDOWN_OVER))
         if b.state == BreakerState.HALF_OPEN:
             if b.probes_in_flight + b.probe_successes >= self.settings.half_open_probes:
                 return Permit(False, b.state), transitions
@@ -225,11 +283,11 @@ class MemoryBreakers:
             b.probes_in_flight = max(0, b.probes_in_flight - 1)
             if outcome == Outcome.FAILURE:
                 b.last_failure = detail
-                return [self._open(provider, b, now, f"probe failed: {detail or 'error'}")]
+                return [self._open(provider, b, now, probe_failed(detail))]
             if outcome == Outcome.SUCCESS:
                 b.probe_successes += 1
                 if b.probe_successes >= s.half_open_probes:
-                    return [self._move(provider, b, BreakerState.CLOSED, "probe succeeded")]
+                    return [self._move(provider, b, BreakerState.CLOSED, PROBE_SUCCEEDED)]
             return []
         if outcome == Outcome.NEUTRAL or b.state != BreakerState.CLOSED:
             return []
@@ -241,17 +299,11 @@ class MemoryBreakers:
         if not failed:
             return []
         failures = sum(1 for _, f in b.calls if f)
-        if failures >= s.failure_threshold:
-            reason = f"{failures} failures in {s.window_s:g} s"
-        elif (
-            s.failure_ratio is not None
-            and len(b.calls) >= s.min_calls
-            and failures / len(b.calls) >= s.failure_ratio
-        ):
-            reason = f"{failures} of {len(b.calls)} calls failed in {s.window_s:g} s"
-        else:
+        kind = trip(failures, len(b.calls), s)
+        if kind is None:
             return []
-        return [self._open(provider, b, now, f"{reason}; last: {detail or 'error'}")]
+        reason = trip_reason(kind, failures, len(b.calls), s, detail)
+        return [self._open(provider, b, now, reason)]
 
     async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
         now = self.clock()
@@ -278,7 +330,7 @@ class MemoryBreakers:
         if b.state == BreakerState.CLOSED:
             b.calls.clear()
             return []
-        return [self._move(provider, b, BreakerState.CLOSED, "reset by an admin")]
+        return [self._move(provider, b, BreakerState.CLOSED, RESET_BY_ADMIN)]
 
     def _trim(self, b: _Breaker, now: float) -> None:
         horizon = now - self.settings.window_s
@@ -286,10 +338,8 @@ class MemoryBreakers:
             b.calls.popleft()
 
     def _open(self, provider: str, b: _Breaker, now: float, reason: str) -> Transition:
-        s = self.settings
-        jitter = s.cooldown_s * s.cooldown_jitter
         b.opened_at = now
-        b.reopen_at = now + max(0.0, s.cooldown_s + self._rng.uniform(-jitter, jitter))
+        b.reopen_at = now + cooldown(self.settings, self._rng)
         b.opened_count += 1
         return self._move(provider, b, BreakerState.OPEN, reason)
 
@@ -301,11 +351,5 @@ class MemoryBreakers:
         b.probe_successes = 0
         if to == BreakerState.CLOSED:
             b.calls.clear()
-        log.info(
-            "breaker_state_changed",
-            provider=provider,
-            from_state=transition.from_state.value,
-            to_state=to.value,
-            reason=reason,
-        )
+        log_transition(transition)
         return transition

@@ -4,6 +4,10 @@ Configuration layers: defaults < TOML < environment (``Settings.routing``) < the
 hot configuration set through ``PUT /admin/config`` (stored, versioned, in the
 ``config_versions`` table). A change made in this process applies to the next job at
 once; other processes notice a newer version within :data:`REFRESH_S`.
+
+The breakers, gates, rate windows and pauses come from
+:func:`~pixelgate.resilience.shared.open_shared_state`: process memory, or Redis shared
+by every process of a scale-out deployment.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from pixelgate.config import RoutingSettings, Settings
 from pixelgate.errors import ValidationFailed
 from pixelgate.providers.base import DEFAULT_TIMEOUT_S
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.breaker import Breakers, MemoryBreakers
+from pixelgate.resilience.breaker import Breakers
 from pixelgate.resilience.outbound import DEFAULT_KEY, OutboundLimiter
 from pixelgate.resilience.retry import Clock, RetryPolicy
+from pixelgate.resilience.shared import SharedState, open_shared_state
 from pixelgate.resilience.stats import AttemptStats
 
 __all__ = ["REFRESH_S", "ConfigSource", "RoutingControl", "deep_merge"]
@@ -65,23 +70,27 @@ class RoutingControl:
         providers: ProviderSet,
         *,
         source: ConfigSource | None = None,
-        clock: Clock | None = None,
-        breakers: Breakers | None = None,
-        outbound: OutboundLimiter | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.base = settings.routing
         self.providers = providers
         self.source = source
-        self.clock = clock or Clock()
+        #: breakers, gates, windows and pauses (opened here from ``settings`` if not given)
+        self.shared = shared or open_shared_state(settings)
+        self.clock: Clock = self.shared.clock
         self.routing: RoutingSettings = settings.routing
         self.version = 0
         self.overrides: dict[str, Any] = {}
         self.actor: str | None = None
         self.updated_at: datetime | None = None
-        self.breakers: Breakers = breakers or MemoryBreakers(
-            self.routing.breaker, clock=lambda: self.clock.now()
+        self.breakers: Breakers = self.shared.breakers
+        self.outbound = OutboundLimiter(
+            self.routing.outbound,
+            gates=self.shared.gates,
+            windows=self.shared.windows,
+            pauses=self.shared.pauses,
+            clock=self.clock,
         )
-        self.outbound = outbound or OutboundLimiter(self.routing.outbound, clock=self.clock)
         self.stats = AttemptStats()
         self._checked_at = float("-inf")
         #: the newest stored version looked at (applied, or rejected as invalid)

@@ -1,21 +1,21 @@
 """Per-account request-rate limits (a tier's ``requests_per_minute``) on the `limits` library.
 
 Moving window, exact and bounded by the limit. Memory storage in the embedded
-deployment; a ``redis://`` storage URI shares the window across processes.
+deployment; the Redis storage of the deployment shares the window across processes
+(the pipeline passes the storage of its shared state, ``shared.py``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
 from pixelgate.config import Settings
 from pixelgate.errors import RateLimited
-from pixelgate.resilience.storage import limits_storage_options, limits_storage_uri
+from pixelgate.resilience.storage import open_limits_storage
 
 __all__ = ["RequestLimiter"]
 
@@ -25,13 +25,13 @@ NAMESPACE = "pixelgate:requests"
 class RequestLimiter:
     """``hit(account, per_minute)`` counts one request or raises ``RateLimited``."""
 
-    def __init__(self, storage_uri: str = "async+memory://", **options: Any) -> None:
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
+    def __init__(self, storage: Storage | None = None) -> None:
+        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RequestLimiter:
         """Memory in the embedded deployment; Redis (shared by every process) with scale-out."""
-        return cls(limits_storage_uri(settings), **limits_storage_options(settings))
+        return cls(open_limits_storage(settings))
 
     async def hit(self, account_id: str, per_minute: int | None) -> None:
         if per_minute is None:

@@ -8,17 +8,19 @@ A call over a limit *waits* for its turn — it never fails for it — and says 
 3. request rates: the account's, then the provider's (moving windows).
 
 Concurrency is taken before the rate so that a rate token is spent only by a request
-that is about to be sent.
+that is about to be sent. The gates, windows and pauses are memory or Redis (shared by
+every process), as :func:`~pixelgate.resilience.shared.open_shared_state` chose.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from pixelgate.config import OutboundLimit
+from pixelgate.resilience.pauses import MemoryPauses, Pauses
 from pixelgate.resilience.ratelimit import Gates, MemoryGates, RateWindows
 from pixelgate.resilience.retry import Clock
 
@@ -75,13 +77,14 @@ class OutboundLimiter:
         *,
         gates: Gates | None = None,
         windows: RateWindows | None = None,
+        pauses: Pauses | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.limits = dict(limits or {})
         self.gates: Gates = gates or MemoryGates()
         self.windows = windows or RateWindows()
         self.clock = clock or Clock()
-        self._paused_until: dict[str, float] = {}
+        self.pauses: Pauses = pauses or MemoryPauses(self.clock)
 
     def configure(self, limits: dict[str, OutboundLimit]) -> None:
         self.limits = dict(limits)
@@ -89,25 +92,20 @@ class OutboundLimiter:
     def limit_for(self, provider: str) -> OutboundLimit | None:
         return self.limits.get(provider) or self.limits.get(DEFAULT_KEY)
 
-    def pause(self, provider: str, seconds: float) -> None:
+    async def pause(self, provider: str, seconds: float) -> None:
         """The provider said "retry after ``seconds``": hold every call to it until then."""
-        until = self.clock.now() + seconds
-        if until > self._paused_until.get(provider, 0.0):
-            self._paused_until[provider] = until
+        await self.pauses.pause(provider, seconds)
 
-    def paused_for(self, provider: str) -> float:
-        until = self._paused_until.get(provider)
-        if until is None:
-            return 0.0
-        left = until - self.clock.now()
-        if left <= 0:
-            self._paused_until.pop(provider, None)
-            return 0.0
-        return left
+    async def paused(self, providers: Iterable[str]) -> dict[str, float]:
+        """Seconds left of each provider's pause (0.0 when not paused)."""
+        return await self.pauses.remaining(providers)
 
-    def usage(self, provider: str) -> dict[str, object]:
+    async def paused_for(self, provider: str) -> float:
+        return (await self.pauses.remaining([provider]))[provider]
+
+    async def usage(self, provider: str) -> dict[str, object]:
         limit = self.limit_for(provider)
-        in_flight, waiting = self.gates.usage(f"p:{provider}")
+        in_flight, waiting = await self.gates.usage(f"p:{provider}")
         return {
             "concurrency": limit.concurrency if limit else None,
             "rate": _rates(limit, account=False) or None,
@@ -115,7 +113,7 @@ class OutboundLimiter:
             "account_rate": _rates(limit, account=True) or None,
             "in_flight": in_flight,
             "waiting": waiting,
-            "paused_for_s": round(self.paused_for(provider), 3) or None,
+            "paused_for_s": round(await self.paused_for(provider), 3) or None,
         }
 
     @asynccontextmanager
@@ -146,7 +144,7 @@ class OutboundLimiter:
                 told.add((info.kind, info.scope))
                 await on_wait(info)
 
-        while (left := self.paused_for(provider)) > 0:
+        while (left := await self.paused_for(provider)) > 0:
             await wait(
                 WaitInfo(
                     provider,
@@ -167,8 +165,8 @@ class OutboundLimiter:
             for key, cap, scope in gates:
                 if cap is None:
                     continue
-                if not self.gates.try_acquire(key, cap):
-                    in_flight, _ = self.gates.usage(key)
+                if not await self.gates.try_acquire(key, cap):
+                    in_flight, _ = await self.gates.usage(key)
                     who = f"this account's calls to {provider}" if scope == "account" else provider
                     await wait(
                         WaitInfo(
@@ -204,4 +202,4 @@ class OutboundLimiter:
             yield
         finally:
             for key in reversed(held):
-                self.gates.release(key)
+                await self.gates.release(key)

@@ -1,10 +1,12 @@
 """Rate windows over the `limits` library, and concurrency gates.
 
 Requests per minute (or any `limits` rate) use ``limits.aio``'s moving window: exact
-and bounded by the limit. Memory storage here (one process); the same class takes a
-Redis ``limits`` storage to share windows across processes. Concurrency caps are
-not in `limits`: :class:`MemoryGates` is a FIFO counter per key whose limit can change
-while jobs wait (hot configuration); a Redis implementation keeps a sorted set of leases.
+and bounded by the limit. Memory storage in one process; the same class takes the
+deployment's Redis ``limits`` storage to share windows across processes (and then an
+:class:`~pixelgate.resilience.outage.Outage` guard: an unreachable Redis grants).
+Concurrency caps are not in `limits`: :class:`Gates` is their interface,
+:class:`MemoryGates` a FIFO counter per key whose limit can change while jobs wait (hot
+configuration), ``RedisGates`` (``gates_redis.py``) leases in Redis shared by every process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from pixelgate.resilience.outage import Outage
+
 __all__ = ["Gates", "MemoryGates", "RateWindows"]
 
 NAMESPACE = "pixelgate:outbound"
@@ -28,9 +32,10 @@ MIN_WAIT_S = 0.01
 class RateWindows:
     """Moving-window rate limits keyed by strings."""
 
-    def __init__(self, storage: Storage | None = None) -> None:
+    def __init__(self, storage: Storage | None = None, *, guard: Outage | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
         self._items: dict[str, RateLimitItem] = {}
+        self._guard = guard
 
     def _item(self, rate: str) -> RateLimitItem:
         item = self._items.get(rate)
@@ -41,6 +46,11 @@ class RateWindows:
 
     async def acquire(self, rate: str, *key: str) -> float:
         """Take one request from the window: 0.0 when granted, else seconds until a slot."""
+        if self._guard is not None:
+            return await self._guard.run("rate window", lambda: self._acquire(rate, key), 0.0)
+        return await self._acquire(rate, key)
+
+    async def _acquire(self, rate: str, key: tuple[str, ...]) -> float:
         item = self._item(rate)
         if await self._limiter.hit(item, *key):
             return 0.0
@@ -53,16 +63,25 @@ class RateWindows:
 
 
 class Gates(Protocol):
-    """Concurrency caps: at most ``limit`` holders per key at once, first come first served."""
+    """Concurrency caps: at most ``limit`` holders per key at once, first come first served.
 
-    def try_acquire(self, key: str, limit: int) -> bool: ...
+    The newest ``limit`` passed for a key applies to everyone waiting on it (a raised
+    limit lets waiters in). A holder's slots are fungible: ``release`` gives back one.
+    """
 
-    async def acquire(self, key: str, limit: int) -> None: ...
+    async def try_acquire(self, key: str, limit: int) -> bool:
+        """Take a slot if one is free and nobody waits ahead; never waits."""
 
-    def release(self, key: str) -> None: ...
+    async def acquire(self, key: str, limit: int) -> None:
+        """Wait for a slot; cancelled while waiting, nothing is held."""
 
-    def usage(self, key: str) -> tuple[int, int]:
+    async def release(self, key: str) -> None: ...
+
+    async def usage(self, key: str) -> tuple[int, int]:
         """``(in_flight, waiting)``."""
+
+    async def close(self) -> None:
+        """Stop background work; Redis gates also give back the slots this process holds."""
 
 
 class _Gate:
@@ -80,7 +99,7 @@ class _Gate:
 
 
 class MemoryGates:
-    """Concurrency gates in process memory."""
+    """Concurrency gates in process memory; no method awaits, so each is atomic."""
 
     def __init__(self) -> None:
         self._gates: dict[str, _Gate] = {}
@@ -94,7 +113,10 @@ class MemoryGates:
             gate.wake()
         return gate
 
-    def try_acquire(self, key: str, limit: int) -> bool:
+    async def try_acquire(self, key: str, limit: int) -> bool:
+        return self._try_acquire(key, limit)
+
+    def _try_acquire(self, key: str, limit: int) -> bool:
         gate = self._gate(key, limit)
         if gate.waiters or gate.active >= gate.limit:
             return False
@@ -102,7 +124,7 @@ class MemoryGates:
         return True
 
     async def acquire(self, key: str, limit: int) -> None:
-        if self.try_acquire(key, limit):
+        if self._try_acquire(key, limit):
             return
         gate = self._gates[key]
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -111,7 +133,7 @@ class MemoryGates:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release(key)  # the slot was handed over as we were cancelled
+                self._release(key)  # the slot was handed over as we were cancelled
             else:
                 try:
                     gate.waiters.remove(waiter)
@@ -119,15 +141,21 @@ class MemoryGates:
                     pass
             raise
 
-    def release(self, key: str) -> None:
+    async def release(self, key: str) -> None:
+        self._release(key)
+
+    def _release(self, key: str) -> None:
         gate = self._gates.get(key)
         if gate is None:
             return
         gate.active = max(0, gate.active - 1)
         gate.wake()
 
-    def usage(self, key: str) -> tuple[int, int]:
+    async def usage(self, key: str) -> tuple[int, int]:
         gate = self._gates.get(key)
         if gate is None:
             return 0, 0
         return gate.active, sum(1 for w in gate.waiters if not w.done())
+
+    async def close(self) -> None:
+        """Nothing runs in the background here."""

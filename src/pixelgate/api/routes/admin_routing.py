@@ -265,7 +265,7 @@ async def admin_providers(
             },
             "circuit_breaker": breakers[name],
             "recent": control.stats.summary(name).as_dict(),
-            "limits": control.outbound.usage(name),
+            "limits": await control.outbound.usage(name),
         }
     return JSONResponse({"providers": body, "chain": chain, "config_version": control.version})
 

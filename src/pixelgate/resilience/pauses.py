@@ -1,0 +1,109 @@
+"""Provider pauses: a 429's ``Retry-After`` holds every call to that provider until then.
+
+A pause is only ever extended (a shorter ``Retry-After`` never shortens a longer one) and
+ends by itself. :class:`MemoryPauses` keeps them in this process; :class:`RedisPauses`
+keeps one key per provider, ``{prefix}:pause:{provider}``, holding the pause-until time
+and expiring with it, so a 429 seen by one process pauses the provider for all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pixelgate.resilience.outage import Outage
+from pixelgate.resilience.retry import Clock
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["MemoryPauses", "Pauses", "RedisPauses"]
+
+#: the pause-until time, set only when later than the one stored; the key expires with it
+_EXTEND = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current == nil or tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+#: a key outlives its pause by this much (a process with a slightly late clock still sees it)
+_GRACE_MS = 1000
+
+
+class Pauses(Protocol):
+    """Pause-until times per provider."""
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        """Hold calls to ``provider`` for ``seconds`` from now (never shortens a pause)."""
+
+    async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
+        """Seconds left of each provider's pause (0.0 when not paused)."""
+
+
+class MemoryPauses:
+    """Pauses in process memory, on the limiter's clock (tests move it by hand)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self._until: dict[str, float] = {}
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        until = self.clock.now() + seconds
+        if until > self._until.get(provider, 0.0):
+            self._until[provider] = until
+
+    async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
+        now = self.clock.now()
+        out: dict[str, float] = {}
+        for name in providers:
+            left = self._until.get(name, 0.0) - now
+            if left <= 0:
+                self._until.pop(name, None)
+            out[name] = max(0.0, left)
+        return out
+
+
+class RedisPauses:
+    """Pauses shared through Redis; times on the wall clock, which every process shares."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        clock: Callable[[], float] = time.time,
+        guard: Outage | None = None,
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        self.redis = redis
+        self.clock = clock
+        self._prefix = f"{prefix}:pause"
+        self._extend = redis.register_script(_EXTEND)
+        self._guard = guard or Outage((RedisError,))
+
+    def _key(self, provider: str) -> str:
+        return f"{self._prefix}:{provider}"
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        until = self.clock() + seconds
+        ttl_ms = int(seconds * 1000) + _GRACE_MS
+        await self._guard.run(
+            "pause", lambda: self._extend([self._key(provider)], [repr(until), ttl_ms]), 0
+        )
+
+    async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
+        names = list(providers)
+        if not names:
+            return {}
+        stored: list[Any] = await self._guard.run(
+            "pauses", lambda: self.redis.mget([self._key(n) for n in names]), [None] * len(names)
+        )
+        now = self.clock()
+        return {
+            name: max(0.0, float(until) - now) if until is not None else 0.0
+            for name, until in zip(names, stored, strict=True)
+        }
