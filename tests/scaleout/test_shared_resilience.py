@@ -27,6 +27,7 @@ from pixelgate.config import BreakerSettings, load_settings
 from pixelgate.resilience.breaker import BreakerState, Outcome
 from pixelgate.resilience.breaker_redis import RedisBreakers
 from pixelgate.resilience.gates_redis import RedisGates
+from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import OutboundLimiter, WaitInfo
 from pixelgate.resilience.pauses import RedisPauses
 from pixelgate.resilience.ratelimit import RateWindows
@@ -337,6 +338,9 @@ async def test_with_redis_unreachable_everything_fails_open_at_once(tmp_path: Pa
         assert await shared.windows.acquire("1/minute", "p") == 0.0
         await shared.pauses.pause("p", 5)
         assert await shared.pauses.remaining(["p"]) == {"p": 0.0}
+        limiter = RequestLimiter(shared.limits, guard=shared.guard)
+        for _ in range(3):  # over a limit of 1 per minute, yet admitted
+            await limiter.hit("account", 1)
         assert time.monotonic() - started < 1.0
     finally:
         await shared.close()

@@ -258,7 +258,9 @@ class Pipeline:
         self.credit_rules = CreditRules(
             **settings.credits.model_dump(exclude={"cache_price", "default_policy"})
         )
-        self.limiter = limiter or RequestLimiter(self.control.shared.limits)
+        self.limiter = limiter or RequestLimiter(
+            self.control.shared.limits, guard=self.control.shared.guard
+        )
         self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()

@@ -2,7 +2,9 @@
 
 Moving window, exact and bounded by the limit. Memory storage in the embedded
 deployment; the Redis storage of the deployment shares the window across processes
-(the pipeline passes the storage of its shared state, ``shared.py``).
+(the pipeline passes the storage of its shared state, ``shared.py``). While Redis is
+unreachable the limit fails open, like the rest of the shared state (``outage.py``):
+an outage of the counter store must not turn every request into an error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from pixelgate.config import Settings
 from pixelgate.errors import RateLimited
+from pixelgate.resilience.outage import Outage
 from pixelgate.resilience.storage import open_limits_storage
 
 __all__ = ["RequestLimiter"]
@@ -25,8 +28,9 @@ NAMESPACE = "pixelgate:requests"
 class RequestLimiter:
     """``hit(account, per_minute)`` counts one request or raises ``RateLimited``."""
 
-    def __init__(self, storage: Storage | None = None) -> None:
+    def __init__(self, storage: Storage | None = None, *, guard: Outage | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        self._guard = guard
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RequestLimiter:
@@ -37,7 +41,13 @@ class RequestLimiter:
         if per_minute is None:
             return
         item = RateLimitItemPerMinute(per_minute, namespace=NAMESPACE)
-        if await self._limiter.hit(item, account_id):
+        if self._guard is None:
+            allowed = await self._limiter.hit(item, account_id)
+        else:
+            allowed = await self._guard.run(
+                "request limit", lambda: self._limiter.hit(item, account_id), True
+            )
+        if allowed:
             return
         stats = await self._limiter.get_window_stats(item, account_id)
         raise RateLimited(

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
     from redis.asyncio import Redis
 
+    from pixelgate.resilience.outage import Outage
+
 __all__ = ["SharedState", "open_shared_state"]
 
 
@@ -51,6 +53,8 @@ class SharedState:
     limits: Storage
     #: a client opened here for want of one (closed with the state)
     owned_redis: Redis | None = None
+    #: how calls to Redis fail open while it is unreachable (``None``: memory)
+    guard: Outage | None = None
 
     async def close(self) -> None:
         """Stop background work and give back what this process holds."""
@@ -101,4 +105,5 @@ def open_shared_state(
         pauses=RedisPauses(redis, prefix=prefix, guard=guard),
         limits=storage,
         owned_redis=owned,
+        guard=guard,
     )
