@@ -391,3 +391,23 @@ async def test_files_cannot_escape_the_storage_root(client: httpx.AsyncClient) -
     ):
         r = await client.get(path)
         assert r.status_code == 404, path
+
+
+async def test_a_synchronous_wait_reads_the_row_only_when_the_job_may_have_ended(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    status_of = runtime.store.status_of
+
+    async def counted(gen_id: str) -> tuple[str, bool] | None:
+        reads.append(gen_id)
+        return await status_of(gen_id)
+
+    monkeypatch.setattr(runtime.store, "status_of", counted)
+    r = await _create(client, {"prompt": "slow with progress", "provider": "slow"}, headers=WAIT)
+    assert r.status_code == 200 and r.json()["status"] == "SUCCEEDED", r.text
+    types = [e.type for e in await runtime.store.events_after(r.json()["id"])]
+    assert types.count("progress") >= 1 and len(types) >= 5, types
+    # once on arrival and once after the final notification; progress, provider_selected
+    # and the other events in between wake the waiter without a read
+    assert len(reads) <= 3, reads

@@ -22,8 +22,12 @@ class Subscription:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.cancel_requested = False
+        #: a notification since the last ``wait`` may have been the final one (a terminal
+        #: state, or a reconnect after which anything may have happened): look again
+        self.maybe_final = False
 
-    def notify(self) -> None:
+    def notify(self, *, final: bool = True) -> None:
+        self.maybe_final = self.maybe_final or final
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
@@ -37,8 +41,9 @@ class Subscription:
 
 
 class EventBus(Protocol):
-    async def publish(self, generation_id: str) -> None:
-        """Something happened to this generation (an event row was written)."""
+    async def publish(self, generation_id: str, *, final: bool = False) -> None:
+        """Something happened to this generation (an event row was written); ``final``:
+        it reached a terminal state (synchronous waiters read it only then)."""
 
     def subscribe(self, generation_id: str) -> AbstractAsyncContextManager[Subscription]:
         """Receive notifications for one generation while the context is open."""
@@ -68,9 +73,9 @@ class MemoryBus:
         self._jobs = asyncio.Event()
         self._cancels: dict[str, asyncio.Event] = {}
 
-    async def publish(self, generation_id: str) -> None:
+    async def publish(self, generation_id: str, *, final: bool = False) -> None:
         for sub in self._subs.get(generation_id, ()):
-            sub.notify()
+            sub.notify(final=final)
 
     @asynccontextmanager
     async def subscribe(self, generation_id: str) -> AsyncIterator[Subscription]:

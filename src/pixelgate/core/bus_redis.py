@@ -36,6 +36,9 @@ __all__ = ["RedisBus"]
 log = structlog.get_logger("pixelgate.bus")
 
 READ_TIMEOUT_S = 1.0
+#: the payloads of a generation's channel: an event was written / it reached a terminal state
+EVENT = "1"
+FINAL = "final"
 RECONNECT_MAX_S = 2.0
 WARN_EVERY_S = 10.0
 
@@ -80,10 +83,10 @@ class RedisBus:
 
     # EventBus ------------------------------------------------------------------
 
-    async def publish(self, generation_id: str) -> None:
+    async def publish(self, generation_id: str, *, final: bool = False) -> None:
         for sub in self._subs.get(generation_id, ()):
-            sub.notify()  # local subscribers need no round trip (they also get the echo)
-        await self._send(self._channel(generation_id), "1")
+            sub.notify(final=final)  # local subscribers need no round trip (nor the echo)
+        await self._send(self._channel(generation_id), FINAL if final else EVENT)
 
     @asynccontextmanager
     async def subscribe(self, generation_id: str) -> AsyncIterator[Subscription]:
@@ -216,8 +219,9 @@ class RedisBus:
                 event.set()
         else:
             gen_id = channel.rpartition(":")[2]
+            final = _text(message["data"]) != EVENT
             for sub in self._subs.get(gen_id, ()):
-                sub.notify()
+                sub.notify(final=final)
 
     def _wake_everyone(self) -> None:
         self._jobs.set()

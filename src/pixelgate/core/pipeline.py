@@ -516,15 +516,20 @@ class Pipeline:
         """The generation once terminal, or as it is when ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         async with self.bus.subscribe(generation_id) as sub:
+            look = True
             while True:
-                state = await self.store.status_of(generation_id)
-                if state is not None and state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
-                    break
+                if look:
+                    sub.maybe_final = False
+                    state = await self.store.status_of(generation_id)
+                    if state is not None and state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
+                        break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                # the poll bounds the wait if a notification is lost (another process)
-                await sub.wait(min(remaining, 1.0))
+                # progress and other events do not end a wait: read the row only after a
+                # final notification, or after a quiet second (a notification may be lost)
+                notified = await sub.wait(min(remaining, 1.0))
+                look = sub.maybe_final or not notified
         return await self.store.get_generation(generation_id)
 
     async def finished(
@@ -534,7 +539,7 @@ class Pipeline:
 
         ``status`` and ``job``, when the caller has them, spare the hooks a read.
         """
-        await self.bus.publish(generation_id)
+        await self.bus.publish(generation_id, final=True)
         if not self.finish_hooks:
             return
         finished = Finished(
