@@ -316,6 +316,9 @@ class Settings(BaseSettings):
     simulated_progress_interval_s: float = Field(3.0, ge=0)
     #: the latency the simulated curve assumes until the provider's own is observed
     simulated_progress_expected_s: float = Field(20.0, gt=0)
+    #: running jobs' events (progress, provider_selected...) are written together at most
+    #: this late, and a job's finishing transaction takes its own (0: each at once)
+    event_flush_interval_s: float = Field(0.1, ge=0)
     max_wait_s: float = Field(120.0, gt=0)
     default_account: str = "default"
     max_prompt_length: int = Field(4000, ge=1)

@@ -214,6 +214,7 @@ class Runtime:
             self.worker = None
         await self.queue.close()
         await self.pipeline.ticker.close()
+        await self.pipeline.events.close()
         await self.pipeline.drain_hooks()
         await self.pipeline.fetcher.aclose()
         await self.shared.close()

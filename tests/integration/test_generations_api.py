@@ -411,3 +411,34 @@ async def test_a_synchronous_wait_reads_the_row_only_when_the_job_may_have_ended
     # once on arrival and once after the final notification; progress, provider_selected
     # and the other events in between wake the waiter without a read
     assert len(reads) <= 3, reads
+
+
+async def test_running_events_are_group_committed_in_order_before_the_result(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    r = await _create(client, {"prompt": "slow, in steps", "provider": "slow"})
+    gen_id = r.json()["id"]
+    seen: list[str] = []
+    for _ in range(100):  # provider_selected is written while the job still runs
+        seen = [e.type for e in await runtime.store.events_after(gen_id)]
+        if "provider_selected" in seen:
+            break
+        await asyncio.sleep(0.05)
+    assert "provider_selected" in seen and "succeeded" not in seen, seen
+    body = await _wait_status(client, gen_id, "SUCCEEDED")
+    events = await runtime.store.events_after(gen_id)
+    types = [e.type for e in events]
+    assert types[0] == "queued" and types[-1] == "succeeded", types
+    assert types.index("started") < types.index("provider_selected") < types.index("progress")
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert body["provider"] == "slow" and body["progress"] == 100
+
+
+async def test_a_quick_job_writes_its_running_events_with_its_result(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    r = await _create(client, {"prompt": "quick"}, headers=WAIT)
+    assert r.status_code == 200, r.text
+    # no wait: provider_selected was taken into the finishing transaction
+    types = [e.type for e in await runtime.store.events_after(r.json()["id"])]
+    assert types == ["queued", "started", "provider_selected", "succeeded"], types

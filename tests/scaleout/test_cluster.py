@@ -149,7 +149,8 @@ async def test_200_jobs_round_robin_over_two_apis_all_succeed(
     apis = [api.url for api in cluster.apis]
     headers = await create_payer(apis[0], "bulk", credits=1000)
     ids = await _submit(http, apis, headers, 200, {"width": 64, "height": 64})
-    counts = await _wait_terminal(cluster_db, ids, timeout=60)
+    # a bound for a loaded CI machine, not a speed test
+    counts = await _wait_terminal(cluster_db, ids, timeout=150)
     assert counts == {"SUCCEEDED": 200}, counts
     _assert_paid_once(cluster_db, ids)
     _assert_one_object_per_image(cluster_db, s3, ids)

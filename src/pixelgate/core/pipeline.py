@@ -22,6 +22,7 @@ import structlog
 from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
+from pixelgate.core.eventbuffer import EventBuffer
 from pixelgate.core.finish import Finished, FinishHook
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
@@ -268,6 +269,10 @@ class Pipeline:
         self._hook_tasks: set[asyncio.Task[None]] = set()
         #: simulated progress of attempts whose provider reports none
         self.ticker = ProgressTicker(settings.simulated_progress_interval_s, self._simulated)
+        #: running jobs' events, written together (group commit)
+        self.events = EventBuffer(
+            settings.event_flush_interval_s, store.add_running_events, bus.publish
+        )
 
     # Admission -----------------------------------------------------------------
 
@@ -582,15 +587,14 @@ class Pipeline:
 
     async def event(
         self, generation_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
-    ) -> int:
-        event_id = await self.store.add_event(generation_id, type_, data, **values)
-        await self.bus.publish(generation_id)
-        return event_id
+    ) -> None:
+        """An event of a running job (and the generation columns it sets), group-committed."""
+        await self.events.add(RunningEvent(generation_id, type_, data or {}, values))
 
     async def running_events(self, events: list[RunningEvent]) -> None:
-        """Write events of running jobs in one go; none lands after its job ended."""
-        for generation_id in await self.store.add_running_events(events):
-            await self.bus.publish(generation_id)
+        """Events of running jobs; none lands after its job ended."""
+        for event in events:
+            await self.events.add(event)
 
     async def _simulated(self, values: list[tuple[str, int]]) -> None:
         events = [
@@ -624,13 +628,21 @@ class Pipeline:
                     await provider.cancel(provider_job_id)
                 except Exception:  # best effort: the job is canceled on our side anyway
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
-        event_id = await self.store.finish_canceled(job.id, owner, route=state.route)
+        event_id = await self.store.finish_canceled(
+            job.id, owner, route=state.route, pending=self.events.take(job.id)
+        )
         if event_id is not None:
             await self.finished(job.id, Status.CANCELED, job)
 
     async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
         event_id = await self.store.finish_failed(
-            job.id, owner, code=code, message=message, route=[], account_id=job.account_id
+            job.id,
+            owner,
+            code=code,
+            message=message,
+            route=[],
+            account_id=job.account_id,
+            pending=self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)
@@ -670,6 +682,7 @@ class Pipeline:
             provider_ms=elapsed_ms,
             route=state.route,
             account_id=job.account_id,
+            pending=self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.SUCCEEDED, job)
@@ -1066,6 +1079,7 @@ class Pipeline:
             account_id=job.account_id,
             provider=provider,
             model=model,
+            pending=self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)

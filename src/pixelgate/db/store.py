@@ -160,6 +160,15 @@ class RunningEvent:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+def _pending_values(pending: Sequence[RunningEvent]) -> dict[str, Any]:
+    """The generation columns a finishing job's waiting events set, later ones winning
+    (the finishing update's own columns win over all of them)."""
+    values: dict[str, Any] = {}
+    for event in pending:
+        values.update(event.values)
+    return values
+
+
 def _account_view(row: Account) -> AccountView:
     return AccountView(
         id=row.id,
@@ -883,17 +892,21 @@ class Store:
 
     # Progress while running ---------------------------------------------------
 
-    async def add_event(
-        self, gen_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
-    ) -> int:
-        """Append an event, optionally updating columns of the generation in the same txn."""
-        now = self.clock()
-        async with self.db.write() as s:
-            if values:
-                await s.execute(
-                    update(GEN).where(GEN.c.id == gen_id).values(updated_at=now, **values)
-                )
-            return await self._insert_event(s, gen_id, type_, data, now)
+    async def _insert_pending(
+        self, s: AsyncSession, pending: Sequence[RunningEvent], now: datetime
+    ) -> None:
+        """A finishing job's group-committed events, in one statement."""
+        if pending:
+            rows = [
+                {
+                    "generation_id": e.generation_id,
+                    "type": e.type,
+                    "data": e.data,
+                    "created_at": now,
+                }
+                for e in pending
+            ]
+            await s.execute(insert(EVT).values(rows))
 
     async def _insert_event(
         self, s: AsyncSession, gen_id: str, type_: str, data: dict[str, Any] | None, now: datetime
@@ -963,8 +976,10 @@ class Store:
         route: list[dict[str, Any]],
         account_id: str,
         fallback_image: bool = False,
+        pending: Sequence[RunningEvent] = (),
     ) -> int | None:
-        """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction.
+        """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction; the job's
+        ``pending`` events (group commit) are written before its final event.
 
         Returns the event id, or ``None`` when this worker no longer owns the job.
         """
@@ -978,18 +993,21 @@ class Store:
                     GEN.c.status.in_(sources_of(Status.SUCCEEDED)),
                 )
                 .values(
-                    status=Status.SUCCEEDED.value,
-                    progress=100,
-                    provider=provider,
-                    model=model,
-                    cost_usd=cost_usd,
-                    provider_ms=provider_ms,
-                    route=route,
-                    fallback_image=fallback_image,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    updated_at=now,
+                    _pending_values(pending)
+                    | {
+                        "status": Status.SUCCEEDED.value,
+                        "progress": 100,
+                        "provider": provider,
+                        "model": model,
+                        "cost_usd": cost_usd,
+                        "provider_ms": provider_ms,
+                        "route": route,
+                        "fallback_image": fallback_image,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "completed_at": now,
+                        "updated_at": now,
+                    }
                 )
                 .returning(GEN.c.credits, GEN.c.batch_id, GEN.c.cache_key)
             )
@@ -997,6 +1015,7 @@ class Store:
             if row is None:
                 return None
             credits, batch_id, cache_key = int(row[0]), row[1], row[2]
+            await self._insert_pending(s, pending, now)
             await s.execute(delete(IMG).where(IMG.c.generation_id == gen_id))
             await self._add_images(s, gen_id, account_id, images, now)
             await self._add_usage(
@@ -1036,8 +1055,10 @@ class Store:
         account_id: str,
         provider: str | None = None,
         model: str | None = None,
+        pending: Sequence[RunningEvent] = (),
     ) -> int | None:
-        """``PROCESSING → FAILED`` with the refund (at most once), in one transaction."""
+        """``PROCESSING → FAILED`` with the refund (at most once), in one transaction (with
+        the job's ``pending`` events before its final one)."""
         now = self.clock()
         async with self.db.write() as s:
             cond = [GEN.c.id == gen_id, GEN.c.status.in_(sources_of(Status.FAILED))]
@@ -1047,22 +1068,26 @@ class Store:
                 update(GEN)
                 .where(*cond)
                 .values(
-                    status=Status.FAILED.value,
-                    error_code=code,
-                    error_message=message,
-                    route=route,
-                    provider=provider,
-                    model=model,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    updated_at=now,
+                    _pending_values(pending)
+                    | {
+                        "status": Status.FAILED.value,
+                        "error_code": code,
+                        "error_message": message,
+                        "route": route,
+                        "provider": provider,
+                        "model": model,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "completed_at": now,
+                        "updated_at": now,
+                    }
                 )
                 .returning(GEN.c.batch_id, GEN.c.cache_key)
             )
             row = result.first()
             if row is None:
                 return None
+            await self._insert_pending(s, pending, now)
             refunded = await self._refund(s, gen_id, f"generation failed: {code}", now)
             if row[1] is not None:
                 await self._settle_followers(s, gen_id, now, error=f"failed ({code}: {message})")
@@ -1119,7 +1144,12 @@ class Store:
         return await self.get_generation(gen_id), event_id
 
     async def finish_canceled(
-        self, gen_id: str, owner: str, *, route: list[dict[str, Any]]
+        self,
+        gen_id: str,
+        owner: str,
+        *,
+        route: list[dict[str, Any]],
+        pending: Sequence[RunningEvent] = (),
     ) -> int | None:
         """``PROCESSING → CANCELED`` by the worker that saw the cancel request."""
         now = self.clock()
@@ -1132,20 +1162,24 @@ class Store:
                     GEN.c.status.in_(sources_of(Status.CANCELED)),
                 )
                 .values(
-                    status=Status.CANCELED.value,
-                    error_code="canceled",
-                    error_message="canceled while running",
-                    route=route,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    completed_at=now,
-                    updated_at=now,
+                    _pending_values(pending)
+                    | {
+                        "status": Status.CANCELED.value,
+                        "error_code": "canceled",
+                        "error_message": "canceled while running",
+                        "route": route,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "completed_at": now,
+                        "updated_at": now,
+                    }
                 )
                 .returning(GEN.c.batch_id, GEN.c.cache_key)
             )
             row = result.first()
             if row is None:
                 return None
+            await self._insert_pending(s, pending, now)
             refunded = await self._refund(s, gen_id, "canceled while running", now)
             if row[1] is not None:
                 await self._settle_followers(s, gen_id, now, error="was canceled")

@@ -1,0 +1,96 @@
+"""Group commit of the events of running jobs.
+
+A running job reports what happens to it (``provider_selected``, ``progress``,
+``waiting``, ``retrying``...) as events. Written one by one, each is a transaction of
+its own, and with thousands of jobs in flight those transactions were most of a
+worker's database time. Here they wait up to ``interval_s`` and are written together
+in one transaction per flush, and the job's finishing transaction takes whatever of
+its own is still waiting, so a quick job writes them with its result at no extra cost.
+
+Order is kept: a job's events are written in the order they were reported, and always
+before its final event. An event can only land while its job is ``PROCESSING`` (the
+store checks), so none arrives after the end. What a crash loses is at most
+``interval_s`` of such reports; the job's state and money are in other transactions.
+``interval_s`` 0 writes every event at once (the behaviour before group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from pixelgate.db.store import RunningEvent
+
+__all__ = ["EventBuffer"]
+
+log = structlog.get_logger("pixelgate.events")
+
+#: events per write transaction (keeps one flush from holding the write lock for long)
+FLUSH_BATCH = 500
+
+#: writes events and returns the generation ids that got one (``Store.add_running_events``)
+Write = Callable[[list[RunningEvent]], Awaitable[list[str]]]
+#: tells listeners that a generation has new events (``EventBus.publish``)
+Announce = Callable[[str], Awaitable[None]]
+
+
+class EventBuffer:
+    """Holds running jobs' events for at most ``interval_s``, then writes them together."""
+
+    def __init__(self, interval_s: float, write: Write, announce: Announce) -> None:
+        self.interval_s = interval_s
+        self._write = write
+        self._announce = announce
+        self._pending: list[RunningEvent] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, event: RunningEvent) -> None:
+        """Report ``event``: written within ``interval_s`` (at once when it is 0)."""
+        if self.interval_s <= 0:
+            await self._flush([event])
+            return
+        self._pending.append(event)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def take(self, generation_id: str) -> list[RunningEvent]:
+        """Remove and return the waiting events of one job (its finishing transaction
+        writes them before its final event)."""
+        mine = [e for e in self._pending if e.generation_id == generation_id]
+        if mine:
+            self._pending = [e for e in self._pending if e.generation_id != generation_id]
+        return mine
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    async def close(self) -> None:
+        """Write what is waiting and stop (shutdown)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything waiting now."""
+        while self._pending:
+            batch, self._pending = self._pending[:FLUSH_BATCH], self._pending[FLUSH_BATCH:]
+            await self._flush(batch)
+
+    async def _run(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.flush()
+            except Exception:  # the next flush goes on; these events are lost, not the jobs
+                log.exception("event_flush_failed")
+
+    async def _flush(self, events: list[RunningEvent]) -> None:
+        for generation_id in dict.fromkeys(await self._write(events)):
+            await self._announce(generation_id)
