@@ -46,11 +46,34 @@ async def test_a_finishing_job_takes_its_own_waiting_events() -> None:
     await buffer.add(_event("gen_a", 1))
     await buffer.add(_event("gen_b", 1))
     await buffer.add(_event("gen_a", 2))
-    taken = buffer.take("gen_a")
+    taken = await buffer.take("gen_a")
     assert [e.data["progress"] for e in taken] == [1, 2]
-    assert buffer.take("gen_a") == [] and buffer.waiting == 1
+    assert await buffer.take("gen_a") == [] and buffer.waiting == 1
     await buffer.close()  # shutdown writes what is left
     assert [[e.generation_id for e in w] for w in rec.writes] == [["gen_b"]]
+
+
+async def test_a_finishing_job_waits_for_the_flush_writing_its_events() -> None:
+    release = asyncio.Event()
+    rec = Recorder()
+
+    async def slow_write(events: list[RunningEvent]) -> list[str]:
+        await release.wait()
+        return await rec.write(events)
+
+    buffer = EventBuffer(10.0, slow_write, rec.announce)
+    await buffer.add(_event("gen_b", 1))
+    await buffer.add(_event("gen_a", 1))
+    flushing = asyncio.create_task(buffer.flush())
+    await asyncio.sleep(0.01)
+    taking = asyncio.create_task(buffer.take("gen_a"))
+    await asyncio.sleep(0.01)
+    assert not taking.done()  # gen_a's event is being written: its finish must wait
+    release.set()
+    assert await taking == [] and (await flushing) is None
+    # written in one transaction, rows in id order, each job's own order kept
+    assert [e.generation_id for e in rec.writes[0]] == ["gen_a", "gen_b"]
+    await buffer.close()
 
 
 async def test_interval_zero_writes_each_event_at_once() -> None:

@@ -9,7 +9,10 @@ its own is still waiting, so a quick job writes them with its result at no extra
 
 Order is kept: a job's events are written in the order they were reported, and always
 before its final event. An event can only land while its job is ``PROCESSING`` (the
-store checks), so none arrives after the end. What a crash loses is at most
+store checks), so none arrives after the end. Locks: a flush locks the rows of its jobs
+in id order, and a finishing job whose events are being flushed waits for that flush
+before its own transaction, so the two never wait on each other (PostgreSQL would
+abort one as a deadlock). What a crash loses is at most
 ``interval_s`` of such reports; the job's state and money are in other transactions.
 ``interval_s`` 0 writes every event at once (the behaviour before group commit).
 """
@@ -46,6 +49,9 @@ class EventBuffer:
         self._announce = announce
         self._pending: list[RunningEvent] = []
         self._task: asyncio.Task[None] | None = None
+        #: generation ids of the flush being written, and its end
+        self._flushing: set[str] = set()
+        self._flushed = asyncio.Event()
 
     async def add(self, event: RunningEvent) -> None:
         """Report ``event``: written within ``interval_s`` (at once when it is 0)."""
@@ -56,9 +62,11 @@ class EventBuffer:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def take(self, generation_id: str) -> list[RunningEvent]:
+    async def take(self, generation_id: str) -> list[RunningEvent]:
         """Remove and return the waiting events of one job (its finishing transaction
-        writes them before its final event)."""
+        writes them before its final event), after any flush writing some of them."""
+        while generation_id in self._flushing:
+            await self._flushed.wait()
         mine = [e for e in self._pending if e.generation_id == generation_id]
         if mine:
             self._pending = [e for e in self._pending if e.generation_id != generation_id]
@@ -92,5 +100,14 @@ class EventBuffer:
                 log.exception("event_flush_failed")
 
     async def _flush(self, events: list[RunningEvent]) -> None:
-        for generation_id in dict.fromkeys(await self._write(events)):
+        # one job's events keep their order (a stable sort); rows are locked in id order
+        events = sorted(events, key=lambda e: e.generation_id)
+        self._flushing = {e.generation_id for e in events}
+        self._flushed.clear()
+        try:
+            written = await self._write(events)
+        finally:
+            self._flushing = set()
+            self._flushed.set()
+        for generation_id in dict.fromkeys(written):
             await self._announce(generation_id)

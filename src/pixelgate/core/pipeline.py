@@ -629,7 +629,7 @@ class Pipeline:
                 except Exception:  # best effort: the job is canceled on our side anyway
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
         event_id = await self.store.finish_canceled(
-            job.id, owner, route=state.route, pending=self.events.take(job.id)
+            job.id, owner, route=state.route, pending=await self.events.take(job.id)
         )
         if event_id is not None:
             await self.finished(job.id, Status.CANCELED, job)
@@ -642,7 +642,7 @@ class Pipeline:
             message=message,
             route=[],
             account_id=job.account_id,
-            pending=self.events.take(job.id),
+            pending=await self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)
@@ -682,7 +682,7 @@ class Pipeline:
             provider_ms=elapsed_ms,
             route=state.route,
             account_id=job.account_id,
-            pending=self.events.take(job.id),
+            pending=await self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.SUCCEEDED, job)
@@ -1079,7 +1079,7 @@ class Pipeline:
             account_id=job.account_id,
             provider=provider,
             model=model,
-            pending=self.events.take(job.id),
+            pending=await self.events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)

@@ -6,6 +6,7 @@ Every state change of a generation is a compare-and-set guarded by
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -196,6 +197,10 @@ class Store:
         #: the time source; tests freeze it to prove windows and midnights
         self.clock = clock or utcnow
         self._account_cache: dict[str, tuple[float, AccountView]] = {}
+        # Statements that lock many generation rows at once (event flushes, lease renewal,
+        # the reaper) take turns in this process: two of them locking rows in different
+        # orders could deadlock on PostgreSQL.
+        self._many_rows = asyncio.Lock()
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for = url_for or (lambda key: f"/files/{key}")
 
@@ -813,7 +818,7 @@ class Store:
     async def renew_all(self, owner: str, lease_s: float) -> dict[str, bool]:
         """Extend every lease of ``owner`` in one statement; ``{id: cancel_requested}``."""
         now = self.clock()
-        async with self.db.write() as s:
+        async with self._many_rows, self.db.write() as s:
             result = await s.execute(
                 update(GEN)
                 .where(GEN.c.lease_owner == owner, GEN.c.status == Status.PROCESSING.value)
@@ -853,7 +858,7 @@ class Store:
         cond = and_(Generation.lease_expires_at.is_not(None), Generation.lease_expires_at < now)
         if dead_owners:
             cond = or_(cond, Generation.lease_owner.in_(list(dead_owners)))
-        async with self.db.write() as s:
+        async with self._many_rows, self.db.write() as s:
             result = await s.execute(
                 update(Generation)
                 .where(Generation.status == Status.PROCESSING.value, cond)
@@ -920,30 +925,52 @@ class Store:
         return int(event_id)
 
     async def add_running_events(self, events: Sequence[RunningEvent]) -> list[str]:
-        """Append events of running generations in one transaction; returns the ids written.
+        """Append events of running generations in one transaction of three statements,
+        whatever their number; returns the generation ids that got one, in order.
 
-        An event whose generation is no longer ``PROCESSING`` is dropped: the update of its
-        row (``updated_at`` and the event's column ``values``) goes first and locks it, so
-        no progress can land after a finishing transaction's final event.
+        An event whose generation is no longer ``PROCESSING`` is dropped. The rows are
+        locked first, in id order, so no event can land after a finishing transaction's
+        final event and two such writers cannot deadlock.
         """
+        if not events:
+            return []
         now = self.clock()
-        written: list[str] = []
-        async with self.db.write() as s:
-            for event in events:
-                result = await s.execute(
-                    update(GEN)
-                    .where(
-                        GEN.c.id == event.generation_id,
-                        GEN.c.status == Status.PROCESSING.value,
-                    )
-                    .values(updated_at=now, **event.values)
-                    .returning(GEN.c.id)
-                )
-                if result.first() is None:
-                    continue
-                await self._insert_event(s, event.generation_id, event.type, event.data, now)
-                written.append(event.generation_id)
-        return written
+        ids = sorted({e.generation_id for e in events})
+        async with self._many_rows, self.db.write() as s:
+            query = (
+                select(GEN.c.id)
+                .where(GEN.c.id.in_(ids), GEN.c.status == Status.PROCESSING.value)
+                .order_by(GEN.c.id)
+            )
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
+            running = set(await s.scalars(query))
+            kept = [e for e in events if e.generation_id in running]
+            if not kept:
+                return []
+            await self._apply_event_values(s, kept, now)
+            await self._insert_pending(s, kept, now)
+        return [e.generation_id for e in kept]
+
+    async def _apply_event_values(
+        self, s: AsyncSession, events: Sequence[RunningEvent], now: datetime
+    ) -> None:
+        """The generation columns the events set (later ones winning): one executemany
+        per set of columns (``progress``; ``provider, model, route``...)."""
+        merged: dict[str, dict[str, Any]] = {}
+        for event in events:
+            merged.setdefault(event.generation_id, {}).update(event.values)
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for gen_id, values in merged.items():
+            row = {"gen": gen_id, **{f"v_{k}": v for k, v in values.items()}}
+            groups.setdefault(tuple(sorted(values)), []).append(row)
+        for columns, rows in groups.items():
+            stmt = (
+                update(GEN)
+                .where(GEN.c.id == bindparam("gen"))
+                .values(updated_at=now, **{c: bindparam(f"v_{c}") for c in columns})
+            )
+            await s.execute(stmt, rows)
 
     async def save_provider_job(self, gen_id: str, provider: str, job_id: str) -> None:
         async with self.db.write() as s:
