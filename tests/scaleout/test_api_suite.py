@@ -15,7 +15,13 @@ from pathlib import Path
 from tests.scaleout.services import require_postgres, require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE = ["tests/integration/test_generations_api.py", "tests/integration/test_seed_routes.py"]
+SUITE = [
+    "tests/integration/test_generations_api.py",
+    "tests/integration/test_seed_routes.py",
+    # exact credits, quotas and budgets under concurrency, on PostgreSQL's row locks
+    "tests/integration/test_money.py",
+    "tests/integration/test_cache.py",
+]
 
 
 def test_foundation_api_suite_passes_on_postgres_redis_and_s3() -> None:

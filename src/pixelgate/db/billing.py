@@ -55,15 +55,22 @@ class LockedAccount:
     daily_budget_usd: Decimal | None
 
 
-async def lock_account(s: AsyncSession, account_id: str) -> LockedAccount:
+async def lock_account(s: AsyncSession, account_id: str, *, always: bool = True) -> LockedAccount:
     """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)
-    and read its balance and budget in the same statement."""
+    and read its balance and budget in the same statement.
+
+    Without ``always`` the row is locked only when it carries a balance or a budget (an
+    unmetered account's admissions do not depend on each other); whether it does is
+    read in this transaction, so the decision is exact.
+    """
     query = select(Account.credits, Account.daily_budget_usd).where(Account.id == account_id)
-    if s.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await s.execute(query)).first()
+    postgres = s.get_bind().dialect.name == "postgresql"
+    row = (await s.execute(query.with_for_update() if postgres and always else query)).first()
     if row is None:
         return LockedAccount(credits=None, daily_budget_usd=None)
+    if postgres and not always and (row[0] is not None or row[1] is not None):
+        row = (await s.execute(query.with_for_update())).first()
+        assert row is not None
     return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 
 

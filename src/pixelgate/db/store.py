@@ -436,7 +436,11 @@ class Store:
         fresh: GenerationView | None = None
         try:
             async with self.db.write() as s:
-                locked = await lock_account(s, account_id)
+                # other admissions of the account matter only with a quota, a balance, a
+                # budget or the cache; an unmetered account's admissions run in parallel
+                locked = await lock_account(
+                    s, account_id, always=quota is not None or (cache is not None and cache.use)
+                )
                 match = await self._cache_match(s, account_id, cache) if cache else None
                 if match is not None and cache is not None:
                     credits, estimated_usd = cache.credits, Decimal("0")
@@ -494,26 +498,30 @@ class Store:
                     )
                 elif account_name is not None:
                     # the answer is built from what was inserted: no read-back
-                    ahead = await s.scalar(
-                        select(func.count())
-                        .select_from(Generation)
-                        .where(
-                            Generation.status == Status.PENDING.value,
-                            Generation.created_at < now,
-                        )
-                    )
                     fresh = self._view(row, account_name, [])
-                    fresh.queue_position = int(ahead or 0)
         except IntegrityError:
             if idempotency_key:
                 existing = await self._by_idempotency(account_id, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, request_hash)
             raise
+        if fresh is not None:
+            # counted after the commit: not while holding the account's lock
+            fresh.queue_position = await self._queue_position(now)
         view = fresh if fresh is not None else await self.get_generation(gen_id)
         return AdmitResult(
             generation=view, created=True, credits_remaining=remaining, quota=quota_after
         )
+
+    async def _queue_position(self, created_at: datetime) -> int:
+        """How many pending generations were created before ``created_at``."""
+        async with self.db.read() as s:
+            ahead = await s.scalar(
+                select(func.count())
+                .select_from(GEN)
+                .where(GEN.c.status == Status.PENDING.value, GEN.c.created_at < created_at)
+            )
+        return int(ahead or 0)
 
     def _replay(self, existing: tuple[GenerationView, str], request_hash: str) -> AdmitResult:
         view, stored_hash = existing
