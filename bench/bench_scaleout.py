@@ -147,7 +147,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         body = {"width": args.size, "height": args.size, "format": "png"}
         gate = asyncio.Semaphore(args.submit_concurrency)
         statuses: dict[int | str, int] = {}
-        limits = httpx.Limits(max_connections=args.submit_concurrency)
+        # keep every connection alive (httpx keeps 20 by default and would reopen the rest)
+        limits = httpx.Limits(
+            max_connections=args.submit_concurrency,
+            max_keepalive_connections=args.submit_concurrency,
+        )
         async with httpx.AsyncClient(
             base_url=base, headers=headers, timeout=120, limits=limits
         ) as http:
