@@ -163,6 +163,7 @@ def serve(
         port=settings.port,
         log_level="warning",
         access_log=False,
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
         lifespan="on",
     )

@@ -303,6 +303,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    #: how long an idle client connection is kept open. Longer than clients' and load
+    #: balancers' own idle timeouts (httpx 5 s, AWS ALB 60 s), so that they close first:
+    #: a server closing a connection as the client reuses it fails that request
+    keep_alive_s: float = Field(75.0, gt=0)
     worker: bool = True
     concurrency: int = Field(100, ge=1, le=100_000)
     lease_seconds: float = Field(30.0, gt=0)

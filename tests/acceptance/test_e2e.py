@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import re
 import time
@@ -232,3 +233,33 @@ def test_seed_curl_examples(
     mine = api.get("/v1/generations", params={"limit": 100})
     assert mine.status_code == 200
     assert len(mine.json()["data"]) == 3
+
+
+def _idle_then_reuse(server: Server, idle_s: float) -> int | str:
+    """One request, ``idle_s`` of silence, then a second request on the same connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", "/health/live")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200
+        time.sleep(idle_s)
+        conn.request("GET", "/health/live")
+        second = conn.getresponse()
+        second.read()
+        return second.status
+    except (http.client.RemoteDisconnected, ConnectionError) as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_an_idle_connection_outlives_the_clients_own_idle_timeout(
+    server: Server, module_launcher: Launcher
+) -> None:
+    # longer than uvicorn's default (5 s) and httpx's keep-alive expiry (5 s)
+    assert _idle_then_reuse(server, 6.0) == 200
+    short = module_launcher.start(
+        config=placeholder_config(latency_ms=0), env={"PIXELGATE_KEEP_ALIVE_S": "1"}
+    )
+    assert _idle_then_reuse(short, 2.5) != 200  # the setting is what keeps it open
