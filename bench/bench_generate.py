@@ -310,7 +310,7 @@ def bare_server(args: argparse.Namespace, work: Path, body: bytes) -> Server:
 def _install_uvloop() -> None:
     try:
         import uvloop
-    except ImportError:  # pragma: no cover
+    except ImportError:  # uvloop is optional: the client then runs on asyncio's own loop
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 

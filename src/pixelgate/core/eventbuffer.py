@@ -89,7 +89,13 @@ class EventBuffer:
         """Write everything waiting now."""
         while self._pending:
             batch, self._pending = self._pending[:FLUSH_BATCH], self._pending[FLUSH_BATCH:]
-            await self._flush(batch)
+            self._flushing = {e.generation_id for e in batch}
+            self._flushed.clear()
+            try:
+                await self._flush(batch)
+            finally:
+                self._flushing = set()
+                self._flushed.set()
 
     async def _run(self) -> None:
         while self._pending:
@@ -101,13 +107,6 @@ class EventBuffer:
 
     async def _flush(self, events: list[RunningEvent]) -> None:
         # one job's events keep their order (a stable sort); rows are locked in id order
-        events = sorted(events, key=lambda e: e.generation_id)
-        self._flushing = {e.generation_id for e in events}
-        self._flushed.clear()
-        try:
-            written = await self._write(events)
-        finally:
-            self._flushing = set()
-            self._flushed.set()
+        written = await self._write(sorted(events, key=lambda e: e.generation_id))
         for generation_id in dict.fromkeys(written):
             await self._announce(generation_id)

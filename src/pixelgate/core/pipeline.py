@@ -1098,36 +1098,16 @@ class Pipeline:
                 seed=0,
                 label=DEFAULT_IMAGE_TEXT,
             )
-            processed = await process_image(
+            image = await self._store_image(
+                job,
+                request,
                 data,
-                want_format=request.format,
-                max_bytes=self.settings.max_image_bytes,
-                max_pixels=self.settings.max_image_pixels,
-            )
-            key = image_key(
-                prefix=self.settings.storage_prefix,
-                account=job.account_name,
-                project=job.project,
-                created_at=job.created_at,
-                generation_id=job.id,
                 index=0,
-                ext=EXTENSIONS[processed.format],
+                attribution={"provider": DEFAULT_IMAGE_PROVIDER, "fallback_image": True},
             )
-            await self.storage.put(key, processed.data, processed.content_type)
         except (ImageRejected, StorageError) as exc:
             log.warning("default_image_failed", generation_id=job.id, code=exc.code)
             return False
-        image = NewImage(
-            index=0,
-            key=key,
-            width=processed.width,
-            height=processed.height,
-            format=processed.format,
-            content_type=processed.content_type,
-            bytes=processed.bytes,
-            sha256=processed.sha256,
-            attribution={"provider": DEFAULT_IMAGE_PROVIDER, "fallback_image": True},
-        )
         return await self.store.attach_fallback_image(
             job.id, run.owner, image, account_id=job.account_id
         )
@@ -1210,36 +1190,48 @@ class Pipeline:
         stored: list[NewImage] = []
         for index, image in enumerate(result.images):
             data = await self._image_bytes(image, result)
-            processed = await process_image(
-                data,
-                want_format=request.format,
-                max_bytes=self.settings.max_image_bytes,
-                max_pixels=self.settings.max_image_pixels,
-            )
-            key = image_key(
-                prefix=self.settings.storage_prefix,
-                account=job.account_name,
-                project=job.project,
-                created_at=job.created_at,
-                generation_id=job.id,
-                index=index,
-                ext=EXTENSIONS[processed.format],
-            )
-            await self.storage.put(key, processed.data, processed.content_type)
             stored.append(
-                NewImage(
-                    index=index,
-                    key=key,
-                    width=processed.width,
-                    height=processed.height,
-                    format=processed.format,
-                    content_type=processed.content_type,
-                    bytes=processed.bytes,
-                    sha256=processed.sha256,
-                    attribution=image.attribution,
-                )
+                await self._store_image(job, request, data, index, attribution=image.attribution)
             )
         return stored
+
+    async def _store_image(
+        self,
+        job: ClaimedJob,
+        request: GenerationRequest,
+        data: bytes,
+        index: int,
+        *,
+        attribution: dict[str, Any] | None,
+    ) -> NewImage:
+        """Decode, validate, convert and hash one image, and store it under its stable key."""
+        processed = await process_image(
+            data,
+            want_format=request.format,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+        key = image_key(
+            prefix=self.settings.storage_prefix,
+            account=job.account_name,
+            project=job.project,
+            created_at=job.created_at,
+            generation_id=job.id,
+            index=index,
+            ext=EXTENSIONS[processed.format],
+        )
+        await self.storage.put(key, processed.data, processed.content_type)
+        return NewImage(
+            index=index,
+            key=key,
+            width=processed.width,
+            height=processed.height,
+            format=processed.format,
+            content_type=processed.content_type,
+            bytes=processed.bytes,
+            sha256=processed.sha256,
+            attribution=attribution,
+        )
 
     async def _image_bytes(self, image: ProviderImage, result: ProviderResult) -> bytes:
         if image.data is not None:
