@@ -10,11 +10,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-__all__ = ["Database", "run_migrations"]
+__all__ = ["Database", "Outcome", "TxFunction", "run_migrations"]
+
+#: a transaction function: plain synchronous code over one connection, run in one hop
+TxFunction = Callable[[Connection], Any]
+#: what one transaction function of a batch gave: ``(True, result)`` or ``(False, error)``
+Outcome = tuple[bool, Any]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READ_POOL = 4
@@ -158,6 +163,31 @@ class Database:
         async with self._write() as session, session.begin():
             yield session
 
+    async def run(self, fn: TxFunction) -> Any:
+        """Run a read-only transaction function in one hop (one snapshot)."""
+        if self.is_sqlite:
+            async with self._read_slots:
+                return await self._in_thread(_read_in_thread, self._sync_read, fn)
+        async with self.write_engine.connect() as conn, conn.begin():
+            return await conn.run_sync(fn)
+
+    async def run_batch(self, fns: list[TxFunction]) -> list[Outcome]:
+        """Run write transaction functions in ONE transaction, each in its own savepoint
+        (a single one needs none), and commit once: the group commit's database side.
+
+        A function that raises is rolled back alone and its error is its outcome; an
+        error of the transaction itself (the commit, a lost connection) is raised.
+        """
+        if self.is_sqlite:
+            async with self._write_lock:
+                return await self._in_thread(_batch_in_thread, self._sync_write, fns)
+        async with self.write_engine.connect() as conn:
+            try:
+                async with conn.begin():
+                    return await conn.run_sync(_run_items, fns)
+            except _SoleFailure as failure:
+                return [(False, failure.error)]
+
     async def close(self) -> None:
         if self.is_sqlite:
             await self._in_thread(self._sync_write.dispose)
@@ -165,6 +195,43 @@ class Database:
             self._thread.shutdown(wait=True)
             return
         await self.write_engine.dispose()
+
+
+class _SoleFailure(Exception):
+    """The only function of a batch raised: the whole transaction is rolled back."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _run_items(conn: Connection, fns: list[TxFunction]) -> list[Outcome]:
+    if len(fns) == 1:
+        try:
+            return [(True, fns[0](conn))]
+        except Exception as exc:
+            raise _SoleFailure(exc) from exc
+    outcomes: list[Outcome] = []
+    for fn in fns:
+        try:
+            with conn.begin_nested():
+                outcomes.append((True, fn(conn)))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
+
+
+def _batch_in_thread(engine: Engine, fns: list[TxFunction]) -> list[Outcome]:
+    with engine.connect() as conn:
+        try:
+            with conn.begin():
+                return _run_items(conn, fns)
+        except _SoleFailure as failure:
+            return [(False, failure.error)]
+
+
+def _read_in_thread(engine: Engine, fn: TxFunction) -> Any:
+    with engine.connect() as conn, conn.begin():
+        return fn(conn)
 
 
 def _ensure_sqlite_dir(url: str) -> None:
