@@ -206,9 +206,12 @@ class Runtime:
         )
         await worker.start()
         self.worker = worker
+        if type(worker) is Worker:  # the embedded lease worker takes jobs from admission
+            self.pipeline.local_worker = worker
         return worker
 
     async def close(self) -> None:
+        self.pipeline.local_worker = None
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s)
             self.worker = None

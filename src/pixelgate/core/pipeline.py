@@ -7,6 +7,7 @@ goes through :meth:`Pipeline.admit`; every worker through :meth:`Pipeline.execut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -14,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -53,7 +54,6 @@ from pixelgate.db.store import (
     NewImage,
     RunningEvent,
     Store,
-    utcnow,
 )
 from pixelgate.errors import (
     ImageRejected,
@@ -86,6 +86,9 @@ from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage, image_key
+
+if TYPE_CHECKING:
+    from pixelgate.queue.base import LocalWorker
 
 __all__ = ["Caller", "Estimate", "Pipeline"]
 
@@ -266,6 +269,10 @@ class Pipeline:
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
         self._running: dict[str, _RunState] = {}
+        #: this process's worker, when it takes jobs handed over at admission
+        self.local_worker: LocalWorker | None = None
+        #: final views of jobs handed to the local worker, for in-memory waits
+        self._outcomes: dict[str, asyncio.Future[GenerationView]] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
         #: simulated progress of attempts whose provider reports none
         self.ticker = ProgressTicker(settings.simulated_progress_interval_s, self._simulated)
@@ -316,23 +323,38 @@ class Pipeline:
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
-        result = await self.store.admit(
-            account_id=caller.account_id,
-            project=request.project,
-            prompt=request.prompt,
-            request=payload,
-            request_hash=digest,
-            source=source,
-            credits=estimate.credits,
-            estimated_usd=estimate.usd,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-            quota=quota,
-            cache=self._cache_lookup(request, account),
-            entities=_entity_pairs(request),
-            account_name=account.name,
-        )
-        if result.created:
+        worker = self.local_worker
+        reserved = worker is not None and worker.reserve()
+        try:
+            result = await self.store.admit(
+                account_id=caller.account_id,
+                project=request.project,
+                prompt=request.prompt,
+                request=payload,
+                request_hash=digest,
+                source=source,
+                credits=estimate.credits,
+                estimated_usd=estimate.usd,
+                idempotency_key=idempotency_key,
+                request_id=request_id,
+                quota=quota,
+                cache=self._cache_lookup(request, account),
+                entities=_entity_pairs(request),
+                account_name=account.name,
+                lease_to=worker.owner if reserved and worker is not None else None,
+                lease_s=self.settings.lease_seconds,
+            )
+        except BaseException:
+            if reserved and worker is not None:
+                worker.unreserve()
+            raise
+        if result.job is not None and worker is not None:
+            # admitted already leased to this process's worker: handed over in memory
+            self._outcomes[result.job.id] = asyncio.get_running_loop().create_future()
+            worker.accept(result.job)
+        elif reserved and worker is not None:
+            worker.unreserve()
+        if result.created and result.job is None:
             if result.generation.terminal:  # a cache hit: done at admission
                 await self.finished(result.generation.id)
             else:
@@ -518,8 +540,19 @@ class Pipeline:
     # Waiting -------------------------------------------------------------------
 
     async def wait(self, generation_id: str, timeout: float) -> GenerationView:
-        """The generation once terminal, or as it is when ``timeout`` passes."""
+        """The generation once terminal, or as it is when ``timeout`` passes.
+
+        A job this process's worker runs is awaited in memory (its finish hands over the
+        final view: no read); any other through the bus.
+        """
         deadline = time.monotonic() + timeout
+        outcome = self._outcomes.get(generation_id)
+        if outcome is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                return await asyncio.wait_for(asyncio.shield(outcome), timeout)
+            if outcome.cancelled() or time.monotonic() >= deadline:
+                # ended without a view, or still running at the deadline
+                return await self.store.get_generation(generation_id)
         async with self.bus.subscribe(generation_id) as sub:
             look = True
             while True:
@@ -538,18 +571,34 @@ class Pipeline:
         return await self.store.get_generation(generation_id)
 
     async def finished(
-        self, generation_id: str, status: Status | None = None, job: ClaimedJob | None = None
+        self,
+        generation_id: str,
+        status: Status | None = None,
+        job: ClaimedJob | None = None,
+        view: GenerationView | None = None,
     ) -> None:
         """Announce a terminal state: wake waiters, then run the finish hooks in the background.
 
-        ``status`` and ``job``, when the caller has them, spare the hooks a read.
+        ``status``, ``job`` and the final ``view``, when the caller has them, spare the
+        waiters and the hooks a read.
         """
+        outcome = self._outcomes.pop(generation_id, None)
+        if outcome is not None and not outcome.done():
+            if view is not None:
+                outcome.set_result(view)
+            else:
+                outcome.cancel()
         await self.bus.publish(generation_id, final=True)
         if not self.finish_hooks:
             return
+        load = (
+            partial(_ready, view)
+            if view is not None
+            else partial(self.store.get_generation, generation_id)
+        )
         finished = Finished(
             generation_id,
-            partial(self.store.get_generation, generation_id),
+            load,
             status=status.value if status is not None else None,
             account_id=job.account_id if job is not None else None,
             request=job.request if job is not None else None,
@@ -578,8 +627,10 @@ class Pipeline:
 
     async def cancel(self, generation_id: str, account_id: str | None) -> GenerationView:
         """Cancel: a PENDING job ends at once (refunded); a running one is stopped by its worker."""
-        view, event_id = await self.store.cancel(generation_id, account_id=account_id)
-        if event_id:
+        view, ended = await self.store.cancel(generation_id, account_id=account_id)
+        if ended:
+            # it may have been handed to this process's worker: stop that run too
+            await self.bus.request_cancel(generation_id)
             await self.finished(generation_id)
             return view
         await self.bus.request_cancel(generation_id)
@@ -614,6 +665,9 @@ class Pipeline:
                 await self._execute(job, owner, state)
         finally:
             self._running.pop(job.id, None)
+            outcome = self._outcomes.pop(job.id, None)
+            if outcome is not None and not outcome.done():
+                outcome.cancel()  # ended here without a final view: waiters read the row
 
     async def cancel_running(self, job: ClaimedJob, owner: str) -> None:
         """Finish a job whose cancellation was requested, cancelling it at the provider."""
@@ -628,14 +682,18 @@ class Pipeline:
                     await provider.cancel(provider_job_id)
                 except Exception:  # best effort: the job is canceled on our side anyway
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
-        event_id = await self.store.finish_canceled(
-            job.id, owner, route=state.route, pending=await self.events.take(job.id)
+        view = await self.store.finish_canceled(
+            job.id,
+            owner,
+            route=state.route,
+            pending=await self.events.take(job.id),
+            account_name=job.account_name,
         )
-        if event_id is not None:
-            await self.finished(job.id, Status.CANCELED, job)
+        if view is not None:
+            await self.finished(job.id, Status.CANCELED, job, view)
 
     async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
-        event_id = await self.store.finish_failed(
+        view = await self.store.finish_failed(
             job.id,
             owner,
             code=code,
@@ -643,12 +701,20 @@ class Pipeline:
             route=[],
             account_id=job.account_id,
             pending=await self.events.take(job.id),
+            account_name=job.account_name,
         )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
+        if view is not None:
+            await self.finished(job.id, Status.FAILED, job, view)
 
     async def _execute(self, job: ClaimedJob, owner: str, state: _RunState) -> None:
-        await self.bus.publish(job.id)  # the "started" event written by the claim
+        if job.handed_over:
+            # no claim wrote its start: it goes with the job's first events (or its end)
+            now = self.store.clock()
+            await self.event(
+                job.id, "started", {"delivery": 1}, status="PROCESSING", started_at=now
+            )
+        else:
+            await self.bus.publish(job.id)  # the "started" event written by the claim
         try:
             request = GenerationRequest.model_validate(job.request)
         except ValueError as exc:
@@ -672,7 +738,7 @@ class Pipeline:
             return
         await self._settle_race(run, race, winner)
         result, elapsed_ms = run.results[winner.provider.name]
-        event_id = await self.store.finish_succeeded(
+        view = await self.store.finish_succeeded(
             job.id,
             owner,
             provider=winner.provider.name,
@@ -683,9 +749,10 @@ class Pipeline:
             route=state.route,
             account_id=job.account_id,
             pending=await self.events.take(job.id),
+            account_name=job.account_name,
         )
-        if event_id is not None:
-            await self.finished(job.id, Status.SUCCEEDED, job)
+        if view is not None:
+            await self.finished(job.id, Status.SUCCEEDED, job, view)
 
     async def _plan(
         self, job: ClaimedJob, owner: str, request: GenerationRequest, state: _RunState
@@ -917,7 +984,7 @@ class Pipeline:
                 "retrying",
                 {**info, "delay_s": round(delay, 3)},
                 retry_count=run.retries,
-                last_retry_at=utcnow(),
+                last_retry_at=self.store.clock(),
             )
             await run.deadline.clock.sleep(delay)
 
@@ -1070,7 +1137,7 @@ class Pipeline:
         model = tried[-1].get("model") if tried else None
         if run.options.fallback_image and await self._attach_default_image(run):
             provider, model = DEFAULT_IMAGE_PROVIDER, PLACEHOLDER_MODEL
-        event_id = await self.store.finish_failed(
+        view = await self.store.finish_failed(
             job.id,
             run.owner,
             code=error.code,
@@ -1080,9 +1147,10 @@ class Pipeline:
             provider=provider,
             model=model,
             pending=await self.events.take(job.id),
+            account_name=job.account_name,
         )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
+        if view is not None:
+            await self.finished(job.id, Status.FAILED, job, view)
 
     async def _attach_default_image(self, run: _JobRun) -> bool:
         """The placeholder "Default Image" (seed 001) on a generation that failed."""
@@ -1244,6 +1312,10 @@ class Pipeline:
             self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
         )
         return data
+
+
+async def _ready(view: GenerationView) -> GenerationView:
+    return view
 
 
 def _entity_pairs(request: GenerationRequest) -> list[tuple[str, str]]:

@@ -235,8 +235,12 @@ class AccountStore(StoreBase):
     async def list_keys(self) -> list[dict[str, Any]]:
         query = (
             select(
-                ApiKey.id, Account.name, ApiKey.prefix, ApiKey.is_admin,
-                ApiKey.created_at, ApiKey.revoked_at,
+                ApiKey.id,
+                Account.name,
+                ApiKey.prefix,
+                ApiKey.is_admin,
+                ApiKey.created_at,
+                ApiKey.revoked_at,
             )
             .join(Account, Account.id == ApiKey.account_id)
             .order_by(ApiKey.created_at)

@@ -2,8 +2,11 @@
 transaction function, group-committed with other admissions (:mod:`pixelgate.db.writer`).
 
 A job admitted while this process's worker has room is admitted already leased to it
-(``PROCESSING``, ``lease_to``): the worker gets it from memory, with no claim and no
-poll. Anything else is admitted ``PENDING`` for a claim.
+(``lease_to``): still ``PENDING`` (queued), but under the worker's lease, so no claim
+takes it while the lease lives. The worker gets it from memory, with no claim and no
+poll; the row turns ``PROCESSING`` with the job's first running events (or ends
+straight from ``PENDING`` at its finish, for a job quicker than that). Anything else is
+admitted unleased for a claim.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def new_generation(
         "account_id": account_id,
         "project": project,
         "source": source,
-        "status": (Status.PROCESSING if lease else Status.PENDING).value,
+        "status": Status.PENDING.value,
         "progress": 0,
         "prompt": prompt,
         "request": request,
@@ -118,7 +121,7 @@ def new_generation(
         "cancel_requested": False,
         "created_at": now,
         "updated_at": now,
-        "started_at": now if lease else None,
+        "started_at": None,
         "completed_at": None,
         "batch_id": batch_id,
         "cache_key": cache_key,
@@ -198,10 +201,7 @@ class AdmissionStore(ReadStore):
             check_budget(c, locked, account_id, values["estimated_usd"], now)
             remaining = debit(c, locked, account_id, values["credits"])
             c.execute(_INSERT_GENERATION, values)
-            events = [event_row(gen_id, "queued", {}, now)]
-            if lease is not None:
-                events.append(event_row(gen_id, "started", {"delivery": 1}, now))
-            insert_events(c, events)
+            insert_events(c, [event_row(gen_id, "queued", {}, now)])
             # a free cache hit is no debit at all
             if remaining is not None and (values["credits"] > 0 or match is None):
                 c.execute(
@@ -210,8 +210,14 @@ class AdmissionStore(ReadStore):
                 )
             if match is not None or entities:
                 add_links_and_cache(
-                    c, gen_id, account_id, cache=cache, match=match, entities=entities,
-                    credits=values["credits"], now=now,
+                    c,
+                    gen_id,
+                    account_id,
+                    cache=cache,
+                    match=match,
+                    entities=entities,
+                    credits=values["credits"],
+                    now=now,
                 )
             return _Admitted(remaining, quota_after, values if match is None else None)
 
@@ -240,6 +246,7 @@ class AdmissionStore(ReadStore):
                 provider_job_id=None,
                 provider_job_provider=None,
                 deliveries=1,
+                handed_over=True,
             )
         return AdmitResult(
             generation=view,
@@ -306,10 +313,19 @@ class AdmissionStore(ReadStore):
             replay = by_key(c) if idempotency_key else None
             if replay is None:
                 self._insert_batch(
-                    c, batch_id, locked=locked, account_id=account_id, members=members,
-                    concurrency=concurrency, metadata=metadata, source=source,
-                    request_id=request_id, quota=quota, idempotency_key=idempotency_key,
-                    request_hash=request_hash, now=now,
+                    c,
+                    batch_id,
+                    locked=locked,
+                    account_id=account_id,
+                    members=members,
+                    concurrency=concurrency,
+                    metadata=metadata,
+                    source=source,
+                    request_id=request_id,
+                    quota=quota,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    now=now,
                 )
             return replay
 
@@ -415,8 +431,14 @@ class AdmissionStore(ReadStore):
                     ledger_row(account_id, gen_id, "debit", -plan.credits, reason, now),
                 )
             add_links_and_cache(
-                c, gen_id, account_id, cache=member.cache, match=plan.match,
-                entities=member.entities, credits=plan.credits, now=now,
+                c,
+                gen_id,
+                account_id,
+                cache=member.cache,
+                match=plan.match,
+                entities=member.entities,
+                credits=plan.credits,
+                now=now,
             )
 
 

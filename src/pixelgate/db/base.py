@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from pixelgate.core.models import AccountView
-from pixelgate.db.engine import Database
+from pixelgate.db.engine import Database, TxFunction
 from pixelgate.db.writer import GroupWriter
 
 __all__ = ["StoreBase", "utcnow"]
@@ -34,10 +32,6 @@ class StoreBase:
         self.clock = clock or utcnow
         self.writer = GroupWriter(db)
         self._account_cache: dict[str, tuple[float, AccountView]] = {}
-        # Statements that lock many generation rows at once outside the writer (the
-        # reaper) take turns in this process: two of them locking rows in different
-        # orders could deadlock on PostgreSQL.
-        self._many_rows = asyncio.Lock()
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for: Callable[[str], str] = url_for or (lambda key: f"/files/{key}")
 
@@ -47,12 +41,19 @@ class StoreBase:
 
     async def write(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run a transaction function in the next group commit; its result after the commit."""
-        return await self.writer.run(partial(fn, *args, **kwargs))
+        return await self.writer.run(_bind(fn, args, kwargs))
 
     async def read(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run a read-only function over one connection, in one hop."""
-        return await self.db.run(partial(fn, *args, **kwargs))
+        return await self.db.run(_bind(fn, args, kwargs))
 
     def _event_data(self, data: dict[str, Any]) -> dict[str, Any]:
         key = data.get("key")
         return {**data, "url": self.url_for(key)} if isinstance(key, str) else data
+
+
+def _bind(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TxFunction:
+    """``fn`` as a transaction function: the connection first, then ``args``."""
+    if not args and not kwargs:
+        return fn
+    return lambda c: fn(c, *args, **kwargs)

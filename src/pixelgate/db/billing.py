@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, bindparam, case, func, select
 
 from pixelgate.core.models import Status
 from pixelgate.db.tables import Account, Generation
@@ -57,6 +57,14 @@ class LockedAccount:
     daily_budget_usd: Decimal | None
 
 
+# Built once: on every admission, a statement's construction and cache key cost more
+# than its execution.
+_READ_ACCOUNT = select(Account.credits, Account.daily_budget_usd).where(
+    Account.id == bindparam("account_id")
+)
+_LOCK_ACCOUNT = _READ_ACCOUNT.with_for_update()
+
+
 def lock_account(c: Connection, account_id: str, *, always: bool = True) -> LockedAccount:
     """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)
     and read its balance and budget in the same statement.
@@ -65,13 +73,13 @@ def lock_account(c: Connection, account_id: str, *, always: bool = True) -> Lock
     unmetered account's admissions do not depend on each other); whether it does is
     read in this transaction, so the decision is exact.
     """
-    query = select(Account.credits, Account.daily_budget_usd).where(Account.id == account_id)
+    params = {"account_id": account_id}
     postgres = c.dialect.name == "postgresql"
-    row = c.execute(query.with_for_update() if postgres and always else query).first()
+    row = c.execute(_LOCK_ACCOUNT if postgres and always else _READ_ACCOUNT, params).first()
     if row is None:
         return LockedAccount(credits=None, daily_budget_usd=None)
     if postgres and not always and (row[0] is not None or row[1] is not None):
-        row = c.execute(query.with_for_update()).first()
+        row = c.execute(_LOCK_ACCOUNT, params).first()
         assert row is not None
     return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 

@@ -4,6 +4,7 @@ approval of images."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,14 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import ImageView
 from pixelgate.db.reads import ReadStore
-from pixelgate.db.records import IMG, LinkView, TemplateView, template_view
-from pixelgate.db.tables import EntityLink, PromptTemplate
+from pixelgate.db.records import IMG, LINKS, TEMPLATES, LinkView, TemplateView, template_view
 from pixelgate.errors import Conflict, NotFound
 
 __all__ = ["CatalogStore"]
-
-TEMPLATES = PromptTemplate.__table__
-LINKS = EntityLink.__table__
 
 
 class CatalogStore(ReadStore):
@@ -34,7 +31,7 @@ class CatalogStore(ReadStore):
         description: str | None,
     ) -> TemplateView:
         """Store a prompt template; ``Conflict`` when the account has one of that name."""
-        values = {
+        values: dict[str, Any] = {
             "id": new_id("tpl"),
             "account_id": account_id,
             "name": name,
@@ -64,9 +61,7 @@ class CatalogStore(ReadStore):
 
     async def list_templates(self, account_id: str) -> list[TemplateView]:
         query = (
-            select(TEMPLATES)
-            .where(TEMPLATES.c.account_id == account_id)
-            .order_by(TEMPLATES.c.name)
+            select(TEMPLATES).where(TEMPLATES.c.account_id == account_id).order_by(TEMPLATES.c.name)
         )
         return [template_view(r) for r in await self.read(lambda c: c.execute(query).all())]
 
@@ -118,7 +113,9 @@ class CatalogStore(ReadStore):
         query = select(LINKS).where(LINKS.c.generation_id == gen_id).order_by(LINKS.c.id)
         return [
             LinkView(
-                generation_id=r.generation_id, type=r.entity_type, id=r.entity_id,
+                generation_id=r.generation_id,
+                type=r.entity_type,
+                id=r.entity_id,
                 created_at=r.created_at,
             )
             for r in await self.read(lambda c: c.execute(query).all())

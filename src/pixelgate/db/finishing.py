@@ -8,13 +8,14 @@ slot, and answers the final view, so a local waiter needs no read.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.core.states import sources_of
@@ -41,30 +42,52 @@ def _final(
     now: datetime,
 ) -> Any:
     """``PROCESSING → to`` by compare-and-set (on the lease owner when given); the whole
-    row after, or ``None`` when this worker no longer owns the job. The job's pending
-    events are written here, before its final one."""
-    cond = [GEN.c.id == gen_id, GEN.c.status.in_(sources_of(to))]
-    if owner is not None:
-        cond.append(GEN.c.lease_owner == owner)
-    row = c.execute(
-        update(GEN)
-        .where(*cond)
-        .values(
-            pending_values(pending)
-            | values
-            | {
-                "status": to.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "completed_at": now,
-                "updated_at": now,
-            }
-        )
-        .returning(*GEN.c)
-    ).first()
-    if row is not None:
-        insert_events(c, running_rows(pending, now))
-    return row
+    row after, or ``None`` when this worker no longer owns the job. The columns of the
+    job's pending events are set too; the events themselves are written by
+    :func:`_events` with the final one."""
+    columns = pending_values(pending) | values
+    columns |= {
+        "status": to.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "completed_at": now,
+        "updated_at": now,
+    }
+    statement = _final_statement(to, owner is not None, tuple(sorted(columns)))
+    params = {f"v_{name}": value for name, value in columns.items()}
+    params.setdefault("v_started_at", now)
+    return c.execute(statement, {**params, "gen_id": gen_id, "owner": owner}).first()
+
+
+@functools.cache
+def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> Any:
+    """The finishing UPDATE for a set of columns, built once per shape: construction and
+    cache-key generation cost more than the execution (a job's finish runs it)."""
+    sources = sources_of(to)
+    if by_owner:
+        # a handed-over job still PENDING may end here, but only by its lease owner
+        cond = [GEN.c.status.in_(sources), GEN.c.lease_owner == bindparam("owner")]
+    else:
+        cond = [GEN.c.status.in_([s for s in sources if s != Status.PENDING.value])]
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
+    # a job quicker than its first event flush starts and ends in this statement
+    started = bindparam("v_started_at", type_=GEN.c.started_at.type)
+    values["started_at"] = func.coalesce(GEN.c.started_at, started)
+    return (
+        update(GEN).where(GEN.c.id == bindparam("gen_id"), *cond).values(values).returning(*GEN.c)
+    )
+
+
+def _events(
+    c: Connection,
+    gen_id: str,
+    pending: Sequence[RunningEvent],
+    final: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    """The job's waiting events, then its final one, in one statement (ids in that order)."""
+    insert_events(c, [*running_rows(pending, now), event_row(gen_id, final, data, now)])
 
 
 class FinishStore(AdmissionStore):
@@ -106,16 +129,26 @@ class FinishStore(AdmissionStore):
             row = _final(c, gen_id, Status.SUCCEEDED, owner, values, pending, now)
             if row is None:
                 return None
-            c.execute(delete(IMG).where(IMG.c.generation_id == gen_id))
+            if row.deliveries > 1:  # an earlier run may have stored images before dying
+                c.execute(delete(IMG).where(IMG.c.generation_id == gen_id))
             stored = add_images(c, gen_id, account_id, images, now)
             add_usage(
-                c, account_id, provider, model, now,
-                ok=True, images=len(images), credits=int(row.credits), usd=cost_usd,
+                c,
+                account_id,
+                provider,
+                model,
+                now,
+                ok=True,
+                images=len(images),
+                credits=int(row.credits),
+                usd=cost_usd,
                 provider_ms=provider_ms,
             )
             if row.cache_key is not None:
                 settle_followers(
-                    c, gen_id, now,
+                    c,
+                    gen_id,
+                    now,
                     images=None if fallback_image else images,
                     provider=provider,
                     model=model,
@@ -123,7 +156,7 @@ class FinishStore(AdmissionStore):
                 )
             self._free_batch_slot(c, row.batch_id)
             data = {"provider": provider, "model": model, "images": len(images)}
-            insert_events(c, [event_row(gen_id, "succeeded", data, now)])
+            _events(c, gen_id, pending, "succeeded", data, now)
             shown = [SimpleNamespace(**image) for image in stored]
             return generation_view(row, account_name or account_id, shown, self.url_for)
 
@@ -165,11 +198,19 @@ class FinishStore(AdmissionStore):
             self._free_batch_slot(c, row.batch_id)
             if provider:
                 add_usage(
-                    c, account_id, provider, model or "", now,
-                    ok=False, images=0, credits=0, usd=None, provider_ms=None,
+                    c,
+                    account_id,
+                    provider,
+                    model or "",
+                    now,
+                    ok=False,
+                    images=0,
+                    credits=0,
+                    usd=None,
+                    provider_ms=None,
                 )
             data = {"code": code, "message": message, "refunded_credits": refunded}
-            insert_events(c, [event_row(gen_id, "failed", data, now)])
+            _events(c, gen_id, pending, "failed", data, now)
             return self._view_with_images(c, row, account_name or account_id)
 
         view: GenerationView | None = await self.write(finish)
@@ -200,7 +241,7 @@ class FinishStore(AdmissionStore):
             if row.cache_key is not None:
                 settle_followers(c, gen_id, now, error="was canceled")
             self._free_batch_slot(c, row.batch_id)
-            insert_events(c, [event_row(gen_id, "canceled", {"refunded_credits": refunded}, now)])
+            _events(c, gen_id, pending, "canceled", {"refunded_credits": refunded}, now)
             return self._view_with_images(c, row, account_name or row.account_id)
 
         view: GenerationView | None = await self.write(finish)
@@ -367,6 +408,3 @@ class FinishStore(AdmissionStore):
                     .where(GEN.c.id.in_(waiting), GEN.c.status == source)
                     .values(status=target)
                 )
-
-
-

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, literal, select, update
 
 from pixelgate.core.models import Status
 from pixelgate.db.ledger import add_usage, refund
@@ -120,8 +120,16 @@ def add_links_and_cache(
     c.execute(update(GEN).where(GEN.c.id == gen_id).values(**values))
     add_images(c, gen_id, account_id, images, now)
     add_usage(
-        c, account_id, CACHE_PROVIDER, "", now,
-        ok=True, images=len(images), credits=credits, usd=None, provider_ms=None,
+        c,
+        account_id,
+        CACHE_PROVIDER,
+        "",
+        now,
+        ok=True,
+        images=len(images),
+        credits=credits,
+        usd=None,
+        provider_ms=None,
     )
     data = {
         "provider": match.provider,
@@ -166,7 +174,7 @@ def settle_followers(
         .where(GEN.c.cached_from == leader_id, GEN.c.status == Status.PENDING.value)
         .values(
             **outcome,
-            started_at=func.coalesce(GEN.c.started_at, now),
+            started_at=func.coalesce(GEN.c.started_at, literal(now, GEN.c.started_at.type)),
             completed_at=now,
             updated_at=now,
         )
@@ -176,8 +184,16 @@ def settle_followers(
         if images is not None:
             add_images(c, gen_id, account_id, images, now)
             add_usage(
-                c, account_id, CACHE_PROVIDER, "", now,
-                ok=True, images=len(images), credits=int(credits), usd=None, provider_ms=None,
+                c,
+                account_id,
+                CACHE_PROVIDER,
+                "",
+                now,
+                ok=True,
+                images=len(images),
+                credits=int(credits),
+                usd=None,
+                provider_ms=None,
             )
             data: dict[str, Any] = {
                 "provider": provider,

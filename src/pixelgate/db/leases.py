@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, update
 
 from pixelgate.core.models import Status
 from pixelgate.core.states import sources_of
@@ -37,9 +37,16 @@ _CLAIM_COLUMNS = (
 )
 
 
+#: a PENDING row handed to a worker at admission, under its lease
+HANDED_OVER = and_(GEN.c.status == Status.PENDING.value, GEN.c.lease_owner.is_not(None))
+#: rows a worker holds: running, or handed over and about to run
+HELD = or_(GEN.c.status == Status.PROCESSING.value, HANDED_OVER)
+
+
 def _claimable() -> list[Any]:
-    """Claim conditions beyond ``PENDING``: not a follower (its leader finishes it),
-    and not a member of a batch already running ``concurrency`` members."""
+    """Claim conditions beyond ``PENDING``: not a follower (its leader finishes it), not
+    handed to a worker whose lease lives, and not a member of a batch already running
+    ``concurrency`` members."""
     running = GEN.alias("running")
     limit = select(BATCH.c.concurrency).where(BATCH.c.id == GEN.c.batch_id).scalar_subquery()
     in_flight = (
@@ -50,6 +57,7 @@ def _claimable() -> list[Any]:
     )
     return [
         GEN.c.cached_from.is_(None),
+        or_(GEN.c.lease_expires_at.is_(None), GEN.c.lease_expires_at < bindparam("now")),
         or_(GEN.c.batch_id.is_(None), limit.is_(None), limit > in_flight),
     ]
 
@@ -65,7 +73,7 @@ def _start(owner: str, expires: datetime, now: datetime) -> dict[str, Any]:
         "lease_owner": owner,
         "lease_expires_at": expires,
         "deliveries": GEN.c.deliveries + 1,
-        "started_at": func.coalesce(GEN.c.started_at, now),
+        "started_at": func.coalesce(GEN.c.started_at, literal(now, GEN.c.started_at.type)),
         "updated_at": now,
     }
 
@@ -92,15 +100,18 @@ class LeaseStore(ReadStore):
             )
             if self.postgres:
                 query = query.with_for_update(skip_locked=True, of=GEN)
-            ids = self._within_batch_limits(c, [(r[0], r[1]) for r in c.execute(query)])
+            found = c.execute(query, {"now": now})
+            ids = self._within_batch_limits(c, [(r[0], r[1]) for r in found])
             if not ids:
                 return []
-            rows = c.execute(
-                update(GEN)
-                .where(GEN.c.id.in_(ids), GEN.c.status.in_(sources_of(Status.PROCESSING)))
-                .values(_start(owner, expires, now))
-                .returning(*_CLAIM_COLUMNS)
-            ).all()
+            rows = list(
+                c.execute(
+                    update(GEN)
+                    .where(GEN.c.id.in_(ids), GEN.c.status.in_(sources_of(Status.PROCESSING)))
+                    .values(_start(owner, expires, now))
+                    .returning(*_CLAIM_COLUMNS)
+                )
+            )
             rows.sort(key=lambda r: ids.index(r[0]))
             insert_events(c, [event_row(r[0], "started", {"delivery": r[7]}, now) for r in rows])
             return rows
@@ -121,7 +132,8 @@ class LeaseStore(ReadStore):
                 update(GEN)
                 .where(GEN.c.id == gen_id, GEN.c.status == Status.PENDING.value, *_CLAIMABLE)
                 .values(_start(owner, now + timedelta(seconds=lease_s), now))
-                .returning(*_CLAIM_COLUMNS)
+                .returning(*_CLAIM_COLUMNS),
+                {"now": now},
             ).first()
             if row is None:
                 return None
@@ -155,7 +167,9 @@ class LeaseStore(ReadStore):
             deliveries=row[7],
         )
 
-    def _within_batch_limits(self, c: Connection, rows: Sequence[tuple[str, str | None]]) -> list[str]:
+    def _within_batch_limits(
+        self, c: Connection, rows: Sequence[tuple[str, str | None]]
+    ) -> list[str]:
         """Trim claim candidates to each batch's free slots, under a lock of the batch rows
         (PostgreSQL; SQLite has one writer) so concurrent claimers cannot overshoot."""
         batch_ids = sorted({b for _, b in rows if b is not None})
@@ -171,7 +185,7 @@ class LeaseStore(ReadStore):
         limits = {b: n for b, n in c.execute(query).all() if n is not None}
         room: dict[str, int] = {}
         if limits:
-            counts = dict(
+            counts: dict[str, int] = dict(
                 c.execute(
                     select(GEN.c.batch_id, func.count())
                     .where(
@@ -213,7 +227,7 @@ class LeaseStore(ReadStore):
         def renew(c: Connection) -> dict[str, bool]:
             result = c.execute(
                 update(GEN)
-                .where(GEN.c.lease_owner == owner, GEN.c.status == Status.PROCESSING.value)
+                .where(GEN.c.lease_owner == owner, HELD)
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
                 .returning(GEN.c.id, GEN.c.cancel_requested)
             )
@@ -229,11 +243,7 @@ class LeaseStore(ReadStore):
         def release(c: Connection) -> bool:
             row = c.execute(
                 update(GEN)
-                .where(
-                    GEN.c.id == gen_id,
-                    GEN.c.lease_owner == owner,
-                    GEN.c.status.in_(sources_of(Status.PENDING)),
-                )
+                .where(GEN.c.id == gen_id, GEN.c.lease_owner == owner, HELD)
                 .values(
                     status=Status.PENDING.value,
                     lease_owner=None,
@@ -261,7 +271,7 @@ class LeaseStore(ReadStore):
             ids = list(
                 c.scalars(
                     update(GEN)
-                    .where(GEN.c.status == Status.PROCESSING.value, cond)
+                    .where(HELD, cond)
                     .values(
                         status=Status.PENDING.value,
                         lease_owner=None,
@@ -279,9 +289,7 @@ class LeaseStore(ReadStore):
         return requeued
 
     async def lease_owners(self) -> list[str]:
-        query = (
-            select(GEN.c.lease_owner).where(GEN.c.status == Status.PROCESSING.value).distinct()
-        )
+        query = select(GEN.c.lease_owner).where(HELD).distinct()
         return [r for r in await self.read(lambda c: c.scalars(query).all()) if r]
 
     # While running -------------------------------------------------------------
@@ -290,7 +298,8 @@ class LeaseStore(ReadStore):
         """Append events of running generations, whatever their number, in one transaction
         function; returns the generation ids that got one, in order.
 
-        An event whose generation is no longer ``PROCESSING`` is dropped. The rows are
+        An event whose generation is no longer held by a worker (``PROCESSING``, or
+        ``PENDING`` handed over at admission: its first events start it) is dropped. The rows are
         locked first, in id order, so no event can land after a finishing transaction's
         final event.
         """
@@ -300,11 +309,7 @@ class LeaseStore(ReadStore):
         ids = sorted({e.generation_id for e in events})
 
         def add(c: Connection) -> list[str]:
-            query = (
-                select(GEN.c.id)
-                .where(GEN.c.id.in_(ids), GEN.c.status == Status.PROCESSING.value)
-                .order_by(GEN.c.id)
-            )
+            query = select(GEN.c.id).where(GEN.c.id.in_(ids), HELD).order_by(GEN.c.id)
             if self.postgres:
                 query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
             running = set(c.scalars(query))
@@ -323,7 +328,9 @@ class LeaseStore(ReadStore):
     async def clear_provider_job(self, gen_id: str) -> None:
         await self._set_provider_job(gen_id, None, None)
 
-    async def _set_provider_job(self, gen_id: str, provider: str | None, job_id: str | None) -> None:
+    async def _set_provider_job(
+        self, gen_id: str, provider: str | None, job_id: str | None
+    ) -> None:
         def save(c: Connection) -> None:
             c.execute(
                 update(GEN)

@@ -8,23 +8,30 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pixelgate.db.base import StoreBase
 from pixelgate.db.billing import LockedAccount, Quota, QuotaState, quota_state, spent_today
+from pixelgate.db.records import LEDGER
 from pixelgate.db.tables import Account, LedgerEntry, UsageDaily
 from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 
-__all__ = ["LedgerStore", "add_usage", "debit", "ledger_row", "refund"]
+__all__ = ["LEDGER", "LedgerStore", "add_usage", "debit", "ledger_row", "refund"]
 
-LEDGER = LedgerEntry.__table__
-USAGE: Table = UsageDaily.__table__  # type: ignore[assignment]
+USAGE = cast(Table, UsageDaily.__table__)
 _USAGE_KEY = ("account_id", "day", "provider", "model")
 _USAGE_COUNTS = ("succeeded", "failed", "images", "credits", "usd", "latency_ms_total")
 _INSERT_LEDGER = insert(LedgerEntry)
+# the balance condition is part of the statement: concurrent admissions never overdraw
+_DEBIT = (
+    update(Account)
+    .where(Account.id == bindparam("account_id"), Account.credits >= bindparam("amount"))
+    .values(credits=Account.credits - bindparam("amount"))
+    .returning(Account.credits)
+)
 
 
 def _usage_upsert(dialect_name: str) -> Any:
@@ -63,12 +70,7 @@ def debit(c: Connection, account: LockedAccount, account_id: str, credits: int) 
     balance = account.credits
     if balance is None:
         return None
-    remaining = c.scalar(
-        update(Account)
-        .where(Account.id == account_id, Account.credits >= credits)
-        .values(credits=Account.credits - credits)
-        .returning(Account.credits)
-    )
+    remaining = c.scalar(_DEBIT, {"account_id": account_id, "amount": credits})
     if remaining is None:
         raise InsufficientCredits(
             f"this generation costs {credits} credits; the balance is {balance}",

@@ -9,17 +9,24 @@ from sqlalchemy.exc import IntegrityError
 
 from pixelgate.core.ids import new_id
 from pixelgate.db.base import StoreBase, utcnow
-from pixelgate.db.records import WebhookDeliveryView
-from pixelgate.db.tables import ConfigVersion, WebhookDelivery
+from pixelgate.db.records import CONFIG, DELIVERIES, WebhookDeliveryView
 from pixelgate.errors import Conflict
 
 __all__ = ["OperationsStore"]
 
-CONFIG = ConfigVersion.__table__
-DELIVERIES = WebhookDelivery.__table__
 _DELIVERY_FIELDS = (
-    "id", "generation_id", "account_id", "event", "url", "status", "attempts",
-    "response_status", "error", "created_at", "updated_at", "delivered_at",
+    "id",
+    "generation_id",
+    "account_id",
+    "event",
+    "url",
+    "status",
+    "attempts",
+    "response_status",
+    "error",
+    "created_at",
+    "updated_at",
+    "delivered_at",
 )
 
 

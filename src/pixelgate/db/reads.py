@@ -160,7 +160,7 @@ class ReadStore(AccountStore):
             members = c.execute(
                 _BATCH_MEMBERS.where(GEN.c.batch_id == batch_id).order_by(GEN.c.id)
             ).all()
-            return row, members
+            return row, list(members)
 
         row, members = await self.read(read)
         if row is None or (account_id is not None and row.account_id != account_id):

@@ -16,14 +16,29 @@ from sqlalchemy import Table
 
 from pixelgate.core.models import AccountView, GenerationView, ImageView, Status
 from pixelgate.db.billing import QuotaState
-from pixelgate.db.tables import Batch, Event, Generation, Image
+from pixelgate.db.tables import (
+    Batch,
+    ConfigVersion,
+    EntityLink,
+    Event,
+    Generation,
+    Image,
+    LedgerEntry,
+    PromptTemplate,
+    WebhookDelivery,
+)
 
 __all__ = [
     "BATCH",
     "CACHE_PROVIDER",
+    "CONFIG",
+    "DELIVERIES",
     "EVT",
     "GEN",
     "IMG",
+    "LEDGER",
+    "LINKS",
+    "TEMPLATES",
     "AdmitResult",
     "BatchView",
     "CacheLookup",
@@ -47,6 +62,11 @@ GEN = cast(Table, Generation.__table__)
 EVT = cast(Table, Event.__table__)
 IMG = cast(Table, Image.__table__)
 BATCH = cast(Table, Batch.__table__)
+LEDGER = cast(Table, LedgerEntry.__table__)
+LINKS = cast(Table, EntityLink.__table__)
+TEMPLATES = cast(Table, PromptTemplate.__table__)
+CONFIG = cast(Table, ConfigVersion.__table__)
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
 
 #: the pseudo-provider of cache hits in usage and routes
 CACHE_PROVIDER = "cache"
@@ -83,6 +103,9 @@ class ClaimedJob:
     provider_job_id: str | None
     provider_job_provider: str | None
     deliveries: int
+    #: admitted leased to this worker (still PENDING): its start is written with its
+    #: first running events, not by a claim
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ the last one, without any timer.
 Durability is not traded away: a caller's ``await`` returns only after the commit that
 holds its rows. A function that raises fails alone (its savepoint is rolled back); a
 failed commit fails every caller of the batch, none of whose writes then exist. A caller
-cancelled before its batch starts is left out of it.
+cancelled before its batch starts is left out of it. On PostgreSQL, two processes'
+batches can deadlock; the function the database picked as the victim is run again in
+the next batch (its savepoint was rolled back, so nothing of it was written).
 """
 
 from __future__ import annotations
@@ -29,10 +31,24 @@ T = TypeVar("T")
 MAX_BATCH = 256
 
 
-@dataclass(frozen=True)
+#: PostgreSQL's deadlock_detected and serialization_failure: retried, not reported
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+MAX_TRIES = 5
+
+
+@dataclass
 class _Item:
     fn: TxFunction
     future: asyncio.Future[Any]
+    tries: int = 0
+
+
+def _retryable(error: BaseException) -> bool:
+    """A conflict with another process's transaction (a deadlock between two group
+    commits that lock rows in different orders): running it again will succeed."""
+    orig = getattr(error, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in RETRYABLE_SQLSTATES
 
 
 class GroupWriter:
@@ -85,5 +101,8 @@ class GroupWriter:
                 continue
             if ok:
                 item.future.set_result(value)
+            elif _retryable(value) and item.tries + 1 < MAX_TRIES:
+                item.tries += 1
+                self._queue.append(item)  # its savepoint was rolled back: nothing written
             else:
                 item.future.set_exception(value)

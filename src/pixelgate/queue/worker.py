@@ -63,6 +63,8 @@ class Worker:
         self.max_deliveries = max_deliveries
         self.owner = _owner_id()
         self._jobs: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
+        #: slots held by admissions about to hand a job over (``reserve``)
+        self._reserved = 0
         self._cancel_watchers: dict[str, asyncio.Task[None]] = {}
         self._canceling: set[str] = set()
         self._stopping = asyncio.Event()
@@ -71,6 +73,21 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._jobs)
+
+    def reserve(self) -> bool:
+        """Hold a slot for a job admission is about to hand over (``LocalWorker``)."""
+        if self._stopping.is_set() or len(self._jobs) + self._reserved >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+
+    def accept(self, job: ClaimedJob) -> None:
+        """Run a job admitted already leased to this worker, in its reserved slot."""
+        self._reserved -= 1
+        self._spawn(job)
 
     async def start(self) -> None:
         await self._recover_dead_local_owners()
@@ -116,7 +133,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._jobs)
+            free = self.concurrency - len(self._jobs) - self._reserved
             claimed: list[ClaimedJob] = []
             if free > 0:
                 try:
@@ -157,7 +174,7 @@ class Worker:
                 job, self.owner, "internal_error", f"internal error: {type(exc).__name__}"
             )
         finally:
-            was_full = len(self._jobs) >= self.concurrency
+            was_full = len(self._jobs) + self._reserved >= self.concurrency
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)
             watcher = self._cancel_watchers.pop(job.id, None)
