@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -19,16 +18,16 @@ from typing import Any
 import httpx
 import structlog
 
-from pixelgate.config import OutboundLimit, RoutingSettings, Settings
+from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
+from pixelgate.core.context import AttemptContext, JobEvents, JobRun, RunState
 from pixelgate.core.eventbuffer import EventBuffer
 from pixelgate.core.finish import Finished, FinishHook
-from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
+from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer, provider_request
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
-from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
 from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.progress import JobProgress, ProgressTicker, Tracker
+from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import (
     AccountRouting,
     Candidate,
@@ -36,7 +35,6 @@ from pixelgate.core.routing import (
     Race,
     RaceFailed,
     RetryPolicy,
-    RouteOptions,
     check_explicit,
     format_usd,
     plan_route,
@@ -66,13 +64,9 @@ from pixelgate.errors import (
     UnsafeURL,
     ValidationFailed,
 )
-from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
-from pixelgate.media.images import EXTENSIONS, process_image
-from pixelgate.providers._http import download
-from pixelgate.providers.base import Provider, ProviderImage, ProviderRequest, ProviderResult
+from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import MODEL as PLACEHOLDER_MODEL
-from pixelgate.providers.placeholder import render_placeholder
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.breaker import (
     DEADLINE_EXCEEDED,
@@ -85,25 +79,17 @@ from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.resilience.shared import SharedState
-from pixelgate.storage.base import Storage, image_key
+from pixelgate.storage.base import Storage
 
 __all__ = ["Caller", "Estimate", "Pipeline"]
 
 log = structlog.get_logger("pixelgate.pipeline")
-#: the input images of the job running in this task (set by ``_load_inputs``)
-_JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", default=None)
 WEBHOOK_CHECK_TIMEOUT_S = 5.0
 
-#: at most one stored progress event per job this often (each is a write)
-PROGRESS_MIN_INTERVAL_S = 1.0
-DEFAULT_DEADLINE_S = 300.0
 CANCEL_WAIT_S = 2.0
 #: the ``latency`` policy ranks providers by their observed median
 LATENCY_POLICY_PERCENTILE = 0.5
 PROVIDER_CANCEL_TIMEOUT_S = 5.0
-#: the provider name a generation answered by the default image shows (seed 001)
-DEFAULT_IMAGE_PROVIDER = "default"
-DEFAULT_IMAGE_TEXT = "Default Image"
 
 
 @dataclass(frozen=True)
@@ -127,108 +113,6 @@ class Estimate:
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class _RunState:
-    """What a running job is doing right now (for cancellation at the provider)."""
-
-    provider: str | None = None
-    provider_job_id: str | None = None
-    route: list[dict[str, Any]] = field(default_factory=list)
-    #: provider → its job id, for every provider call in flight (racing runs several)
-    jobs: dict[str, str] = field(default_factory=dict)
-    #: the progress shown last, where a simulated curve continues from
-    progress: JobProgress = field(default_factory=JobProgress)
-    #: partial images received so far (numbers their storage keys)
-    partials: int = 0
-
-
-@dataclass
-class _JobRun:
-    """One execution of a job: its request, routing options, candidates and deadline."""
-
-    job: ClaimedJob
-    owner: str
-    request: GenerationRequest
-    state: _RunState
-    options: RouteOptions
-    routing: RoutingSettings
-    account_limits: dict[str, OutboundLimit]
-    candidates: list[Candidate]
-    deadline: Deadline
-    plan: dict[str, Any]
-    started: float = field(default_factory=time.monotonic)
-    announced: bool = False
-    retries: int = 0
-    results: dict[str, tuple[ProviderResult, int]] = field(default_factory=dict)
-
-
-class _Context:
-    """The :class:`~pixelgate.providers.base.JobContext` handed to adapters."""
-
-    def __init__(
-        self, pipeline: Pipeline, job: ClaimedJob, provider: str, state: _RunState
-    ) -> None:
-        self._pipeline = pipeline
-        self._job = job
-        self._provider = provider
-        self._state = state
-        self._last_progress = 0.0
-        resumable = job.provider_job_provider == provider
-        self._provider_job_id = job.provider_job_id if resumable else None
-        #: this attempt's simulated progress, stopped by the first real report
-        self.simulated: Tracker | None = None
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._pipeline.http
-
-    @property
-    def provider_job_id(self) -> str | None:
-        return self._provider_job_id
-
-    async def save_provider_job(self, job_id: str) -> None:
-        self._provider_job_id = job_id
-        self._state.provider_job_id = job_id
-        self._state.jobs[self._provider] = job_id
-        await self._pipeline.store.save_provider_job(self._job.id, self._provider, job_id)
-        await self._pipeline.event(
-            self._job.id, "provider_job", {"provider": self._provider, "job_id": job_id}
-        )
-
-    async def progress(self, percent: int, message: str | None = None) -> None:
-        if self.simulated is not None:
-            self.simulated.stop()
-        percent = max(0, min(99, int(percent)))
-        self._state.progress.reported(percent)
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_MIN_INTERVAL_S and percent < 100:
-            return
-        self._last_progress = now
-        data: dict[str, Any] = {"progress": percent}
-        if message:
-            data["message"] = message
-        await self._pipeline.running_events(
-            [RunningEvent(self._job.id, "progress", data, {"progress": percent})]
-        )
-
-    async def partial_image(self, index: int, data: bytes, output_format: str) -> None:
-        self._state.partials += 1
-        settings = self._pipeline.settings
-        event = await store_partial(
-            self._pipeline.storage,
-            self._job,
-            prefix=settings.storage_prefix,
-            max_bytes=settings.max_image_bytes,
-            provider=self._provider,
-            sequence=self._state.partials,
-            index=index,
-            data=data,
-            declared=output_format,
-        )
-        if event is not None:
-            await self._pipeline.running_events([RunningEvent(self._job.id, PARTIAL_IMAGE, event)])
-
-
 class Pipeline:
     """Admits requests and executes jobs; shared by the API, the CLI and workers."""
 
@@ -250,7 +134,6 @@ class Pipeline:
         self.storage = storage
         self.providers = providers
         self.bus = bus
-        self.http = http
         #: overrides the configured retry policy when set (tests, embedding)
         self.retry: RetryPolicy | None = retry
         #: live routing configuration, breakers, outbound limits, attempt statistics;
@@ -265,14 +148,29 @@ class Pipeline:
         self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
-        self._running: dict[str, _RunState] = {}
+        self._running: dict[str, RunState] = {}
         self._hook_tasks: set[asyncio.Task[None]] = set()
-        #: simulated progress of attempts whose provider reports none
-        self.ticker = ProgressTicker(settings.simulated_progress_interval_s, self._simulated)
         #: running jobs' events, written together (group commit)
         self.events = EventBuffer(
             settings.event_flush_interval_s, store.add_running_events, bus.publish
         )
+        self.job_events = JobEvents(self.events)
+        #: simulated progress of attempts whose provider reports none
+        self.ticker = ProgressTicker(
+            settings.simulated_progress_interval_s, self.job_events.simulated
+        )
+        self.materializer = Materializer(
+            settings=settings, storage=storage, fetcher=self.fetcher, http=http
+        )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled HTTP client adapters and result downloads use."""
+        return self.materializer.http
+
+    @http.setter
+    def http(self, client: httpx.AsyncClient) -> None:
+        self.materializer.http = client
 
     # Admission -----------------------------------------------------------------
 
@@ -458,9 +356,7 @@ class Pipeline:
             template = parse_template(found.text, field="template")
         return request.model_copy(update={"prompt": final_prompt(request, template)})
 
-    def _cache_lookup(
-        self, request: GenerationRequest, account: AccountView
-    ) -> CacheLookup | None:
+    def _cache_lookup(self, request: GenerationRequest, account: AccountView) -> CacheLookup | None:
         key = cache_key(request)
         if key is None:
             return None
@@ -491,7 +387,7 @@ class Pipeline:
         candidates, _ = plan_route(request, self.providers, preferred=account.preferred_providers)
         priced = []
         for candidate in candidates:
-            usd = candidate.provider.price(self._provider_request(request, candidate.model))
+            usd = candidate.provider.price(provider_request(request, candidate.model))
             cap = request.max_cost_per_image
             if cap is not None and usd / request.n > cap:
                 continue
@@ -589,35 +485,32 @@ class Pipeline:
         self, generation_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
     ) -> None:
         """An event of a running job (and the generation columns it sets), group-committed."""
-        await self.events.add(RunningEvent(generation_id, type_, data or {}, values))
+        await self.job_events.event(generation_id, type_, data, **values)
 
     async def running_events(self, events: list[RunningEvent]) -> None:
         """Events of running jobs; none lands after its job ended."""
-        for event in events:
-            await self.events.add(event)
-
-    async def _simulated(self, values: list[tuple[str, int]]) -> None:
-        events = [
-            RunningEvent(id_, "progress", {"progress": pct, "simulated": True}, {"progress": pct})
-            for id_, pct in values
-        ]
-        await self.running_events(events)
+        await self.job_events.add(events)
 
     # Execution -----------------------------------------------------------------
 
     async def execute(self, job: ClaimedJob, owner: str) -> None:
         """Run one claimed job to a terminal state (or leave it for a re-run if cancelled)."""
-        state = _RunState()
+        state = RunState()
         self._running[job.id] = state
         try:
-            if await self._load_inputs(job, owner):
-                await self._execute(job, owner, state)
+            try:
+                await self.materializer.load_inputs(job)
+            except PixelgateError as exc:
+                log.info("inputs_unavailable", generation_id=job.id, code=exc.code)
+                await self.fail(job, owner, exc.code, exc.message)
+                return
+            await self._execute(job, owner, state)
         finally:
             self._running.pop(job.id, None)
 
     async def cancel_running(self, job: ClaimedJob, owner: str) -> None:
         """Finish a job whose cancellation was requested, cancelling it at the provider."""
-        state = self._running.get(job.id) or _RunState()
+        state = self._running.get(job.id) or RunState()
         jobs = dict(state.jobs)
         if state.provider and state.provider_job_id:
             jobs.setdefault(state.provider, state.provider_job_id)
@@ -629,7 +522,7 @@ class Pipeline:
                 except Exception:  # best effort: the job is canceled on our side anyway
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
         event_id = await self.store.finish_canceled(
-            job.id, owner, route=state.route, pending=await self.events.take(job.id)
+            job.id, owner, route=state.route, pending=await self.job_events.take(job.id)
         )
         if event_id is not None:
             await self.finished(job.id, Status.CANCELED, job)
@@ -642,12 +535,12 @@ class Pipeline:
             message=message,
             route=[],
             account_id=job.account_id,
-            pending=await self.events.take(job.id),
+            pending=await self.job_events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)
 
-    async def _execute(self, job: ClaimedJob, owner: str, state: _RunState) -> None:
+    async def _execute(self, job: ClaimedJob, owner: str, state: RunState) -> None:
         await self.bus.publish(job.id)  # the "started" event written by the claim
         try:
             request = GenerationRequest.model_validate(job.request)
@@ -682,14 +575,14 @@ class Pipeline:
             provider_ms=elapsed_ms,
             route=state.route,
             account_id=job.account_id,
-            pending=await self.events.take(job.id),
+            pending=await self.job_events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.SUCCEEDED, job)
 
     async def _plan(
-        self, job: ClaimedJob, owner: str, request: GenerationRequest, state: _RunState
-    ) -> _JobRun:
+        self, job: ClaimedJob, owner: str, request: GenerationRequest, state: RunState
+    ) -> JobRun:
         """Resolve the options (request > account > settings) and plan the route."""
         control = self.control
         routing = await control.current()
@@ -727,10 +620,10 @@ class Pipeline:
             unavailable=unavailable,
             deferred=deferred,
             max_cost=options.max_cost,
-            price=lambda provider, model: provider.price(self._provider_request(request, model)),
+            price=lambda provider, model: provider.price(provider_request(request, model)),
         )
         state.route = trace
-        return _JobRun(
+        return JobRun(
             job=job,
             owner=owner,
             request=request,
@@ -753,13 +646,13 @@ class Pipeline:
             },
         )
 
-    def _keep_going(self, run: _JobRun, candidate: Candidate, error: BaseException) -> bool:
+    def _keep_going(self, run: JobRun, candidate: Candidate, error: BaseException) -> bool:
         """After a refusal the route stops, unless the refusal policy sends it on."""
         if isinstance(error, Refused):
             return run.options.continue_after_refusal(run.request)
         return True
 
-    def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
+    def _trace(self, state: RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
         """Update the candidate's entry in the decision trace (the generation's ``route``)."""
         entry = candidate.trace
         if not any(e is entry for e in state.route):
@@ -768,7 +661,7 @@ class Pipeline:
         entry.update(decision=decision, **extra)
 
     async def _run_candidate(
-        self, run: _JobRun, candidate: Candidate, how: str
+        self, run: JobRun, candidate: Candidate, how: str
     ) -> tuple[ProviderResult, int]:
         """One candidate, retries included; its trace entry says how it went."""
         job, provider = run.job, candidate.provider
@@ -806,18 +699,18 @@ class Pipeline:
         return result, elapsed_ms
 
     async def _accept(
-        self, run: _JobRun, candidate: Candidate, answer: tuple[ProviderResult, int]
+        self, run: JobRun, candidate: Candidate, answer: tuple[ProviderResult, int]
     ) -> list[NewImage]:
         """Materialize a racer's images (one racer at a time: the storage keys are shared)."""
         try:
-            images = await self._materialize(run.job, run.request, answer[0])
+            images = await self.materializer.materialize(run.job, run.request, answer[0])
         except (ProviderError, ImageRejected, StorageError) as exc:
             self._trace(run.state, candidate, "failed", error=exc.code, message=exc.message)
             raise
         self._trace(run.state, candidate, "succeeded", cost_usd=format_usd(answer[0].cost_usd))
         return images
 
-    async def _attempt(self, run: _JobRun, candidate: Candidate) -> tuple[ProviderResult, int]:
+    async def _attempt(self, run: JobRun, candidate: Candidate) -> tuple[ProviderResult, int]:
         """Call one provider until it answers, retrying what is worth retrying.
 
         Each attempt passes the breaker and the outbound limits (waiting for its turn),
@@ -827,7 +720,7 @@ class Pipeline:
         job, provider, control = run.job, candidate.provider, self.control
         name = provider.name
         policy = self.retry or control.retry_for(name)
-        provider_request = self._provider_request(run.request, candidate.model)
+        request = provider_request(run.request, candidate.model)
         timeout_s = control.timeout_for(name)
         attempts: list[dict[str, Any]] = candidate.trace.setdefault("attempts", [])
         attempt = 0
@@ -851,7 +744,16 @@ class Pipeline:
                 raise error
             run.state.provider = name
             run.state.provider_job_id = None
-            ctx = _Context(self, job, name, run.state)
+            ctx = AttemptContext(
+                job,
+                name,
+                run.state,
+                http=self.http,
+                settings=self.settings,
+                store=self.store,
+                storage=self.storage,
+                events=self.job_events,
+            )
             if ctx.provider_job_id:  # resuming a job a previous delivery submitted
                 run.state.jobs[name] = ctx.provider_job_id
             failure: ProviderError | None = None
@@ -866,7 +768,7 @@ class Pipeline:
                         on_wait=partial(self._waiting, run),
                     ):
                         sent = time.monotonic()
-                        result = await self._call(provider, provider_request, ctx, timeout_s, run)
+                        result = await self._call(provider, request, ctx, timeout_s, run)
             except TimeoutError:
                 failure = ProviderTimeout(
                     f"{name}: the deadline passed while waiting for an outbound slot",
@@ -925,9 +827,9 @@ class Pipeline:
         self,
         provider: Provider,
         request: ProviderRequest,
-        ctx: _Context,
+        ctx: AttemptContext,
         timeout_s: float,
-        run: _JobRun,
+        run: JobRun,
     ) -> ProviderResult:
         timeout = max(0.001, min(timeout_s, run.deadline.remaining()))
         ctx.simulated = self.ticker.track(
@@ -964,7 +866,7 @@ class Pipeline:
         return observed / 1000
 
     def _retry_delay(
-        self, run: _JobRun, policy: RetryPolicy, attempt: int, error: ProviderError
+        self, run: JobRun, policy: RetryPolicy, attempt: int, error: ProviderError
     ) -> tuple[float | None, str]:
         """Seconds before the next attempt on the same provider, or None and why not."""
         if not error.retryable:
@@ -978,7 +880,7 @@ class Pipeline:
             return None, "the deadline would pass"
         return delay, ""
 
-    def _hedge_delay(self, run: _JobRun, candidate: Candidate) -> float:
+    def _hedge_delay(self, run: JobRun, candidate: Candidate) -> float:
         if run.options.hedge_delay_s is not None:
             return run.options.hedge_delay_s
         hedge = run.routing.hedge
@@ -986,16 +888,16 @@ class Pipeline:
         delay = hedge.default_delay_s if observed is None else observed / 1000
         return min(hedge.max_delay_s, max(hedge.min_delay_s, delay))
 
-    async def _waiting(self, run: _JobRun, info: WaitInfo) -> None:
+    async def _waiting(self, run: JobRun, info: WaitInfo) -> None:
         await self.event(run.job.id, "waiting", info.as_dict())
 
-    async def _breaker_events(self, run: _JobRun, transitions: list[Transition]) -> None:
+    async def _breaker_events(self, run: JobRun, transitions: list[Transition]) -> None:
         for transition in transitions:
             await self.event(run.job.id, "breaker", transition.as_dict())
 
     async def _settle_race(
         self,
-        run: _JobRun,
+        run: JobRun,
         race: Race[Candidate, tuple[ProviderResult, int], list[NewImage]],
         winner: Candidate | None,
     ) -> None:
@@ -1038,14 +940,14 @@ class Pipeline:
             }
             await self.event(run.job.id, "race", summary)
 
-    async def _cancel_at_provider(self, run: _JobRun, provider: Provider, job_id: str) -> None:
+    async def _cancel_at_provider(self, run: JobRun, provider: Provider, job_id: str) -> None:
         try:
             async with asyncio.timeout(PROVIDER_CANCEL_TIMEOUT_S):
                 await provider.cancel(job_id)
         except Exception:  # best effort: the result is simply not used
             log.warning("provider_cancel_failed", generation_id=run.job.id, provider=provider.name)
 
-    def _final_error(self, run: _JobRun, failed: RaceFailed) -> PixelgateError:
+    def _final_error(self, run: JobRun, failed: RaceFailed) -> PixelgateError:
         if failed.errors:
             chosen = failed.errors[-1]
             if failed.stopped_by is not None:
@@ -1063,7 +965,7 @@ class Pipeline:
             "provider", f"{message}: {reasons}" if reasons else message, code="no_provider"
         )
 
-    async def _finish_failed(self, run: _JobRun, error: PixelgateError) -> None:
+    async def _finish_failed(self, run: JobRun, error: PixelgateError) -> None:
         job = run.job
         tried = [e for e in run.state.route if e.get("attempts")]
         provider = tried[-1]["provider"] if tried else None
@@ -1079,34 +981,16 @@ class Pipeline:
             account_id=job.account_id,
             provider=provider,
             model=model,
-            pending=await self.events.take(job.id),
+            pending=await self.job_events.take(job.id),
         )
         if event_id is not None:
             await self.finished(job.id, Status.FAILED, job)
 
-    async def _attach_default_image(self, run: _JobRun) -> bool:
+    async def _attach_default_image(self, run: JobRun) -> bool:
         """The placeholder "Default Image" (seed 001) on a generation that failed."""
-        job, request = run.job, run.request
-        width, height = request.dimensions()
-        try:
-            data = await run_cpu(
-                render_placeholder,
-                DEFAULT_IMAGE_TEXT,
-                width=width,
-                height=height,
-                fmt=request.format,
-                seed=0,
-                label=DEFAULT_IMAGE_TEXT,
-            )
-            image = await self._store_image(
-                job,
-                request,
-                data,
-                index=0,
-                attribution={"provider": DEFAULT_IMAGE_PROVIDER, "fallback_image": True},
-            )
-        except (ImageRejected, StorageError) as exc:
-            log.warning("default_image_failed", generation_id=job.id, code=exc.code)
+        job = run.job
+        image = await self.materializer.default_image(job, run.request)
+        if image is None:
             return False
         return await self.store.attach_fallback_image(
             job.id, run.owner, image, account_id=job.account_id
@@ -1135,115 +1019,6 @@ class Pipeline:
                 raise ValidationFailed(
                     "webhook_url", "the host does not resolve", code="unsafe_url"
                 ) from None
-
-    async def _load_inputs(self, job: ClaimedJob, owner: str) -> bool:
-        """Load the job's input images for this task; fail the job when one is unusable."""
-        _JOB_INPUTS.set(None)
-        if not any(job.request.get(name) for name in INPUT_FIELDS):
-            return True
-        try:
-            request = GenerationRequest.model_validate(job.request)
-        except ValueError:
-            return True  # _execute reports an invalid stored request
-        try:
-            inputs = await load_inputs(
-                request,
-                account_id=job.account_id,
-                storage=self.storage,
-                fetcher=self.fetcher,
-                settings=self.settings,
-            )
-        except PixelgateError as exc:
-            log.info("inputs_unavailable", generation_id=job.id, code=exc.code)
-            await self.fail(job, owner, exc.code, exc.message)
-            return False
-        _JOB_INPUTS.set(inputs)
-        return True
-
-    def _provider_request(self, request: GenerationRequest, model: str) -> ProviderRequest:
-        width, height = request.dimensions()
-        inputs = _JOB_INPUTS.get() or JobInputs()
-        return ProviderRequest(
-            prompt=request.prompt,
-            model=model,
-            negative_prompt=request.negative_prompt,
-            n=request.n,
-            width=width,
-            height=height,
-            aspect_ratio=request.aspect_ratio,
-            format=request.format,
-            quality=request.quality,
-            style=request.style,
-            seed=request.seed,
-            background=request.background,
-            reference_image=inputs.reference_image,
-            edit_image=inputs.edit_image,
-            mask=inputs.mask,
-            partial_images=request.partial_images or 0,
-            options=dict(request.options),
-        )
-
-    async def _materialize(
-        self, job: ClaimedJob, request: GenerationRequest, result: ProviderResult
-    ) -> list[NewImage]:
-        """Fetch (once, size-capped), decode, validate, convert, hash and store each image."""
-        stored: list[NewImage] = []
-        for index, image in enumerate(result.images):
-            data = await self._image_bytes(image, result)
-            stored.append(
-                await self._store_image(job, request, data, index, attribution=image.attribution)
-            )
-        return stored
-
-    async def _store_image(
-        self,
-        job: ClaimedJob,
-        request: GenerationRequest,
-        data: bytes,
-        index: int,
-        *,
-        attribution: dict[str, Any] | None,
-    ) -> NewImage:
-        """Decode, validate, convert and hash one image, and store it under its stable key."""
-        processed = await process_image(
-            data,
-            want_format=request.format,
-            max_bytes=self.settings.max_image_bytes,
-            max_pixels=self.settings.max_image_pixels,
-        )
-        key = image_key(
-            prefix=self.settings.storage_prefix,
-            account=job.account_name,
-            project=job.project,
-            created_at=job.created_at,
-            generation_id=job.id,
-            index=index,
-            ext=EXTENSIONS[processed.format],
-        )
-        await self.storage.put(key, processed.data, processed.content_type)
-        return NewImage(
-            index=index,
-            key=key,
-            width=processed.width,
-            height=processed.height,
-            format=processed.format,
-            content_type=processed.content_type,
-            bytes=processed.bytes,
-            sha256=processed.sha256,
-            attribution=attribution,
-        )
-
-    async def _image_bytes(self, image: ProviderImage, result: ProviderResult) -> bytes:
-        if image.data is not None:
-            return image.data
-        if image.url is None:
-            raise ProviderError(
-                "provider returned an image with neither bytes nor URL", code="no_image"
-            )
-        data, _ = await download(
-            self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
-        )
-        return data
 
 
 def _entity_pairs(request: GenerationRequest) -> list[tuple[str, str]]:
