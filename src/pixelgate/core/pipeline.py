@@ -23,8 +23,9 @@ from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.context import AttemptContext, JobEvents, JobRun, RunState
 from pixelgate.core.eventbuffer import EventBuffer
-from pixelgate.core.finish import Finished, FinishHook
-from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer, provider_request
+from pixelgate.core.finish import FinishHook
+from pixelgate.core.finishing import Finisher
+from pixelgate.core.materialize import Materializer, provider_request
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
 from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.progress import ProgressTicker
@@ -66,7 +67,6 @@ from pixelgate.errors import (
 )
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
-from pixelgate.providers.placeholder import MODEL as PLACEHOLDER_MODEL
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.breaker import (
     DEADLINE_EXCEEDED,
@@ -86,7 +86,6 @@ __all__ = ["Caller", "Estimate", "Pipeline"]
 log = structlog.get_logger("pixelgate.pipeline")
 WEBHOOK_CHECK_TIMEOUT_S = 5.0
 
-CANCEL_WAIT_S = 2.0
 #: the ``latency`` policy ranks providers by their observed median
 LATENCY_POLICY_PERCENTILE = 0.5
 PROVIDER_CANCEL_TIMEOUT_S = 5.0
@@ -145,11 +144,9 @@ class Pipeline:
         self.limiter = limiter or RequestLimiter(
             self.control.shared.limits, guard=self.control.shared.guard
         )
-        self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
         self._running: dict[str, RunState] = {}
-        self._hook_tasks: set[asyncio.Task[None]] = set()
         #: running jobs' events, written together (group commit)
         self.events = EventBuffer(
             settings.event_flush_interval_s, store.add_running_events, bus.publish
@@ -162,6 +159,9 @@ class Pipeline:
         self.materializer = Materializer(
             settings=settings, storage=storage, fetcher=self.fetcher, http=http
         )
+        self.finisher = Finisher(
+            store=store, bus=bus, events=self.job_events, materializer=self.materializer
+        )
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -171,6 +171,11 @@ class Pipeline:
     @http.setter
     def http(self, client: httpx.AsyncClient) -> None:
         self.materializer.http = client
+
+    @property
+    def finish_hooks(self) -> list[FinishHook]:
+        """Run once a generation reaches a terminal state; append to add one."""
+        return self.finisher.hooks
 
     # Admission -----------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class Pipeline:
         )
         if result.created:
             if result.generation.terminal:  # a cache hit: done at admission
-                await self.finished(result.generation.id)
+                await self.finisher.finished(result.generation.id)
             else:
                 await self.bus.notify_jobs()
         return result
@@ -319,7 +324,7 @@ class Pipeline:
         await self.bus.notify_jobs()
         for gen_id, status in batch.members.items():
             if status == "SUCCEEDED":  # cache hits
-                await self.finished(gen_id)
+                await self.finisher.finished(gen_id)
         return batch
 
     async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
@@ -327,7 +332,7 @@ class Pipeline:
         workers (as ``DELETE /v1/generations/{id}`` does)."""
         canceled, running = await self.store.cancel_batch(batch_id, account_id=account_id)
         for gen_id in canceled:
-            await self.finished(gen_id)
+            await self.finisher.finished(gen_id)
         for gen_id in running:
             await self.bus.request_cancel(gen_id)
         return await self.store.get_batch(batch_id, account_id=account_id)
@@ -365,17 +370,6 @@ class Pipeline:
             use=wants_cache(request, account),
             credits=self.settings.credits.cache_price,
         )
-
-    async def _announce_followers(self, finished: Finished) -> None:
-        """Finish hook: announce the generations that shared this one's provider call
-        (the store finished them in this one's finishing transaction)."""
-        if (await finished.request()).get("seed") is None:
-            return  # without a seed nothing can have followed it
-        view = await finished.view()
-        if view.cached_from is not None:
-            return
-        for follower in await self.store.settled_followers(view.id, view.completed_at):
-            await self.finished(follower)
 
     def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
         """Credits and USD the request costs: the same numbers admission charges.
@@ -415,71 +409,25 @@ class Pipeline:
 
     async def wait(self, generation_id: str, timeout: float) -> GenerationView:
         """The generation once terminal, or as it is when ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        async with self.bus.subscribe(generation_id) as sub:
-            look = True
-            while True:
-                if look:
-                    sub.maybe_final = False
-                    state = await self.store.status_of(generation_id)
-                    if state is not None and state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
-                        break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # progress and other events do not end a wait: read the row only after a
-                # final notification, or after a quiet second (a notification may be lost)
-                notified = await sub.wait(min(remaining, 1.0))
-                look = sub.maybe_final or not notified
-        return await self.store.get_generation(generation_id)
+        return await self.finisher.wait(generation_id, timeout)
 
     async def finished(
         self, generation_id: str, status: Status | None = None, job: ClaimedJob | None = None
     ) -> None:
-        """Announce a terminal state: wake waiters, then run the finish hooks in the background.
-
-        ``status`` and ``job``, when the caller has them, spare the hooks a read.
-        """
-        await self.bus.publish(generation_id, final=True)
-        if not self.finish_hooks:
-            return
-        finished = Finished(
-            generation_id,
-            partial(self.store.get_generation, generation_id),
-            status=status.value if status is not None else None,
-            account_id=job.account_id if job is not None else None,
-            request=job.request if job is not None else None,
-        )
-        task = asyncio.create_task(self._run_hooks(finished))
-        self._hook_tasks.add(task)
-        task.add_done_callback(self._hook_tasks.discard)
-
-    async def _run_hooks(self, finished: Finished) -> None:
-        await asyncio.gather(*(self._run_hook(hook, finished) for hook in self.finish_hooks))
-
-    async def _run_hook(self, hook: FinishHook, finished: Finished) -> None:
-        try:
-            await hook(finished)
-        except Exception:
-            log.exception(
-                "finish_hook_failed",
-                generation_id=finished.id,
-                hook=getattr(hook, "__qualname__", repr(hook)),
-            )
+        """Announce a terminal state: wake waiters, then run the finish hooks in the background."""
+        await self.finisher.finished(generation_id, status, job)
 
     async def drain_hooks(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for finish hooks still running, at shutdown."""
-        if self._hook_tasks:
-            await asyncio.wait(list(self._hook_tasks), timeout=timeout)
+        await self.finisher.drain_hooks(timeout)
 
     async def cancel(self, generation_id: str, account_id: str | None) -> GenerationView:
         """Cancel: a PENDING job ends at once (refunded); a running one is stopped by its worker."""
-        view, event_id = await self.store.cancel(generation_id, account_id=account_id)
-        if event_id:
-            await self.finished(generation_id)
-            return view
-        await self.bus.request_cancel(generation_id)
-        return await self.wait(generation_id, CANCEL_WAIT_S)
+        return await self.finisher.cancel(generation_id, account_id)
+
+    async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
+        """Fail a job before any provider was tried (refunded)."""
+        await self.finisher.fail(job, owner, code, message)
 
     async def event(
         self, generation_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
@@ -521,24 +469,7 @@ class Pipeline:
                     await provider.cancel(provider_job_id)
                 except Exception:  # best effort: the job is canceled on our side anyway
                     log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
-        event_id = await self.store.finish_canceled(
-            job.id, owner, route=state.route, pending=await self.job_events.take(job.id)
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.CANCELED, job)
-
-    async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
-        event_id = await self.store.finish_failed(
-            job.id,
-            owner,
-            code=code,
-            message=message,
-            route=[],
-            account_id=job.account_id,
-            pending=await self.job_events.take(job.id),
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
+        await self.finisher.canceled(job, owner, state.route)
 
     async def _execute(self, job: ClaimedJob, owner: str, state: RunState) -> None:
         await self.bus.publish(job.id)  # the "started" event written by the claim
@@ -561,24 +492,17 @@ class Pipeline:
             winner, images = await race.run()
         except RaceFailed as failed:
             await self._settle_race(run, race, None)
-            await self._finish_failed(run, self._final_error(run, failed))
+            await self.finisher.failed(run, self._final_error(run, failed))
             return
         await self._settle_race(run, race, winner)
         result, elapsed_ms = run.results[winner.provider.name]
-        event_id = await self.store.finish_succeeded(
-            job.id,
-            owner,
+        await self.finisher.succeeded(
+            run,
             provider=winner.provider.name,
-            model=result.model,
-            images=images,
-            cost_usd=result.cost_usd,
+            result=result,
             provider_ms=elapsed_ms,
-            route=state.route,
-            account_id=job.account_id,
-            pending=await self.job_events.take(job.id),
+            images=images,
         )
-        if event_id is not None:
-            await self.finished(job.id, Status.SUCCEEDED, job)
 
     async def _plan(
         self, job: ClaimedJob, owner: str, request: GenerationRequest, state: RunState
@@ -963,37 +887,6 @@ class Pipeline:
         message = "no configured provider can serve this request"
         return ValidationFailed(
             "provider", f"{message}: {reasons}" if reasons else message, code="no_provider"
-        )
-
-    async def _finish_failed(self, run: JobRun, error: PixelgateError) -> None:
-        job = run.job
-        tried = [e for e in run.state.route if e.get("attempts")]
-        provider = tried[-1]["provider"] if tried else None
-        model = tried[-1].get("model") if tried else None
-        if run.options.fallback_image and await self._attach_default_image(run):
-            provider, model = DEFAULT_IMAGE_PROVIDER, PLACEHOLDER_MODEL
-        event_id = await self.store.finish_failed(
-            job.id,
-            run.owner,
-            code=error.code,
-            message=error.message,
-            route=run.state.route,
-            account_id=job.account_id,
-            provider=provider,
-            model=model,
-            pending=await self.job_events.take(job.id),
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
-
-    async def _attach_default_image(self, run: JobRun) -> bool:
-        """The placeholder "Default Image" (seed 001) on a generation that failed."""
-        job = run.job
-        image = await self.materializer.default_image(job, run.request)
-        if image is None:
-            return False
-        return await self.store.attach_fallback_image(
-            job.id, run.owner, image, account_id=job.account_id
         )
 
     # Inputs --------------------------------------------------------------------
