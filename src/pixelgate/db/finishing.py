@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.core.states import sources_of
+from pixelgate.core.states import OWNER_ONLY, sources_of
 from pixelgate.db.admission import AdmissionStore
 from pixelgate.db.followers import settle_followers
 from pixelgate.db.ledger import add_usage, refund
@@ -68,7 +68,8 @@ def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> An
         # a handed-over job still PENDING may end here, but only by its lease owner
         cond = [GEN.c.status.in_(sources), GEN.c.lease_owner == bindparam("owner")]
     else:
-        cond = [GEN.c.status.in_([s for s in sources if s != Status.PENDING.value])]
+        anyone = [s for s in sources if (Status(s), to) not in OWNER_ONLY]
+        cond = [GEN.c.status.in_(anyone)]
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
     # a job quicker than its first event flush starts and ends in this statement
     started = bindparam("v_started_at", type_=GEN.c.started_at.type)
@@ -351,7 +352,8 @@ class FinishStore(AdmissionStore):
                 .where(
                     GEN.c.id == gen_id,
                     GEN.c.lease_owner == owner,
-                    GEN.c.status == Status.PROCESSING.value,
+                    # running, or handed over at admission and not flushed yet
+                    GEN.c.status.in_((Status.PENDING.value, Status.PROCESSING.value)),
                 )
                 .values(fallback_image=True, updated_at=now)
                 .returning(GEN.c.id)
