@@ -208,3 +208,55 @@ def run_closed(t: Target, *, concurrency: int, duration: float, client: str = "a
 
 def json_body(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Ad-hoc load against any URL: ``PYTHONPATH=bench .venv/bin/python -m benchlib.load
+    closed --url URL -c 16 -d 10 --watch-pid PID`` (or ``burst -n 2000``). Prints one JSON
+    line with, given ``--watch-pid``, the server tree's CPU per request and peak RSS."""
+    import argparse
+
+    from benchlib.proc import CpuMeter, PeakRss
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("mode", choices=("closed", "burst"))
+    p.add_argument("--url", required=True)
+    p.add_argument("--body", default='{"model":"gpt-image-1","prompt":"a red fox","n":1}')
+    p.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
+    p.add_argument("--status", type=int, default=200, help="the expected status")
+    p.add_argument("-c", "--concurrency", type=int, default=16, help="closed loop")
+    p.add_argument("-d", "--duration", type=float, default=10.0, help="closed loop, s")
+    p.add_argument("--client", choices=("auto", "wrk", "aiohttp"), default="auto")
+    p.add_argument("-n", type=int, default=2000, help="burst size")
+    p.add_argument("--connections", type=int, default=0, help="burst cap (0: one each)")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--watch-pid", type=int, default=0)
+    a = p.parse_args(argv)
+    headers = {"content-type": "application/json"}
+    for h in a.header:
+        k, _, v = h.partition(":")
+        headers[k.strip()] = v.strip()
+    t = Target(a.url, a.body.encode(), headers, expect(a.status), timeout=a.timeout)
+    pids = [a.watch_pid] if a.watch_pid else []
+    if a.mode == "closed":  # 1 s warm-up, outside the CPU window
+        run_closed(t, concurrency=a.concurrency, duration=1, client=a.client, warmup_s=0,
+                   expect_status=a.status)
+    with PeakRss(pids) as rss, CpuMeter(a.watch_pid or os.getpid()) as cpu:
+        if a.mode == "closed":
+            res = run_closed(t, concurrency=a.concurrency, duration=a.duration,
+                             client=a.client, warmup_s=0, expect_status=a.status)
+        else:
+            install_uvloop()
+            res = asyncio.run(burst(t, n=a.n, connections=a.connections))
+    if a.watch_pid:
+        res.update(server_cpu_ms_per_req=round(cpu.per_request_ms(res["ok"]), 3),
+                   rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1))
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
