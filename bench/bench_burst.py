@@ -183,8 +183,10 @@ def summary(r: dict[str, Any]) -> str:
             [f"{a['n']:,} async jobs ({a['connections']} connections), {a['job_ms']} ms "
              "provider: all admitted", f"{p['all_admitted_s']:.2f} s "
              f"({p['accepted_202']} x 202)", f"{b['wall_s']:.2f} s (bare ASGI)", ""],
-            ["… all done", report.fmt(p.get("all_done_s")) + " s"
-             + (" (some FAILED)" if p.get("some_failed") else ""),
+            ["… all done", (f"not within {r['config']['async_timeout']:g} s (timed out)"
+                            if p.get("timed_out") else f"{p['all_done_s']:.2f} s")
+             + (" (some FAILED)" if p.get("some_failed") else "")
+             + (" (some CANCELED)" if p.get("some_canceled") else ""),
              f"{a['ceiling_done_s']:.2f} s (bare + provider)", f"≤ {TARGET_ASYNC_S:.0f} s"],
             ["… peak RSS", f"{p['rss_peak_mb']:.0f} MB", "", f"≤ {TARGET_ASYNC_MB:.0f} MB"],
             ["… server CPU per job", f"{p['server_cpu_ms_per_job']:.1f} ms", "", ""],
@@ -205,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "a worker slot)")
     p.add_argument("--request-timeout", type=float, default=180.0,
                    help="client timeout per request, s (pixelgate's own sync timeout is 60 s)")
-    p.add_argument("--async-timeout", type=float, default=300.0,
+    p.add_argument("--async-timeout", type=float, default=600.0,
                    help="give up polling this many s after the first async request")
     p.add_argument("--poll", type=float, default=0.2, help="poll interval, s")
     p.add_argument("--log-level", default="warning")
