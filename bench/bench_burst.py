@@ -70,6 +70,23 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["pixelgate"] = res
         gw.stop()
 
+        if args.with_litellm:
+            venv = servers.litellm_venv(args.litellm_venv, not args.no_install)
+            if venv is not None:
+                lite = started.add(servers.litellm(work, fake.url, venv))
+                lite.wait_ready(servers.LITELLM_HEALTH, 120, ok_below=300)
+                auth = {**AUTH, "authorization": f"Bearer {servers.LITELLM_KEY}"}
+                via = load.Target(lite.url + route, target.body, auth, target.check,
+                                  timeout=args.request_timeout)
+                asyncio.run(load.burst(via, n=1))  # warm, like the others
+                print(f"... sync burst n={args.sync_n} -> LiteLLM (peer)", file=sys.stderr)
+                with PeakRss([lite.pid]) as rss, CpuMeter(lite.pid) as cpu:
+                    res = asyncio.run(load.burst(via, n=args.sync_n))
+                res.update(rss_start_mb=round(rss.start_mb, 1),
+                           rss_peak_mb=round(rss.peak_mb, 1), server_cpu_s=round(cpu.seconds, 2))
+                out["litellm"] = res
+                lite.stop()
+
         print(f"... sync burst n={args.sync_n} -> fake upstream (ceiling)", file=sys.stderr)
         direct = load.Target(fake.url + route, target.body, AUTH, target.check,
                              timeout=args.request_timeout)
@@ -176,6 +193,11 @@ def summary(r: dict[str, Any]) -> str:
             ["… peak RSS (server tree)", f"{p['rss_peak_mb']:.0f} MB",
              f"{d.get('rss_peak_mb', 0):.0f} MB (fake)", f"≤ {TARGET_SYNC_MB:.0f} MB"],
         ]
+    lite = s.get("litellm") if s else None
+    if s and lite:
+        rows.append(["… the same burst through LiteLLM (1 worker): wall time, 200s, peak RSS",
+                     f"{lite['wall_s']:.2f} s, {lite['ok']}/{s['n']}, "
+                     f"{lite['rss_peak_mb']:.0f} MB", "", ""])
     a = r.get("async")
     if a and "pixelgate" in a:
         p, b = a["pixelgate"], a["bare_admission"]
@@ -210,6 +232,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--async-timeout", type=float, default=600.0,
                    help="give up polling this many s after the first async request")
     p.add_argument("--poll", type=float, default=0.2, help="poll interval, s")
+    p.add_argument("--with-litellm", action="store_true",
+                   help="also send the sync burst through the LiteLLM proxy (the peer)")
+    p.add_argument("--litellm-venv", type=Path, default=servers.BENCH_DIR / ".venv-litellm")
+    p.add_argument("--no-install", action="store_true",
+                   help="do not install LiteLLM when its venv is missing (skip it instead)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     return p.parse_args(argv)
@@ -219,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     load.install_uvloop()
     results: dict[str, Any] = report.header("bench_burst")
-    results["config"] = vars(args)
+    results["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     with report.guarded_run(results, "pixelgate-bench-burst-", args.keep) as work:
         if args.sync_n > 0:
             results["sync"] = sync_burst(args, work)

@@ -61,32 +61,6 @@ TARGET_NATIVE_P50_MS, TARGET_NATIVE_RPS = 2.0, 1000.0
 TARGET_IDLE_MB, TARGET_READY_S = 100.0, 1.0
 
 
-# --- LiteLLM venv -----------------------------------------------------------------------
-
-
-def litellm_venv(args: argparse.Namespace) -> Path | None:
-    """The LiteLLM venv, installed on first use; None (with a message) when unavailable."""
-    venv: Path = args.litellm_venv
-    if (venv / "bin" / "litellm").exists():
-        return venv
-    if args.no_install:
-        print(f"LiteLLM SKIPPED: {venv}/bin/litellm not found (--no-install given)",
-              file=sys.stderr)
-        return None
-    req = BENCH_DIR / "requirements-litellm.txt"
-    print(f"... installing LiteLLM ({req.name}) into {venv} (once, a few minutes)",
-          file=sys.stderr)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(req)],
-                       check=True, timeout=1200)
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"LiteLLM SKIPPED: could not install it into {venv} ({exc}); the other "
-              "targets still run", file=sys.stderr)
-        return None
-    return venv
-
-
 # --- measurement ------------------------------------------------------------------------
 
 
@@ -107,6 +81,7 @@ def measure(server: Server, target: load.Target, *, concurrency: int,
     res["server_cpu_s"] = round(cpu.seconds, 3)
     res["server_cpu_ms_per_req"] = round(cpu.per_request_ms(res["ok"]), 3)
     res["server_cpu_cores"] = round(cpu.seconds / cpu.wall_s, 2) if cpu.wall_s else None
+    res["other_cores"] = round(cpu.other_cores, 2)
     return res
 
 
@@ -187,12 +162,15 @@ def tables(r: dict[str, Any]) -> str:
     out = []
     rows = [[p["concurrency"], p["target"], report.fmt(p["rps"], ".0f"),
              report.fmt(p["p50_ms"]), report.fmt(p["p99_ms"]),
-             report.fmt(p["server_cpu_ms_per_req"]),
+             report.fmt(p["server_cpu_ms_per_req"]), report.fmt(p.get("other_cores")),
              json.dumps(p["errors"]) if p["errors"] else "0"] for p in r["phases"]]
     out += [f"OpenAI route `POST {OPENAI_ROUTE}`, one fake upstream (0 ms), closed loop "
             f"{r['config']['duration']:g} s per row ({r['phases'][0]['client'] if rows else ''})",
             "", report.markdown(rows, ["c", "target", "req/s", "p50 ms", "p99 ms",
-                                       "server CPU ms/req", "errors"]), ""]
+                                       "server CPU ms/req", "other cores busy", "errors"]),
+            "", "(other cores busy: the machine's CPU use besides the server during the row,"
+            " the load client included, out of "
+            f"{r['machine']['nproc']}; more than ~1 means a noisy row)", ""]
     rat = r.get("ratios", [])
     if rat:
         def g(row: dict[str, Any], k: str) -> str:
@@ -209,13 +187,13 @@ def tables(r: dict[str, Any]) -> str:
     if nat:
         rows = [[p["concurrency"], report.fmt(p["rps"], ".0f"), report.fmt(p["p50_ms"]),
                  report.fmt(p["p99_ms"]), report.fmt(p["server_cpu_ms_per_req"]),
-                 (json.dumps(p["errors"]) if p["errors"] else "0")
+                 report.fmt(p.get("other_cores")), (json.dumps(p["errors"]) if p["errors"] else "0")
                  + (" (some FAILED)" if p.get("some_failed") else "")] for p in nat]
         out += ["Native `POST /v1/generations` + `Prefer: wait=30`, placeholder 0 ms, 64x64 PNG "
                 f"(targets: c=1 p50 ≤ {TARGET_NATIVE_P50_MS:g} ms, c=64 ≥ "
                 f"{TARGET_NATIVE_RPS:,.0f} req/s)", "",
                 report.markdown(rows, ["c", "req/s", "p50 ms", "p99 ms", "server CPU ms/req",
-                                       "errors"]), ""]
+                                       "other cores busy", "errors"]), ""]
     st = r.get("startup", {})
     if st:
         rows = [["pixelgate serve", report.fmt(st.get("fresh_s")), report.fmt(st.get("restart_s")),
@@ -292,11 +270,12 @@ def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
                                               fake.url))
         bare.wait_ready("/health", 30)
         targets["bare"] = bare
-        venv = None if args.no_litellm else litellm_venv(args)
+        venv = None if args.no_litellm else servers.litellm_venv(args.litellm_venv,
+                                                                   not args.no_install)
         if venv is not None:
             lite = started.add(servers.litellm(work, fake.url, venv))
             try:
-                lite.wait_ready("/health/liveliness", 120, ok_below=300)
+                lite.wait_ready(servers.LITELLM_HEALTH, 120, ok_below=300)
                 time.sleep(1.0)
                 info["litellm"] = {"ready_s": round(lite.ready_s or 0, 3),
                                    "idle_rss_mb": round(tree_rss_kb(lite.pid) / 1024, 1),
@@ -368,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flame", default=None, metavar="OUT.svg",
                    help="record a py-spy flame graph of pixelgate during an extra c=16 run")
     p.add_argument("--flame-seconds", type=float, default=10.0)
-    p.add_argument("--plot", type=Path, default=report.RESULTS / "peers.png",
+    p.add_argument("--plot", default=str(report.RESULTS / "peers.png"),
                    help="PNG of req/s and p50 against concurrency ('' to skip)")
     p.add_argument("--request-timeout", type=float, default=60.0)
     p.add_argument("--log-level", default="warning")
@@ -383,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(phases=[], native=[])
     with report.guarded_run(results, "pixelgate-bench-peers-", args.keep) as work:
         run(args, work, results)
-    if args.plot and str(args.plot) and results["phases"]:
-        png = plot(results, args.plot)
+    if args.plot and results["phases"]:
+        png = plot(results, Path(args.plot))
         results["plot"] = str(png) if png else None
     path = report.write_results("bench_peers", results)
     print(tables(results))

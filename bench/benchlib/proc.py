@@ -141,20 +141,31 @@ class PeakRss:
 
 class CpuMeter:
     """Server CPU over a block: ``with CpuMeter(pid) as cpu: ...`` then ``cpu.seconds``,
-    ``cpu.wall_s`` and ``cpu.per_request_ms(n)``."""
+    ``cpu.wall_s``, ``cpu.per_request_ms(n)`` and the machine's other load,
+    ``cpu.other_cores`` (on a shared machine: how noisy the figure is)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.seconds = 0.0
         self.wall_s = 0.0
+        self.machine_busy_cores = 0.0
 
     def __enter__(self) -> CpuMeter:
+        self._m0 = machine_cpu()
         self._c0, self._t0 = tree_cpu_s(self.pid), time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = tree_cpu_s(self.pid) - self._c0
         self.wall_s = time.monotonic() - self._t0
+        (b0, t0), (b1, t1) = self._m0, machine_cpu()
+        self.machine_busy_cores = (b1 - b0) / (t1 - t0) * (os.cpu_count() or 1) if t1 > t0 else 0
+
+    @property
+    def other_cores(self) -> float:
+        """Cores busy with anything but the server (the load client included)."""
+        server = self.seconds / self.wall_s if self.wall_s else 0.0
+        return max(0.0, self.machine_busy_cores - server)
 
     def per_request_ms(self, requests: int) -> float:
         return self.seconds * 1000 / requests if requests else float("nan")

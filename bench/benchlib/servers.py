@@ -259,3 +259,29 @@ def litellm(work: Path, upstream: str, venv: Path) -> Server:
     argv = [str(venv / "bin" / "litellm"), "--config", str(config), "--host", LOOPBACK,
             "--port", str(port), "--num_workers", "1"]
     return Server("litellm", argv, env, port, work / "litellm.log")
+
+
+LITELLM_HEALTH = "/health/liveliness"
+
+
+def litellm_venv(venv: Path, install: bool = True) -> Path | None:
+    """The LiteLLM venv, installed from ``bench/requirements-litellm.txt`` on first use
+    when ``install``; None, with a ``LiteLLM SKIPPED`` message, when it is unavailable."""
+    if (venv / "bin" / "litellm").exists():
+        return venv
+    if not install:
+        print(f"LiteLLM SKIPPED: {venv}/bin/litellm not found (--no-install given)",
+              file=sys.stderr)
+        return None
+    req = BENCH_DIR / "requirements-litellm.txt"
+    print(f"... installing LiteLLM ({req.name}) into {venv} (once, a few minutes)",
+          file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(req)],
+                       check=True, timeout=1200)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"LiteLLM SKIPPED: could not install it into {venv} ({exc}); the other "
+              "targets still run", file=sys.stderr)
+        return None
+    return venv
