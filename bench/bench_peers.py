@@ -22,9 +22,10 @@ Also: pixelgate's native ``POST /v1/generations`` with ``Prefer: wait=30`` on th
 placeholder (64x64 PNG) at c=1 and c=64; the idle RSS and start-to-healthy time of
 ``pixelgate serve`` (first start on a fresh data dir, and restarts) and of LiteLLM.
 
-Writes ``bench/results/bench_peers-<UTC>.json``, a plot of requests/s and p50 against
-concurrency (``--plot``, default ``bench/results/peers.png``), prints markdown tables;
-``--flame out.svg`` records a py-spy flame graph of pixelgate during an extra c=16 run.
+Writes ``bench/results/bench_peers-<UTC>.json``, a plot of requests/s, p50 and CPU per
+request against concurrency (``--plot``, default ``bench/results/peers.png``), prints
+markdown tables; ``--flame out.svg`` records a py-spy flame graph of pixelgate during an
+extra c=16 run.
 
     .venv/bin/python bench/bench_peers.py                       # ~3 min
     .venv/bin/python bench/bench_peers.py --duration 5 --flame bench/results/flame.svg
@@ -220,7 +221,7 @@ def plot(r: dict[str, Any], path: Path) -> Path | None:
         print("no plot: matplotlib is not installed (pip install -e '.[bench]')",
               file=sys.stderr)
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4), dpi=100)
     labels = {"pixelgate": "pixelgate", "litellm": "LiteLLM proxy (1 worker)",
               "bare": "bare forwarding proxy"}
     for name in TARGETS:
@@ -230,7 +231,10 @@ def plot(r: dict[str, Any], path: Path) -> Path | None:
         xs = [c for c, _ in pts]
         ax1.plot(xs, [p["rps"] for _, p in pts], marker="o", label=labels[name])
         ax2.plot(xs, [p["p50_ms"] for _, p in pts], marker="o", label=labels[name])
-    for ax, title in ((ax1, "requests/s (higher is better)"), (ax2, "p50 ms (lower is better)")):
+        ax3.plot(xs, [p["server_cpu_ms_per_req"] for _, p in pts], marker="o",
+                 label=labels[name])
+    for ax, title in ((ax1, "requests/s (higher is better)"), (ax2, "p50 ms (lower is better)"),
+                      (ax3, "server CPU ms per request (lower is better)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({p["concurrency"] for p in r["phases"]}))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -349,6 +353,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flame-seconds", type=float, default=10.0)
     p.add_argument("--plot", default=str(report.RESULTS / "peers.png"),
                    help="PNG of req/s and p50 against concurrency ('' to skip)")
+    p.add_argument("--replot", type=Path, default=None, metavar="RESULTS.json",
+                   help="measure nothing: print the tables and draw the plot of an earlier run")
     p.add_argument("--request-timeout", type=float, default=60.0)
     p.add_argument("--log-level", default="warning")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
@@ -357,6 +363,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        old = json.loads(args.replot.read_text())
+        print(tables(old))
+        if args.plot:
+            print(f"plot: {plot(old, Path(args.plot))}")
+        return 0
     results: dict[str, Any] = report.header("bench_peers")
     results["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results.update(phases=[], native=[])
