@@ -32,6 +32,7 @@ from pixelgate.db.billing import (
     lock_account,
     quota_state,
 )
+from pixelgate.db.engine import dispatch
 from pixelgate.db.followers import CacheMatch, add_links_and_cache, cache_match
 from pixelgate.db.ledger import LEDGER, debit, ledger_row
 from pixelgate.db.reads import ReadStore
@@ -208,6 +209,8 @@ class AdmissionStore(ReadStore):
                     _INSERT_LEDGER,
                     ledger_row(account_id, gen_id, "debit", -values["credits"], "generation", now),
                 )
+            if match is None and lease is None:
+                dispatch(c, [gen_id])  # runnable: the queue engine hears of it
             if match is not None or entities:
                 add_links_and_cache(
                     c,
@@ -430,6 +433,8 @@ class AdmissionStore(ReadStore):
                     _INSERT_LEDGER,
                     ledger_row(account_id, gen_id, "debit", -plan.credits, reason, now),
                 )
+            if plan.match is None:
+                dispatch(c, [gen_id])
             add_links_and_cache(
                 c,
                 gen_id,

@@ -78,41 +78,46 @@ def _start(owner: str, expires: datetime, now: datetime) -> dict[str, Any]:
     }
 
 
-class _ClaimRefused(Exception):
-    """Rolls a claim back (its batch is at its concurrency)."""
-
-
 class LeaseStore(ReadStore):
     """Claims and leases of generations, and the writes of running jobs."""
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[ClaimedJob]:
-        """Claim up to ``limit`` runnable PENDING jobs: ``PENDING → PROCESSING`` by CAS,
-        in one statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL)."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, *, ids: Sequence[str] | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to ``limit`` runnable PENDING jobs (only among ``ids``, when a queue
+        engine delivered them): ``PENDING → PROCESSING`` by CAS, all in one statement,
+        within each batch's concurrency (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
+
+        A named job that is not runnable (a duplicate or late delivery, a job another
+        worker holds, a finished or cancelled one) is skipped: its delivery is a no-op.
+        """
         now = self.clock()
         expires = now + timedelta(seconds=lease_s)
 
         def claim(c: Connection) -> list[Any]:
-            query = (
-                select(GEN.c.id, GEN.c.batch_id)
-                .where(GEN.c.status == Status.PENDING.value, GEN.c.run_after <= now, *_CLAIMABLE)
-                .order_by(GEN.c.run_after, GEN.c.id)
-                .limit(limit)
+            query = select(GEN.c.id, GEN.c.batch_id).where(
+                GEN.c.status == Status.PENDING.value, *_CLAIMABLE
             )
+            if ids is None:
+                query = query.where(GEN.c.run_after <= now)
+            else:
+                query = query.where(GEN.c.id.in_(list(ids)))
+            query = query.order_by(GEN.c.run_after, GEN.c.id).limit(limit)
             if self.postgres:
                 query = query.with_for_update(skip_locked=True, of=GEN)
             found = c.execute(query, {"now": now})
-            ids = self._within_batch_limits(c, [(r[0], r[1]) for r in found])
-            if not ids:
+            chosen = self._within_batch_limits(c, [(r[0], r[1]) for r in found])
+            if not chosen:
                 return []
             rows = list(
                 c.execute(
                     update(GEN)
-                    .where(GEN.c.id.in_(ids), GEN.c.status.in_(sources_of(Status.PROCESSING)))
+                    .where(GEN.c.id.in_(chosen), GEN.c.status.in_(sources_of(Status.PROCESSING)))
                     .values(_start(owner, expires, now))
                     .returning(*_CLAIM_COLUMNS)
                 )
             )
-            rows.sort(key=lambda r: ids.index(r[0]))
+            rows.sort(key=lambda r: chosen.index(r[0]))
             insert_events(c, [event_row(r[0], "started", {"delivery": r[7]}, now) for r in rows])
             return rows
 
@@ -120,33 +125,10 @@ class LeaseStore(ReadStore):
         return [await self._claimed(row) for row in rows]
 
     async def claim_id(self, gen_id: str, owner: str, lease_s: float) -> ClaimedJob | None:
-        """Claim one named job delivered by a queue engine: ``PENDING → PROCESSING`` by CAS.
-
-        Returns ``None`` when the row is not PENDING (a duplicate or late delivery, a job
-        another worker holds, a finished or cancelled one): the delivery is then a no-op.
-        """
-        now = self.clock()
-
-        def claim(c: Connection) -> Any:
-            row = c.execute(
-                update(GEN)
-                .where(GEN.c.id == gen_id, GEN.c.status == Status.PENDING.value, *_CLAIMABLE)
-                .values(_start(owner, now + timedelta(seconds=lease_s), now))
-                .returning(*_CLAIM_COLUMNS),
-                {"now": now},
-            ).first()
-            if row is None:
-                return None
-            if row[8] is not None and self._batch_overfull(c, row[8]):
-                raise _ClaimRefused  # its batch filled up meanwhile: roll the claim back
-            insert_events(c, [event_row(gen_id, "started", {"delivery": row[7]}, now)])
-            return row
-
-        try:
-            row = await self.write(claim)
-        except _ClaimRefused:
-            return None
-        return None if row is None else await self._claimed(row)
+        """Claim one named job delivered by a queue engine (see :meth:`claim`);
+        ``None`` when it is not runnable."""
+        jobs = await self.claim(owner, lease_s, 1, ids=[gen_id])
+        return jobs[0] if jobs else None
 
     async def _claimed(self, row: Any) -> ClaimedJob:
         """The :class:`ClaimedJob` of a claimed row (``_CLAIM_COLUMNS``)."""
@@ -204,21 +186,6 @@ class LeaseStore(ReadStore):
                 room[batch_id] -= 1
             keep.append(gen_id)
         return keep
-
-    def _batch_overfull(self, c: Connection, batch_id: str) -> bool:
-        """After claiming a member: does its batch now run more than its concurrency?"""
-        query = select(BATCH.c.concurrency).where(BATCH.c.id == batch_id)
-        if self.postgres:
-            query = query.with_for_update()
-        limit = c.scalar(query)
-        if limit is None:
-            return False
-        running = c.scalar(
-            select(func.count()).where(
-                GEN.c.batch_id == batch_id, GEN.c.status == Status.PROCESSING.value
-            )
-        )
-        return int(running or 0) > limit
 
     async def renew_all(self, owner: str, lease_s: float) -> dict[str, bool]:
         """Extend every lease of ``owner`` in one statement; ``{id: cancel_requested}``."""

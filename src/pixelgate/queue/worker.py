@@ -65,6 +65,8 @@ class Worker:
         self._jobs: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
         #: slots held by admissions about to hand a job over (``reserve``)
         self._reserved = 0
+        #: set whenever a job ends here (a slot is free again)
+        self._slot_freed = asyncio.Event()
         self._cancel_watchers: dict[str, asyncio.Task[None]] = {}
         self._canceling: set[str] = set()
         self._stopping = asyncio.Event()
@@ -147,6 +149,12 @@ class Worker:
             if not claimed or len(claimed) < min(free, CLAIM_BATCH):
                 await self.bus.wait_for_jobs(self.poll_s)
 
+    async def _wait_for_room(self, timeout: float = 1.0) -> None:
+        """Until a running job ends here (or ``timeout``: stopping is checked then)."""
+        self._slot_freed.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout)
+
     def _spawn(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._jobs[job.id] = (job, task)
@@ -174,6 +182,7 @@ class Worker:
                 job, self.owner, "internal_error", f"internal error: {type(exc).__name__}"
             )
         finally:
+            self._slot_freed.set()
             was_full = len(self._jobs) + self._reserved >= self.concurrency
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)
