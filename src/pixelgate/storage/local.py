@@ -6,9 +6,12 @@ a read or a write outside it. Writes go to a temporary file that is renamed over
 target, so readers never see half an image and a re-run overwrites in place.
 
 Writes are on every job's path, so they are cheap: the root is resolved once, each
-directory is created and checked once per process (then remembered), the temporary file
-is opened with ``O_EXCL | O_NOFOLLOW``, and a small image in a known directory is
-written inline (a page-cache write of a few kilobytes costs less than a thread hop).
+directory is created and checked once per process (then remembered), and a new key is
+written straight to its file, created with ``O_EXCL | O_NOFOLLOW`` (no temporary file,
+no rename: nobody can read a key before the generation naming it has finished). Only an
+existing key (a re-run after a crash) goes through a temporary file renamed over it.
+Writes run in a thread: creating a file can wait on the filesystem's journal, and the
+event loop must not wait with it.
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ FILE_MODE = 0o644
 #: prefix of in-flight temporary files; no valid key segment starts with a dot
 TEMP_PREFIX = ".tmp-"
 _PRINTABLE = 0x20
-#: images up to this size are written without a thread hop once their directory exists
-INLINE_WRITE_BYTES = 256 * 1024
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -81,11 +82,7 @@ class LocalStorage:
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write ``data`` atomically; the content type is implied by the extension."""
         _check_key(key)
-        directory, _, _ = key.rpartition("/")
-        if directory in self._known_dirs and len(data) <= INLINE_WRITE_BYTES:
-            self._write(key, data)
-        else:
-            await asyncio.to_thread(self._write, key, data)
+        await asyncio.to_thread(self._write, key, data)
 
     async def get(self, key: str) -> StoredObject:
         path = self.path_for(key)
@@ -130,17 +127,18 @@ class LocalStorage:
                 _check_inside(root, parent, directory)
                 self._known_dirs.add(directory)
             path = os.path.join(parent, name)
-            if os.path.islink(path):  # never write through (or over) a planted link
-                raise _outside_root()
-            tmp = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
-            fd = os.open(tmp, _CREATE, FILE_MODE)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink_quietly(Path(tmp))
-                raise
+                _write_new(path, data)
+            except FileExistsError:
+                if os.path.islink(path):  # never write through (or over) a planted link
+                    raise _outside_root() from None
+                tmp = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+                try:
+                    _write_new(tmp, data)
+                    os.replace(tmp, path)
+                except BaseException:
+                    _unlink_quietly(Path(tmp))
+                    raise
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
@@ -154,6 +152,20 @@ class LocalStorage:
                     size += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
                     objects += 1
         return objects, size
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Create ``path`` (never through a symlink, never over a file) holding ``data``."""
+    fd = os.open(path, _CREATE, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(Path(path))
+        raise
+    os.close(fd)
 
 
 def _check_key(key: str) -> None:
