@@ -41,6 +41,8 @@ EVENT = "1"
 FINAL = "final"
 RECONNECT_MAX_S = 2.0
 WARN_EVERY_S = 10.0
+#: notifications per pipeline round trip
+PUBLISH_BATCH = 500
 
 
 class RedisBus:
@@ -64,6 +66,9 @@ class RedisBus:
         self._closed = False
         self._down = False
         self._last_warning = 0.0
+        # notifications waiting for the next pipelined round trip (see _send)
+        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._jobs_publishing = False
         self._jobs_dirty = False
         self.connected = asyncio.Event()
@@ -162,10 +167,33 @@ class RedisBus:
     # Internals -----------------------------------------------------------------
 
     async def _send(self, channel: str, message: str) -> None:
+        """Publish, pipelined with every other notification sent meanwhile: thousands of
+        jobs finishing at once cost a few round trips (and connections), not one each.
+        Returns once the round trip carrying it is done; failures are logged, not raised."""
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[None] = loop.create_future()
+        self._outbox.append((channel, message, sent))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_outbox())
+        await sent
+
+    async def _flush_outbox(self) -> None:
         try:
-            await self.redis.publish(channel, message)
-        except Exception as exc:
-            self._warn("redis_publish_failed", exc)
+            while self._outbox:
+                batch = self._outbox[:PUBLISH_BATCH]
+                del self._outbox[:PUBLISH_BATCH]
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for channel, message, _ in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+                except Exception as exc:
+                    self._warn("redis_publish_failed", exc)
+                for _, _, sent in batch:
+                    if not sent.done():
+                        sent.set_result(None)
+        finally:
+            self._flusher = None
 
     def _warn(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
