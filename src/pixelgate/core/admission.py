@@ -30,7 +30,7 @@ from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.inbound import RequestLimiter
 
 if TYPE_CHECKING:
-    from pixelgate.queue.base import LocalWorker
+    from pixelgate.core.handoff import LocalWorker
 
 __all__ = ["Admission", "Caller", "Estimate"]
 

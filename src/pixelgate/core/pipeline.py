@@ -43,7 +43,7 @@ from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage
 
 if TYPE_CHECKING:
-    from pixelgate.queue.base import LocalWorker
+    from pixelgate.core.handoff import LocalWorker
 
 __all__ = ["Caller", "Estimate", "FinishHook", "Finished", "Pipeline"]
 

@@ -118,26 +118,17 @@ def add_links_and_cache(
         route=[{"provider": CACHE_PROVIDER, "decision": "cached", "cached_from": source}],
     )
     c.execute(update(GEN).where(GEN.c.id == gen_id).values(**values))
-    add_images(c, gen_id, account_id, images, now)
-    add_usage(
+    _served_from_cache(
         c,
+        gen_id,
         account_id,
-        CACHE_PROVIDER,
-        "",
+        images,
+        credits,
         now,
-        ok=True,
-        images=len(images),
-        credits=credits,
-        usd=None,
-        provider_ms=None,
+        provider=match.provider,
+        model=match.model,
+        source=source,
     )
-    data = {
-        "provider": match.provider,
-        "model": match.model,
-        "images": len(images),
-        "cached_from": source,
-    }
-    insert_events(c, [event_row(gen_id, "succeeded", data, now)])
 
 
 def settle_followers(
@@ -182,32 +173,53 @@ def settle_followers(
     ).all()
     for gen_id, account_id, credits in rows:
         if images is not None:
-            add_images(c, gen_id, account_id, images, now)
-            add_usage(
+            _served_from_cache(
                 c,
+                gen_id,
                 account_id,
-                CACHE_PROVIDER,
-                "",
+                images,
+                int(credits),
                 now,
-                ok=True,
-                images=len(images),
-                credits=int(credits),
-                usd=None,
-                provider_ms=None,
+                provider=provider,
+                model=model,
+                source=leader_id,
             )
-            data: dict[str, Any] = {
-                "provider": provider,
-                "model": model,
-                "images": len(images),
-                "cached_from": leader_id,
-            }
-            insert_events(c, [event_row(gen_id, "succeeded", data, now)])
         else:
             refunded = refund(c, gen_id, "shared generation failed", now)
-            data = {
+            data: dict[str, Any] = {
                 "code": "cache_leader_failed",
                 "message": message,
                 "refunded_credits": refunded,
                 "cached_from": leader_id,
             }
             insert_events(c, [event_row(gen_id, "failed", data, now)])
+
+
+def _served_from_cache(
+    c: Connection,
+    gen_id: str,
+    account_id: str,
+    images: Sequence[Any],
+    credits: int,
+    now: datetime,
+    *,
+    provider: str | None,
+    model: str | None,
+    source: str | None,
+) -> None:
+    """A generation answered by another one's images: its copies, usage and final event."""
+    add_images(c, gen_id, account_id, images, now)
+    add_usage(
+        c,
+        account_id,
+        CACHE_PROVIDER,
+        "",
+        now,
+        ok=True,
+        images=len(images),
+        credits=credits,
+        usd=None,
+        provider_ms=None,
+    )
+    data = {"provider": provider, "model": model, "images": len(images), "cached_from": source}
+    insert_events(c, [event_row(gen_id, "succeeded", data, now)])

@@ -78,6 +78,17 @@ def _start(owner: str, expires: datetime, now: datetime) -> dict[str, Any]:
     }
 
 
+def _requeue(now: datetime) -> dict[str, Any]:
+    """The columns that give a held job back to the queue (``→ PENDING``, unleased)."""
+    return {
+        "status": Status.PENDING.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "run_after": now,
+        "updated_at": now,
+    }
+
+
 class LeaseStore(ReadStore):
     """Claims and leases of generations, and the writes of running jobs."""
 
@@ -211,13 +222,7 @@ class LeaseStore(ReadStore):
             row = c.execute(
                 update(GEN)
                 .where(GEN.c.id == gen_id, GEN.c.lease_owner == owner, HELD)
-                .values(
-                    status=Status.PENDING.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    run_after=now,
-                    updated_at=now,
-                )
+                .values(_requeue(now))
                 .returning(GEN.c.id)
             ).first()
             if row is not None:
@@ -236,18 +241,7 @@ class LeaseStore(ReadStore):
 
         def reap(c: Connection) -> list[str]:
             ids = list(
-                c.scalars(
-                    update(GEN)
-                    .where(HELD, cond)
-                    .values(
-                        status=Status.PENDING.value,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        run_after=now,
-                        updated_at=now,
-                    )
-                    .returning(GEN.c.id)
-                )
+                c.scalars(update(GEN).where(HELD, cond).values(_requeue(now)).returning(GEN.c.id))
             )
             insert_events(c, [event_row(gen_id, "requeued", {}, now) for gen_id in ids])
             return ids

@@ -77,7 +77,7 @@ class Worker:
         return len(self._jobs)
 
     def reserve(self) -> bool:
-        """Hold a slot for a job admission is about to hand over (``LocalWorker``)."""
+        """Hold a slot for a job admission is about to hand over (``core.handoff.LocalWorker``)."""
         if self._stopping.is_set() or len(self._jobs) + self._reserved >= self.concurrency:
             return False
         self._reserved += 1
