@@ -7,8 +7,8 @@ the steady state (caches warm), the way ``docs/benchmarks.md`` reports them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -21,21 +21,30 @@ from pixelgate.runtime import Runtime
 WAIT = {"Prefer": "wait=10"}
 #: not statements of the job: the transaction around them (counted as commits)
 TRANSACTION_CONTROL = {"BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT"}
+WRITES = {"INSERT", "UPDATE", "DELETE"}
 JOBS = 20
 
 
 class _Counter:
+    """Statements, and commits of transactions that wrote (a read's commit ends a
+    snapshot, it writes nothing)."""
+
     def __init__(self) -> None:
         self.statements: list[str] = []
         self.commits = 0
+        self._writing: set[int] = set()
 
     def on_statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         verb = statement.split(None, 1)[0].upper()
         if verb not in TRANSACTION_CONTROL:
             self.statements.append(verb)
+        if verb in WRITES:
+            self._writing.add(id(conn))
 
     def on_commit(self, conn: Any) -> None:
-        self.commits += 1
+        if id(conn) in self._writing:
+            self._writing.discard(id(conn))
+            self.commits += 1
 
 
 @contextmanager
@@ -69,17 +78,44 @@ async def _generate(client: httpx.AsyncClient, i: int) -> None:
 
 
 async def test_a_synchronous_job_costs_at_most_8_statements_and_2_commits(
-    sqlite_only: None, client: httpx.AsyncClient
+    sqlite_only: None, make_settings: Any
 ) -> None:
-    for i in range(3):  # warm the key, account and configuration caches
-        await _generate(client, i)
-    with counting() as counter:
-        for i in range(JOBS):
+    # timers that write on their own (event flushes of slow jobs, lease renewals) are
+    # pushed out of the measured window: on a busy machine they would fire in it
+    settings = make_settings(
+        providers={"fast": {"kind": "placeholder"}},
+        routing={"default": ["fast"]},
+        event_flush_interval_s=30,
+        lease_seconds=300,
+    )
+    async with _client(settings) as client:
+        for i in range(3):  # warm the key, account and configuration caches
             await _generate(client, i)
+        with counting() as counter:
+            for i in range(JOBS):
+                await _generate(client, i)
     per_job = len(counter.statements) / JOBS
     assert per_job <= 8, (per_job, counter.statements[: len(counter.statements) // JOBS + 2])
-    # the worker's lease renewal (every lease_s / 3) commits on its own, not per job
-    assert counter.commits <= 2 * JOBS + 2, counter.commits
+    assert counter.commits / JOBS <= 2, counter.commits
+
+
+@asynccontextmanager
+async def _client(settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    from pixelgate.api.app import create_app
+    from tests.conftest import ADMIN_KEY
+
+    runtime = await Runtime.open(settings)
+    await runtime.start_worker()
+    try:
+        app = create_app(settings, runtime=runtime, run_worker=False)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as client:
+            yield client
+    finally:
+        await runtime.close()
 
 
 async def test_concurrent_jobs_share_commits(sqlite_only: None, client: httpx.AsyncClient) -> None:
