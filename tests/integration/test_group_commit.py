@@ -206,3 +206,24 @@ async def test_only_the_lease_owner_ends_a_handed_over_pending_job(
         assert done.started_at is not None
     finally:
         await rt.close()
+
+
+async def test_a_cancelled_in_memory_wait_is_cancelled_and_the_job_carries_on(
+    runtime: Runtime,
+) -> None:
+    """A waiter on a job this process runs gets the final view from memory; cancelling
+    the waiter (a client gone) cancels only the waiter."""
+    from pixelgate.core.models import GenerationRequest
+
+    caller = await runtime.local_caller()
+    admitted = await runtime.pipeline.admit(
+        caller, GenerationRequest(prompt="slow", provider="slow", width=32, height=32)
+    )
+    assert admitted.job is not None  # handed over in memory
+    waiter = asyncio.create_task(runtime.pipeline.wait(admitted.generation.id, 10))
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    view = await runtime.pipeline.wait(admitted.generation.id, 10)
+    assert view.status.value == "SUCCEEDED"

@@ -11,7 +11,6 @@ handed) run in the background.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -247,10 +246,14 @@ class Finisher:
         deadline = time.monotonic() + timeout
         outcome = self._outcomes.get(generation_id)
         if outcome is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            try:
                 return await asyncio.wait_for(asyncio.shield(outcome), timeout)
-            if not outcome.cancelled():  # still running at the deadline
+            except TimeoutError:  # still running at the deadline
                 return await self.store.get_generation(generation_id)
+            except asyncio.CancelledError:
+                if not outcome.cancelled():
+                    raise  # this waiter was cancelled, not the job's outcome
+                # the job ended without a final view here: wait through the bus
         async with self.bus.subscribe(generation_id) as sub:
             look = True
             while True:
