@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
@@ -137,7 +138,7 @@ class Runtime:
     ) -> Runtime:
         """Migrate, connect and wire everything (the worker is started separately)."""
         harden_image_decoding()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings)
         if migrate:
             await run_migrations(settings.resolved_database_url)
         db = Database(
