@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
+from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
@@ -83,7 +85,10 @@ def create_app(
         version="0.1.0",
         description="Self-hosted, provider-agnostic AI image-generation gateway",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, title=app.title)
     app.state.key_cache = KeyCache()
     if runtime is not None:
         app.state.runtime = runtime
@@ -113,5 +118,12 @@ def create_app(
 
     for module in (batches, templates, images):
         app.include_router(module.router)
-    app.add_middleware(RequestIdMiddleware)
+    from pixelgate.api.uploads import multipart_limit
+
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_multipart_bytes=multipart_limit(settings.max_image_bytes),
+    )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer has the request id
     return app

@@ -40,6 +40,13 @@ _STATUS: list[tuple[type[e.PixelgateError], int]] = [
     (e.StorageError, 500),
 ]
 
+#: error codes of plain HTTP errors raised by the framework or a middleware
+HTTP_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
 #: HTTP status for a generation's stored error code (sync routes answer with it)
 CODE_STATUS: dict[str, int] = {
     "content_refused": 422,
@@ -232,9 +239,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(
-        request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        request,
+        exc.status_code,
+        code,
+        str(exc.detail),
+        field="body" if exc.status_code == 413 else None,
+        headers=getattr(exc, "headers", None),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -20,8 +20,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pixelgate.core.bounds import (
+    MAX_N,
+    MAX_NAME_LENGTH,
+    MAX_SIDE,
+    MAX_TEXT_LENGTH,
+    MAX_USD,
+    BoundedJson,
+    ShortText,
+)
 from pixelgate.errors import UnsafeURL
-from pixelgate.media.fetch import check_url_syntax
+from pixelgate.media.fetch import MAX_URL_LENGTH, check_url_syntax
 from pixelgate.providers.base import MAX_PARTIAL_IMAGES
 
 __all__ = [
@@ -47,6 +56,10 @@ INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|j
 ENTITY_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 MAX_ENTITIES = 50
 MAX_CONTEXT_LENGTH = 2000
+MAX_PROVIDERS = 32
+#: a template's placeholders: how many, and each value's length
+MAX_INPUTS = 64
+MAX_INPUT_LENGTH = 4000
 
 
 class Status(StrEnum):
@@ -89,23 +102,23 @@ class GenerationRequest(BaseModel):
 
     #: a stored prompt template (name or id) rendered with ``inputs``: replaces ``prompt``
     template: str | None = Field(None, min_length=1, max_length=64)
-    prompt: str = Field("", validate_default=True)
-    negative_prompt: str | None = None
-    provider: str | None = None
-    providers: list[str] | None = None
-    model: str | None = None
-    n: int = Field(1, ge=1)
-    width: int | None = Field(None, ge=MIN_SIDE)
-    height: int | None = Field(None, ge=MIN_SIDE)
-    aspect_ratio: str | None = None
+    prompt: str = Field("", max_length=MAX_TEXT_LENGTH, validate_default=True)
+    negative_prompt: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    provider: ShortText | None = None
+    providers: list[ShortText] | None = Field(None, max_length=MAX_PROVIDERS)
+    model: ShortText | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    aspect_ratio: str | None = Field(None, max_length=5)
     format: ImageFormat = "png"
-    quality: str | None = None
-    style: str | None = None
+    quality: ShortText | None = None
+    style: ShortText | None = None
     background: Literal["auto", "transparent", "opaque"] | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    reference_image_url: str | None = None
-    project: str = "default"
-    max_cost_per_image: Decimal | None = Field(None, ge=0)
+    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    project: str = Field("default", max_length=64)
+    max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
     race: int | None = Field(None, ge=1, le=8)
     #: automatic choice for this request: cost, quality or latency (``policy`` also accepted)
     routing_policy: Literal["cost", "quality", "latency"] | None = Field(
@@ -118,18 +131,26 @@ class GenerationRequest(BaseModel):
     fallback_on_refusal: bool | None = None
     #: when every candidate fails, attach the default (placeholder) image to the FAILED job
     fallback_image: bool | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
+    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    options: BoundedJson = Field(default_factory=dict)
     #: edit / variation input by URL, and an optional mask (fetched safely by the worker)
-    image_url: str | None = None
-    mask_url: str | None = None
+    image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    mask_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
     #: uploaded inputs, stored before admission (``inputs/<account id>/…``; upload routes)
     input_image_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_mask_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_reference_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     #: values of the template's placeholders
-    inputs: dict[str, str | int | float] | None = None
+    inputs: (
+        dict[
+            Annotated[str, Field(max_length=MAX_NAME_LENGTH)],
+            Annotated[str, Field(max_length=MAX_INPUT_LENGTH)]
+            | Annotated[int, Field(ge=-MAX_USD, le=MAX_USD)]
+            | float,
+        ]
+        | None
+    ) = Field(None, max_length=MAX_INPUTS)
     context: PromptContext | None = None
     #: reuse an identical earlier result (needs a fixed ``seed``); None: the account default
     cache: bool | None = None

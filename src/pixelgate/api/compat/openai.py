@@ -20,14 +20,15 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
 from pixelgate.core.events import follow_events
@@ -105,7 +106,7 @@ async def create_image(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     try:
         raw = await request.json()
@@ -122,7 +123,7 @@ async def edit_image(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
     try:
@@ -266,6 +267,7 @@ async def _run(
     idempotency_key: str | None,
     kind: Literal["generation", "edit"],
 ) -> Response:
+    refuse_unsafe_urls(generation, runtime.settings)
     result = await runtime.pipeline.admit(
         caller,
         generation,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.compat._common import drop_none
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
@@ -16,6 +17,8 @@ from pixelgate.api.schemas import iso
 from pixelgate.core.models import GenerationRequest, GenerationView, Status
 
 router = APIRouter(prefix="/api", tags=["seed 004"])
+#: seed 004's spelling of the request fields named in errors
+FIELD_NAMES = {"reference_image_url": "referenceImageUrl"}
 
 ESTIMATED_TIME = "20-40 seconds"
 
@@ -88,6 +91,7 @@ async def create(
             }
         )
     )
+    refuse_unsafe_urls(request, runtime.settings, names=FIELD_NAMES)
     result = await runtime.pipeline.admit(caller, request, source="seed004", request_id=request_id)
     view = result.generation
     headers = {"Location": f"/api/generate/{view.id}"}

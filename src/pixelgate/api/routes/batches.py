@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import (
+    CurrentCaller,
+    IdempotencyKey,
+    RequestId,
+    RuntimeDep,
+    visible_account,
+)
 from pixelgate.api.schemas import iso
 from pixelgate.core.models import GenerationRequest
 from pixelgate.db.store import BatchView
@@ -56,8 +63,10 @@ async def create_batch(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
+    for index, member in enumerate(body.requests):
+        refuse_unsafe_urls(member, runtime.settings, prefix=f"requests[{index}].")
     batch = await runtime.pipeline.admit_batch(
         caller,
         body.requests,

@@ -20,7 +20,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
@@ -38,7 +39,7 @@ async def create_edit(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
     prefer: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
@@ -79,6 +80,7 @@ async def create_edit(
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "request"
         raise ValidationFailed(field, str(first["msg"])) from None
+    refuse_unsafe_urls(generation, runtime.settings)
     result = await runtime.pipeline.admit(
         caller, generation, source="native", idempotency_key=idempotency_key, request_id=request_id
     )
