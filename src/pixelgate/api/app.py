@@ -94,32 +94,50 @@ def create_app(
         app.state.runtime = runtime
     install_error_handlers(app)
 
-    from pixelgate.api.compat import seed000, seed001, seed004
-    from pixelgate.api.routes import files, generations, health, providers
-
-    for module in (health, generations, providers, files, seed000, seed001, seed004):
-        app.include_router(module.router)
-    from pixelgate.api.routes import account, admin_accounts
-
-    app.include_router(account.router)
-    app.include_router(admin_accounts.router)
-    from pixelgate.api.routes import admin_storage
-
-    app.include_router(admin_storage.router)
     from pixelgate.api.compat import openai as openai_compat
-    from pixelgate.api.routes import edits, webhooks
-
-    for module in (edits, openai_compat, webhooks):
-        app.include_router(module.router)
-    from pixelgate.api.routes import admin_routing
-
-    app.include_router(admin_routing.router)
-    from pixelgate.api.routes import batches, images, templates
-
-    for module in (batches, templates, images):
-        app.include_router(module.router)
+    from pixelgate.api.compat import seed000, seed001, seed004
+    from pixelgate.api.contract import AllowMiddleware, document_errors
+    from pixelgate.api.routes import (
+        account,
+        admin_accounts,
+        admin_routing,
+        admin_storage,
+        batches,
+        edits,
+        files,
+        generations,
+        health,
+        images,
+        providers,
+        templates,
+        webhooks,
+    )
     from pixelgate.api.uploads import multipart_limit
 
+    modules = (
+        health,
+        generations,
+        providers,
+        files,
+        seed000,
+        seed001,
+        seed004,
+        account,
+        admin_accounts,
+        admin_storage,
+        edits,
+        openai_compat,
+        webhooks,
+        admin_routing,
+        batches,
+        templates,
+        images,
+    )
+    routes = [route for module in modules for route in module.router.routes]
+    document_errors(routes)
+    for module in modules:
+        app.include_router(module.router)
+    app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,

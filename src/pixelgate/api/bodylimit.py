@@ -69,7 +69,12 @@ async def _refuse(scope: Scope, send: Send, limit: int) -> None:
     request_id = str(scope.get("state", {}).get("request_id", ""))
     family = route_family(scope.get("path", ""))
     body = error_body(
-        family, "payload_too_large", f"body: larger than {limit} bytes", request_id, field="body"
+        family,
+        "payload_too_large",
+        f"body: larger than {limit} bytes",
+        request_id,
+        field="body",
+        status=413,
     )
     payload = json.dumps(body).encode()
     await send(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -47,8 +46,9 @@ __all__ = [
 
 DEFAULT_SIDE = 1024
 MIN_SIDE = 16
-_ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
-_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: ``W:H`` with each side 1-99 (``16:9``, ``01:1``)
+ASPECT_PATTERN = r"^(0?[1-9]|[1-9][0-9]):(0?[1-9]|[1-9][0-9])$"
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ImageFormat = Literal["png", "jpeg", "webp"]
 #: storage keys of uploaded inputs: ``inputs/<account id>/<yyyy>/<mm>/<inp id>.<ext>``
 INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|jpg|webp)$"
@@ -110,14 +110,14 @@ class GenerationRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
     height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
-    aspect_ratio: str | None = Field(None, max_length=5)
+    aspect_ratio: str | None = Field(None, pattern=ASPECT_PATTERN)
     format: ImageFormat = "png"
     quality: ShortText | None = None
     style: ShortText | None = None
     background: Literal["auto", "transparent", "opaque"] | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
-    project: str = Field("default", max_length=64)
+    project: str = Field("default", pattern=PROJECT_PATTERN)
     max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
     race: int | None = Field(None, ge=1, le=8)
     #: automatic choice for this request: cost, quality or latency (``policy`` also accepted)
@@ -175,16 +175,6 @@ class GenerationRequest(BaseModel):
             return "jpeg" if value == "jpg" else value
         return value
 
-    @field_validator("aspect_ratio")
-    @classmethod
-    def _check_aspect(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        match = _ASPECT.match(value)
-        if not match or int(match[1]) == 0 or int(match[2]) == 0:
-            raise ValueError("must look like 16:9")
-        return value
-
     @field_validator("reference_image_url", "webhook_url", "image_url", "mask_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -194,13 +184,6 @@ class GenerationRequest(BaseModel):
             return check_url_syntax(value, what="URL")
         except UnsafeURL as exc:
             raise ValueError(exc.message.removeprefix("URL: ")) from None
-
-    @field_validator("project")
-    @classmethod
-    def _check_project(cls, value: str) -> str:
-        if not _PROJECT.match(value):
-            raise ValueError("letters, digits, '.', '_' or '-' (at most 64)")
-        return value
 
     @model_validator(mode="after")
     def _check_pairs(self) -> GenerationRequest:
