@@ -114,10 +114,12 @@ def document_errors(routes: Iterable[BaseRoute]) -> None:
             continue
         family = route_family(route.path)
         model = _MODELS[family]
-        for status in sorted(_statuses(route, family)):
-            route.responses.setdefault(
-                status, {"model": model, "description": _DESCRIPTIONS[status]}
-            )
+        for status in sorted(_statuses(route, family) | set(route.responses)):
+            if not isinstance(status, int) or status < 400:
+                continue
+            declared = route.responses.setdefault(status, {})
+            declared.setdefault("model", model)
+            declared.setdefault("description", _DESCRIPTIONS.get(status, "Error"))
 
 
 class AllowMiddleware:
@@ -132,13 +134,17 @@ class AllowMiddleware:
         self.routes = routes
 
     def _allow_header(self, scope: Scope) -> bytes | None:
-        methods: set[str] = set()
+        # a literal path (/v1/images/edits) hides templated ones (/v1/images/{image_id})
+        literal: set[str] = set()
+        templated: set[str] = set()
         for route in self.routes:
             route_methods = getattr(route, "methods", None)
             if route_methods:
                 match, _ = route.matches(scope)
                 if match in (Match.FULL, Match.PARTIAL):
-                    methods |= set(route_methods)
+                    target = templated if getattr(route, "param_convertors", None) else literal
+                    target |= set(route_methods)
+        methods = literal or templated
         return ", ".join(sorted(methods | {"OPTIONS"})).encode() if methods else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from pixelgate.errors import ValidationFailed
 
 __all__ = [
+    "FORMAT_PATTERN",
     "MAX_CREDITS",
     "MAX_JSON_DEPTH",
     "MAX_JSON_KEYS",
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_TEXT_LENGTH",
     "MAX_USD",
+    "URL_PATTERN",
     "BoundedJson",
     "Credits",
     "ShortText",
@@ -45,6 +47,10 @@ MAX_N = 1000
 MAX_TEXT_LENGTH = 32_000
 #: names, models, styles, qualities: short identifiers
 MAX_NAME_LENGTH = 256
+#: what a user URL looks like before its host is checked (``media/fetch.py`` decides the rest)
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s\\@]+$"
+#: image formats a seed route may name (normalised to png, jpeg or webp)
+FORMAT_PATTERN = r"^([Pp][Nn][Gg]|[Jj][Pp][Ee]?[Gg]|[Ww][Ee][Bb][Pp])$"
 #: ``metadata`` and ``options`` objects: serialized size, nesting depth, keys in total
 MAX_METADATA_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 8

@@ -25,6 +25,7 @@ from pixelgate.core.bounds import (
     MAX_SIDE,
     MAX_TEXT_LENGTH,
     MAX_USD,
+    URL_PATTERN,
     BoundedJson,
     ShortText,
 )
@@ -116,7 +117,7 @@ class GenerationRequest(BaseModel):
     style: ShortText | None = None
     background: Literal["auto", "transparent", "opaque"] | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     project: str = Field("default", pattern=PROJECT_PATTERN)
     max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
     race: int | None = Field(None, ge=1, le=8)
@@ -132,11 +133,11 @@ class GenerationRequest(BaseModel):
     #: when every candidate fails, attach the default (placeholder) image to the FAILED job
     fallback_image: bool | None = None
     metadata: BoundedJson = Field(default_factory=dict)
-    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     options: BoundedJson = Field(default_factory=dict)
     #: edit / variation input by URL, and an optional mask (fetched safely by the worker)
-    image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
-    mask_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    mask_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     #: uploaded inputs, stored before admission (``inputs/<account id>/…``; upload routes)
     input_image_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_mask_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)

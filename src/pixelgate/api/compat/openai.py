@@ -31,7 +31,7 @@ from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
-from pixelgate.core.bounds import MAX_TEXT_LENGTH, BoundedJson, ShortText
+from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
 from pixelgate.core.events import follow_events
 from pixelgate.core.models import (
     MAX_PROVIDERS,
@@ -109,8 +109,10 @@ class ImagesRequest(BaseModel):
     providers: list[ShortText] | None = Field(None, max_length=MAX_PROVIDERS)
     project: str | None = Field(None, pattern=PROJECT_PATTERN)
     metadata: BoundedJson | None = None
-    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
-    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH)
+    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    reference_image_url: str | None = Field(
+        None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN
+    )
 
 
 def _request_body(media_type: str, files: tuple[str, ...] = ()) -> dict[str, Any]:

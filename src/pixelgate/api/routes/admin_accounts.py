@@ -22,6 +22,7 @@ from pixelgate.runtime import Runtime
 router = APIRouter(prefix="/admin", tags=["admin"])
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_STATS_DAYS = 366
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 class AccountCreate(BaseModel):
@@ -51,7 +52,10 @@ class CreditChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     credits: StrictInt = Field(
-        ge=-MAX_CREDITS, le=MAX_CREDITS, description="positive grants, negative revokes"
+        ge=-MAX_CREDITS,
+        le=MAX_CREDITS,
+        description="positive grants, negative revokes (never 0)",
+        json_schema_extra={"not": {"const": 0}},
     )
     reason: str = Field(min_length=1, max_length=500)
 
@@ -259,12 +263,17 @@ async def stats(
     runtime: RuntimeDep,
     _admin: AdminCaller,
     days: Annotated[int | None, Query(ge=1, le=MAX_STATS_DAYS)] = None,
-    date_: Annotated[date | None, Query(alias="date")] = None,
+    date_: Annotated[
+        str | None, Query(alias="date", pattern=DATE_PATTERN, json_schema_extra={"format": "date"})
+    ] = None,
 ) -> JSONResponse:
     if date_ is not None and days is not None:
         raise ValidationFailed("date", "give days or date, not both")
     if date_ is not None:
-        first = last = date_
+        try:
+            first = last = date.fromisoformat(date_)
+        except ValueError:
+            raise ValidationFailed("date", "not a calendar date (YYYY-MM-DD)") from None
     else:
         first, last = day_range(days or 7, runtime.store.clock())
     return JSONResponse(await Reports(runtime.db).stats(first_day=first, last_day=last))

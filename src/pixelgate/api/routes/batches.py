@@ -33,7 +33,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: at most ``max_batch_size`` (checked at admission; this bounds the body's parsing)
-    requests: list[GenerationRequest] = Field(max_length=MAX_REQUESTS)
+    requests: list[GenerationRequest] = Field(min_length=1, max_length=MAX_REQUESTS)
     #: members PROCESSING at once at most (default: no bound beyond the workers')
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -33,7 +33,27 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
 FILE_FIELDS = ("image", "mask", "reference_image")
 
 
-@router.post("/edits", status_code=202)
+_BINARY = {"type": "string", "format": "binary"}
+_FORM = {
+    "type": "object",
+    "properties": {
+        "image": _BINARY,
+        "mask": _BINARY,
+        "reference_image": _BINARY,
+        "request": {"type": "string", "description": "the other fields, as a JSON object"},
+        "prompt": {"type": "string", "minLength": 1},
+    },
+    "required": ["image"],
+}
+
+
+@router.post(
+    "/edits",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}
+    },
+)
 async def create_edit(
     request: Request,
     runtime: RuntimeDep,

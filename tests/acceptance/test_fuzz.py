@@ -1,0 +1,100 @@
+"""Schemathesis over every operation of a live embedded server, as an admin and as a plain
+key (issue 14, "In CI, for good"): no 5xx ever, and no conformance failure that is not in
+``fuzz_allowlist.toml`` with a reason.
+
+Destructive admin operations are pointed at throw-away accounts and keys, so the run can
+neither disable the admin it runs as nor revoke its key. ``PIXELGATE_FUZZ_EXAMPLES``
+raises the examples per operation (``scripts/fuzz`` runs a longer campaign).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.conftest import ADMIN_KEY, ServerFactory, placeholder_config
+
+ALLOWLIST = Path(__file__).with_name("fuzz_allowlist.toml")
+SERVER_ERROR = "ST101"
+EXAMPLES = int(os.environ.get("PIXELGATE_FUZZ_EXAMPLES", "10"))
+RUN_TIMEOUT_S = 300
+VICTIM = "fuzz-victim"
+SERVER_CONFIG = "max_wait_s = 2\nsync_timeout_s = 5\n" + placeholder_config()
+
+
+def _allowlist() -> dict[str, str]:
+    allowed: dict[str, str] = tomllib.loads(ALLOWLIST.read_text())["allow"]
+    assert all(reason.strip() for reason in allowed.values()), "every entry needs a reason"
+    assert not any(key.startswith(SERVER_ERROR) for key in allowed), "a 5xx is never allowed"
+    return allowed
+
+
+def _schemathesis_config(path: Path, victim_key_id: str) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                "[[operations]]",
+                'include-path-regex = "^/admin/accounts/\\\\{name\\\\}"',
+                f'parameters = {{ "name" = "{VICTIM}" }}',
+                "",
+                "[[operations]]",
+                'include-path-regex = "^/admin/keys/\\\\{key_id\\\\}"',
+                f'parameters = {{ "key_id" = "{victim_key_id}" }}',
+                "",
+            ]
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("who", ["admin", "plain"])
+def test_fuzzing_finds_no_server_error_and_no_unlisted_conformance_failure(
+    start_server: ServerFactory, tmp_path: Path, who: str
+) -> None:
+    server = start_server(config=SERVER_CONFIG)
+    admin = server.client()
+    assert admin.post("/admin/accounts", json={"name": VICTIM}).status_code == 201
+    victim_key = admin.post(f"/admin/accounts/{VICTIM}/keys", json={"admin": True}).json()
+    admin.post("/admin/accounts", json={"name": "fuzz-plain", "tier": "ENTERPRISE"})
+    plain = admin.post("/admin/accounts/fuzz-plain/keys", json={}).json()["key"]
+    key = ADMIN_KEY if who == "admin" else plain
+    report = tmp_path / f"schemathesis-{who}.json"
+    argv = [
+        sys.executable, "-m", "schemathesis.cli",
+        "--config-file", str(_schemathesis_config(tmp_path / "st.toml", victim_key["id"])),
+        "run", f"{server.base_url}/openapi.json",
+        "--checks", "all",
+        "--header", f"Authorization: Bearer {key}",
+        "--max-examples", str(EXAMPLES),
+        "--workers", "2",
+        "--request-timeout", "15",
+        "--report", "json", "--report-json-path", str(report),
+        "--no-color",
+    ]  # fmt: skip
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert report.exists(), run.stdout[-5000:] + run.stderr[-5000:]
+    result: dict[str, Any] = json.loads(report.read_text())
+    allowed = _allowlist()
+    found = {
+        f"{failure['code']} {operation}": failure["title"]
+        for failure in result["failures"]
+        for operation in failure["operations"]
+    }
+    server_errors = sorted(k for k in found if k.startswith(SERVER_ERROR))
+    unlisted = sorted(k for k in found if k not in allowed)
+    context = f"seed {result['seed']}; output:\n{run.stdout[-8000:]}"
+    assert not server_errors, f"5xx found: {server_errors}\n{context}"
+    assert not unlisted, f"conformance failures not in {ALLOWLIST.name}: {unlisted}\n{context}"
+    assert not result["errors"], f"errors: {result['errors']}\n{context}"
+    assert result["operations"]["tested"] >= 50, result["operations"]
+    # the run could not lock the admins out, and the server is still up
+    assert admin.get("/admin/accounts").status_code == 200
+    assert server.alive()
+    assert "Traceback" not in server.stderr()
