@@ -491,7 +491,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
     async def main(runtime: Any) -> Any:
         return await runtime.store.list_accounts()
 
-    table = _table("id", "name", "tier", "credits", "created")
+    table = _table("id", "name", "tier", "credits", "created", "state")
     for acct in _run(lambda: _with_runtime(settings, main)):
         table.add_row(
             acct.id,
@@ -499,6 +499,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
             acct.tier,
             "unmetered" if acct.credits is None else str(acct.credits),
             acct.created_at.strftime("%Y-%m-%d %H:%M"),
+            "disabled" if acct.disabled else "enabled",
         )
     table.print()
 
