@@ -293,3 +293,30 @@ async def test_the_docs_pages_load_nothing_from_a_cdn(client: httpx.AsyncClient)
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         r = await client.get(f"/docs/static/{asset}")
         assert r.status_code == 200 and len(r.content) > 100_000
+
+
+# An edit refused for its fields stores none of its uploads ---------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": "x", "width": "5", "height": "5"},
+        {"prompt": "x", "reference_image_url": "http://169.254.169.254/latest/meta-data/"},
+        {"prompt": "x", "metadata": '{"blob": "' + "x" * 20_000 + '"}'},
+    ],
+)
+async def test_a_refused_edit_stores_none_of_its_uploads(
+    client: httpx.AsyncClient, settings: Any, fields: dict[str, str]
+) -> None:
+    from tests.fakes import png_bytes
+
+    r = await client.post(
+        "/v1/generations/edits",
+        data=fields,
+        files={"image": ("a.png", png_bytes(32, 32), "image/png")},
+    )
+    assert r.status_code == 422, r.text
+    inputs = settings.data_dir / "images" / "inputs"
+    stored = [p for p in inputs.rglob("*") if p.is_file()] if inputs.exists() else []
+    assert stored == []

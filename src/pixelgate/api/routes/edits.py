@@ -25,7 +25,7 @@ from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, Runtime
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
-from pixelgate.core.models import GenerationRequest
+from pixelgate.core.models import DEFAULT_SIDE, GenerationRequest
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
@@ -65,11 +65,17 @@ async def create_edit(
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
     try:
         body = _request_fields(form_fields(form, skip=FILE_FIELDS), form.get("request"))
-        uploads: dict[str, Any] = {}
-        for name in FILE_FIELDS:
-            files = form_uploads(form, name)
+        sent = {name: form_uploads(form, name) for name in FILE_FIELDS}
+        for name, files in sent.items():
             if len(files) > 1:
                 raise ValidationFailed(name, "give one file")
+        if not sent["image"]:
+            raise ValidationFailed("image", "field required (the image to edit)")
+        # the other fields are checked before any upload is stored: a refused request
+        # leaves nothing behind
+        refuse_unsafe_urls(_validated(_with_upload_keys(body, sent)), runtime.settings)
+        uploads: dict[str, Any] = {}
+        for name, files in sent.items():
             if files:
                 kind = {"image": "image", "mask": "mask", "reference_image": "reference"}[name]
                 uploads[name] = await store_upload(
@@ -94,13 +100,7 @@ async def create_edit(
         body["width"], body["height"] = default_size(
             image.width, image.height, runtime.settings.max_dimension
         )
-    try:
-        generation = GenerationRequest.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "request"
-        raise ValidationFailed(field, str(first["msg"])) from None
-    refuse_unsafe_urls(generation, runtime.settings)
+    generation = _validated(body)
     result = await runtime.pipeline.admit(
         caller, generation, source="native", idempotency_key=idempotency_key, request_id=request_id
     )
@@ -115,6 +115,31 @@ async def create_edit(
         headers["Preference-Applied"] = f"wait={wait_s:g}"
     status = 200 if view.terminal and (wait_s is not None or not result.created) else 202
     return JSONResponse(generation_body(view), status_code=status, headers=headers)
+
+
+#: stands for an upload's storage key while the other fields are checked
+_PENDING_KEY = "inputs/acct_pending/2000/01/inp_pending.png"
+_KEY_FIELDS = {
+    "image": "input_image_key",
+    "mask": "input_mask_key",
+    "reference_image": "input_reference_key",
+}
+
+
+def _with_upload_keys(body: dict[str, Any], sent: dict[str, list[Any]]) -> dict[str, Any]:
+    probe = {**body, **{_KEY_FIELDS[name]: _PENDING_KEY for name, files in sent.items() if files}}
+    if not any(k in probe for k in ("width", "height", "aspect_ratio")):
+        probe["width"] = probe["height"] = DEFAULT_SIDE
+    return probe
+
+
+def _validated(body: dict[str, Any]) -> GenerationRequest:
+    try:
+        return GenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ValidationFailed(field, str(first["msg"])) from None
 
 
 def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
