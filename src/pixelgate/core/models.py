@@ -13,6 +13,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -96,7 +98,8 @@ class GenerationRequest(BaseModel):
     """The validated request every entry point builds (native, seeds, OpenAI, CLI, Python).
 
     Limits that depend on configuration (prompt length, ``n``, dimensions) are
-    checked at admission, where the settings are known.
+    checked at admission, where the settings are known. Integers and booleans are strict
+    (``true`` is not 1, ``0`` is not false); multipart forms convert their text first.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -108,30 +111,30 @@ class GenerationRequest(BaseModel):
     provider: ShortText | None = None
     providers: list[ShortText] | None = Field(None, max_length=MAX_PROVIDERS)
     model: ShortText | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
-    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
-    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    n: StrictInt = Field(1, ge=1, le=MAX_N)
+    width: StrictInt | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    height: StrictInt | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
     aspect_ratio: str | None = Field(None, pattern=ASPECT_PATTERN)
     format: ImageFormat = "png"
     quality: ShortText | None = None
     style: ShortText | None = None
     background: Literal["auto", "transparent", "opaque"] | None = None
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1)
     reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     project: str = Field("default", pattern=PROJECT_PATTERN)
     max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
-    race: int | None = Field(None, ge=1, le=8)
+    race: StrictInt | None = Field(None, ge=1, le=8)
     #: automatic choice for this request: cost, quality or latency (``policy`` also accepted)
     routing_policy: Literal["cost", "quality", "latency"] | None = Field(
         None, validation_alias=AliasChoices("routing_policy", "policy")
     )
     #: start the next candidate when the running one has not answered after a delay
-    hedge: bool | None = None
+    hedge: StrictBool | None = None
     hedge_delay_s: float | None = Field(None, ge=0, le=600)
     #: after a refusal, try the other candidates too (default: the routing setting)
-    fallback_on_refusal: bool | None = None
+    fallback_on_refusal: StrictBool | None = None
     #: when every candidate fails, attach the default (placeholder) image to the FAILED job
-    fallback_image: bool | None = None
+    fallback_image: StrictBool | None = None
     metadata: BoundedJson = Field(default_factory=dict)
     webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     options: BoundedJson = Field(default_factory=dict)
@@ -154,11 +157,11 @@ class GenerationRequest(BaseModel):
     ) = Field(None, max_length=MAX_INPUTS)
     context: PromptContext | None = None
     #: reuse an identical earlier result (needs a fixed ``seed``); None: the account default
-    cache: bool | None = None
+    cache: StrictBool | None = None
     entities: list[EntityRef] | None = Field(None, max_length=MAX_ENTITIES)
     #: previews wanted while the provider works (``partial_image`` events); only providers
     #: that stream them send any (OpenAI GPT image, one image per request)
-    partial_images: int | None = Field(None, ge=0, le=MAX_PARTIAL_IMAGES)
+    partial_images: StrictInt | None = Field(None, ge=0, le=MAX_PARTIAL_IMAGES)
 
     @field_validator("prompt")
     @classmethod

@@ -31,6 +31,7 @@ from pixelgate.errors import ValidationFailed
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
 FILE_FIELDS = ("image", "mask", "reference_image")
+MAX_INT_DIGITS = 20
 
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -142,6 +143,22 @@ def _validated(body: dict[str, Any]) -> GenerationRequest:
         raise ValidationFailed(field, str(first["msg"])) from None
 
 
+#: form fields whose text is a number or a boolean (the JSON model is strict about types)
+_INT_FIELDS = frozenset({"n", "width", "height", "seed", "race", "partial_images"})
+_BOOL_FIELDS = frozenset({"hedge", "fallback_on_refusal", "fallback_image", "cache"})
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _form_scalar(name: str, text: str) -> Any:
+    """A form field's text as the JSON value it stands for; left as text when it is not."""
+    value = text.strip()
+    if name in _INT_FIELDS and value.lstrip("-").isdigit() and len(value) <= MAX_INT_DIGITS:
+        return int(value)
+    if name in _BOOL_FIELDS and value.lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.lower()]
+    return text
+
+
 def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
     """The JSON ``request`` part, overlaid with the plain form fields."""
     body: dict[str, Any] = {}
@@ -165,6 +182,8 @@ def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
                 raise ValidationFailed(name, "malformed JSON") from None
         elif name == "providers" and isinstance(value, str):
             value = [p.strip() for p in value.split(",") if p.strip()]
+        elif isinstance(value, str):
+            value = _form_scalar(name, value)
         body[name] = value
     for internal in ("input_image_key", "input_mask_key", "input_reference_key"):
         if internal in body:
