@@ -320,3 +320,9 @@ async def test_a_refused_edit_stores_none_of_its_uploads(
     inputs = settings.data_dir / "images" / "inputs"
     stored = [p for p in inputs.rglob("*") if p.is_file()] if inputs.exists() else []
     assert stored == []
+
+
+async def test_a_batchs_own_metadata_is_bounded_too(client: httpx.AsyncClient) -> None:
+    body = {"requests": [SMALL], "metadata": {"blob": "x" * (MAX_METADATA_BYTES + 1)}}
+    r = await client.post("/v1/batches", json=body)
+    assert r.status_code == 422 and _error(r)["field"] == "metadata"

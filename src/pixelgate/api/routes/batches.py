@@ -17,6 +17,7 @@ from pixelgate.api.deps import (
     visible_account,
 )
 from pixelgate.api.schemas import iso
+from pixelgate.core.bounds import BoundedJson
 from pixelgate.core.models import GenerationRequest
 from pixelgate.db.store import BatchView
 
@@ -36,7 +37,7 @@ class BatchRequest(BaseModel):
     requests: list[GenerationRequest] = Field(min_length=1, max_length=MAX_REQUESTS)
     #: members PROCESSING at once at most (default: no bound beyond the workers')
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
 
 
 def batch_body(batch: BatchView) -> dict[str, Any]:
