@@ -1,7 +1,7 @@
 """Issue 14 at the store's own depth: what the API layer already guarantees, the store and
-the engine must guarantee for every caller (CLI, Python API, batch). These are strict
-xfails until the store/engine rewrite lands the change named in each reason; they then
-pass and the xfail marker goes."""
+the engine must guarantee for every caller (CLI, Python API, batch). The strict xfails
+wait for the store rewrite to land the change named in each reason; they then pass and
+the marker goes."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from pixelgate.runtime import Runtime
 LEAK = "sk-LEAKYNAME12345"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs engine change: hide_parameters=True on every engine db/engine.py creates",
-)
 async def test_database_errors_never_carry_the_statements_values(runtime: Runtime) -> None:
+    # db/quiet.py hides them process-wide (hide_parameters=True on the engines would too)
     await runtime.store.create_account(f"acct-{LEAK}")
     with pytest.raises(Conflict) as info:
         await runtime.store.create_account(f"acct-{LEAK}")  # a UNIQUE violation underneath
