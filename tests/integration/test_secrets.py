@@ -155,6 +155,7 @@ async def test_a_provider_error_with_credentials_is_redacted_everywhere(
 
 def test_redaction_happens_after_formatting() -> None:
     exc = _integrity_error(f"a cat {PROMPT_SECRET}", f'{{"api_token": "{METADATA_SECRET}"}}')
+    exc.hide_parameters = False  # as an engine without db/quiet.py's hook would
     text = str(exc)
     assert PROMPT_SECRET in text  # SQLAlchemy prints the parameters…
     cleaned = redact_text(text)
