@@ -101,3 +101,9 @@ async def test_openai_error_types_follow_openais_vocabulary(
     assert r.json()["error"]["code"] == "unauthorized"
     r = await client.post("/v1/images/generations", json={"prompt": "x", "model": "nope/nope"})
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_the_document_is_valid_openapi(client: httpx.AsyncClient) -> None:
+    from openapi_spec_validator import validate
+
+    validate(await _openapi(client))  # raises with the first problem
