@@ -24,8 +24,11 @@ from tests.acceptance.conftest import ADMIN_KEY, ServerFactory, placeholder_conf
 ALLOWLIST = Path(__file__).with_name("fuzz_allowlist.toml")
 SERVER_ERROR = "ST101"
 EXAMPLES = int(os.environ.get("PIXELGATE_FUZZ_EXAMPLES", "10"))
+#: CI runs one fixed seed (a gate must be reproducible); scripts/fuzz draws a new one
+SEED = os.environ.get("PIXELGATE_FUZZ_SEED", "20261205")
 RUN_TIMEOUT_S = 300
 VICTIM = "fuzz-victim"
+TOOL_ERRORS = frozenset({"Runtime Error"})
 SERVER_CONFIG = "max_wait_s = 2\nsync_timeout_s = 5\n" + placeholder_config()
 
 
@@ -73,6 +76,7 @@ def test_fuzzing_finds_no_server_error_and_no_unlisted_conformance_failure(
         "--checks", "all",
         "--header", f"Authorization: Bearer {key}",
         "--max-examples", str(EXAMPLES),
+        *(["--seed", SEED] if SEED != "random" else []),
         "--workers", "2",
         "--request-timeout", "15",
         "--report", "json", "--report-json-path", str(report),
@@ -91,10 +95,16 @@ def test_fuzzing_finds_no_server_error_and_no_unlisted_conformance_failure(
     }
     server_errors = sorted(k for k in found if k.startswith(SERVER_ERROR))
     unlisted = sorted(k for k in found if k not in allowed)
-    context = f"seed {result['seed']}; output:\n{run.stdout[-8000:]}"
+    (tmp_path / f"schemathesis-{who}.out").write_text(run.stdout)
+    errors_at = run.stdout.find("ERRORS")
+    shown = run.stdout[errors_at : errors_at + 4000] if errors_at >= 0 else ""
+    context = f"seed {result['seed']}; output:\n{shown}\n…\n{run.stdout[-6000:]}"
     assert not server_errors, f"5xx found: {server_errors}\n{context}"
     assert not unlisted, f"conformance failures not in {ALLOWLIST.name}: {unlisted}\n{context}"
-    assert not result["errors"], f"errors: {result['errors']}\n{context}"
+    # "Runtime Error" is schemathesis's own (Hypothesis calling a generated case flaky on
+    # a loaded machine); network errors and timeouts are the server's and fail the run
+    server_side = [e for e in result["errors"] if e["title"] not in TOOL_ERRORS]
+    assert not server_side, f"errors: {server_side}\n{context}"
     assert result["operations"]["tested"] >= 50, result["operations"]
     # the run could not lock the admins out, and the server is still up
     assert admin.get("/admin/accounts").status_code == 200

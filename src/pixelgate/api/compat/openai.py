@@ -125,7 +125,18 @@ def _request_body(media_type: str, files: tuple[str, ...] = ()) -> dict[str, Any
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-@router.post("/generations", openapi_extra=_request_body("application/json"))
+#: the answer: OpenAI's images response, or with ``stream: true`` server-sent events
+_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The images (JSON), or with stream: true their events (SSE)",
+        "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/generations", responses=_ANSWER, openapi_extra=_request_body("application/json")
+)
 async def create_image(
     request: Request,
     runtime: RuntimeDep,
@@ -142,7 +153,11 @@ async def create_image(
     return await _run(runtime, caller, generation, body, request_id, idempotency_key, "generation")
 
 
-@router.post("/edits", openapi_extra=_request_body("multipart/form-data", ("image", "mask")))
+@router.post(
+    "/edits",
+    responses=_ANSWER,
+    openapi_extra=_request_body("multipart/form-data", ("image", "mask")),
+)
 async def edit_image(
     request: Request,
     runtime: RuntimeDep,
