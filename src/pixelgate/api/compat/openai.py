@@ -129,7 +129,16 @@ def _request_body(media_type: str, files: tuple[str, ...] = ()) -> dict[str, Any
 _ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The images (JSON), or with stream: true their events (SSE)",
-        "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "application/json": {},
+            # each event: `event: image_generation.partial_image|completed`, `data: {json}`
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                }
+            },
+        },
     }
 }
 
