@@ -36,29 +36,34 @@ import argparse
 import asyncio
 import base64
 import json
-import math
 import multiprocessing as mp
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_KEY = "pg_bench_admin_key_0123456789abcdef"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOOPBACK = "127.0.0.1"
+from benchlib.load import install_uvloop
+from benchlib.proc import cpu_s, machine_cpu, status_kb
+from benchlib.report import fmt, git, machine, pct, table
+from benchlib.servers import (
+    ADMIN_KEY,
+    APPS,
+    LOOPBACK,
+    ROOT,
+    Server,
+    free_port,
+    gateway,
+    gateway_config,
+)
 
 # DESIGN.md §Performance principles (and the issue's c=1 overhead aim).
 AIM_OVERHEAD_MS = 2.0
@@ -67,98 +72,7 @@ AIM_RPS = 1000.0
 AIM_JOBS_S = 2.6
 AIM_JOBS_MB = 150.0
 
-CONFIG_TOML = """\
-# written by bench/bench_generate.py
-[providers.fast]
-kind = "placeholder"
-latency_ms = 0
-
-[providers.slow]
-kind = "placeholder"
-latency_ms = {slow_ms}
-
-[routing]
-default = ["fast"]
-"""
-
-BARE_APP = '''\
-"""Bare baseline: a plain ASGI function, no framework, same bytes for every request."""
-import os
-
-with open(os.environ["BENCH_BARE_BODY"], "rb") as fh:
-    BODY = fh.read()
-HEADERS = [
-    (b"content-type", b"application/json"),
-    (b"content-length", str(len(BODY)).encode()),
-]
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
-        return
-    more = True
-    while more:  # read (and drop) the request body, as a real endpoint must
-        message = await receive()
-        more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
-'''
-
-
 # --- /proc helpers -------------------------------------------------------------------
-
-
-def proc_cpu_s(pid: int) -> float:
-    """CPU seconds of a process, all its threads, to the nanosecond.
-
-    ``/proc/<pid>/task/*/schedstat`` (time on CPU in ns) is exact, where the
-    ``utime``/``stime`` ticks of ``/proc/<pid>/stat`` are sampled at 100 Hz (a bare
-    server can do 200 requests within one tick). Exited threads are no longer listed,
-    so a phase in which a thread exits under-counts it (the servers here keep theirs).
-    """
-    total_ns = 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
-                    total_ns += int(fh.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-    except OSError:
-        pass
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    ticks_s = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total_ns / 1e9 if total_ns else ticks_s
-
-
-def proc_status_kb(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def proc_threads(pid: int) -> int:
-    return proc_status_kb(pid, "Threads")
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        parts = [int(v) for v in fh.readline().split()[1:]]
-    idle = parts[3] + parts[4]  # idle + iowait
-    total = sum(parts[:8])
-    return float(total - idle), float(total)
 
 
 def loaded_modules(pid: int) -> dict[str, bool]:
@@ -170,117 +84,11 @@ def loaded_modules(pid: int) -> dict[str, bool]:
     return {"uvloop": "uvloop" in maps, "httptools": "httptools" in maps}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-# --- servers -------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        self.log_fh = self.log_path.open("wb")
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=self.log_fh, stderr=subprocess.STDOUT,
-            cwd=str(self.log_path.parent), start_new_session=True,
-        )
-
-    def wait_ready(self, path: str, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                   f"{self.log_tail()}")
-            try:
-                resp = httpx.get(self.url + path, timeout=2.0)
-                if resp.status_code < 500:
-                    return time.monotonic() - self.started_at
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready within {timeout:g} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def log_lines(self) -> int:
-        try:
-            return len(self.log_path.read_text(errors="replace").splitlines())
-        except OSError:
-            return 0
-
-    def log_warnings(self) -> dict[str, int]:
-        """Warning/error log events by name (``lease_lost``, ``job_crashed`` …)."""
-        counts: dict[str, int] = {}
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return counts
-        for line in text.splitlines():
-            for level in ("[warning", "[error", "[critical"):
-                if level in line:
-                    event = line.split("]", 1)[1].split()[0] if "]" in line else "?"
-                    counts[event] = counts.get(event, 0) + 1
-        return counts
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.log_fh.close()
-
-
 def gateway_server(args: argparse.Namespace, work: Path, name: str, concurrency: int | None,
                    pythonpath: str | None) -> Server:
-    data = work / f"{name}-data"
-    data.mkdir()
-    port = free_port()
-    env = dict(os.environ)
-    for key in list(env):  # a clean slate: only the settings below
-        if key.startswith("PIXELGATE_"):
-            del env[key]
-    env.update({
-        "PIXELGATE_DATA_DIR": str(data),
-        "PIXELGATE_ADMIN_KEY": ADMIN_KEY,
-        "PIXELGATE_CONFIG": str(work / "pixelgate.toml"),
-        "PIXELGATE_LOG_LEVEL": args.log_level,
-        "PYTHONUNBUFFERED": "1",
-    })
-    if concurrency is not None:
-        env["PIXELGATE_CONCURRENCY"] = str(concurrency)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    argv = [args.python, "-m", "pixelgate", "serve", "--host", LOOPBACK, "--port", str(port)]
-    return Server(name, argv, env, port, work / f"{name}.log")
+    return gateway(work, name, work / "pixelgate-fast.toml", python=args.python,
+                           concurrency=concurrency, log_level=args.log_level,
+                           pythonpath=pythonpath)
 
 
 def package_origin(server: Server) -> str:
@@ -291,13 +99,12 @@ def package_origin(server: Server) -> str:
 
 
 def bare_server(args: argparse.Namespace, work: Path, body: bytes) -> Server:
-    (work / "bare_app.py").write_text(BARE_APP)
+    """``benchlib/apps/bare_asgi.py`` answering every request with ``body``."""
     (work / "bare_body.json").write_bytes(body)
     port = free_port()
-    env = dict(os.environ)
-    env["BENCH_BARE_BODY"] = str(work / "bare_body.json")
+    env = {**os.environ, "BENCH_BARE_BODY": str(work / "bare_body.json")}
     argv = [
-        args.python, "-m", "uvicorn", "bare_app:app", "--app-dir", str(work),
+        args.python, "-m", "uvicorn", "bare_asgi:app", "--app-dir", str(APPS),
         "--host", LOOPBACK, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
         "--no-access-log", "--log-level", "warning", "--lifespan", "on",
     ]
@@ -305,14 +112,6 @@ def bare_server(args: argparse.Namespace, work: Path, body: bytes) -> Server:
 
 
 # --- load generation (in client processes) -------------------------------------------
-
-
-def _install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is optional: the client then runs on asyncio's own loop
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 async def _load(url: str, n: int, concurrency: int, offset: int, headers: dict[str, str],
@@ -354,7 +153,7 @@ async def _load(url: str, n: int, concurrency: int, offset: int, headers: dict[s
 
 def client_process(spec: dict[str, Any], ready: Any, go: Any, results: Any) -> None:
     """One load-generating process: warm up, wait for the start signal, measure."""
-    _install_uvloop()
+    install_uvloop()
 
     async def main() -> dict[str, Any]:
         conc = spec["concurrency"]
@@ -393,14 +192,6 @@ def client_process(spec: dict[str, Any], ready: Any, go: Any, results: Any) -> N
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def pct(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
 def run_phase(server: Server, *, concurrency: int, n: int, warmup: int, clients: int,
               expect: str, timeout: float, offset: int, client_mode: str,
               budget_s: float) -> dict[str, Any]:
@@ -427,10 +218,10 @@ def run_phase(server: Server, *, concurrency: int, n: int, warmup: int, clients:
         for _ in procs:
             warm_errors += ready.get(timeout=budget_s + timeout + 60)
         time.sleep(0.2)  # let the warm-up's tail (worker wake-ups, GC) settle
-        s_cpu0, (m_busy0, m_total0), w0 = proc_cpu_s(server.pid), machine_cpu(), time.monotonic()
+        s_cpu0, (m_busy0, m_total0), w0 = cpu_s(server.pid), machine_cpu(), time.monotonic()
         go.set()
         outs = [results.get(timeout=budget_s + timeout + 60) for _ in procs]
-        w1, s_cpu1, (m_busy1, m_total1) = time.monotonic(), proc_cpu_s(server.pid), machine_cpu()
+        w1, s_cpu1, (m_busy1, m_total1) = time.monotonic(), cpu_s(server.pid), machine_cpu()
     finally:
         for proc in procs:
             proc.join(timeout=10)
@@ -475,7 +266,7 @@ def run_phase(server: Server, *, concurrency: int, n: int, warmup: int, clients:
         "client_cpu_cores": client_cpu / wall if wall > 0 else float("nan"),
         "machine_busy_cores": machine_busy_cores,
         "other_cpu_cores": max(0.0, machine_busy_cores - (server_cpu + client_cpu) / (w1 - w0)),
-        "server_threads_after": proc_threads(server.pid),
+        "server_threads_after": status_kb(server.pid, "Threads"),
     }
 
 
@@ -492,10 +283,10 @@ async def jobs_scenario(server: Server, *, jobs: int, submit_concurrency: int,
     rss_samples: list[tuple[float, int]] = []
     stop_sampler = asyncio.Event()
     pid = server.pid
-    hwm_before = proc_status_kb(pid, "VmHWM")
-    rss_before = proc_status_kb(pid, "VmRSS")
-    threads_max = proc_threads(pid)
-    cpu0 = proc_cpu_s(pid)
+    hwm_before = status_kb(pid, "VmHWM")
+    rss_before = status_kb(pid, "VmRSS")
+    threads_max = status_kb(pid, "Threads")
+    cpu0 = cpu_s(pid)
 
     in_flight_max = 0
     in_flight_samples: list[tuple[float, int]] = []
@@ -505,9 +296,9 @@ async def jobs_scenario(server: Server, *, jobs: int, submit_concurrency: int,
         nonlocal rss_peak_sampled, threads_max, in_flight_max
         tick = 0
         while not stop_sampler.is_set():
-            rss = proc_status_kb(pid, "VmRSS")
+            rss = status_kb(pid, "VmRSS")
             rss_peak_sampled = max(rss_peak_sampled, rss)
-            threads_max = max(threads_max, proc_threads(pid))
+            threads_max = max(threads_max, status_kb(pid, "Threads"))
             rss_samples.append((round(time.monotonic() - t0, 2), rss))
             if tick % 5 == 0:
                 try:
@@ -562,8 +353,8 @@ async def jobs_scenario(server: Server, *, jobs: int, submit_concurrency: int,
             await asyncio.sleep(poll_s)
         stop_sampler.set()
         await sampler_task
-        cpu1 = proc_cpu_s(pid)
-        hwm_after = proc_status_kb(pid, "VmHWM")
+        cpu1 = cpu_s(pid)
+        hwm_after = status_kb(pid, "VmHWM")
 
         # Verify and collect the server-side timestamps (paginated list, after timing).
         succeeded: list[dict[str, Any]] = []
@@ -632,20 +423,6 @@ async def jobs_scenario(server: Server, *, jobs: int, submit_concurrency: int,
 
 
 # --- reporting ----------------------------------------------------------------------
-
-
-def fmt(value: Any, spec: str = ".2f") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 
 
 def summarize(results: dict[str, Any]) -> str:
@@ -840,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(int(args.max_seconds))
 
     work = Path(tempfile.mkdtemp(prefix="pixelgate-bench-"))
-    (work / "pixelgate.toml").write_text(CONFIG_TOML.format(slow_ms=args.job_latency_ms))
+    gateway_config(work, slow_ms=args.job_latency_ms)  # pixelgate-fast.toml
     pythonpath = export_ref(args.git_ref, work) if args.git_ref else None
     servers: list[Server] = []
     results: dict[str, Any] = {
@@ -850,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             "nproc": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "cpu": _cpu_model(),
+            "cpu": machine()["cpu"],
             "loadavg_before": os.getloadavg(),
         },
         "config": {
@@ -860,8 +637,8 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds, "jobs": args.jobs, "slow_latency_ms": args.job_latency_ms,
             "submit_concurrency": args.submit_concurrency, "bare_body": args.bare_body,
             "log_level": args.log_level, "git_ref": args.git_ref,
-            "git_head": _git("rev-parse", "HEAD"),
-            "worktree_dirty": bool(_git("status", "--porcelain", "--", "src")),
+            "git_head": git("rev-parse", "HEAD"),
+            "worktree_dirty": bool(git("status", "--porcelain", "--", "src")),
         },
         "sync": [],
     }
@@ -887,10 +664,10 @@ def main(argv: list[str] | None = None) -> int:
                 "gateway": {"startup_s": ready_s, "modules": loaded_modules(gw.pid),
                             "package": package_origin(gw),
                             "response_bytes": len(probe.content),
-                            "idle_rss_mb": proc_status_kb(gw.pid, "VmRSS") / 1024,
-                            "threads_idle": proc_threads(gw.pid)},
+                            "idle_rss_mb": status_kb(gw.pid, "VmRSS") / 1024,
+                            "threads_idle": status_kb(gw.pid, "Threads")},
                 "bare": {"modules": loaded_modules(bare.pid), "response_bytes": len(body),
-                         "idle_rss_mb": proc_status_kb(bare.pid, "VmRSS") / 1024},
+                         "idle_rss_mb": status_kb(bare.pid, "VmRSS") / 1024},
             }
             log_lines_before = gw.log_lines()
             gw_requests = 0
@@ -914,8 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                                     median_phase(per_server["bare"])]
             results["servers"]["gateway"]["log_lines_per_request"] = (
                 (gw.log_lines() - log_lines_before) / max(1, gw_requests))
-            results["servers"]["gateway"]["rss_after_mb"] = proc_status_kb(gw.pid, "VmRSS") / 1024
-            results["servers"]["gateway"]["threads_after"] = proc_threads(gw.pid)
+            results["servers"]["gateway"]["rss_after_mb"] = status_kb(gw.pid, "VmRSS") / 1024
+            results["servers"]["gateway"]["threads_after"] = status_kb(gw.pid, "Threads")
             results["servers"]["gateway"]["log_warnings"] = gw.log_warnings()
             for server in (bare, gw):
                 server.stop()
@@ -927,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(jg)
             jg.start()
             jg.wait_ready("/health", 90)
-            _install_uvloop()
+            install_uvloop()
             results["jobs"] = asyncio.run(jobs_scenario(
                 jg, jobs=args.jobs, submit_concurrency=args.submit_concurrency,
                 timeout=args.jobs_timeout, poll_s=args.poll))
@@ -967,24 +744,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"INCOMPLETE RUN: {results['error']}")
         return 1
     return 0
-
-
-def _git(*argv: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

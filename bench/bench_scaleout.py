@@ -24,7 +24,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,26 +34,19 @@ from typing import Any
 
 import httpx
 import psycopg
+from benchlib.proc import stat_fields, status_kb
+from benchlib.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "pg_bench_admin_key_0123456789abcdef"
 PG = "postgresql://postgres@127.0.0.1:5432"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _proc_status(pid: int) -> dict[str, int]:
     """VmHWM/VmRSS (kB) and CPU seconds (utime+stime) of a live process."""
-    out: dict[str, int] = {}
+    out = {key: status_kb(pid, key) for key in ("VmHWM", "VmRSS")}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                out[line.split(":")[0]] = int(line.split()[1])
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         out["cpu_ticks"] = int(fields[11]) + int(fields[12])
     except (OSError, ValueError, IndexError):
         pass
@@ -105,7 +97,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         f'[providers.bench]\nkind = "placeholder"\nlatency_ms = {args.latency_ms}\n\n'
         '[routing]\ndefault = ["bench"]\n'
     )
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
     env.update(
         {

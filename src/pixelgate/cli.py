@@ -30,6 +30,9 @@ out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: pending connections the kernel queues for ``serve``: a burst of a few thousand
+#: clients connecting at once is not refused (uvicorn's default is 2048)
+LISTEN_BACKLOG = 8192
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
 
@@ -168,6 +171,7 @@ def serve(
         access_log=False,
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+        backlog=LISTEN_BACKLOG,
         lifespan="on",
     )
     server = _graceful_server_class()(uv_config)

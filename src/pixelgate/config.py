@@ -308,7 +308,10 @@ class Settings(BaseSettings):
     #: a server closing a connection as the client reuses it fails that request
     keep_alive_s: float = Field(75.0, gt=0)
     worker: bool = True
-    concurrency: int = Field(100, ge=1, le=100_000)
+    #: jobs one worker runs at once. A job waiting on a provider is a coroutine of a few
+    #: kilobytes, so thousands are normal; providers are protected by their own
+    #: outbound limits (docs/routing.md), not by this
+    concurrency: int = Field(2000, ge=1, le=100_000)
     lease_seconds: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(1.0, gt=0)
     shutdown_grace_s: float = Field(20.0, ge=0)

@@ -44,7 +44,9 @@ log = structlog.get_logger("pixelgate.runtime")
 
 ADMIN_ACCOUNT = "admin"
 ADMIN_KEY_FILE = "admin_key"
-HTTP_LIMITS = httpx.Limits(max_connections=500, max_keepalive_connections=100)
+#: outbound connections beyond one per job a worker runs (downloads, webhooks, health)
+HTTP_SPARE_CONNECTIONS = 100
+HTTP_KEEPALIVE = 200
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
@@ -151,7 +153,13 @@ class Runtime:
         storage = open_storage(settings)
         base = settings.base_url()
         store = Store(db, url_for=lambda key: storage.url(key, base))
-        http = httpx.AsyncClient(limits=HTTP_LIMITS, timeout=HTTP_TIMEOUT, follow_redirects=True)
+        # one connection per job in flight: a pool smaller than the worker's concurrency
+        # would queue provider calls behind each other
+        limits = httpx.Limits(
+            max_connections=settings.concurrency + HTTP_SPARE_CONNECTIONS,
+            max_keepalive_connections=HTTP_KEEPALIVE,
+        )
+        http = httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT, follow_redirects=True)
         try:
             providers = build_providers(settings, http)
         except ConfigError:
@@ -209,9 +217,12 @@ class Runtime:
         )
         await worker.start()
         self.worker = worker
+        if type(worker) is Worker:  # the embedded lease worker takes jobs from admission
+            self.pipeline.local_worker = worker
         return worker
 
     async def close(self) -> None:
+        self.pipeline.local_worker = None
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s)
             self.worker = None

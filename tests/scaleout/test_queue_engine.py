@@ -45,7 +45,8 @@ async def rt(pg: PgDatabase, redis_url: str, tmp_path: Path) -> AsyncIterator[Ru
 def _jobs_for(pg: PgDatabase, gen_id: str) -> list[tuple[Any, ...]]:
     return pg.query(
         "SELECT status::text, task_name, queue_name FROM procrastinate_jobs "
-        "WHERE args->>'generation_id' = %s",
+        "WHERE args->>'generation_id' = %s OR args->'generation_ids' ? %s",
+        gen_id,
         gen_id,
     )
 
@@ -151,3 +152,22 @@ def test_the_engine_is_chosen_by_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_settings(data_dir=tmp_path, queue="procrastinate")
     assert psycopg_conninfo(pg_url) == "postgresql://u:p@db:5432/app?sslmode=require"
+
+
+async def test_admissions_of_one_group_commit_share_one_engine_job(
+    rt: Runtime, pg: PgDatabase
+) -> None:
+    caller = await rt.local_caller()
+    admitted = await asyncio.gather(
+        *(rt.pipeline.admit(caller, GenerationRequest(prompt=f"g{i}")) for i in range(50))
+    )
+    ids = {r.generation.id for r in admitted}
+    rows = pg.query("SELECT args FROM procrastinate_jobs WHERE status = 'todo'")
+    carried = [gen_id for (args,) in rows for gen_id in args["generation_ids"]]
+    assert sorted(carried) == sorted(ids)  # each exactly once
+    assert len(rows) <= 50 // 16 + 4, len(rows)  # not one job per admission
+    # and one delivery claims all it carries in one go
+    worker = await rt.start_worker(concurrency=100)
+    assert isinstance(worker, EngineWorker)
+    views = await asyncio.gather(*(rt.pipeline.wait(gen_id, 30) for gen_id in ids))
+    assert {v.status.value for v in views} == {"SUCCEEDED"}

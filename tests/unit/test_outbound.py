@@ -247,3 +247,27 @@ async def test_refresh_picks_up_a_version_stored_by_another_process(tmp_path: An
     source.version, source.data = 4, {"routing": {"default": ["gone"]}}
     await control.refresh(force=True)
     assert control.version == 3 and control.chain() == ["b"]
+
+
+def test_latency_percentiles_follow_the_rolling_window_exactly() -> None:
+    """The sorted latencies kept beside the window match a fresh sort of it, as attempts
+    are evicted by count and expire by age."""
+    import random
+
+    from pixelgate.resilience.stats import AttemptStats, _percentile
+
+    now = [0.0]
+    window = 10.0  # 20 attempts' worth: expiry by age and by count both happen
+    stats = AttemptStats(max_attempts=50, window_s=window, clock=lambda: now[0])
+    rng = random.Random(7)
+    kept: list[tuple[float, bool, float]] = []
+    for i in range(400):
+        now[0] += 0.5 if i < 200 else 0.1  # sparse (age evicts), then dense (count does)
+        ok = rng.random() < 0.8
+        latency = rng.uniform(10, 500)
+        stats.record("p", ok=ok, latency_ms=latency, error=None if ok else "x")
+        kept = [*kept, (now[0], ok, latency)][-50:]
+        live = sorted(lat for at, good, lat in kept if good and at >= now[0] - window)
+        for pct in (0.5, 0.9):
+            expected = _percentile(live, pct) if len(live) >= 3 else None
+            assert stats.latency_ms("p", pct) == expected

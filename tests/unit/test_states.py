@@ -3,12 +3,21 @@ from __future__ import annotations
 import pytest
 
 from pixelgate.core.models import Status
-from pixelgate.core.states import can_transition, check_transition, is_terminal, sources_of
+from pixelgate.core.states import (
+    can_transition,
+    check_transition,
+    is_terminal,
+    sources_of,
+)
 from pixelgate.errors import Conflict
 
 ALLOWED = {
     ("PENDING", "PROCESSING"),
     ("PENDING", "CANCELED"),
+    # a job handed to a worker at admission, ended by its lease owner before its start
+    # was written (OWNER_ONLY)
+    ("PENDING", "SUCCEEDED"),
+    ("PENDING", "FAILED"),
     ("PROCESSING", "SUCCEEDED"),
     ("PROCESSING", "FAILED"),
     ("PROCESSING", "CANCELED"),
@@ -38,4 +47,6 @@ def test_terminal_states_have_no_way_out() -> None:
 def test_compare_and_set_sources() -> None:
     assert sources_of(Status.PROCESSING) == ("PENDING",)
     assert set(sources_of(Status.CANCELED)) == {"PENDING", "PROCESSING"}
-    assert sources_of(Status.SUCCEEDED) == ("PROCESSING",)
+    assert set(sources_of(Status.SUCCEEDED)) == {"PENDING", "PROCESSING"}
+    assert set(sources_of(Status.FAILED)) == {"PENDING", "PROCESSING"}
+

@@ -2,231 +2,50 @@
 
 Every entry point (native, seed-compatible, OpenAI-compatible, CLI, Python API)
 goes through :meth:`Pipeline.admit`; every worker through :meth:`Pipeline.execute`.
+:class:`Pipeline` is the façade that builds and wires one object per stage:
+
+- :class:`~pixelgate.core.admission.Admission` — validate, price, admit, batches;
+- :class:`~pixelgate.core.execution.Executor` — plan the route, race the candidates,
+  each called by the :class:`~pixelgate.core.attempts.AttemptRunner`;
+- :class:`~pixelgate.core.materialize.Materializer` — input images, provider bytes →
+  stored images;
+- :class:`~pixelgate.core.finishing.Finisher` — finishing transactions, finish hooks,
+  cancel, wait;
+- :class:`~pixelgate.core.context.JobEvents` — the events of running jobs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
-import time
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from decimal import Decimal
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import structlog
 
-from pixelgate.config import OutboundLimit, RoutingSettings, Settings
+from pixelgate.config import Settings
+from pixelgate.core.admission import Admission, Caller, Estimate
+from pixelgate.core.attempts import AttemptRunner
 from pixelgate.core.bus import EventBus
-from pixelgate.core.cache import cache_key, wants_cache
+from pixelgate.core.context import JobEvents
 from pixelgate.core.eventbuffer import EventBuffer
+from pixelgate.core.execution import Executor
 from pixelgate.core.finish import Finished, FinishHook
-from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
+from pixelgate.core.finishing import Finisher
+from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
-from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
-from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.progress import JobProgress, ProgressTicker, Tracker
-from pixelgate.core.routing import (
-    AccountRouting,
-    Candidate,
-    Deadline,
-    Race,
-    RaceFailed,
-    RetryPolicy,
-    RouteOptions,
-    check_explicit,
-    format_usd,
-    plan_route,
-    resolve_options,
-)
-from pixelgate.core.templates import final_prompt, parse_template
-from pixelgate.db.billing import Quota
-from pixelgate.db.store import (
-    AdmitResult,
-    BatchView,
-    CacheLookup,
-    ClaimedJob,
-    NewGeneration,
-    NewImage,
-    RunningEvent,
-    Store,
-    utcnow,
-)
-from pixelgate.errors import (
-    ImageRejected,
-    PixelgateError,
-    ProviderError,
-    ProviderRateLimited,
-    ProviderTimeout,
-    Refused,
-    StorageError,
-    UnsafeURL,
-    ValidationFailed,
-)
-from pixelgate.media.cpu import run_cpu
+from pixelgate.core.pricing import CreditRules
+from pixelgate.core.progress import ProgressTicker
+from pixelgate.core.routing import RetryPolicy
+from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
 from pixelgate.media.fetch import SafeFetcher
-from pixelgate.media.images import EXTENSIONS, process_image
-from pixelgate.providers._http import download
-from pixelgate.providers.base import Provider, ProviderImage, ProviderRequest, ProviderResult
-from pixelgate.providers.placeholder import MODEL as PLACEHOLDER_MODEL
-from pixelgate.providers.placeholder import render_placeholder
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.breaker import (
-    DEADLINE_EXCEEDED,
-    BreakerState,
-    Outcome,
-    Transition,
-    outcome_of,
-)
 from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
-from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.resilience.shared import SharedState
-from pixelgate.storage.base import Storage, image_key
+from pixelgate.storage.base import Storage
 
-__all__ = ["Caller", "Estimate", "Pipeline"]
+if TYPE_CHECKING:
+    from pixelgate.queue.base import LocalWorker
 
-log = structlog.get_logger("pixelgate.pipeline")
-#: the input images of the job running in this task (set by ``_load_inputs``)
-_JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", default=None)
-WEBHOOK_CHECK_TIMEOUT_S = 5.0
-
-#: at most one stored progress event per job this often (each is a write)
-PROGRESS_MIN_INTERVAL_S = 1.0
-DEFAULT_DEADLINE_S = 300.0
-CANCEL_WAIT_S = 2.0
-#: the ``latency`` policy ranks providers by their observed median
-LATENCY_POLICY_PERCENTILE = 0.5
-PROVIDER_CANCEL_TIMEOUT_S = 5.0
-#: the provider name a generation answered by the default image shows (seed 001)
-DEFAULT_IMAGE_PROVIDER = "default"
-DEFAULT_IMAGE_TEXT = "Default Image"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking: the account behind the API key (or the CLI's local account)."""
-
-    account_id: str
-    account_name: str
-    is_admin: bool = False
-    key_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """What a request would cost, without running it (``POST /v1/estimate``)."""
-
-    credits: int
-    usd: Decimal | None
-    provider: str | None
-    model: str | None
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class _RunState:
-    """What a running job is doing right now (for cancellation at the provider)."""
-
-    provider: str | None = None
-    provider_job_id: str | None = None
-    route: list[dict[str, Any]] = field(default_factory=list)
-    #: provider → its job id, for every provider call in flight (racing runs several)
-    jobs: dict[str, str] = field(default_factory=dict)
-    #: the progress shown last, where a simulated curve continues from
-    progress: JobProgress = field(default_factory=JobProgress)
-    #: partial images received so far (numbers their storage keys)
-    partials: int = 0
-
-
-@dataclass
-class _JobRun:
-    """One execution of a job: its request, routing options, candidates and deadline."""
-
-    job: ClaimedJob
-    owner: str
-    request: GenerationRequest
-    state: _RunState
-    options: RouteOptions
-    routing: RoutingSettings
-    account_limits: dict[str, OutboundLimit]
-    candidates: list[Candidate]
-    deadline: Deadline
-    plan: dict[str, Any]
-    started: float = field(default_factory=time.monotonic)
-    announced: bool = False
-    retries: int = 0
-    results: dict[str, tuple[ProviderResult, int]] = field(default_factory=dict)
-
-
-class _Context:
-    """The :class:`~pixelgate.providers.base.JobContext` handed to adapters."""
-
-    def __init__(
-        self, pipeline: Pipeline, job: ClaimedJob, provider: str, state: _RunState
-    ) -> None:
-        self._pipeline = pipeline
-        self._job = job
-        self._provider = provider
-        self._state = state
-        self._last_progress = 0.0
-        resumable = job.provider_job_provider == provider
-        self._provider_job_id = job.provider_job_id if resumable else None
-        #: this attempt's simulated progress, stopped by the first real report
-        self.simulated: Tracker | None = None
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._pipeline.http
-
-    @property
-    def provider_job_id(self) -> str | None:
-        return self._provider_job_id
-
-    async def save_provider_job(self, job_id: str) -> None:
-        self._provider_job_id = job_id
-        self._state.provider_job_id = job_id
-        self._state.jobs[self._provider] = job_id
-        await self._pipeline.store.save_provider_job(self._job.id, self._provider, job_id)
-        await self._pipeline.event(
-            self._job.id, "provider_job", {"provider": self._provider, "job_id": job_id}
-        )
-
-    async def progress(self, percent: int, message: str | None = None) -> None:
-        if self.simulated is not None:
-            self.simulated.stop()
-        percent = max(0, min(99, int(percent)))
-        self._state.progress.reported(percent)
-        now = time.monotonic()
-        if now - self._last_progress < PROGRESS_MIN_INTERVAL_S and percent < 100:
-            return
-        self._last_progress = now
-        data: dict[str, Any] = {"progress": percent}
-        if message:
-            data["message"] = message
-        await self._pipeline.running_events(
-            [RunningEvent(self._job.id, "progress", data, {"progress": percent})]
-        )
-
-    async def partial_image(self, index: int, data: bytes, output_format: str) -> None:
-        self._state.partials += 1
-        settings = self._pipeline.settings
-        event = await store_partial(
-            self._pipeline.storage,
-            self._job,
-            prefix=settings.storage_prefix,
-            max_bytes=settings.max_image_bytes,
-            provider=self._provider,
-            sequence=self._state.partials,
-            index=index,
-            data=data,
-            declared=output_format,
-        )
-        if event is not None:
-            await self._pipeline.running_events([RunningEvent(self._job.id, PARTIAL_IMAGE, event)])
+__all__ = ["Caller", "Estimate", "FinishHook", "Finished", "Pipeline"]
 
 
 class Pipeline:
@@ -250,9 +69,6 @@ class Pipeline:
         self.storage = storage
         self.providers = providers
         self.bus = bus
-        self.http = http
-        #: overrides the configured retry policy when set (tests, embedding)
-        self.retry: RetryPolicy | None = retry
         #: live routing configuration, breakers, outbound limits, attempt statistics;
         #: ``shared`` (memory, or Redis with scale-out) is opened from settings if not given
         self.control = RoutingControl(settings, providers, source=store, shared=shared)
@@ -262,34 +78,92 @@ class Pipeline:
         self.limiter = limiter or RequestLimiter(
             self.control.shared.limits, guard=self.control.shared.guard
         )
-        self.finish_hooks: list[FinishHook] = [self._announce_followers]
         #: fetches user URLs (input images here; webhooks use it too)
         self.fetcher = SafeFetcher()
-        self._running: dict[str, _RunState] = {}
-        self._hook_tasks: set[asyncio.Task[None]] = set()
-        #: simulated progress of attempts whose provider reports none
-        self.ticker = ProgressTicker(settings.simulated_progress_interval_s, self._simulated)
         #: running jobs' events, written together (group commit)
         self.events = EventBuffer(
             settings.event_flush_interval_s, store.add_running_events, bus.publish
         )
+        self.job_events = JobEvents(self.events)
+        #: simulated progress of attempts whose provider reports none
+        self.ticker = ProgressTicker(
+            settings.simulated_progress_interval_s, self.job_events.simulated
+        )
+        self.materializer = Materializer(
+            settings=settings, storage=storage, fetcher=self.fetcher, http=http
+        )
+        self.finisher = Finisher(
+            store=store, bus=bus, events=self.job_events, materializer=self.materializer
+        )
+        self.attempts = AttemptRunner(
+            settings=settings,
+            store=store,
+            storage=storage,
+            control=self.control,
+            events=self.job_events,
+            ticker=self.ticker,
+            http=http,
+            retry=retry,
+        )
+        self.executor = Executor(
+            store=store,
+            bus=bus,
+            providers=providers,
+            control=self.control,
+            events=self.job_events,
+            attempts=self.attempts,
+            materializer=self.materializer,
+            finisher=self.finisher,
+        )
+        self.admission = Admission(
+            settings=settings,
+            store=store,
+            providers=providers,
+            bus=bus,
+            limiter=self.limiter,
+            credit_rules=self.credit_rules,
+            fetcher=self.fetcher,
+            finisher=self.finisher,
+        )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pooled HTTP client adapters and result downloads use."""
+        return self.materializer.http
+
+    @http.setter
+    def http(self, client: httpx.AsyncClient) -> None:
+        self.materializer.http = client
+        self.attempts.http = client
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """Overrides the configured retry policy when set (tests, embedding)."""
+        return self.attempts.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy | None) -> None:
+        self.attempts.retry = policy
+
+    @property
+    def local_worker(self) -> LocalWorker | None:
+        """This process's worker, when admission hands jobs straight to it."""
+        return self.admission.local_worker
+
+    @local_worker.setter
+    def local_worker(self, worker: LocalWorker | None) -> None:
+        self.admission.local_worker = worker
+
+    @property
+    def finish_hooks(self) -> list[FinishHook]:
+        """Run once a generation reaches a terminal state; append to add one."""
+        return self.finisher.hooks
 
     # Admission -----------------------------------------------------------------
 
     def validate(self, request: GenerationRequest) -> None:
         """Checks that depend on configuration; raises ``ValidationFailed`` naming the field."""
-        s = self.settings
-        if len(request.prompt) > s.max_prompt_length:
-            raise ValidationFailed(
-                "prompt", f"longer than {s.max_prompt_length} characters", code="prompt_too_long"
-            )
-        if request.n > s.max_n:
-            raise ValidationFailed("n", f"must be at most {s.max_n}")
-        width, height = request.dimensions()
-        for name, value in (("width", width), ("height", height)):
-            if value > s.max_dimension:
-                raise ValidationFailed(name, f"must be at most {s.max_dimension}")
-        check_explicit(request, self.providers)
+        self.admission.validate(request)
 
     async def admit(
         self,
@@ -300,44 +174,14 @@ class Pipeline:
         idempotency_key: str | None = None,
         request_id: str | None = None,
     ) -> AdmitResult:
-        """Validate, price and persist a request (one transaction), then wake a worker.
-
-        Raises:
-            ValidationFailed, InsufficientCredits, BudgetExceeded, RateLimited: nothing
-            is written or charged.
-        """
-        request = await self.resolve_prompt(caller, request)
-        self.validate(request)
-        await self._check_user_urls(caller, request)
-        account = await self.store.get_account_cached(caller.account_id)
-        estimate = self.estimate(request, account)
-        tier = self.settings.tier(account.tier)
-        await self.limiter.hit(account.id, tier.requests_per_minute)
-        payload = request.model_dump(mode="json", exclude_none=True)
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
-        result = await self.store.admit(
-            account_id=caller.account_id,
-            project=request.project,
-            prompt=request.prompt,
-            request=payload,
-            request_hash=digest,
+        """Validate, price and persist a request (one transaction), then wake a worker."""
+        return await self.admission.admit(
+            caller,
+            request,
             source=source,
-            credits=estimate.credits,
-            estimated_usd=estimate.usd,
             idempotency_key=idempotency_key,
             request_id=request_id,
-            quota=quota,
-            cache=self._cache_lookup(request, account),
-            entities=_entity_pairs(request),
-            account_name=account.name,
         )
-        if result.created:
-            if result.generation.terminal:  # a cache hit: done at admission
-                await self.finished(result.generation.id)
-            else:
-                await self.bus.notify_jobs()
-        return result
 
     async def admit_batch(
         self,
@@ -350,901 +194,73 @@ class Pipeline:
         request_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> BatchView:
-        """Admit a batch: every request becomes a normal generation, all or none.
-
-        A reused ``idempotency_key`` returns the earlier batch (``replayed``) for the same
-        requests, else ``Conflict``.
-
-        Raises:
-            ValidationFailed: naming ``requests.<i>.<field>``; InsufficientCredits (the
-                price of the whole batch), BudgetExceeded, RateLimited: nothing is
-                written or charged.
-        """
-        if not requests:
-            raise ValidationFailed("requests", "must not be empty")
-        if len(requests) > self.settings.max_batch_size:
-            raise ValidationFailed(
-                "requests",
-                f"at most {self.settings.max_batch_size} requests per batch",
-                code="batch_too_large",
-            )
-        account = await self.store.get_account(caller.account_id)
-        members: list[NewGeneration] = []
-        for index, request in enumerate(requests):
-            try:
-                request = await self.resolve_prompt(caller, request)
-                self.validate(request)
-                await self._check_user_urls(caller, request)
-                estimate = self.estimate(request, account)
-            except ValidationFailed as exc:
-                raise ValidationFailed(
-                    f"requests.{index}.{exc.field}",
-                    exc.message.removeprefix(f"{exc.field}: "),
-                    code=exc.code,
-                ) from None
-            payload = request.model_dump(mode="json", exclude_none=True)
-            members.append(
-                NewGeneration(
-                    project=request.project,
-                    prompt=request.prompt,
-                    request=payload,
-                    request_hash=hashlib.sha256(
-                        json.dumps(payload, sort_keys=True).encode()
-                    ).hexdigest(),
-                    credits=estimate.credits,
-                    estimated_usd=estimate.usd,
-                    cache=self._cache_lookup(request, account),
-                    entities=_entity_pairs(request),
-                )
-            )
-        tier = self.settings.tier(account.tier)
-        await self.limiter.hit(account.id, tier.requests_per_minute)
-        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
-        digest = hashlib.sha256(
-            json.dumps(
-                [concurrency, metadata or {}, *(m.request for m in members)], sort_keys=True
-            ).encode()
-        ).hexdigest()
-        batch = await self.store.admit_batch(
-            account_id=caller.account_id,
-            members=members,
+        """Admit a batch: every request becomes a normal generation, all or none."""
+        return await self.admission.admit_batch(
+            caller,
+            requests,
             concurrency=concurrency,
-            metadata=metadata or {},
+            metadata=metadata,
             source=source,
             request_id=request_id,
-            quota=quota,
             idempotency_key=idempotency_key,
-            request_hash=digest,
         )
-        if batch.replayed:
-            return batch
-        await self.bus.notify_jobs()
-        for gen_id, status in batch.members.items():
-            if status == "SUCCEEDED":  # cache hits
-                await self.finished(gen_id)
-        return batch
 
     async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
-        """Cancel a batch's unfinished members: waiting ones now, running ones by their
-        workers (as ``DELETE /v1/generations/{id}`` does)."""
-        canceled, running = await self.store.cancel_batch(batch_id, account_id=account_id)
-        for gen_id in canceled:
-            await self.finished(gen_id)
-        for gen_id in running:
-            await self.bus.request_cancel(gen_id)
-        return await self.store.get_batch(batch_id, account_id=account_id)
+        """Cancel a batch's unfinished members (running ones by their workers)."""
+        return await self.admission.cancel_batch(batch_id, account_id)
 
     async def resolve_prompt(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
-        """The request with its final prompt: the account's template rendered with
-        ``inputs``, then the narrative context (``docs/prompts.md``).
-
-        Raises:
-            ValidationFailed: ``template`` (unknown), ``inputs.<name>`` (missing or
-                unknown placeholder), ``prompt`` (given with a template).
-        """
-        if request.template is None and request.context is None and not request.inputs:
-            return request
-        template = None
-        if request.template is not None:
-            if request.prompt:
-                raise ValidationFailed("prompt", "give prompt or template, not both")
-            found = await self.store.find_template(caller.account_id, request.template)
-            if found is None:
-                raise ValidationFailed(
-                    "template",
-                    f"no template {request.template!r} in this account",
-                    code="template_not_found",
-                )
-            template = parse_template(found.text, field="template")
-        return request.model_copy(update={"prompt": final_prompt(request, template)})
-
-    def _cache_lookup(
-        self, request: GenerationRequest, account: AccountView
-    ) -> CacheLookup | None:
-        key = cache_key(request)
-        if key is None:
-            return None
-        return CacheLookup(
-            key=key,
-            use=wants_cache(request, account),
-            credits=self.settings.credits.cache_price,
-        )
-
-    async def _announce_followers(self, finished: Finished) -> None:
-        """Finish hook: announce the generations that shared this one's provider call
-        (the store finished them in this one's finishing transaction)."""
-        if (await finished.request()).get("seed") is None:
-            return  # without a seed nothing can have followed it
-        view = await finished.view()
-        if view.cached_from is not None:
-            return
-        for follower in await self.store.settled_followers(view.id, view.completed_at):
-            await self.finished(follower)
+        """The request with its final prompt (template and narrative context applied)."""
+        return await self.admission.resolve_prompt(caller, request)
 
     def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
-        """Credits and USD the request costs: the same numbers admission charges.
+        """Credits and USD the request costs: the same numbers admission charges."""
+        return self.admission.estimate(request, account)
 
-        Raises:
-            ValidationFailed: ``max_cost_per_image`` excludes every capable provider.
-        """
-        credits = credits_for(request, self.credit_rules)
-        candidates, _ = plan_route(request, self.providers, preferred=account.preferred_providers)
-        priced = []
-        for candidate in candidates:
-            usd = candidate.provider.price(self._provider_request(request, candidate.model))
-            cap = request.max_cost_per_image
-            if cap is not None and usd / request.n > cap:
-                continue
-            priced.append((candidate, usd))
-        if candidates and not priced:
-            raise ValidationFailed(
-                "max_cost_per_image",
-                f"no provider can serve this request for at most ${request.max_cost_per_image} "
-                "per image",
-                code="no_provider_within_budget",
-            )
-        first = priced[0] if priced else None
-        return Estimate(
-            credits=credits,
-            usd=first[1] if first else None,
-            provider=first[0].provider.name if first else None,
-            model=first[0].model if first else None,
-            candidates=[
-                {"provider": c.provider.name, "model": c.model, "usd": str(usd)}
-                for c, usd in priced
-            ],
-        )
-
-    # Waiting -------------------------------------------------------------------
+    # Waiting and finishing -----------------------------------------------------
 
     async def wait(self, generation_id: str, timeout: float) -> GenerationView:
         """The generation once terminal, or as it is when ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        async with self.bus.subscribe(generation_id) as sub:
-            look = True
-            while True:
-                if look:
-                    sub.maybe_final = False
-                    state = await self.store.status_of(generation_id)
-                    if state is not None and state[0] in ("SUCCEEDED", "FAILED", "CANCELED"):
-                        break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # progress and other events do not end a wait: read the row only after a
-                # final notification, or after a quiet second (a notification may be lost)
-                notified = await sub.wait(min(remaining, 1.0))
-                look = sub.maybe_final or not notified
-        return await self.store.get_generation(generation_id)
+        return await self.finisher.wait(generation_id, timeout)
 
     async def finished(
-        self, generation_id: str, status: Status | None = None, job: ClaimedJob | None = None
+        self,
+        generation_id: str,
+        status: Status | None = None,
+        job: ClaimedJob | None = None,
+        view: GenerationView | None = None,
     ) -> None:
-        """Announce a terminal state: wake waiters, then run the finish hooks in the background.
-
-        ``status`` and ``job``, when the caller has them, spare the hooks a read.
-        """
-        await self.bus.publish(generation_id, final=True)
-        if not self.finish_hooks:
-            return
-        finished = Finished(
-            generation_id,
-            partial(self.store.get_generation, generation_id),
-            status=status.value if status is not None else None,
-            account_id=job.account_id if job is not None else None,
-            request=job.request if job is not None else None,
-        )
-        task = asyncio.create_task(self._run_hooks(finished))
-        self._hook_tasks.add(task)
-        task.add_done_callback(self._hook_tasks.discard)
-
-    async def _run_hooks(self, finished: Finished) -> None:
-        await asyncio.gather(*(self._run_hook(hook, finished) for hook in self.finish_hooks))
-
-    async def _run_hook(self, hook: FinishHook, finished: Finished) -> None:
-        try:
-            await hook(finished)
-        except Exception:
-            log.exception(
-                "finish_hook_failed",
-                generation_id=finished.id,
-                hook=getattr(hook, "__qualname__", repr(hook)),
-            )
+        """Announce a terminal state: wake waiters, then run the finish hooks in the background."""
+        await self.finisher.finished(generation_id, status, job, view)
 
     async def drain_hooks(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for finish hooks still running, at shutdown."""
-        if self._hook_tasks:
-            await asyncio.wait(list(self._hook_tasks), timeout=timeout)
+        await self.finisher.drain_hooks(timeout)
 
     async def cancel(self, generation_id: str, account_id: str | None) -> GenerationView:
         """Cancel: a PENDING job ends at once (refunded); a running one is stopped by its worker."""
-        view, event_id = await self.store.cancel(generation_id, account_id=account_id)
-        if event_id:
-            await self.finished(generation_id)
-            return view
-        await self.bus.request_cancel(generation_id)
-        return await self.wait(generation_id, CANCEL_WAIT_S)
+        return await self.finisher.cancel(generation_id, account_id)
+
+    async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
+        """Fail a job before any provider was tried (refunded)."""
+        await self.finisher.fail(job, owner, code, message)
 
     async def event(
         self, generation_id: str, type_: str, data: dict[str, Any] | None = None, **values: Any
     ) -> None:
         """An event of a running job (and the generation columns it sets), group-committed."""
-        await self.events.add(RunningEvent(generation_id, type_, data or {}, values))
+        await self.job_events.event(generation_id, type_, data, **values)
 
     async def running_events(self, events: list[RunningEvent]) -> None:
         """Events of running jobs; none lands after its job ended."""
-        for event in events:
-            await self.events.add(event)
-
-    async def _simulated(self, values: list[tuple[str, int]]) -> None:
-        events = [
-            RunningEvent(id_, "progress", {"progress": pct, "simulated": True}, {"progress": pct})
-            for id_, pct in values
-        ]
-        await self.running_events(events)
+        await self.job_events.add(events)
 
     # Execution -----------------------------------------------------------------
 
     async def execute(self, job: ClaimedJob, owner: str) -> None:
         """Run one claimed job to a terminal state (or leave it for a re-run if cancelled)."""
-        state = _RunState()
-        self._running[job.id] = state
-        try:
-            if await self._load_inputs(job, owner):
-                await self._execute(job, owner, state)
-        finally:
-            self._running.pop(job.id, None)
+        await self.executor.execute(job, owner)
 
     async def cancel_running(self, job: ClaimedJob, owner: str) -> None:
         """Finish a job whose cancellation was requested, cancelling it at the provider."""
-        state = self._running.get(job.id) or _RunState()
-        jobs = dict(state.jobs)
-        if state.provider and state.provider_job_id:
-            jobs.setdefault(state.provider, state.provider_job_id)
-        for name, provider_job_id in jobs.items():
-            provider = self.providers.find(name)
-            if provider is not None:
-                try:
-                    await provider.cancel(provider_job_id)
-                except Exception:  # best effort: the job is canceled on our side anyway
-                    log.warning("provider_cancel_failed", generation_id=job.id, provider=name)
-        event_id = await self.store.finish_canceled(
-            job.id, owner, route=state.route, pending=await self.events.take(job.id)
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.CANCELED, job)
-
-    async def fail(self, job: ClaimedJob, owner: str | None, code: str, message: str) -> None:
-        event_id = await self.store.finish_failed(
-            job.id,
-            owner,
-            code=code,
-            message=message,
-            route=[],
-            account_id=job.account_id,
-            pending=await self.events.take(job.id),
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
-
-    async def _execute(self, job: ClaimedJob, owner: str, state: _RunState) -> None:
-        await self.bus.publish(job.id)  # the "started" event written by the claim
-        try:
-            request = GenerationRequest.model_validate(job.request)
-        except ValueError as exc:
-            await self.fail(job, owner, "invalid_request", f"stored request is invalid: {exc}")
-            return
-        run = await self._plan(job, owner, request, state)
-        race: Race[Candidate, tuple[ProviderResult, int], list[NewImage]] = Race(
-            run.candidates,
-            run=partial(self._run_candidate, run),
-            accept=partial(self._accept, run),
-            parallel=run.options.parallel,
-            hedge_delay=partial(self._hedge_delay, run) if run.options.hedge else None,
-            keep_going=partial(self._keep_going, run),
-            errors=(ProviderError, ImageRejected, StorageError),
-        )
-        try:
-            winner, images = await race.run()
-        except RaceFailed as failed:
-            await self._settle_race(run, race, None)
-            await self._finish_failed(run, self._final_error(run, failed))
-            return
-        await self._settle_race(run, race, winner)
-        result, elapsed_ms = run.results[winner.provider.name]
-        event_id = await self.store.finish_succeeded(
-            job.id,
-            owner,
-            provider=winner.provider.name,
-            model=result.model,
-            images=images,
-            cost_usd=result.cost_usd,
-            provider_ms=elapsed_ms,
-            route=state.route,
-            account_id=job.account_id,
-            pending=await self.events.take(job.id),
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.SUCCEEDED, job)
-
-    async def _plan(
-        self, job: ClaimedJob, owner: str, request: GenerationRequest, state: _RunState
-    ) -> _JobRun:
-        """Resolve the options (request > account > settings) and plan the route."""
-        control = self.control
-        routing = await control.current()
-        preferred, account_data = await self.store.account_routing(job.account_id)
-        account = AccountRouting.parse(account_data, account_id=job.account_id)
-        options = resolve_options(request, account, routing)
-        names = self.providers.names()
-        unavailable: dict[str, str] = {}
-        for name, snap in (await control.breakers.snapshots(names)).items():
-            if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:
-                unavailable[name] = f"circuit breaker open (retry in {snap.retry_in_s:.1f} s)"
-            elif snap.state == BreakerState.HALF_OPEN and snap.probes_in_flight > 0:
-                unavailable[name] = "circuit breaker half-open: a probe is in flight"
-        deferred = {
-            name: f"asked to retry after {left:.1f} s"
-            for name, left in (await control.outbound.paused(names)).items()
-            if left > 0
-        }
-
-        def quality(provider: Provider) -> float | None:
-            override = routing.providers.get(provider.name)
-            return override.quality if override is not None else None
-
-        candidates, trace = plan_route(
-            request,
-            self.providers,
-            preferred=[*preferred, *account.preferred],
-            policy=options.policy,
-            chain=control.chain(),
-            pool=routing.pool,
-            priority=control.priority,
-            enabled=control.enabled,
-            quality=quality,
-            latency_ms=lambda name: control.stats.latency_ms(name, LATENCY_POLICY_PERCENTILE),
-            unavailable=unavailable,
-            deferred=deferred,
-            max_cost=options.max_cost,
-            price=lambda provider, model: provider.price(self._provider_request(request, model)),
-        )
-        state.route = trace
-        return _JobRun(
-            job=job,
-            owner=owner,
-            request=request,
-            state=state,
-            options=options,
-            routing=routing,
-            account_limits=account.outbound,
-            candidates=candidates,
-            deadline=Deadline(routing.deadline_s, clock=control.clock),
-            plan={
-                "policy": options.policy,
-                "mode": "hedge" if options.hedge else ("race" if options.parallel > 1 else None),
-                "candidates": [c.provider.name for c in candidates],
-                "skipped": [
-                    {"provider": e["provider"], "reason": e["reason"]}
-                    for e in trace
-                    if e["decision"] == "skipped"
-                ],
-                "config_version": control.version,
-            },
-        )
-
-    def _keep_going(self, run: _JobRun, candidate: Candidate, error: BaseException) -> bool:
-        """After a refusal the route stops, unless the refusal policy sends it on."""
-        if isinstance(error, Refused):
-            return run.options.continue_after_refusal(run.request)
-        return True
-
-    def _trace(self, state: _RunState, candidate: Candidate, decision: str, **extra: Any) -> None:
-        """Update the candidate's entry in the decision trace (the generation's ``route``)."""
-        entry = candidate.trace
-        if not any(e is entry for e in state.route):
-            entry.update(provider=candidate.provider.name, model=candidate.model)
-            state.route.append(entry)
-        entry.update(decision=decision, **extra)
-
-    async def _run_candidate(
-        self, run: _JobRun, candidate: Candidate, how: str
-    ) -> tuple[ProviderResult, int]:
-        """One candidate, retries included; its trace entry says how it went."""
-        job, provider = run.job, candidate.provider
-        started = time.monotonic() - run.started
-        self._trace(run.state, candidate, "running", how=how, started_ms=int(started * 1000))
-        data: dict[str, Any] = {
-            "provider": provider.name,
-            "model": candidate.model,
-            "reason": candidate.reason,
-            "how": how,
-            "estimate_usd": candidate.trace.get("estimate_usd"),
-        }
-        if not run.announced:
-            run.announced = True
-            data["plan"] = run.plan
-        await self.event(
-            job.id,
-            "provider_selected",
-            data,
-            provider=provider.name,
-            model=candidate.model,
-            route=run.state.route,
-        )
-        try:
-            result, elapsed_ms = await self._attempt(run, candidate)
-        except ProviderError as exc:
-            run.state.jobs.pop(provider.name, None)
-            self._trace(run.state, candidate, "failed", error=exc.code, message=exc.message)
-            if job.provider_job_provider == provider.name:
-                await self.store.clear_provider_job(job.id)
-            raise
-        run.state.jobs.pop(provider.name, None)
-        run.results[provider.name] = (result, elapsed_ms)
-        self._trace(run.state, candidate, "answered", ms=elapsed_ms)
-        return result, elapsed_ms
-
-    async def _accept(
-        self, run: _JobRun, candidate: Candidate, answer: tuple[ProviderResult, int]
-    ) -> list[NewImage]:
-        """Materialize a racer's images (one racer at a time: the storage keys are shared)."""
-        try:
-            images = await self._materialize(run.job, run.request, answer[0])
-        except (ProviderError, ImageRejected, StorageError) as exc:
-            self._trace(run.state, candidate, "failed", error=exc.code, message=exc.message)
-            raise
-        self._trace(run.state, candidate, "succeeded", cost_usd=format_usd(answer[0].cost_usd))
-        return images
-
-    async def _attempt(self, run: _JobRun, candidate: Candidate) -> tuple[ProviderResult, int]:
-        """Call one provider until it answers, retrying what is worth retrying.
-
-        Each attempt passes the breaker and the outbound limits (waiting for its turn),
-        is timed out by the provider's timeout and the overall deadline, and leaves an
-        event: ``retrying`` when another attempt follows, ``attempt_failed`` when not.
-        """
-        job, provider, control = run.job, candidate.provider, self.control
-        name = provider.name
-        policy = self.retry or control.retry_for(name)
-        provider_request = self._provider_request(run.request, candidate.model)
-        timeout_s = control.timeout_for(name)
-        attempts: list[dict[str, Any]] = candidate.trace.setdefault("attempts", [])
-        attempt = 0
-        while True:
-            attempt += 1
-            if run.deadline.remaining() <= 0:
-                raise ProviderTimeout(
-                    f"{name}: the deadline of {run.deadline.seconds:g} s passed",
-                    provider=name,
-                    code=DEADLINE_EXCEEDED,
-                )
-            permit, transitions = await control.breakers.allow(name)
-            await self._breaker_events(run, transitions)
-            if not permit.allowed:
-                error = ProviderError(
-                    f"{name}: circuit breaker {permit.state.value.replace('_', '-')}",
-                    provider=name,
-                    code="provider_unavailable",
-                )
-                attempts.append({"attempt": attempt, "outcome": "skipped", "error": error.code})
-                raise error
-            run.state.provider = name
-            run.state.provider_job_id = None
-            ctx = _Context(self, job, name, run.state)
-            if ctx.provider_job_id:  # resuming a job a previous delivery submitted
-                run.state.jobs[name] = ctx.provider_job_id
-            failure: ProviderError | None = None
-            sent = time.monotonic()
-            try:
-                # the deadline also bounds the wait for an outbound slot
-                async with asyncio.timeout(max(0.001, run.deadline.remaining())):
-                    async with control.outbound.slot(
-                        name,
-                        job.account_id,
-                        account_limit=run.account_limits.get(name),
-                        on_wait=partial(self._waiting, run),
-                    ):
-                        sent = time.monotonic()
-                        result = await self._call(provider, provider_request, ctx, timeout_s, run)
-            except TimeoutError:
-                failure = ProviderTimeout(
-                    f"{name}: the deadline passed while waiting for an outbound slot",
-                    provider=name,
-                    code=DEADLINE_EXCEEDED,
-                )
-            except ProviderError as exc:
-                failure = exc
-            except BaseException as exc:  # cancelled (a race lost, a cancel) or a bug
-                await control.breakers.record(name, permit, Outcome.NEUTRAL)
-                outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-                attempts.append({"attempt": attempt, "outcome": outcome})
-                raise
-            ms = (time.monotonic() - sent) * 1000
-            transitions = await control.breakers.record(
-                name, permit, outcome_of(failure), failure.code if failure else None
-            )
-            if failure is None or failure.code != DEADLINE_EXCEEDED:
-                control.stats.record(
-                    name, ok=failure is None, latency_ms=ms, error=failure.code if failure else None
-                )
-            record: dict[str, Any] = {"attempt": attempt, "ms": int(ms)}
-            attempts.append(record)
-            await self._breaker_events(run, transitions)
-            if failure is None:
-                record["outcome"] = "succeeded"
-                return result, int(ms)
-            record.update(outcome="failed", error=failure.code)
-            if isinstance(failure, ProviderRateLimited) and failure.retry_after:
-                await control.outbound.pause(name, failure.retry_after)
-            delay, why_not = self._retry_delay(run, policy, attempt, failure)
-            info: dict[str, Any] = {
-                "provider": name,
-                "model": candidate.model,
-                "attempt": attempt,
-                "error": failure.code,
-                "message": failure.message,
-                "ms": int(ms),
-            }
-            if failure.retry_after is not None:
-                info["retry_after_s"] = failure.retry_after
-            if delay is None:
-                await self.event(job.id, "attempt_failed", {**info, "final": why_not})
-                raise failure
-            run.retries += 1
-            await self.event(
-                job.id,
-                "retrying",
-                {**info, "delay_s": round(delay, 3)},
-                retry_count=run.retries,
-                last_retry_at=utcnow(),
-            )
-            await run.deadline.clock.sleep(delay)
-
-    async def _call(
-        self,
-        provider: Provider,
-        request: ProviderRequest,
-        ctx: _Context,
-        timeout_s: float,
-        run: _JobRun,
-    ) -> ProviderResult:
-        timeout = max(0.001, min(timeout_s, run.deadline.remaining()))
-        ctx.simulated = self.ticker.track(
-            run.job.id, run.state.progress, self._expected_s(provider.name)
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                result = await provider.generate(request, ctx)
-        except TimeoutError:
-            if timeout < timeout_s:
-                raise ProviderTimeout(
-                    f"{provider.name}: no result before the deadline",
-                    provider=provider.name,
-                    code=DEADLINE_EXCEEDED,
-                ) from None
-            raise ProviderTimeout(
-                f"{provider.name}: no result within {timeout_s:g} s", provider=provider.name
-            ) from None
-        finally:
-            if ctx.simulated is not None:
-                ctx.simulated.stop()
-        if not result.images:
-            raise ProviderError(
-                f"{provider.name}: no image returned", provider=provider.name, code="no_image"
-            )
-        return result
-
-    def _expected_s(self, provider: str) -> float:
-        """How long the provider's answer is expected to take: its observed median, else
-        the configured guess (the simulated progress curve's time scale)."""
-        observed = self.control.stats.latency_ms(provider, LATENCY_POLICY_PERCENTILE)
-        if observed is None:
-            return self.settings.simulated_progress_expected_s
-        return observed / 1000
-
-    def _retry_delay(
-        self, run: _JobRun, policy: RetryPolicy, attempt: int, error: ProviderError
-    ) -> tuple[float | None, str]:
-        """Seconds before the next attempt on the same provider, or None and why not."""
-        if not error.retryable:
-            return None, "not retryable"
-        if attempt >= policy.attempts:
-            return None, f"{policy.attempts} attempts made"
-        if error.retry_after is not None and error.retry_after > policy.max_retry_after_s:
-            return None, f"Retry-After {error.retry_after:g} s is too long"
-        delay = policy.delay(attempt, error.retry_after)
-        if delay >= run.deadline.remaining():
-            return None, "the deadline would pass"
-        return delay, ""
-
-    def _hedge_delay(self, run: _JobRun, candidate: Candidate) -> float:
-        if run.options.hedge_delay_s is not None:
-            return run.options.hedge_delay_s
-        hedge = run.routing.hedge
-        observed = self.control.stats.latency_ms(candidate.provider.name, hedge.percentile)
-        delay = hedge.default_delay_s if observed is None else observed / 1000
-        return min(hedge.max_delay_s, max(hedge.min_delay_s, delay))
-
-    async def _waiting(self, run: _JobRun, info: WaitInfo) -> None:
-        await self.event(run.job.id, "waiting", info.as_dict())
-
-    async def _breaker_events(self, run: _JobRun, transitions: list[Transition]) -> None:
-        for transition in transitions:
-            await self.event(run.job.id, "breaker", transition.as_dict())
-
-    async def _settle_race(
-        self,
-        run: _JobRun,
-        race: Race[Candidate, tuple[ProviderResult, int], list[NewImage]],
-        winner: Candidate | None,
-    ) -> None:
-        """Record the losers (and what they cost), cancel them at the provider."""
-        losers: list[dict[str, Any]] = []
-        total = Decimal("0")
-        for candidate, answer in race.lost:
-            name = candidate.provider.name
-            if answer is None:
-                cost, basis = candidate.estimate_usd, "estimate"
-                self._trace(run.state, candidate, "cancelled", cost_usd=format_usd(cost))
-                job_id = run.state.jobs.pop(name, None)
-                if job_id is not None:
-                    self.control.spawn(self._cancel_at_provider(run, candidate.provider, job_id))
-            else:
-                reported = answer[0].cost_usd
-                cost = reported if reported is not None else candidate.estimate_usd
-                basis = "reported" if reported is not None else "estimate"
-                self._trace(run.state, candidate, "lost", cost_usd=format_usd(cost))
-            candidate.trace["cost_basis"] = basis
-            total += cost or Decimal("0")
-            losers.append(
-                {
-                    "provider": name,
-                    "decision": candidate.trace["decision"],
-                    "cost_usd": format_usd(cost),
-                }
-            )
-        for candidate in race.not_tried:
-            why = "a result was accepted" if winner is not None else "stopped by a refusal"
-            self._trace(run.state, candidate, "not_tried", reason=why)
-        if len(race.started) > 1:
-            summary = {
-                "winner": winner.provider.name if winner else None,
-                "started": [
-                    {"provider": s.candidate.provider.name, "how": s.how} for s in race.started
-                ],
-                "losers": losers,
-                "losers_cost_usd": format_usd(total),
-            }
-            await self.event(run.job.id, "race", summary)
-
-    async def _cancel_at_provider(self, run: _JobRun, provider: Provider, job_id: str) -> None:
-        try:
-            async with asyncio.timeout(PROVIDER_CANCEL_TIMEOUT_S):
-                await provider.cancel(job_id)
-        except Exception:  # best effort: the result is simply not used
-            log.warning("provider_cancel_failed", generation_id=run.job.id, provider=provider.name)
-
-    def _final_error(self, run: _JobRun, failed: RaceFailed) -> PixelgateError:
-        if failed.errors:
-            chosen = failed.errors[-1]
-            if failed.stopped_by is not None:
-                chosen = next(e for e in failed.errors if e[0] is failed.stopped_by)
-            error = chosen[1]
-            if isinstance(error, PixelgateError):
-                return error
-            return ProviderError(str(error))
-        skipped = [e for e in run.state.route if e.get("decision") == "skipped"]
-        reasons = "; ".join(f"{e['provider']}: {e['reason']}" for e in skipped)
-        if any("circuit breaker" in str(e.get("reason")) for e in skipped):
-            return ProviderError(f"no provider available: {reasons}", code="provider_unavailable")
-        message = "no configured provider can serve this request"
-        return ValidationFailed(
-            "provider", f"{message}: {reasons}" if reasons else message, code="no_provider"
-        )
-
-    async def _finish_failed(self, run: _JobRun, error: PixelgateError) -> None:
-        job = run.job
-        tried = [e for e in run.state.route if e.get("attempts")]
-        provider = tried[-1]["provider"] if tried else None
-        model = tried[-1].get("model") if tried else None
-        if run.options.fallback_image and await self._attach_default_image(run):
-            provider, model = DEFAULT_IMAGE_PROVIDER, PLACEHOLDER_MODEL
-        event_id = await self.store.finish_failed(
-            job.id,
-            run.owner,
-            code=error.code,
-            message=error.message,
-            route=run.state.route,
-            account_id=job.account_id,
-            provider=provider,
-            model=model,
-            pending=await self.events.take(job.id),
-        )
-        if event_id is not None:
-            await self.finished(job.id, Status.FAILED, job)
-
-    async def _attach_default_image(self, run: _JobRun) -> bool:
-        """The placeholder "Default Image" (seed 001) on a generation that failed."""
-        job, request = run.job, run.request
-        width, height = request.dimensions()
-        try:
-            data = await run_cpu(
-                render_placeholder,
-                DEFAULT_IMAGE_TEXT,
-                width=width,
-                height=height,
-                fmt=request.format,
-                seed=0,
-                label=DEFAULT_IMAGE_TEXT,
-            )
-            image = await self._store_image(
-                job,
-                request,
-                data,
-                index=0,
-                attribution={"provider": DEFAULT_IMAGE_PROVIDER, "fallback_image": True},
-            )
-        except (ImageRejected, StorageError) as exc:
-            log.warning("default_image_failed", generation_id=job.id, code=exc.code)
-            return False
-        return await self.store.attach_fallback_image(
-            job.id, run.owner, image, account_id=job.account_id
-        )
-
-    # Inputs --------------------------------------------------------------------
-
-    async def _check_user_urls(self, caller: Caller, request: GenerationRequest) -> None:
-        """Admission: uploaded inputs must be the caller's; the webhook must be public."""
-        for name in ("input_image_key", "input_mask_key", "input_reference_key"):
-            key = getattr(request, name)
-            if key and not key.startswith(f"inputs/{caller.account_id}/"):
-                raise ValidationFailed(name, "not an input of this account", code="input_not_found")
-        if request.webhook_url:
-            try:
-                async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
-                    await self.fetcher.check(
-                        request.webhook_url,
-                        allow_hosts=self.settings.webhook_allow_hosts,
-                        what="webhook_url",
-                    )
-            except UnsafeURL as exc:
-                message = exc.message.removeprefix("webhook_url: ")
-                raise ValidationFailed("webhook_url", message, code="unsafe_url") from None
-            except TimeoutError:
-                raise ValidationFailed(
-                    "webhook_url", "the host does not resolve", code="unsafe_url"
-                ) from None
-
-    async def _load_inputs(self, job: ClaimedJob, owner: str) -> bool:
-        """Load the job's input images for this task; fail the job when one is unusable."""
-        _JOB_INPUTS.set(None)
-        if not any(job.request.get(name) for name in INPUT_FIELDS):
-            return True
-        try:
-            request = GenerationRequest.model_validate(job.request)
-        except ValueError:
-            return True  # _execute reports an invalid stored request
-        try:
-            inputs = await load_inputs(
-                request,
-                account_id=job.account_id,
-                storage=self.storage,
-                fetcher=self.fetcher,
-                settings=self.settings,
-            )
-        except PixelgateError as exc:
-            log.info("inputs_unavailable", generation_id=job.id, code=exc.code)
-            await self.fail(job, owner, exc.code, exc.message)
-            return False
-        _JOB_INPUTS.set(inputs)
-        return True
-
-    def _provider_request(self, request: GenerationRequest, model: str) -> ProviderRequest:
-        width, height = request.dimensions()
-        inputs = _JOB_INPUTS.get() or JobInputs()
-        return ProviderRequest(
-            prompt=request.prompt,
-            model=model,
-            negative_prompt=request.negative_prompt,
-            n=request.n,
-            width=width,
-            height=height,
-            aspect_ratio=request.aspect_ratio,
-            format=request.format,
-            quality=request.quality,
-            style=request.style,
-            seed=request.seed,
-            background=request.background,
-            reference_image=inputs.reference_image,
-            edit_image=inputs.edit_image,
-            mask=inputs.mask,
-            partial_images=request.partial_images or 0,
-            options=dict(request.options),
-        )
-
-    async def _materialize(
-        self, job: ClaimedJob, request: GenerationRequest, result: ProviderResult
-    ) -> list[NewImage]:
-        """Fetch (once, size-capped), decode, validate, convert, hash and store each image."""
-        stored: list[NewImage] = []
-        for index, image in enumerate(result.images):
-            data = await self._image_bytes(image, result)
-            stored.append(
-                await self._store_image(job, request, data, index, attribution=image.attribution)
-            )
-        return stored
-
-    async def _store_image(
-        self,
-        job: ClaimedJob,
-        request: GenerationRequest,
-        data: bytes,
-        index: int,
-        *,
-        attribution: dict[str, Any] | None,
-    ) -> NewImage:
-        """Decode, validate, convert and hash one image, and store it under its stable key."""
-        processed = await process_image(
-            data,
-            want_format=request.format,
-            max_bytes=self.settings.max_image_bytes,
-            max_pixels=self.settings.max_image_pixels,
-        )
-        key = image_key(
-            prefix=self.settings.storage_prefix,
-            account=job.account_name,
-            project=job.project,
-            created_at=job.created_at,
-            generation_id=job.id,
-            index=index,
-            ext=EXTENSIONS[processed.format],
-        )
-        await self.storage.put(key, processed.data, processed.content_type)
-        return NewImage(
-            index=index,
-            key=key,
-            width=processed.width,
-            height=processed.height,
-            format=processed.format,
-            content_type=processed.content_type,
-            bytes=processed.bytes,
-            sha256=processed.sha256,
-            attribution=attribution,
-        )
-
-    async def _image_bytes(self, image: ProviderImage, result: ProviderResult) -> bytes:
-        if image.data is not None:
-            return image.data
-        if image.url is None:
-            raise ProviderError(
-                "provider returned an image with neither bytes nor URL", code="no_image"
-            )
-        data, _ = await download(
-            self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
-        )
-        return data
-
-
-def _entity_pairs(request: GenerationRequest) -> list[tuple[str, str]]:
-    return [(e.type, e.id) for e in request.entities or ()]
+        await self.executor.cancel_running(job, owner)

@@ -2,6 +2,11 @@
 
 ``PENDING → PROCESSING → SUCCEEDED | FAILED`` and ``PENDING | PROCESSING → CANCELED``;
 an expired lease (or a released job) goes ``PROCESSING → PENDING``.
+
+A job handed to this process's worker at admission is ``PENDING`` under a lease (see
+:mod:`pixelgate.db.admission`); its owner may end it straight from there
+(``PENDING → SUCCEEDED | FAILED | CANCELED``) when nothing was written while it ran: the
+store allows that only to the lease owner (:data:`OWNER_ONLY`).
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 from pixelgate.core.models import TERMINAL, Status
 from pixelgate.errors import Conflict
 
-__all__ = ["ALLOWED", "can_transition", "check_transition", "is_terminal"]
+__all__ = ["ALLOWED", "OWNER_ONLY", "can_transition", "check_transition", "is_terminal"]
 
 ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.PENDING: frozenset({Status.PROCESSING, Status.CANCELED}),
+    Status.PENDING: frozenset(
+        {Status.PROCESSING, Status.CANCELED, Status.SUCCEEDED, Status.FAILED}
+    ),
     Status.PROCESSING: frozenset(
         {Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.PENDING}
     ),
@@ -20,6 +27,12 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.CANCELED: frozenset(),
 }
+
+
+#: transitions only the lease owner of a handed-over ``PENDING`` job may make
+OWNER_ONLY: frozenset[tuple[Status, Status]] = frozenset(
+    {(Status.PENDING, Status.SUCCEEDED), (Status.PENDING, Status.FAILED)}
+)
 
 
 def can_transition(current: Status | str, target: Status | str) -> bool:

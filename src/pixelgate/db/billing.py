@@ -1,4 +1,7 @@
-"""Admission checks that must run inside the admission transaction: quotas and budgets.
+"""Admission checks that run inside the admission transaction: quotas and budgets.
+
+Plain synchronous functions over a Core ``Connection``: they run inside a transaction
+function of the group-commit writer (:mod:`pixelgate.db.writer`).
 
 The generations table is the log of a sliding-window quota: counting an
 account's generations inside the window, in the same transaction that inserts
@@ -12,8 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
-from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, bindparam, case, func, select
 
 from pixelgate.core.models import Status
 from pixelgate.db.tables import Account, Generation
@@ -55,7 +57,15 @@ class LockedAccount:
     daily_budget_usd: Decimal | None
 
 
-async def lock_account(s: AsyncSession, account_id: str, *, always: bool = True) -> LockedAccount:
+# Built once: on every admission, a statement's construction and cache key cost more
+# than its execution.
+_READ_ACCOUNT = select(Account.credits, Account.daily_budget_usd).where(
+    Account.id == bindparam("account_id")
+)
+_LOCK_ACCOUNT = _READ_ACCOUNT.with_for_update()
+
+
+def lock_account(c: Connection, account_id: str, *, always: bool = True) -> LockedAccount:
     """Serialise admissions of one account (PostgreSQL row lock; SQLite has one writer)
     and read its balance and budget in the same statement.
 
@@ -63,24 +73,22 @@ async def lock_account(s: AsyncSession, account_id: str, *, always: bool = True)
     unmetered account's admissions do not depend on each other); whether it does is
     read in this transaction, so the decision is exact.
     """
-    query = select(Account.credits, Account.daily_budget_usd).where(Account.id == account_id)
-    postgres = s.get_bind().dialect.name == "postgresql"
-    row = (await s.execute(query.with_for_update() if postgres and always else query)).first()
+    params = {"account_id": account_id}
+    postgres = c.dialect.name == "postgresql"
+    row = c.execute(_LOCK_ACCOUNT if postgres and always else _READ_ACCOUNT, params).first()
     if row is None:
         return LockedAccount(credits=None, daily_budget_usd=None)
     if postgres and not always and (row[0] is not None or row[1] is not None):
-        row = (await s.execute(query.with_for_update())).first()
+        row = c.execute(_LOCK_ACCOUNT, params).first()
         assert row is not None
     return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 
 
-async def quota_state(s: AsyncSession, account_id: str, quota: Quota, now: datetime) -> QuotaState:
+def quota_state(c: Connection, account_id: str, quota: Quota, now: datetime) -> QuotaState:
     since = now - timedelta(seconds=quota.window_s)
-    row = (
-        await s.execute(
-            select(func.count(), func.min(Generation.created_at)).where(
-                Generation.account_id == account_id, Generation.created_at > since
-            )
+    row = c.execute(
+        select(func.count(), func.min(Generation.created_at)).where(
+            Generation.account_id == account_id, Generation.created_at > since
         )
     ).one()
     used, oldest = int(row[0]), row[1]
@@ -95,9 +103,9 @@ async def quota_state(s: AsyncSession, account_id: str, quota: Quota, now: datet
     )
 
 
-async def check_quota(s: AsyncSession, account_id: str, quota: Quota, now: datetime) -> QuotaState:
+def check_quota(c: Connection, account_id: str, quota: Quota, now: datetime) -> QuotaState:
     """The state after admitting one more; raises ``RateLimited`` when none is left."""
-    state = await quota_state(s, account_id, quota, now)
+    state = quota_state(c, account_id, quota, now)
     if state.remaining <= 0:
         raise RateLimited(
             f"Rate limit exceeded for your tier: {quota.limit} generations per {quota.window_s} s",
@@ -118,7 +126,7 @@ def utc_midnight(now: datetime) -> datetime:
     return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
 
 
-async def spent_today(s: AsyncSession, account_id: str, now: datetime) -> Decimal:
+def spent_today(c: Connection, account_id: str, now: datetime) -> Decimal:
     """USD of today's (UTC) generations: real cost once known, the estimate while running."""
     running = (Status.PENDING.value, Status.PROCESSING.value)
     amount = case(
@@ -126,7 +134,7 @@ async def spent_today(s: AsyncSession, account_id: str, now: datetime) -> Decima
         (Generation.status.in_(running), func.coalesce(Generation.estimated_usd, 0)),
         else_=0,
     )
-    total = await s.scalar(
+    total = c.scalar(
         select(func.coalesce(func.sum(amount), 0)).where(
             Generation.account_id == account_id,
             Generation.created_at >= utc_midnight(now),
@@ -135,8 +143,8 @@ async def spent_today(s: AsyncSession, account_id: str, now: datetime) -> Decima
     return Decimal(str(total or 0))
 
 
-async def check_budget(
-    s: AsyncSession,
+def check_budget(
+    c: Connection,
     account: LockedAccount,
     account_id: str,
     estimate: Decimal | None,
@@ -146,7 +154,7 @@ async def check_budget(
     budget = account.daily_budget_usd
     if budget is None:
         return
-    spent = await spent_today(s, account_id, now)
+    spent = spent_today(c, account_id, now)
     needed = estimate or Decimal("0")
     if spent + needed > budget:
         resets = utc_midnight(now) + timedelta(days=1)

@@ -10,11 +10,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-__all__ = ["Database", "run_migrations"]
+__all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
+
+#: a transaction function: plain synchronous code over one connection, run in one hop
+TxFunction = Callable[[Connection], Any]
+#: what one transaction function of a batch gave: ``(True, result)`` or ``(False, error)``
+Outcome = tuple[bool, Any]
+#: hands the generation ids a transaction made runnable to the queue engine, inside
+#: that transaction (procrastinate: one job for the whole batch; see :func:`dispatch`)
+Dispatcher = Callable[[Connection, list[str]], None]
+_DISPATCH_KEY = "pixelgate.dispatch"
+
+
+def dispatch(c: Connection, generation_ids: list[str]) -> None:
+    """Announce, from a transaction function, generations that became runnable: the
+    queue engine gets them all in one go at the end of the batch, in the same
+    transaction (so a rolled-back admission is never dispatched)."""
+    c.info.setdefault(_DISPATCH_KEY, []).extend(generation_ids)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READ_POOL = 4
@@ -93,6 +109,8 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 20) -> None:
         self.url = url
+        #: set by a queue engine that wants dispatched ids (see :func:`dispatch`)
+        self.dispatcher: Dispatcher | None = None
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             _ensure_sqlite_dir(url)
@@ -158,6 +176,33 @@ class Database:
         async with self._write() as session, session.begin():
             yield session
 
+    async def run(self, fn: TxFunction) -> Any:
+        """Run a read-only transaction function in one hop (one snapshot)."""
+        if self.is_sqlite:
+            async with self._read_slots:
+                return await self._in_thread(_read_in_thread, self._sync_read, fn)
+        async with self.write_engine.connect() as conn, conn.begin():
+            return await conn.run_sync(fn)
+
+    async def run_batch(self, fns: list[TxFunction]) -> list[Outcome]:
+        """Run write transaction functions in ONE transaction, each in its own savepoint
+        (a single one needs none), and commit once: the group commit's database side.
+
+        A function that raises is rolled back alone and its error is its outcome; an
+        error of the transaction itself (the commit, a lost connection) is raised.
+        """
+        if self.is_sqlite:
+            async with self._write_lock:
+                return await self._in_thread(
+                    _batch_in_thread, self._sync_write, fns, self.dispatcher
+                )
+        async with self.write_engine.connect() as conn:
+            try:
+                async with conn.begin():
+                    return await conn.run_sync(_run_items, fns, self.dispatcher)
+            except _SoleFailure as failure:
+                return [(False, failure.error)]
+
     async def close(self) -> None:
         if self.is_sqlite:
             await self._in_thread(self._sync_write.dispose)
@@ -165,6 +210,56 @@ class Database:
             self._thread.shutdown(wait=True)
             return
         await self.write_engine.dispose()
+
+
+class _SoleFailure(Exception):
+    """The only function of a batch raised: the whole transaction is rolled back."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _run_items(
+    conn: Connection, fns: list[TxFunction], dispatcher: Dispatcher | None
+) -> list[Outcome]:
+    dispatched: list[str] = conn.info.setdefault(_DISPATCH_KEY, [])
+    dispatched.clear()
+    outcomes: list[Outcome] = []
+    if len(fns) == 1:
+        try:
+            outcomes.append((True, fns[0](conn)))
+        except Exception as exc:
+            raise _SoleFailure(exc) from exc
+    else:
+        for fn in fns:
+            mark = len(dispatched)
+            try:
+                with conn.begin_nested():
+                    outcomes.append((True, fn(conn)))
+            except Exception as exc:
+                del dispatched[mark:]  # rolled back with its savepoint
+                outcomes.append((False, exc))
+    if dispatched and dispatcher is not None:
+        dispatcher(conn, list(dispatched))
+    dispatched.clear()
+    return outcomes
+
+
+def _batch_in_thread(
+    engine: Engine, fns: list[TxFunction], dispatcher: Dispatcher | None
+) -> list[Outcome]:
+    with engine.connect() as conn:
+        try:
+            with conn.begin():
+                return _run_items(conn, fns, dispatcher)
+        except _SoleFailure as failure:
+            conn.info.get(_DISPATCH_KEY, []).clear()
+            return [(False, failure.error)]
+
+
+def _read_in_thread(engine: Engine, fn: TxFunction) -> Any:
+    with engine.connect() as conn, conn.begin():
+        return fn(conn)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -22,10 +22,31 @@ if TYPE_CHECKING:
     from pixelgate.config import Settings
     from pixelgate.core.bus import EventBus
     from pixelgate.core.pipeline import Pipeline
-    from pixelgate.db.store import Store
+    from pixelgate.db.store import ClaimedJob, Store
     from pixelgate.queue.worker import Worker
 
-__all__ = ["EmbeddedQueue", "JobQueue", "open_queue", "prepare_queue"]
+__all__ = ["EmbeddedQueue", "JobQueue", "LocalWorker", "open_queue", "prepare_queue"]
+
+
+class LocalWorker(Protocol):
+    """A worker in the admitting process that takes jobs straight from admission.
+
+    Admission reserves a slot, admits the job already leased to :attr:`owner`
+    (``PROCESSING``, so no other worker claims it) and hands it over with
+    :meth:`accept`: no claim, no poll. After a crash the lease expires and the job is
+    claimed again like any other.
+    """
+
+    owner: str
+
+    def reserve(self) -> bool:
+        """Hold a slot for a job about to be admitted; False when none is free."""
+
+    def unreserve(self) -> None:
+        """Give back a slot reserved for a job that was not handed over."""
+
+    def accept(self, job: ClaimedJob) -> None:
+        """Run ``job`` (admitted leased to :attr:`owner`) in the reserved slot."""
 
 
 class JobQueue(Protocol):

@@ -1,13 +1,16 @@
 """The scale-out queue engine: procrastinate on PostgreSQL, carrying generation ids.
 
-Dispatch is transactional: a trigger on ``generations`` defers a procrastinate job
-(``procrastinate_defer_jobs_v1``) whenever a row becomes ``PENDING`` — on admission, in
-the admission transaction itself (nothing is charged without a job, no job exists for a
-rolled-back admission), and again whenever the reaper or a draining worker returns a row
-to ``PENDING``. API processes therefore never talk to the engine.
+Dispatch is transactional and batched: the admissions of one group commit
+(:mod:`pixelgate.db.writer`) get ONE procrastinate job carrying all their generation ids
+(``procrastinate_defer_jobs_v1``, called by :meth:`ProcrastinateQueue.defer_in` at the end
+of that transaction: nothing is charged without a job, no job exists for a rolled-back
+admission), so a burst of admissions costs a few jobs, not one each. A trigger on
+``generations`` defers a job whenever the reaper or a draining worker returns a row to
+``PENDING``. API processes never talk to the engine otherwise.
 
-Execution: ``pixelgate worker`` runs procrastinate workers whose one task claims the row
-by compare-and-set and runs it under the same lease, renewal, cancellation and drain
+Execution: ``pixelgate worker`` runs procrastinate workers whose one task claims the rows
+it carries in one compare-and-set statement (as many as the worker has room for) and runs
+them under the same lease, renewal, cancellation and drain
 machinery as the embedded worker (:class:`EngineWorker` extends
 :class:`~pixelgate.queue.worker.Worker`). A delivery whose row is not ``PENDING`` is a
 no-op, so duplicates are harmless; the row, not the procrastinate job, says when a
@@ -29,6 +32,7 @@ abort is not needed.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from contextlib import suppress
 from importlib.metadata import version
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from pixelgate.errors import ConfigError
 from pixelgate.queue.worker import Worker
@@ -62,7 +66,10 @@ log = structlog.get_logger("pixelgate.queue")
 TASK_NAME = "pixelgate.run_generation"
 QUEUE_NAME = "generations"
 #: bump when the trigger/index below change, so start-up re-applies them
-GLUE_VERSION = "1"
+GLUE_VERSION = "2"
+#: generation ids per procrastinate job: a big group commit becomes a few jobs, so
+#: several workers share it
+DISPATCH_CHUNK = 16
 #: any 64-bit number shared by every pixelgate process: serialises schema set-up
 SCHEMA_LOCK_KEY = 0x70697865_6C676174
 SWEEP_LOCK_KEY = SCHEMA_LOCK_KEY + 1
@@ -93,11 +100,8 @@ BEGIN
 END
 $$;
 
+-- admissions are dispatched in batches by the writer (ProcrastinateQueue.defer_in)
 DROP TRIGGER IF EXISTS pixelgate_enqueue_on_insert ON generations;
-CREATE TRIGGER pixelgate_enqueue_on_insert
-    AFTER INSERT ON generations
-    FOR EACH ROW WHEN (NEW.status = 'PENDING')
-    EXECUTE FUNCTION pixelgate_enqueue_generation();
 
 DROP TRIGGER IF EXISTS pixelgate_enqueue_on_requeue ON generations;
 CREATE TRIGGER pixelgate_enqueue_on_requeue
@@ -108,7 +112,16 @@ CREATE TRIGGER pixelgate_enqueue_on_requeue
 CREATE INDEX IF NOT EXISTS pixelgate_procrastinate_generation_idx
     ON procrastinate_jobs ((args->>'generation_id'))
     WHERE status IN ('todo', 'doing');
+CREATE INDEX IF NOT EXISTS pixelgate_procrastinate_generations_idx
+    ON procrastinate_jobs USING gin ((args->'generation_ids'))
+    WHERE status IN ('todo', 'doing');
 """
+#: one procrastinate job for a group commit's admissions (``generation_ids``)
+DEFER_SQL = text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW("
+    f"'{QUEUE_NAME}', '{TASK_NAME}', 0, NULL, NULL, CAST(:args AS jsonb), NULL"
+    ")::procrastinate_job_to_defer_v1])"
+)
 
 BACKLOG_SQL = text(
     "SELECT status::text, count(*) FROM procrastinate_jobs "
@@ -120,7 +133,8 @@ SELECT g.id FROM generations AS g
    AND g.updated_at < now() - make_interval(secs => %(age)s)
    AND NOT EXISTS (
        SELECT 1 FROM procrastinate_jobs AS j
-        WHERE j.status IN ('todo', 'doing') AND j.args->>'generation_id' = g.id)
+        WHERE j.status IN ('todo', 'doing')
+          AND (j.args->>'generation_id' = g.id OR j.args->'generation_ids' ? g.id))
  ORDER BY g.id LIMIT {ORPHAN_BATCH}
 """
 _MIGRATION_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)_\d+_.*\.sql$")
@@ -160,6 +174,15 @@ class ProcrastinateQueue:
         self.conninfo = psycopg_conninfo(database_url)
         self.store = store
         self._app: procrastinate.App | None = None
+        # admissions hand their ids over at the end of each group commit
+        store.db.dispatcher = self.defer_in
+
+    @staticmethod
+    def defer_in(c: Connection, generation_ids: list[str]) -> None:
+        """Defer jobs for ``generation_ids`` inside the caller's transaction."""
+        for start in range(0, len(generation_ids), DISPATCH_CHUNK):
+            chunk = generation_ids[start : start + DISPATCH_CHUNK]
+            c.execute(DEFER_SQL, {"args": json.dumps({"generation_ids": chunk})})
 
     # Schema ------------------------------------------------------------------
 
@@ -203,11 +226,12 @@ class ProcrastinateQueue:
             max_deliveries=max_deliveries,
         )
 
-    async def defer(self, generation_id: str) -> None:
-        """Enqueue a delivery by hand (the trigger does it for every ``→ PENDING``)."""
-        await self.app.configure_task(TASK_NAME, queue=QUEUE_NAME).defer_async(
-            generation_id=generation_id
-        )
+    async def defer(self, *generation_ids: str) -> None:
+        """Enqueue a delivery by hand (admissions and requeues have theirs already)."""
+        if generation_ids:
+            await self.app.configure_task(TASK_NAME, queue=QUEUE_NAME).defer_async(
+                generation_ids=list(generation_ids)
+            )
 
     # Health --------------------------------------------------------------------
 
@@ -300,21 +324,34 @@ class EngineWorker(Worker):
             fetchers=fetchers,
         )
 
-    async def deliver(self, generation_id: str) -> str:
-        """The procrastinate task: claim the row by CAS, run it, return when it ends here."""
+    async def deliver(
+        self, generation_id: str | None = None, generation_ids: list[str] | None = None
+    ) -> str:
+        """The procrastinate task: claim the rows it carries (by CAS, in one statement,
+        as many as there is room for), run them, return when they end here."""
+        waiting = list(generation_ids or ([generation_id] if generation_id else []))
         if self._stopping.is_set():
             # Handed a job while draining: give it back rather than drop it.
-            await self.queue.defer(generation_id)
+            await self.queue.defer(*waiting)
             return "handed back"
-        job = await self.store.claim_id(generation_id, self.owner, self.lease_s)
-        if job is None:
-            return "not pending"  # duplicate/late delivery, cancelled, or owned elsewhere
-        self._spawn(job)
-        task = self._jobs[job.id][1]
-        # Waiting (not awaiting) keeps a procrastinate abort from cancelling the pipeline:
-        # draining and releasing belong to Worker.stop.
-        await asyncio.wait({task})
-        return "ran"
+        running: list[asyncio.Task[None]] = []
+        while waiting:
+            room = self.concurrency - len(self._jobs) - self._reserved
+            if room <= 0:
+                await self._wait_for_room()
+                if self._stopping.is_set():
+                    await self.queue.defer(*waiting)
+                    break
+                continue
+            take, waiting = waiting[:room], waiting[room:]
+            for job in await self.store.claim(self.owner, self.lease_s, len(take), ids=take):
+                self._spawn(job)
+                running.append(self._jobs[job.id][1])
+        if running:
+            # Waiting (not awaiting) keeps a procrastinate abort from cancelling the
+            # pipeline: draining and releasing belong to Worker.stop.
+            await asyncio.wait(running)
+        return f"ran {len(running)}" if running else "not pending"
 
     async def stop(self, grace_s: float) -> None:
         for engine_worker in self._engine_workers:
@@ -383,8 +420,8 @@ class EngineWorker(Worker):
                     return  # another worker is sweeping
                 cur = await conn.execute(ORPHANS_SQL, {"age": ORPHAN_AGE_S})
                 orphans = [r[0] for r in await cur.fetchall()]
-        for gen_id in orphans:
-            await self.queue.defer(gen_id)
+        for start in range(0, len(orphans), DISPATCH_CHUNK):
+            await self.queue.defer(*orphans[start : start + DISPATCH_CHUNK])
         if orphans:
             log.warning("orphaned_jobs_requeued", count=len(orphans))
 

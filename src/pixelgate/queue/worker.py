@@ -63,6 +63,10 @@ class Worker:
         self.max_deliveries = max_deliveries
         self.owner = _owner_id()
         self._jobs: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
+        #: slots held by admissions about to hand a job over (``reserve``)
+        self._reserved = 0
+        #: set whenever a job ends here (a slot is free again)
+        self._slot_freed = asyncio.Event()
         self._cancel_watchers: dict[str, asyncio.Task[None]] = {}
         self._canceling: set[str] = set()
         self._stopping = asyncio.Event()
@@ -71,6 +75,21 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._jobs)
+
+    def reserve(self) -> bool:
+        """Hold a slot for a job admission is about to hand over (``LocalWorker``)."""
+        if self._stopping.is_set() or len(self._jobs) + self._reserved >= self.concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+
+    def accept(self, job: ClaimedJob) -> None:
+        """Run a job admitted already leased to this worker, in its reserved slot."""
+        self._reserved -= 1
+        self._spawn(job)
 
     async def start(self) -> None:
         await self._recover_dead_local_owners()
@@ -116,7 +135,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._jobs)
+            free = self.concurrency - len(self._jobs) - self._reserved
             claimed: list[ClaimedJob] = []
             if free > 0:
                 try:
@@ -129,6 +148,12 @@ class Worker:
                     self._spawn(job)
             if not claimed or len(claimed) < min(free, CLAIM_BATCH):
                 await self.bus.wait_for_jobs(self.poll_s)
+
+    async def _wait_for_room(self, timeout: float = 1.0) -> None:
+        """Until a running job ends here (or ``timeout``: stopping is checked then)."""
+        self._slot_freed.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
     def _spawn(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
@@ -157,7 +182,8 @@ class Worker:
                 job, self.owner, "internal_error", f"internal error: {type(exc).__name__}"
             )
         finally:
-            was_full = len(self._jobs) >= self.concurrency
+            self._slot_freed.set()
+            was_full = len(self._jobs) + self._reserved >= self.concurrency
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)
             watcher = self._cancel_watchers.pop(job.id, None)

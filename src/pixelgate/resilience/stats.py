@@ -7,6 +7,7 @@ memory stays flat however long the process runs.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import Counter, deque
@@ -70,25 +71,43 @@ class AttemptStats:
         self.window_s = window_s
         self.clock = clock
         self._attempts: dict[str, deque[_Attempt]] = {}
+        # the latencies of the window's successful attempts, kept sorted as attempts come
+        # and go: routing asks for a percentile on every job, and sorting each time cost
+        # more than the rest of the route planning
+        self._ok_sorted: dict[str, list[float]] = {}
 
     def record(self, provider: str, *, ok: bool, latency_ms: float, error: str | None) -> None:
         window = self._attempts.get(provider)
         if window is None:
-            window = self._attempts[provider] = deque(maxlen=self.max_attempts)
+            window = self._attempts[provider] = deque()
+            self._ok_sorted[provider] = []
+        if len(window) >= self.max_attempts:
+            self._drop(provider, window.popleft())
         window.append(_Attempt(self.clock(), ok, latency_ms, error))
+        if ok:
+            bisect.insort(self._ok_sorted[provider], latency_ms)
+
+    def _drop(self, provider: str, attempt: _Attempt) -> None:
+        if attempt.ok:
+            values = self._ok_sorted[provider]
+            del values[bisect.bisect_left(values, attempt.latency_ms)]
 
     def _recent(self, provider: str) -> list[_Attempt]:
+        self._expire(provider)
+        return list(self._attempts.get(provider, ()))
+
+    def _expire(self, provider: str) -> None:
         window = self._attempts.get(provider)
         if not window:
-            return []
+            return
         horizon = self.clock() - self.window_s
         while window and window[0].at < horizon:
-            window.popleft()
-        return list(window)
+            self._drop(provider, window.popleft())
 
     def latency_ms(self, provider: str, percentile: float) -> float | None:
         """Latency of successful attempts at ``percentile`` (0-1); None with too few."""
-        values = sorted(a.latency_ms for a in self._recent(provider) if a.ok)
+        self._expire(provider)
+        values = self._ok_sorted.get(provider, [])
         if len(values) < MIN_SAMPLES:
             return None
         return _percentile(values, percentile)

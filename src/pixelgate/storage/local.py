@@ -4,6 +4,14 @@ Keys are validated segment by segment and the resolved path must stay inside the
 root, so neither ``..``, absolute paths nor a symlink planted under the root can lead
 a read or a write outside it. Writes go to a temporary file that is renamed over the
 target, so readers never see half an image and a re-run overwrites in place.
+
+Writes are on every job's path, so they are cheap: the root is resolved once, each
+directory is created and checked once per process (then remembered), and a new key is
+written straight to its file, created with ``O_EXCL | O_NOFOLLOW`` (no temporary file,
+no rename: nobody can read a key before the generation naming it has finished). Only an
+existing key (a re-run after a crash) goes through a temporary file renamed over it.
+Writes run in a thread: creating a file can wait on the filesystem's journal, and the
+event loop must not wait with it.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from pixelgate.errors import NotFound, StorageError
@@ -32,6 +40,7 @@ FILE_MODE = 0o644
 #: prefix of in-flight temporary files; no valid key segment starts with a dot
 TEMP_PREFIX = ".tmp-"
 _PRINTABLE = 0x20
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 def content_type_for(key: str) -> str:
@@ -47,6 +56,15 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._resolved_root: Path | None = None
+        #: directories under the root this process created or checked (real, inside)
+        self._known_dirs: set[str] = set()
+
+    @property
+    def _root(self) -> Path:
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()
+        return self._resolved_root
 
     def path_for(self, key: str) -> Path:
         """The file of ``key``, guaranteed to be inside the root.
@@ -54,11 +72,8 @@ class LocalStorage:
         Raises:
             StorageError: the key is invalid or resolves outside the root.
         """
-        validate_key(key)
-        # validate_key's pattern ends in "$", which also matches before a final newline
-        if any(ord(ch) < _PRINTABLE for ch in key):
-            raise StorageError("invalid storage key", code="invalid_key")
-        root = self.root.resolve()
+        _check_key(key)
+        root = self._root
         path = (root / key).resolve()
         if not path.is_relative_to(root) or path == root:
             raise _outside_root()
@@ -66,8 +81,8 @@ class LocalStorage:
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write ``data`` atomically; the content type is implied by the extension."""
-        path = self.path_for(key)
-        await asyncio.to_thread(self._write, key, path, data)
+        _check_key(key)
+        await asyncio.to_thread(self._write, key, data)
 
     async def get(self, key: str) -> StoredObject:
         path = self.path_for(key)
@@ -100,21 +115,30 @@ class LocalStorage:
     async def close(self) -> None:
         return None
 
-    def _write(self, key: str, path: Path, data: bytes) -> None:
+    def _write(self, key: str, data: bytes) -> None:
+        directory, _, name = key.rpartition("/")
+        root = self._root
+        parent = os.path.join(root, directory) if directory else str(root)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # mkdir may have followed a symlink created meanwhile: check again.
-            if not path.parent.resolve().is_relative_to(self.root.resolve()):
-                raise _outside_root()
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+            if directory not in self._known_dirs:
+                _check_inside(root, parent, directory)
+                os.makedirs(parent, exist_ok=True)
+                # makedirs may have followed a symlink created meanwhile: check again.
+                _check_inside(root, parent, directory)
+                self._known_dirs.add(directory)
+            path = os.path.join(parent, name)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    os.fchmod(fh.fileno(), FILE_MODE)
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink_quietly(Path(tmp))
-                raise
+                _write_new(path, data)
+            except FileExistsError:
+                if os.path.islink(path):  # never write through (or over) a planted link
+                    raise _outside_root() from None
+                tmp = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+                try:
+                    _write_new(tmp, data)
+                    os.replace(tmp, path)
+                except BaseException:
+                    _unlink_quietly(Path(tmp))
+                    raise
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
@@ -128,6 +152,33 @@ class LocalStorage:
                     size += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
                     objects += 1
         return objects, size
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Create ``path`` (never through a symlink, never over a file) holding ``data``."""
+    fd = os.open(path, _CREATE, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(Path(path))
+        raise
+    os.close(fd)
+
+
+def _check_key(key: str) -> None:
+    validate_key(key)
+    # validate_key's pattern ends in "$", which also matches before a final newline
+    if any(ord(ch) < _PRINTABLE for ch in key):
+        raise StorageError("invalid storage key", code="invalid_key")
+
+
+def _check_inside(root: Path, parent: str, directory: str) -> None:
+    real = Path(parent).resolve()
+    if not real.is_relative_to(root) or (real == root and directory):
+        raise _outside_root()
 
 
 def _outside_root() -> StorageError:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
 from pixelgate.api.schemas import iso
 from pixelgate.core.models import AccountView, GenerationRequest
-from pixelgate.db.billing import Quota, quota_state, spent_today, utc_midnight
+from pixelgate.db.billing import Quota, utc_midnight
 from pixelgate.db.reports import Reports, day_range
 from pixelgate.runtime import Runtime
 
@@ -28,11 +28,8 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
     """Balance, tier, limits left and today's budget of one account."""
     now = runtime.store.clock()
     tier = runtime.settings.tier(account.tier)
-    async with runtime.db.read() as s:
-        spent = await spent_today(s, account.id, now)
-        quota = None
-        if tier.daily_limit is not None:
-            quota = await quota_state(s, account.id, Quota(tier.daily_limit, tier.window_s), now)
+    limit = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+    spent, quota = await runtime.store.spending(account.id, limit, now)
     budget = None
     if account.daily_budget_usd is not None:
         budget = {

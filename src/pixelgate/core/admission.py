@@ -1,0 +1,354 @@
+"""Admission: validate, price and persist a request in one transaction, then hand it over.
+
+A rejected request writes nothing and charges nothing. A cache hit is done at
+admission; anything else wakes a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from pixelgate.config import Settings
+from pixelgate.core.bus import EventBus
+from pixelgate.core.cache import cache_key, wants_cache
+from pixelgate.core.finishing import Finisher
+from pixelgate.core.materialize import provider_request
+from pixelgate.core.models import AccountView, GenerationRequest
+from pixelgate.core.pricing import CreditRules, credits_for
+from pixelgate.core.routing import check_explicit, plan_route
+from pixelgate.core.templates import final_prompt, parse_template
+from pixelgate.db.billing import Quota
+from pixelgate.db.store import AdmitResult, BatchView, CacheLookup, NewGeneration, Store
+from pixelgate.errors import UnsafeURL, ValidationFailed
+from pixelgate.media.fetch import SafeFetcher
+from pixelgate.providers.registry import ProviderSet
+from pixelgate.resilience.inbound import RequestLimiter
+
+if TYPE_CHECKING:
+    from pixelgate.queue.base import LocalWorker
+
+__all__ = ["Admission", "Caller", "Estimate"]
+
+WEBHOOK_CHECK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the account behind the API key (or the CLI's local account)."""
+
+    account_id: str
+    account_name: str
+    is_admin: bool = False
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a request would cost, without running it (``POST /v1/estimate``)."""
+
+    credits: int
+    usd: Decimal | None
+    provider: str | None
+    model: str | None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Admission:
+    """Validates, prices and admits requests and batches; cancels batches."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        providers: ProviderSet,
+        bus: EventBus,
+        limiter: RequestLimiter,
+        credit_rules: CreditRules,
+        fetcher: SafeFetcher,
+        finisher: Finisher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+        self.bus = bus
+        self.limiter = limiter
+        self.credit_rules = credit_rules
+        self.fetcher = fetcher
+        self.finisher = finisher
+        #: this process's worker, when it takes jobs straight from admission
+        self.local_worker: LocalWorker | None = None
+
+    def validate(self, request: GenerationRequest) -> None:
+        """Checks that depend on configuration; raises ``ValidationFailed`` naming the field."""
+        s = self.settings
+        if len(request.prompt) > s.max_prompt_length:
+            raise ValidationFailed(
+                "prompt", f"longer than {s.max_prompt_length} characters", code="prompt_too_long"
+            )
+        if request.n > s.max_n:
+            raise ValidationFailed("n", f"must be at most {s.max_n}")
+        width, height = request.dimensions()
+        for name, value in (("width", width), ("height", height)):
+            if value > s.max_dimension:
+                raise ValidationFailed(name, f"must be at most {s.max_dimension}")
+        check_explicit(request, self.providers)
+
+    async def admit(
+        self,
+        caller: Caller,
+        request: GenerationRequest,
+        *,
+        source: str = "native",
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+    ) -> AdmitResult:
+        """Validate, price and persist a request (one transaction), then wake a worker.
+
+        Raises:
+            ValidationFailed, InsufficientCredits, BudgetExceeded, RateLimited: nothing
+            is written or charged.
+        """
+        request = await self.resolve_prompt(caller, request)
+        self.validate(request)
+        await self._check_user_urls(caller, request)
+        account = await self.store.get_account_cached(caller.account_id)
+        estimate = self.estimate(request, account)
+        tier = self.settings.tier(account.tier)
+        await self.limiter.hit(account.id, tier.requests_per_minute)
+        payload = request.model_dump(mode="json", exclude_none=True)
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+        # a free slot of this process's worker: the job is admitted leased to it and
+        # handed over in memory (no claim, no poll)
+        worker = self.local_worker
+        lease_to = worker.owner if worker is not None and worker.reserve() else None
+        try:
+            result = await self.store.admit(
+                account_id=caller.account_id,
+                project=request.project,
+                prompt=request.prompt,
+                request=payload,
+                request_hash=digest,
+                source=source,
+                credits=estimate.credits,
+                estimated_usd=estimate.usd,
+                idempotency_key=idempotency_key,
+                request_id=request_id,
+                quota=quota,
+                cache=self._cache_lookup(request, account),
+                entities=_entity_pairs(request),
+                account_name=account.name,
+                lease_to=lease_to,
+                lease_s=self.settings.lease_seconds,
+            )
+        except BaseException:
+            if lease_to is not None and worker is not None:
+                worker.unreserve()
+            raise
+        if result.job is not None and worker is not None:
+            self.finisher.expect(result.job.id)
+            worker.accept(result.job)
+            return result
+        if lease_to is not None and worker is not None:
+            worker.unreserve()  # a replay, a cache hit or a follower: nothing to run here
+        if result.created:
+            if result.generation.terminal:  # a cache hit: done at admission
+                await self.finisher.finished(result.generation.id)
+            else:
+                await self.bus.notify_jobs()
+        return result
+
+    async def admit_batch(
+        self,
+        caller: Caller,
+        requests: list[GenerationRequest],
+        *,
+        concurrency: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        source: str = "batch",
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchView:
+        """Admit a batch: every request becomes a normal generation, all or none.
+
+        A reused ``idempotency_key`` returns the earlier batch (``replayed``) for the same
+        requests, else ``Conflict``.
+
+        Raises:
+            ValidationFailed: naming ``requests.<i>.<field>``; InsufficientCredits (the
+                price of the whole batch), BudgetExceeded, RateLimited: nothing is
+                written or charged.
+        """
+        if not requests:
+            raise ValidationFailed("requests", "must not be empty")
+        if len(requests) > self.settings.max_batch_size:
+            raise ValidationFailed(
+                "requests",
+                f"at most {self.settings.max_batch_size} requests per batch",
+                code="batch_too_large",
+            )
+        account = await self.store.get_account(caller.account_id)
+        members: list[NewGeneration] = []
+        for index, request in enumerate(requests):
+            try:
+                request = await self.resolve_prompt(caller, request)
+                self.validate(request)
+                await self._check_user_urls(caller, request)
+                estimate = self.estimate(request, account)
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    f"requests.{index}.{exc.field}",
+                    exc.message.removeprefix(f"{exc.field}: "),
+                    code=exc.code,
+                ) from None
+            payload = request.model_dump(mode="json", exclude_none=True)
+            members.append(
+                NewGeneration(
+                    project=request.project,
+                    prompt=request.prompt,
+                    request=payload,
+                    request_hash=hashlib.sha256(
+                        json.dumps(payload, sort_keys=True).encode()
+                    ).hexdigest(),
+                    credits=estimate.credits,
+                    estimated_usd=estimate.usd,
+                    cache=self._cache_lookup(request, account),
+                    entities=_entity_pairs(request),
+                )
+            )
+        tier = self.settings.tier(account.tier)
+        await self.limiter.hit(account.id, tier.requests_per_minute)
+        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+        digest = hashlib.sha256(
+            json.dumps(
+                [concurrency, metadata or {}, *(m.request for m in members)], sort_keys=True
+            ).encode()
+        ).hexdigest()
+        batch = await self.store.admit_batch(
+            account_id=caller.account_id,
+            members=members,
+            concurrency=concurrency,
+            metadata=metadata or {},
+            source=source,
+            request_id=request_id,
+            quota=quota,
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+        if batch.replayed:
+            return batch
+        await self.bus.notify_jobs()
+        for gen_id, status in batch.members.items():
+            if status == "SUCCEEDED":  # cache hits
+                await self.finisher.finished(gen_id)
+        return batch
+
+    async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
+        """Cancel a batch's unfinished members: waiting ones now, running ones by their
+        workers (as ``DELETE /v1/generations/{id}`` does)."""
+        canceled, running = await self.store.cancel_batch(batch_id, account_id=account_id)
+        for gen_id in canceled:
+            await self.finisher.finished(gen_id)
+        for gen_id in running:
+            await self.bus.request_cancel(gen_id)
+        return await self.store.get_batch(batch_id, account_id=account_id)
+
+    async def resolve_prompt(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
+        """The request with its final prompt: the account's template rendered with
+        ``inputs``, then the narrative context (``docs/prompts.md``).
+
+        Raises:
+            ValidationFailed: ``template`` (unknown), ``inputs.<name>`` (missing or
+                unknown placeholder), ``prompt`` (given with a template).
+        """
+        if request.template is None and request.context is None and not request.inputs:
+            return request
+        template = None
+        if request.template is not None:
+            if request.prompt:
+                raise ValidationFailed("prompt", "give prompt or template, not both")
+            found = await self.store.find_template(caller.account_id, request.template)
+            if found is None:
+                raise ValidationFailed(
+                    "template",
+                    f"no template {request.template!r} in this account",
+                    code="template_not_found",
+                )
+            template = parse_template(found.text, field="template")
+        return request.model_copy(update={"prompt": final_prompt(request, template)})
+
+    def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
+        """Credits and USD the request costs: the same numbers admission charges.
+
+        Raises:
+            ValidationFailed: ``max_cost_per_image`` excludes every capable provider.
+        """
+        credits = credits_for(request, self.credit_rules)
+        candidates, _ = plan_route(request, self.providers, preferred=account.preferred_providers)
+        priced = []
+        for candidate in candidates:
+            usd = candidate.provider.price(provider_request(request, candidate.model))
+            cap = request.max_cost_per_image
+            if cap is not None and usd / request.n > cap:
+                continue
+            priced.append((candidate, usd))
+        if candidates and not priced:
+            raise ValidationFailed(
+                "max_cost_per_image",
+                f"no provider can serve this request for at most ${request.max_cost_per_image} "
+                "per image",
+                code="no_provider_within_budget",
+            )
+        first = priced[0] if priced else None
+        return Estimate(
+            credits=credits,
+            usd=first[1] if first else None,
+            provider=first[0].provider.name if first else None,
+            model=first[0].model if first else None,
+            candidates=[
+                {"provider": c.provider.name, "model": c.model, "usd": str(usd)}
+                for c, usd in priced
+            ],
+        )
+
+    def _cache_lookup(self, request: GenerationRequest, account: AccountView) -> CacheLookup | None:
+        key = cache_key(request)
+        if key is None:
+            return None
+        return CacheLookup(
+            key=key,
+            use=wants_cache(request, account),
+            credits=self.settings.credits.cache_price,
+        )
+
+    async def _check_user_urls(self, caller: Caller, request: GenerationRequest) -> None:
+        """Uploaded inputs must be the caller's; the webhook must be public."""
+        for name in ("input_image_key", "input_mask_key", "input_reference_key"):
+            key = getattr(request, name)
+            if key and not key.startswith(f"inputs/{caller.account_id}/"):
+                raise ValidationFailed(name, "not an input of this account", code="input_not_found")
+        if request.webhook_url:
+            try:
+                async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
+                    await self.fetcher.check(
+                        request.webhook_url,
+                        allow_hosts=self.settings.webhook_allow_hosts,
+                        what="webhook_url",
+                    )
+            except UnsafeURL as exc:
+                message = exc.message.removeprefix("webhook_url: ")
+                raise ValidationFailed("webhook_url", message, code="unsafe_url") from None
+            except TimeoutError:
+                raise ValidationFailed(
+                    "webhook_url", "the host does not resolve", code="unsafe_url"
+                ) from None
+
+
+def _entity_pairs(request: GenerationRequest) -> list[tuple[str, str]]:
+    return [(e.type, e.id) for e in request.entities or ()]
