@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +59,28 @@ def _schemathesis_config(path: Path, victim_key_id: str) -> Path:
     return path
 
 
+@pytest.fixture(params=["embedded", "scaleout"])
+def deployment_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's environment: embedded (SQLite), or PostgreSQL + Redis (scale-out)."""
+    if request.param == "embedded":
+        yield {}
+        return
+    from tests.scaleout.services import REDIS_URL, fresh_database, require_redis
+
+    require_redis()
+    with fresh_database(migrate=False) as db:
+        yield {
+            "PIXELGATE_DATABASE_URL": db.sqlalchemy_url,
+            "PIXELGATE_REDIS_URL": REDIS_URL,
+            "PIXELGATE_REDIS_PREFIX": f"fuzz-{secrets.token_hex(4)}",
+        }
+
+
 @pytest.mark.parametrize("who", ["admin", "plain"])
 def test_fuzzing_finds_no_server_error_and_no_unlisted_conformance_failure(
-    start_server: ServerFactory, tmp_path: Path, who: str
+    start_server: ServerFactory, tmp_path: Path, who: str, deployment_env: dict[str, str]
 ) -> None:
-    server = start_server(config=SERVER_CONFIG)
+    server = start_server(config=SERVER_CONFIG, env=deployment_env)
     admin = server.client()
     assert admin.post("/admin/accounts", json={"name": VICTIM}).status_code == 201
     victim_key = admin.post(f"/admin/accounts/{VICTIM}/keys", json={"admin": True}).json()

@@ -326,3 +326,36 @@ async def test_a_batchs_own_metadata_is_bounded_too(client: httpx.AsyncClient) -
     body = {"requests": [SMALL], "metadata": {"blob": "x" * (MAX_METADATA_BYTES + 1)}}
     r = await client.post("/v1/batches", json=body)
     assert r.status_code == 422 and _error(r)["field"] == "metadata"
+
+
+# Text no database can store (PostgreSQL refuses NUL and unpaired surrogates) -----------
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/v1/templates", '{"name": "t1", "text": "a\\u0000b"}', "text"),
+        ("/v1/generations", '{"prompt": "a \\ud884 b", "width": 64, "height": 64}', "prompt"),
+        ("/v1/generations", '{"prompt": "x", "metadata": {"k": ["\\u0000"]}}', "metadata.k.0"),
+        ("/admin/accounts", '{"name": "n", "email": "a\\udc00@b.c"}', "email"),
+    ],
+)
+async def test_unstorable_text_is_refused_with_422_naming_the_field(
+    client: httpx.AsyncClient, path: str, raw: str, field: str
+) -> None:
+    r = await client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert _error(r)["field"] == field
+
+
+async def test_a_nul_in_a_query_parameter_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/generations", params={"cursor": "gen_\x00"})
+    assert r.status_code == 422 and _error(r)["field"] == "cursor"
+
+
+async def test_paired_surrogates_and_escapes_are_fine(client: httpx.AsyncClient) -> None:
+    raw = '{"prompt": "a cat \\ud83d\\ude00 \\u00e9", "width": 64, "height": 64}'
+    r = await client.post(
+        "/v1/generations", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 202, r.text

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
 from pixelgate.runtime import Runtime
@@ -136,7 +137,7 @@ def create_app(
     routes = [route for module in modules for route in module.router.routes]
     document_errors(routes)
     for module in modules:
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
     app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
         BodyLimitMiddleware,
