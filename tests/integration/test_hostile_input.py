@@ -359,3 +359,14 @@ async def test_paired_surrogates_and_escapes_are_fine(client: httpx.AsyncClient)
         "/v1/generations", content=raw, headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 202, r.text
+
+
+async def test_unstorable_text_in_a_form_field_is_refused(client: httpx.AsyncClient) -> None:
+    from tests.fakes import png_bytes
+
+    r = await client.post(
+        "/v1/generations/edits",
+        data={"prompt": "a\x00b"},
+        files={"image": ("a.png", png_bytes(32, 32), "image/png")},
+    )
+    assert r.status_code == 422 and _error(r)["field"] == "prompt"

@@ -15,7 +15,7 @@ from fastapi import Request
 
 from pixelgate.errors import ValidationFailed
 
-__all__ = ["refuse_unstorable_text", "unstorable_path"]
+__all__ = ["MESSAGE", "refuse_unstorable_text", "unstorable_path"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: a body without a NUL byte or a ``\u`` escape cannot hold either: no parsing needed

@@ -13,6 +13,7 @@ from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from pixelgate.api.text import MESSAGE, unstorable_path
 from pixelgate.core.inputs import store_input
 from pixelgate.core.models import MIN_SIDE
 from pixelgate.errors import ImageRejected, ValidationFailed
@@ -107,6 +108,8 @@ def form_fields(form: FormData, *, skip: tuple[str, ...] = ()) -> dict[str, Any]
         if isinstance(value, UploadFile) or key.split("[", 1)[0] in skip:
             continue
         name = key.removesuffix("[]")
+        if unstorable_path(value) is not None or unstorable_path(key) is not None:
+            raise ValidationFailed(name, MESSAGE)
         if name in fields:
             current = fields[name]
             fields[name] = [*current, value] if isinstance(current, list) else [current, value]
