@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pixelgate.config import Settings, load_settings
+from pixelgate.core.bounds import MAX_CREDITS, check_balance
 from pixelgate.errors import PixelgateError
 from pixelgate.logs import configure_logging
 
@@ -165,6 +166,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # no uvicorn logging config: its records go through pixelgate's redacting pipeline
+        log_config=None,
         access_log=False,
         timeout_keep_alive=max(1, round(settings.keep_alive_s)),
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
@@ -214,12 +217,14 @@ def worker(
 @app.command()
 def migrate(config: ConfigOpt = None) -> None:
     """Apply database migrations."""
+    from pixelgate.datadir import prepare_data_dir
     from pixelgate.db.engine import run_migrations
     from pixelgate.queue.base import prepare_queue
 
     settings = _settings(config=config)
 
     async def main() -> None:
+        prepare_data_dir(settings)
         await run_migrations(settings.resolved_database_url)
         await prepare_queue(settings)
 
@@ -434,7 +439,8 @@ def accounts_create(
     name: Annotated[str, typer.Argument()],
     tier: Annotated[str, typer.Option(help="FREE, PRO, ENTERPRISE")] = "FREE",
     credits: Annotated[
-        int | None, typer.Option(help="initial credits (unmetered if unset)")
+        int | None,
+        typer.Option(min=0, max=MAX_CREDITS, help="initial credits (unmetered if unset)"),
     ] = None,
     email: Annotated[
         str | None, typer.Option(help="address mailed when a generation finally fails")
@@ -489,7 +495,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
     async def main(runtime: Any) -> Any:
         return await runtime.store.list_accounts()
 
-    table = _table("id", "name", "tier", "credits", "created")
+    table = _table("id", "name", "tier", "credits", "created", "state")
     for acct in _run(lambda: _with_runtime(settings, main)):
         table.add_row(
             acct.id,
@@ -497,8 +503,37 @@ def accounts_list(config: ConfigOpt = None) -> None:
             acct.tier,
             "unmetered" if acct.credits is None else str(acct.credits),
             acct.created_at.strftime("%Y-%m-%d %H:%M"),
+            "disabled" if acct.disabled else "enabled",
         )
     table.print()
+
+
+def _set_disabled(name: str, disabled: bool, config: Path | None) -> None:
+    from pixelgate.errors import NotFound
+
+    settings = _settings(config=config)
+
+    async def main(runtime: Any) -> Any:
+        acct = await runtime.store.find_account(name)
+        if acct is None:
+            raise NotFound(f"account {name!r} not found")
+        return await runtime.store.update_account(acct.id, disabled=disabled)
+
+    acct = _run(lambda: _with_runtime(settings, main))
+    state = "disabled" if acct.disabled else "enabled"
+    out.print(f"{acct.name} {state} (running servers notice within seconds)", highlight=False)
+
+
+@accounts_app.command("enable")
+def accounts_enable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Enable an account again: its keys work again (the way back from a lock-out)."""
+    _set_disabled(name, False, config)
+
+
+@accounts_app.command("disable")
+def accounts_disable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Disable an account: its keys answer 401 until it is enabled again."""
+    _set_disabled(name, True, config)
 
 
 @keys_app.command("create")
@@ -602,6 +637,7 @@ def _change_credits(name: str, amount: int, reason: str, config: Path | None) ->
         acct = await runtime.store.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
+        check_balance(acct.credits, amount)
         balance: int = await runtime.store.grant_credits(
             acct.id, amount, reason=reason, actor="cli"
         )
@@ -614,7 +650,7 @@ def _change_credits(name: str, amount: int, reason: str, config: Path | None) ->
 @credits_app.command("grant")
 def credits_grant(
     name: Annotated[str, typer.Argument(help="account")],
-    amount: Annotated[int, typer.Argument(min=1)],
+    amount: Annotated[int, typer.Argument(min=1, max=MAX_CREDITS)],
     reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "granted by cli",
     config: ConfigOpt = None,
 ) -> None:
@@ -625,7 +661,7 @@ def credits_grant(
 @credits_app.command("revoke")
 def credits_revoke(
     name: Annotated[str, typer.Argument(help="account")],
-    amount: Annotated[int, typer.Argument(min=1)],
+    amount: Annotated[int, typer.Argument(min=1, max=MAX_CREDITS)],
     reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "revoked by cli",
     config: ConfigOpt = None,
 ) -> None:

@@ -328,11 +328,14 @@ class Settings(BaseSettings):
     event_flush_interval_s: float = Field(0.1, ge=0)
     max_wait_s: float = Field(120.0, gt=0)
     default_account: str = "default"
+    #: largest request body (JSON or other) read at all; bigger ones get 413 before any
+    #: parsing. Multipart uploads are bounded by ``max_image_bytes`` instead (3 images + 1 MiB)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
     max_prompt_length: int = Field(4000, ge=1)
-    max_n: int = Field(10, ge=1)
+    max_n: int = Field(10, ge=1, le=1000)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1)
-    max_dimension: int = Field(4096, ge=64)
+    max_dimension: int = Field(4096, ge=64, le=65_536)
     #: requests in one ``POST /v1/batches`` (and one chunk of ``generate --from-file``)
     max_batch_size: int = Field(100, ge=1, le=10_000)
 

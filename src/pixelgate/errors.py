@@ -141,7 +141,15 @@ class StorageError(PixelgateError):
 
 
 class UnsafeURL(PixelgateError):
+    """A user URL that may not be fetched; ``field`` names the request field when known."""
+
     code = "unsafe_url"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.field = field
 
 
 class ImageRejected(PixelgateError):

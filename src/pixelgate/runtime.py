@@ -21,7 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
+from pixelgate.db.quiet import hide_statement_parameters
 from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
@@ -139,7 +141,8 @@ class Runtime:
     ) -> Runtime:
         """Migrate, connect and wire everything (the worker is started separately)."""
         harden_image_decoding()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        hide_statement_parameters()
+        prepare_data_dir(settings)
         if migrate:
             await run_migrations(settings.resolved_database_url)
         db = Database(

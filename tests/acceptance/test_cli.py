@@ -182,3 +182,31 @@ def test_generated_admin_key(start_server: ServerFactory, tmp_path: Path) -> Non
     r = httpx.get(f"{second.base_url}/v1/generations",
                   headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert r.status_code == 200, r.text
+
+
+def _wait_status(client: httpx.Client, path: str, status: int, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (got := client.get(path).status_code) != status:
+        assert time.monotonic() < deadline, f"{path} still answers {got}, not {status}"
+        time.sleep(0.25)
+
+
+def test_an_operator_can_always_enable_a_locked_out_admin_account(
+    run_cli: RunCli, start_server: ServerFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = start_server(config=placeholder_config(), data_dir=data_dir)
+    env = {"PIXELGATE_DATA_DIR": str(data_dir), "PIXELGATE_ADMIN_KEY": ADMIN_KEY}
+    admin = server.client()
+    # the API refuses to disable the last admin…
+    r = admin.patch("/admin/accounts/admin", json={"disabled": True})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "last_admin"
+    # …and should it happen anyway (from the box, an older version), the CLI is the way back
+    run_cli(["accounts", "disable", "admin"], env=env, check=True)
+    _wait_status(admin, "/admin/accounts", 401)
+    listed = run_cli(["accounts", "list"], env=env, check=True).stdout
+    assert re.search(r"admin\s.*disabled", listed), listed
+    run_cli(["accounts", "enable", "admin"], env=env, check=True)
+    _wait_status(admin, "/admin/accounts", 200)

@@ -4,6 +4,7 @@ failures) and every accepted job still ends."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -27,9 +28,11 @@ fail_kind = "refused"
 [routing]
 default = ["ok"]
 """
-ROUNDS = 3
-JOBS_PER_ROUND = 8
-CREDITS = 100
+#: a small audit in CI; scripts/chaos raises both for the longer run in docs/operations.md
+ROUNDS = int(os.environ.get("PIXELGATE_CHAOS_ROUNDS", "3"))
+JOBS_PER_ROUND = int(os.environ.get("PIXELGATE_CHAOS_JOBS", "8"))
+CREDITS = ROUNDS * JOBS_PER_ROUND + 100
+LEDGER_PAGE = 1000
 
 
 def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFactory) -> None:
@@ -63,13 +66,14 @@ def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFa
                               port=server.port)
 
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as api:
-        bodies = wait_all_terminal(api, ids, timeout=60, server=server)
+        bodies = wait_all_terminal(api, ids, timeout=60 + len(ids) / 5, server=server)
         states = Counter(b["status"] for b in bodies.values())
         assert set(states) <= {"SUCCEEDED", "FAILED"}, states
-        ledger = api.get("/v1/account/ledger", params={"limit": 1000}).json()
+        ledger = api.get("/v1/account/ledger", params={"limit": LEDGER_PAGE}).json()
         account = api.get("/v1/account").json()
 
     entries = ledger["entries"]
+    assert len(entries) < LEDGER_PAGE, "raise LEDGER_PAGE or page through the ledger"
     assert account["credits"] == ledger["balance"] == sum(e["credits"] for e in entries)
     assert account["credits"] >= 0
     per_generation = Counter((e["generation_id"], e["kind"]) for e in entries

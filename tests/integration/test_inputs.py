@@ -117,28 +117,43 @@ async def test_reference_image_from_an_allow_listed_host_reaches_the_provider(
 
 
 @pytest.mark.parametrize(
-    ("path_or_url", "code"),
+    "path_or_url",
     [
-        ("loopback", "unsafe_url"),  # not allow-listed here
-        ("http://10.0.0.1/ref.png", "unsafe_url"),
-        ("http://169.254.169.254/latest/meta-data/", "unsafe_url"),
-        ("http://2130706433/ref.png", "unsafe_url"),
+        "loopback",  # not allow-listed here
+        "http://10.0.0.1/ref.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2130706433/ref.png",
     ],
 )
-async def test_unsafe_reference_url_fails_the_generation_with_a_clear_code(
+async def test_unsafe_literal_reference_url_is_refused_at_admission(
     strict_env: tuple[Runtime, httpx.AsyncClient],
     image_host: LoopbackServer,
     path_or_url: str,
-    code: str,
 ) -> None:
     _, client = strict_env
     url = image_host.url("/ref.png") if path_or_url == "loopback" else path_or_url
     r = await client.post(
         "/v1/generations", json={"prompt": "x", "reference_image_url": url}, headers=WAIT
     )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["field"]) == ("unsafe_url", "reference_image_url")
+    assert (await client.get("/v1/generations")).json()["data"] == []
+    assert image_host.received == [] and _captured() == []
+
+
+async def test_a_host_name_resolving_to_loopback_fails_the_generation_at_fetch_time(
+    strict_env: tuple[Runtime, httpx.AsyncClient],
+    image_host: LoopbackServer,
+) -> None:
+    _, client = strict_env
+    url = image_host.url("/ref.png", host="localhost")
+    r = await client.post(
+        "/v1/generations", json={"prompt": "x", "reference_image_url": url}, headers=WAIT
+    )
     body = r.json()
     assert body["status"] == "FAILED"
-    assert body["error"]["code"] == code
+    assert body["error"]["code"] == "unsafe_url"
     assert "reference_image_url" in body["error"]["message"]
     assert image_host.received == [] and _captured() == []
 

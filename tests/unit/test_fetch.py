@@ -14,6 +14,7 @@ from pixelgate.errors import UnsafeURL
 from pixelgate.media.fetch import (
     FetchFailed,
     SafeFetcher,
+    check_literal_url,
     host_allowed,
     is_public_ip,
     parse_url,
@@ -94,6 +95,12 @@ async def _ok(request: httpx.Request) -> httpx.Response:
         "::ffff:169.254.169.254",
         "::ffff:10.0.0.1",
         "::7f00:1",
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (RFC 2765) metadata
+        "::ffff:0:7f00:1",
+        "::ffff:0:a00:1",
+        "64:ff9b:1::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254
         "2002:7f00:1::1",
         "2002:a00:1::1",
         "64:ff9b::7f00:1",
@@ -145,6 +152,9 @@ def test_bad_urls_are_refused_before_any_lookup(url: str) -> None:
         "http://0300.0250.0.1/",  # octal 192.168.0.1
         "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6
         "http://[::ffff:a9fe:a9fe]/",  # mapped metadata
+        "http://[::ffff:0:a9fe:a9fe]/latest/meta-data/",  # translated metadata
+        "http://[::ffff:0:7f00:1]/",
+        "http://[::ffff:0:a00:1]/",
         "http://169.254.169.254/latest/meta-data/",
         "http://169.254.169.254./latest/",  # trailing dot
         "http://10.0.0.1/",
@@ -359,3 +369,26 @@ async def test_the_client_ignores_proxy_variables(monkeypatch: pytest.MonkeyPatc
         assert fetcher.client._mounts == {}  # no proxy transport was set up
     finally:
         await fetcher.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8080/",
+        "http://2130706433/",
+        "http://[::ffff:0:7f00:1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://10.0.0.1/",
+    ],
+)
+def test_literal_check_refuses_unsafe_literals_without_dns(url: str) -> None:
+    with pytest.raises(UnsafeURL):
+        check_literal_url(url, what="reference_image_url")
+
+
+def test_literal_check_leaves_names_to_fetch_time_and_honours_the_allow_list() -> None:
+    assert check_literal_url("http://internal.example/a.png").host == "internal.example"
+    assert check_literal_url("http://127.0.0.1:9/", allow_hosts=["127.0.0.1"]).port == 9
+    with pytest.raises(UnsafeURL, match="metadata"):
+        check_literal_url("http://169.254.169.254/", allow_hosts=["169.254.169.254"])

@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
+from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
 from pixelgate.runtime import Runtime
@@ -83,35 +86,63 @@ def create_app(
         version="0.1.0",
         description="Self-hosted, provider-agnostic AI image-generation gateway",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, title=app.title)
     app.state.key_cache = KeyCache()
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
 
-    from pixelgate.api.compat import seed000, seed001, seed004
-    from pixelgate.api.routes import files, generations, health, providers
-
-    for module in (health, generations, providers, files, seed000, seed001, seed004):
-        app.include_router(module.router)
-    from pixelgate.api.routes import account, admin_accounts
-
-    app.include_router(account.router)
-    app.include_router(admin_accounts.router)
-    from pixelgate.api.routes import admin_storage
-
-    app.include_router(admin_storage.router)
     from pixelgate.api.compat import openai as openai_compat
-    from pixelgate.api.routes import edits, webhooks
+    from pixelgate.api.compat import seed000, seed001, seed004
+    from pixelgate.api.contract import AllowMiddleware, document_errors
+    from pixelgate.api.routes import (
+        account,
+        admin_accounts,
+        admin_routing,
+        admin_storage,
+        batches,
+        edits,
+        files,
+        generations,
+        health,
+        images,
+        providers,
+        templates,
+        webhooks,
+    )
+    from pixelgate.api.uploads import multipart_limit
 
-    for module in (edits, openai_compat, webhooks):
-        app.include_router(module.router)
-    from pixelgate.api.routes import admin_routing
-
-    app.include_router(admin_routing.router)
-    from pixelgate.api.routes import batches, images, templates
-
-    for module in (batches, templates, images):
-        app.include_router(module.router)
-    app.add_middleware(RequestIdMiddleware)
+    modules = (
+        health,
+        generations,
+        providers,
+        files,
+        seed000,
+        seed001,
+        seed004,
+        account,
+        admin_accounts,
+        admin_storage,
+        edits,
+        openai_compat,
+        webhooks,
+        admin_routing,
+        batches,
+        templates,
+        images,
+    )
+    routes = [route for module in modules for route in module.router.routes]
+    document_errors(routes)
+    for module in modules:
+        app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
+    app.add_middleware(AllowMiddleware, routes=routes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_multipart_bytes=multipart_limit(settings.max_image_bytes),
+    )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer has the request id
     return app

@@ -5,17 +5,27 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from pixelgate.core.pipeline import Caller
 from pixelgate.db.store import hash_key
-from pixelgate.errors import AuthenticationFailed, Forbidden
+from pixelgate.errors import AuthenticationFailed, Forbidden, ValidationFailed
 from pixelgate.runtime import Runtime
 
-__all__ = ["AdminCaller", "CurrentCaller", "KeyCache", "RequestId", "RuntimeDep"]
+__all__ = [
+    "AdminCaller",
+    "CurrentCaller",
+    "IdempotencyKey",
+    "KeyCache",
+    "RequestId",
+    "RuntimeDep",
+]
 
 KEY_CACHE_TTL_S = 10.0
 KEY_CACHE_MAX = 10_000
+MAX_IDEMPOTENCY_KEY = 255
+#: visible ASCII only: a key is compared byte for byte, so no spaces or look-alikes
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 class KeyCache:
@@ -83,6 +93,30 @@ async def get_caller(request: Request) -> Caller:
     return caller
 
 
+async def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=MAX_IDEMPOTENCY_KEY,
+            description="replays the first answer for a repeated key (1-255 visible ASCII)",
+        ),
+    ] = None,
+) -> str | None:
+    """The ``Idempotency-Key`` header; an empty, blank or non-ASCII key is refused (422).
+
+    An empty key must never reach admission: it would be treated as "no key" when looked up
+    and stored as ``""``, so the next empty key would collide with it.
+    """
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip()
+    if not key or not key.isascii() or not key.isprintable() or " " in key:
+        raise ValidationFailed(
+            "Idempotency-Key", "must be 1-255 visible ASCII characters (no spaces)"
+        )
+    return key
+
+
 async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     if not caller.is_admin:
         raise Forbidden("this route needs an admin key")
@@ -93,6 +127,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
 AdminCaller = Annotated[Caller, Depends(get_admin)]
 RequestId = Annotated[str, Depends(get_request_id)]
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
 
 
 def visible_account(caller: Caller) -> str | None:

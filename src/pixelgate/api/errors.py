@@ -40,6 +40,13 @@ _STATUS: list[tuple[type[e.PixelgateError], int]] = [
     (e.StorageError, 500),
 ]
 
+#: error codes of plain HTTP errors raised by the framework or a middleware
+HTTP_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
 #: HTTP status for a generation's stored error code (sync routes answer with it)
 CODE_STATUS: dict[str, int] = {
     "content_refused": 422,
@@ -83,6 +90,17 @@ def route_family(path: str) -> str:
     return "native"
 
 
+def openai_error_type(status: int) -> str:
+    """OpenAI's error ``type`` vocabulary for an HTTP status."""
+    if status >= 500:
+        return "server_error"
+    if status == 429:
+        return "requests"
+    if status == 402:
+        return "insufficient_quota"
+    return "invalid_request_error"
+
+
 def error_body(
     family: str,
     code: str,
@@ -91,6 +109,7 @@ def error_body(
     *,
     field: str | None = None,
     extra: dict[str, Any] | None = None,
+    status: int = 400,
 ) -> dict[str, Any]:
     if family == "seed000":
         body: dict[str, Any] = {
@@ -105,7 +124,14 @@ def error_body(
         if family == "seed001":
             body["success"] = False
     elif family == "openai":
-        body = {"error": {"message": message, "type": code, "param": field, "code": code}}
+        body = {
+            "error": {
+                "message": message,
+                "type": openai_error_type(status),
+                "param": field,
+                "code": code,
+            }
+        }
     else:
         body = {"error": {"code": code, "message": message, "request_id": request_id}}
         if field:
@@ -126,7 +152,9 @@ def error_response(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     family = route_family(request.url.path)
-    body = error_body(family, code, message, request_id_of(request), field=field, extra=extra)
+    body = error_body(
+        family, code, message, request_id_of(request), field=field, extra=extra, status=status
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -199,7 +227,9 @@ async def _pixelgate_error(request: Request, exc: Exception) -> JSONResponse:
             "request_id": request_id_of(request),
         }
         return JSONResponse(body, status_code=status, headers=headers)
-    body = error_body(family, exc.code, exc.message, request_id_of(request), field=field)
+    body = error_body(
+        family, exc.code, exc.message, request_id_of(request), field=field, status=status
+    )
     if details:
         target = body["error"] if isinstance(body.get("error"), dict) else body
         target.update(details)
@@ -232,9 +262,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    status, code, field = exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), None
+    if status == 413:
+        field = "body"
+    elif status == 400:
+        # FastAPI's "error parsing the body" (not JSON, bad encoding): a validation error
+        status, code, field = _validation_status(request), "invalid_request", "body"
     return error_response(
-        request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        request,
+        status,
+        code,
+        str(exc.detail),
+        field=field,
+        headers=getattr(exc, "headers", None),
     )
 
 

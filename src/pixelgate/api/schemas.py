@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from pixelgate.core.models import GenerationView, ImageView, Status
+from pixelgate.logs import redact_text
 
 __all__ = ["generation_body", "image_body", "iso"]
 
@@ -41,10 +42,17 @@ def image_body(image: ImageView) -> dict[str, Any]:
     return body
 
 
+def _redacted_step(step: dict[str, Any]) -> dict[str, Any]:
+    message = step.get("message")
+    return {**step, "message": redact_text(message)} if isinstance(message, str) else step
+
+
 def generation_body(view: GenerationView) -> dict[str, Any]:
     error = None
     if view.error_code:
-        error = {"code": view.error_code, "message": view.error_message}
+        # a provider's message may echo what it was sent (a key, a token): mask those
+        message = redact_text(view.error_message) if view.error_message else None
+        error = {"code": view.error_code, "message": message}
     body: dict[str, Any] = {
         "id": view.id,
         "object": "generation",
@@ -67,7 +75,7 @@ def generation_body(view: GenerationView) -> dict[str, Any]:
         },
         "timings": view.timings(),
         "images": [image_body(i) for i in view.images],
-        "route": view.route,
+        "route": [_redacted_step(step) for step in view.route],
         "request": {k: v for k, v in view.request.items() if not k.startswith("__")},
         "request_id": view.request_id,
     }

@@ -13,13 +13,21 @@ from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from pixelgate.api.text import MESSAGE, unstorable_path
 from pixelgate.core.inputs import store_input
 from pixelgate.core.models import MIN_SIDE
 from pixelgate.errors import ImageRejected, ValidationFailed
 from pixelgate.media.images import ProcessedImage
 from pixelgate.runtime import Runtime
 
-__all__ = ["StoredUpload", "default_size", "form_uploads", "read_form", "store_upload"]
+__all__ = [
+    "StoredUpload",
+    "default_size",
+    "form_uploads",
+    "multipart_limit",
+    "read_form",
+    "store_upload",
+]
 
 MAX_FILES = 20
 MAX_FIELDS = 100
@@ -42,6 +50,11 @@ class StoredUpload:
         self.image = image
 
 
+def multipart_limit(max_image_bytes: int) -> int:
+    """The largest multipart body accepted: the images counted in the cap plus the fields."""
+    return UPLOADS_IN_CAP * max_image_bytes + FORM_OVERHEAD_BYTES
+
+
 async def read_form(request: Request, *, max_image_bytes: int) -> FormData:
     """Parse a ``multipart/form-data`` body, refusing one larger than the caps allow.
 
@@ -55,7 +68,7 @@ async def read_form(request: Request, *, max_image_bytes: int) -> FormData:
             "send multipart/form-data (image, mask and the other fields)",
             code="unsupported_media_type",
         )
-    limit = UPLOADS_IN_CAP * max_image_bytes + FORM_OVERHEAD_BYTES
+    limit = multipart_limit(max_image_bytes)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ValidationFailed("body", f"larger than {limit} bytes", code="upload_too_large")
@@ -95,6 +108,8 @@ def form_fields(form: FormData, *, skip: tuple[str, ...] = ()) -> dict[str, Any]
         if isinstance(value, UploadFile) or key.split("[", 1)[0] in skip:
             continue
         name = key.removesuffix("[]")
+        if unstorable_path(value) is not None or unstorable_path(key) is not None:
+            raise ValidationFailed(name, MESSAGE)
         if name in fields:
             current = fields[name]
             fields[name] = [*current, value] if isinstance(current, list) else [current, value]

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from pixelgate.core.bounds import (
+    MAX_N,
+    MAX_NAME_LENGTH,
+    MAX_SIDE,
+    MAX_TEXT_LENGTH,
+    MAX_USD,
+    URL_PATTERN,
+    BoundedJson,
+    ShortText,
+)
 from pixelgate.errors import UnsafeURL
-from pixelgate.media.fetch import check_url_syntax
+from pixelgate.media.fetch import MAX_URL_LENGTH, check_url_syntax
 from pixelgate.providers.base import MAX_PARTIAL_IMAGES
 
 __all__ = [
@@ -38,8 +49,9 @@ __all__ = [
 
 DEFAULT_SIDE = 1024
 MIN_SIDE = 16
-_ASPECT = re.compile(r"^(\d{1,2}):(\d{1,2})$")
-_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: ``W:H`` with each side 1-99 (``16:9``, ``01:1``)
+ASPECT_PATTERN = r"^(0?[1-9]|[1-9][0-9]):(0?[1-9]|[1-9][0-9])$"
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ImageFormat = Literal["png", "jpeg", "webp"]
 #: storage keys of uploaded inputs: ``inputs/<account id>/<yyyy>/<mm>/<inp id>.<ext>``
 INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|jpg|webp)$"
@@ -47,6 +59,10 @@ INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|j
 ENTITY_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 MAX_ENTITIES = 50
 MAX_CONTEXT_LENGTH = 2000
+MAX_PROVIDERS = 32
+#: a template's placeholders: how many, and each value's length
+MAX_INPUTS = 64
+MAX_INPUT_LENGTH = 4000
 
 
 class Status(StrEnum):
@@ -82,61 +98,70 @@ class GenerationRequest(BaseModel):
     """The validated request every entry point builds (native, seeds, OpenAI, CLI, Python).
 
     Limits that depend on configuration (prompt length, ``n``, dimensions) are
-    checked at admission, where the settings are known.
+    checked at admission, where the settings are known. Integers and booleans are strict
+    (``true`` is not 1, ``0`` is not false); multipart forms convert their text first.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     #: a stored prompt template (name or id) rendered with ``inputs``: replaces ``prompt``
     template: str | None = Field(None, min_length=1, max_length=64)
-    prompt: str = Field("", validate_default=True)
-    negative_prompt: str | None = None
-    provider: str | None = None
-    providers: list[str] | None = None
-    model: str | None = None
-    n: int = Field(1, ge=1)
-    width: int | None = Field(None, ge=MIN_SIDE)
-    height: int | None = Field(None, ge=MIN_SIDE)
-    aspect_ratio: str | None = None
+    prompt: str = Field("", max_length=MAX_TEXT_LENGTH, validate_default=True)
+    negative_prompt: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    provider: ShortText | None = None
+    providers: list[ShortText] | None = Field(None, max_length=MAX_PROVIDERS)
+    model: ShortText | None = None
+    n: StrictInt = Field(1, ge=1, le=MAX_N)
+    width: StrictInt | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    height: StrictInt | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    aspect_ratio: str | None = Field(None, pattern=ASPECT_PATTERN)
     format: ImageFormat = "png"
-    quality: str | None = None
-    style: str | None = None
+    quality: ShortText | None = None
+    style: ShortText | None = None
     background: Literal["auto", "transparent", "opaque"] | None = None
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    reference_image_url: str | None = None
-    project: str = "default"
-    max_cost_per_image: Decimal | None = Field(None, ge=0)
-    race: int | None = Field(None, ge=1, le=8)
+    seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1)
+    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    project: str = Field("default", pattern=PROJECT_PATTERN)
+    max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
+    race: StrictInt | None = Field(None, ge=1, le=8)
     #: automatic choice for this request: cost, quality or latency (``policy`` also accepted)
     routing_policy: Literal["cost", "quality", "latency"] | None = Field(
         None, validation_alias=AliasChoices("routing_policy", "policy")
     )
     #: start the next candidate when the running one has not answered after a delay
-    hedge: bool | None = None
+    hedge: StrictBool | None = None
     hedge_delay_s: float | None = Field(None, ge=0, le=600)
     #: after a refusal, try the other candidates too (default: the routing setting)
-    fallback_on_refusal: bool | None = None
+    fallback_on_refusal: StrictBool | None = None
     #: when every candidate fails, attach the default (placeholder) image to the FAILED job
-    fallback_image: bool | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    fallback_image: StrictBool | None = None
+    metadata: BoundedJson = Field(default_factory=dict)
+    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    options: BoundedJson = Field(default_factory=dict)
     #: edit / variation input by URL, and an optional mask (fetched safely by the worker)
-    image_url: str | None = None
-    mask_url: str | None = None
+    image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    mask_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     #: uploaded inputs, stored before admission (``inputs/<account id>/…``; upload routes)
     input_image_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_mask_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     input_reference_key: str | None = Field(None, pattern=INPUT_KEY_PATTERN)
     #: values of the template's placeholders
-    inputs: dict[str, str | int | float] | None = None
+    inputs: (
+        dict[
+            Annotated[str, Field(max_length=MAX_NAME_LENGTH)],
+            Annotated[str, Field(max_length=MAX_INPUT_LENGTH)]
+            | Annotated[int, Field(ge=-MAX_USD, le=MAX_USD)]
+            | float,
+        ]
+        | None
+    ) = Field(None, max_length=MAX_INPUTS)
     context: PromptContext | None = None
     #: reuse an identical earlier result (needs a fixed ``seed``); None: the account default
-    cache: bool | None = None
+    cache: StrictBool | None = None
     entities: list[EntityRef] | None = Field(None, max_length=MAX_ENTITIES)
     #: previews wanted while the provider works (``partial_image`` events); only providers
     #: that stream them send any (OpenAI GPT image, one image per request)
-    partial_images: int | None = Field(None, ge=0, le=MAX_PARTIAL_IMAGES)
+    partial_images: StrictInt | None = Field(None, ge=0, le=MAX_PARTIAL_IMAGES)
 
     @field_validator("prompt")
     @classmethod
@@ -154,16 +179,6 @@ class GenerationRequest(BaseModel):
             return "jpeg" if value == "jpg" else value
         return value
 
-    @field_validator("aspect_ratio")
-    @classmethod
-    def _check_aspect(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        match = _ASPECT.match(value)
-        if not match or int(match[1]) == 0 or int(match[2]) == 0:
-            raise ValueError("must look like 16:9")
-        return value
-
     @field_validator("reference_image_url", "webhook_url", "image_url", "mask_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -173,13 +188,6 @@ class GenerationRequest(BaseModel):
             return check_url_syntax(value, what="URL")
         except UnsafeURL as exc:
             raise ValueError(exc.message.removeprefix("URL: ")) from None
-
-    @field_validator("project")
-    @classmethod
-    def _check_project(cls, value: str) -> str:
-        if not _PROJECT.match(value):
-            raise ValueError("letters, digits, '.', '_' or '-' (at most 64)")
-        return value
 
     @model_validator(mode="after")
     def _check_pairs(self) -> GenerationRequest:

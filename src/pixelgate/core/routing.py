@@ -31,6 +31,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixelgate.config import OutboundLimit, RefusalFallback, RoutingPolicy, RoutingSettings
+from pixelgate.core.bounds import MAX_USD, ShortText
 from pixelgate.core.models import GenerationRequest
 from pixelgate.errors import ProviderError, ValidationFailed
 from pixelgate.providers.base import ModelInfo, Provider, ProviderRequest
@@ -94,16 +95,20 @@ class Candidate:
     trace: dict[str, Any] = field(default_factory=dict)
 
 
+#: providers an account may prefer, in order
+MAX_PREFERRED = 64
+
+
 class AccountRouting(BaseModel):
     """An account's own routing choices: the ``routing`` object of ``accounts.settings``."""
 
     model_config = ConfigDict(extra="ignore")
 
-    preferred: list[str] = Field(default_factory=list)
+    preferred: list[ShortText] = Field(default_factory=list, max_length=MAX_PREFERRED)
     policy: RoutingPolicy | None = None
     fallback_on_refusal: RefusalFallback | None = None
     fallback_image: bool | None = None
-    max_cost_per_image: Decimal | None = Field(None, ge=0)
+    max_cost_per_image: Decimal | None = Field(None, ge=0, le=MAX_USD)
     race: int | None = Field(None, ge=1, le=8)
     hedge: bool | None = None
     #: per provider: this account's own rpm / rate / concurrency on it

@@ -6,7 +6,7 @@ The pattern of LIBRARIES.md §(f):
 2. resolve the host once (``getaddrinfo`` in a thread) and refuse it when **any**
    address is not public — loopback, private, link-local (cloud metadata), CGNAT,
    0/8, reserved, multicast, IPv6 ULA/link-local, and IPv4 carried inside IPv6
-   (mapped, compatible, 6to4, NAT64, Teredo). Numeric hosts the C resolver would
+   (mapped, translated, compatible, 6to4, NAT64, Teredo). Numeric hosts the C resolver would
    read as IPv4 (``2130706433``, ``0177.0.0.1``, ``0x7f.1``) are decoded here first;
 3. connect to the validated IP literal with the original ``Host`` header and the TLS
    ``sni_hostname`` extension, so there is no second lookup to rebind;
@@ -42,6 +42,7 @@ __all__ = [
     "Resolver",
     "SafeFetcher",
     "Target",
+    "check_literal_url",
     "check_url_syntax",
     "host_allowed",
     "is_public_ip",
@@ -92,6 +93,8 @@ _BLOCKED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = t
     )
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: IPv4-translated addresses (RFC 2765 SIIT): ``::ffff:0:a.b.c.d``
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 #: refused even for allow-listed hosts (a DNS change must not reach them)
 _METADATA = frozenset(
     ipaddress.ip_address(ip)
@@ -185,6 +188,21 @@ def check_url_syntax(url: str, *, what: str = "url") -> str:
     """:func:`parse_url` for validators: returns ``url`` unchanged when acceptable."""
     parse_url(url, what=what)
     return url
+
+
+def check_literal_url(url: str, *, allow_hosts: Iterable[str] = (), what: str = "url") -> Target:
+    """What can be decided about ``url`` without DNS: its syntax and, for an IP literal, its
+    address (the rules of :meth:`SafeFetcher.check`). Admission runs this so an unsafe
+    literal is refused before anything is written; a host name is checked at fetch time.
+
+    Raises:
+        UnsafeURL: bad syntax, a cloud-metadata literal, or a non-public literal that is not
+            on the allow-list.
+    """
+    target = parse_url(url, what=what)
+    if target.literal is not None:
+        _refuse_unsafe(target.literal, target.host, host_allowed(target.host, allow_hosts), what)
+    return target
 
 
 def is_public_ip(ip: IPAddress) -> bool:
@@ -285,13 +303,7 @@ class SafeFetcher:
                     f"{what}: host {target.host!r} does not resolve", code="unresolvable_host"
                 )
         for ip in addresses:
-            if ip in _METADATA or any(e in _METADATA for e in _embedded_ipv4s(ip)):
-                raise UnsafeURL(f"{what}: {target.host!r} is a cloud metadata address")
-            if not allowed and not is_public_ip(ip):
-                raise UnsafeURL(
-                    f"{what}: {target.host!r} resolves to a non-public address ({ip}); "
-                    "only public hosts, or hosts on the allow-list, may be used"
-                )
+            _refuse_unsafe(ip, target.host, allowed, what)
         return target, str(addresses[0])
 
     async def fetch(
@@ -467,6 +479,16 @@ async def _read_capped(response: httpx.Response, max_bytes: int, *, truncate: bo
     return b"".join(chunks)
 
 
+def _refuse_unsafe(ip: IPAddress, host: str, allowed: bool, what: str) -> None:
+    if ip in _METADATA or any(e in _METADATA for e in _embedded_ipv4s(ip)):
+        raise UnsafeURL(f"{what}: {host!r} is a cloud metadata address")
+    if not allowed and not is_public_ip(ip):
+        raise UnsafeURL(
+            f"{what}: {host!r} resolves to a non-public address ({ip}); "
+            "only public hosts, or hosts on the allow-list, may be used"
+        )
+
+
 def _ip_literal(host: str) -> IPAddress | None:
     text = host.strip("[]")
     if ":" in text:
@@ -484,7 +506,8 @@ def _ip_literal(host: str) -> IPAddress | None:
 
 
 def _embedded_ipv4s(ip: IPAddress) -> list[ipaddress.IPv4Address]:
-    """IPv4 destinations an IPv6 address may carry (mapped, compatible, 6to4, NAT64, Teredo)."""
+    """IPv4 destinations an IPv6 address may carry: mapped, translated, compatible, 6to4,
+    NAT64 (``64:ff9b::/96``; ``64:ff9b:1::/48`` is refused whole) and Teredo."""
     if isinstance(ip, ipaddress.IPv4Address):
         return []
     found: list[ipaddress.IPv4Address] = []
@@ -494,6 +517,6 @@ def _embedded_ipv4s(ip: IPAddress) -> list[ipaddress.IPv4Address]:
         found.append(ip.sixtofour)
     if ip.teredo is not None:
         found.extend(ip.teredo)
-    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):
+    if ip in _NAT64 or ip in _TRANSLATED or (int(ip) >> 32 == 0 and int(ip) > 1):
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return found

@@ -20,21 +20,31 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
+from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
 from pixelgate.core.events import follow_events
-from pixelgate.core.models import EventView, GenerationRequest, GenerationView, Status
+from pixelgate.core.models import (
+    MAX_PROVIDERS,
+    PROJECT_PATTERN,
+    EventView,
+    GenerationRequest,
+    GenerationView,
+    Status,
+)
 from pixelgate.core.partials import PARTIAL_IMAGE
 from pixelgate.core.pipeline import Caller
 from pixelgate.errors import NotFound, StorageError, ValidationFailed
+from pixelgate.media.fetch import MAX_URL_LENGTH
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.runtime import Runtime
 
@@ -67,45 +77,81 @@ _ECHO_QUALITY = frozenset({"low", "medium", "high", "standard", "hd"})
 
 
 class ImagesRequest(BaseModel):
-    """The fields of OpenAI's image requests pixelgate reads (others are ignored).
+    """OpenAI's image request fields; another one is refused as OpenAI refuses it (400
+    ``invalid_request_error`` naming the parameter).
 
     pixelgate's own fields may be added (``extra_body`` in the SDK): ``seed``,
     ``negative_prompt``, ``providers``, ``project``, ``metadata``, ``webhook_url``,
-    ``reference_image_url``.
+    ``reference_image_url``. ``moderation`` and ``input_fidelity`` are accepted and left
+    to the provider's defaults.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    model: str | None = None
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
+    model: ShortText | None = None
     n: int | None = Field(None, ge=1, le=MAX_N)
-    size: str | None = None
-    quality: str | None = None
+    size: str | None = Field(None, pattern=r"^(auto|[0-9]{1,5}[xX][0-9]{1,5})$")
+    quality: ShortText | None = None
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "jpg", "webp"] | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
     background: Literal["auto", "transparent", "opaque"] | None = None
-    style: str | None = None
-    user: str | None = None
+    style: ShortText | None = None
+    user: ShortText | None = None
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
+    moderation: Literal["auto", "low"] | None = None
+    input_fidelity: Literal["high", "low"] | None = None
 
-    seed: int | None = None
-    negative_prompt: str | None = None
-    providers: list[str] | None = None
-    project: str | None = None
-    metadata: dict[str, Any] | None = None
-    webhook_url: str | None = None
-    reference_image_url: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    negative_prompt: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    providers: list[ShortText] | None = Field(None, max_length=MAX_PROVIDERS)
+    project: str | None = Field(None, pattern=PROJECT_PATTERN)
+    metadata: BoundedJson | None = None
+    webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    reference_image_url: str | None = Field(
+        None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN
+    )
 
 
-@router.post("/generations")
+def _request_body(media_type: str, files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``openapi_extra`` documenting the body these routes read by hand."""
+    schema = ImagesRequest.model_json_schema()
+    if files:
+        binary = {"type": "string", "format": "binary"}
+        schema["properties"] = {**schema["properties"], **dict.fromkeys(files, binary)}
+        schema["required"] = [*schema.get("required", []), files[0]]
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+#: the answer: OpenAI's images response, or with ``stream: true`` server-sent events
+_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The images (JSON), or with stream: true their events (SSE)",
+        "content": {
+            "application/json": {},
+            # each event: `event: image_generation.partial_image|completed`, `data: {json}`
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/generations", responses=_ANSWER, openapi_extra=_request_body("application/json")
+)
 async def create_image(
     request: Request,
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     try:
         raw = await request.json()
@@ -116,13 +162,17 @@ async def create_image(
     return await _run(runtime, caller, generation, body, request_id, idempotency_key, "generation")
 
 
-@router.post("/edits")
+@router.post(
+    "/edits",
+    responses=_ANSWER,
+    openapi_extra=_request_body("multipart/form-data", ("image", "mask")),
+)
 async def edit_image(
     request: Request,
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> Response:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
     try:
@@ -198,6 +248,8 @@ def _parse(raw: dict[str, Any]) -> ImagesRequest:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
         message = "field required" if first.get("type") == "missing" else str(first["msg"])
+        if first.get("type") == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {field}"
         raise ValidationFailed(field, message) from None
 
 
@@ -266,6 +318,7 @@ async def _run(
     idempotency_key: str | None,
     kind: Literal["generation", "edit"],
 ) -> Response:
+    refuse_unsafe_urls(generation, runtime.settings)
     result = await runtime.pipeline.admit(
         caller,
         generation,

@@ -12,26 +12,27 @@ from pixelgate.api.compat._common import drop_none, provider_for_model, resolve_
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS, error_body
 from pixelgate.api.schemas import iso
-from pixelgate.core.models import GenerationRequest, Status
+from pixelgate.core.bounds import FORMAT_PATTERN, MAX_N, MAX_SIDE, MAX_TEXT_LENGTH
+from pixelgate.core.models import MIN_SIDE, GenerationRequest, Status
 
 router = APIRouter(tags=["seed 000"])
 
 
 class Seed000Options(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     aspect_ratio: str | None = None
     style: str | None = None
-    width: int | None = None
-    height: int | None = None
-    negative_prompt: str | None = None
-    seed: int | None = None
-    format: str | None = None
-    n: int | None = None
+    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE)
+    negative_prompt: str | None = Field(None, max_length=MAX_TEXT_LENGTH)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    format: str | None = Field(None, pattern=FORMAT_PATTERN)
+    n: int | None = Field(None, ge=1, le=MAX_N)
 
 
 class Seed000Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1)
     model: str | None = None

@@ -20,7 +20,7 @@ DEFAULT_HEIGHT = 768
 
 
 class Seed001Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1)
     keyword: str | None = None

@@ -9,35 +9,40 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.compat._common import drop_none
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import iso
+from pixelgate.core.bounds import FORMAT_PATTERN, MAX_N, MAX_SIDE, URL_PATTERN
 from pixelgate.core.models import GenerationRequest, GenerationView, Status
+from pixelgate.media.fetch import MAX_URL_LENGTH
 
 router = APIRouter(prefix="/api", tags=["seed 004"])
+#: seed 004's spelling of the request fields named in errors
+FIELD_NAMES = {"reference_image_url": "referenceImageUrl"}
 
 ESTIMATED_TIME = "20-40 seconds"
 
 
 class Seed004Settings(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    width: int | None = Field(None, ge=16)
-    height: int | None = Field(None, ge=16)
-    guidance_scale: float | None = None
-    steps: int | None = Field(None, ge=1)
-    num_variations: int | None = Field(None, ge=1)
-    format: str | None = None
+    width: int | None = Field(None, ge=16, le=MAX_SIDE)
+    height: int | None = Field(None, ge=16, le=MAX_SIDE)
+    guidance_scale: float | None = Field(None, ge=0, le=100)
+    steps: int | None = Field(None, ge=1, le=1000)
+    num_variations: int | None = Field(None, ge=1, le=MAX_N)
+    format: str | None = Field(None, pattern=FORMAT_PATTERN)
 
 
 class Seed004Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1)
     negativePrompt: str | None = None
-    seed: int | None = None
-    referenceImageUrl: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    referenceImageUrl: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
     settings: Seed004Settings = Field(default_factory=Seed004Settings)
     provider: str | None = None
 
@@ -88,6 +93,7 @@ async def create(
             }
         )
     )
+    refuse_unsafe_urls(request, runtime.settings, names=FIELD_NAMES)
     result = await runtime.pipeline.admit(caller, request, source="seed004", request_id=request_id)
     view = result.generation
     headers = {"Location": f"/api/generate/{view.id}"}

@@ -9,26 +9,28 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
+from pixelgate.core.bounds import MAX_CREDITS, MAX_USD, check_balance
 from pixelgate.db.reports import Reports, day_range
-from pixelgate.errors import NotFound, UnsafeURL, ValidationFailed
+from pixelgate.errors import Conflict, NotFound, UnsafeURL, ValidationFailed
 from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_STATS_DAYS = 366
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 class AccountCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN)
-    tier: str = "FREE"
-    credits: int | None = Field(None, ge=0)
+    tier: str = Field("FREE", max_length=64)
+    credits: StrictInt | None = Field(None, ge=0, le=MAX_CREDITS)
     credit_policy: Literal["refund", "keep"] | None = None
     email: str | None = None
 
@@ -37,26 +39,31 @@ class AccountUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tier: str | None = None
-    daily_budget_usd: Decimal | None = Field(None, ge=0)
-    clear_daily_budget: bool = False
+    daily_budget_usd: Decimal | None = Field(None, ge=0, le=MAX_USD)
+    clear_daily_budget: StrictBool = False
     preferred_providers: list[str] | None = None
     credit_policy: Literal["refund", "keep"] | None = None
     email: str | None = None
     webhook_url: str | None = None
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
 
 
 class CreditChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    credits: int = Field(description="positive grants, negative revokes")
+    credits: StrictInt = Field(
+        ge=-MAX_CREDITS,
+        le=MAX_CREDITS,
+        description="positive grants, negative revokes (never 0)",
+        json_schema_extra={"not": {"const": 0}},
+    )
     reason: str = Field(min_length=1, max_length=500)
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    admin: bool = False
+    admin: StrictBool = False
     name: str | None = Field(None, max_length=64)
 
 
@@ -79,6 +86,39 @@ async def _check_webhook_url(runtime: Runtime, url: str) -> None:
         raise ValidationFailed(
             "webhook_url", "the host does not resolve", code="unsafe_url"
         ) from None
+
+
+async def _admin_accounts(runtime: Runtime) -> dict[str, set[str]]:
+    """Enabled accounts that hold an unrevoked admin key: account name → those key ids."""
+    enabled = {a.name for a in await runtime.store.list_accounts() if not a.disabled}
+    holders: dict[str, set[str]] = {}
+    for key in await runtime.store.list_keys():
+        if key["admin"] and key["revoked_at"] is None and key["account"] in enabled:
+            holders.setdefault(key["account"], set()).add(key["id"])
+    return holders
+
+
+async def _refuse_admin_lockout(
+    runtime: Runtime, *, disabling: str | None = None, revoking: str | None = None
+) -> None:
+    """409 when disabling an account or revoking a key would leave no enabled admin.
+
+    Without one, every admin route answers 401 and only the operator on the box can
+    recover (``pixelgate accounts enable NAME`` or ``pixelgate keys create --admin``).
+    """
+    holders = await _admin_accounts(runtime)
+    remaining = {
+        name: {k for k in keys if k != revoking}
+        for name, keys in holders.items()
+        if name != disabling
+    }
+    if holders and not any(remaining.values()):
+        what = f"disabling account {disabling!r}" if disabling else f"revoking key {revoking!r}"
+        raise Conflict(
+            f"{what} would leave no enabled account with an admin key; create another "
+            "admin key first",
+            code="last_admin",
+        )
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
@@ -137,7 +177,7 @@ async def get_account(name: str, runtime: RuntimeDep, _admin: AdminCaller) -> JS
 
 @router.patch("/accounts/{name}")
 async def update_account(
-    name: str, body: AccountUpdate, runtime: RuntimeDep, _admin: AdminCaller
+    name: str, body: AccountUpdate, request: Request, runtime: RuntimeDep, _admin: AdminCaller
 ) -> JSONResponse:
     account = await _account(runtime, name)
     fields = body.model_dump(exclude_unset=True, exclude={"clear_daily_budget"})
@@ -152,7 +192,11 @@ async def update_account(
             raise ValidationFailed("preferred_providers", f"unknown provider {provider!r}")
     if body.clear_daily_budget:
         fields["daily_budget_usd"] = None
+    if fields.get("disabled") and not account.disabled:
+        await _refuse_admin_lockout(runtime, disabling=account.name)
     updated = await runtime.store.update_account(account.id, **fields)
+    if "disabled" in fields:
+        request.app.state.key_cache.clear()  # this process at once; others within the TTL
     return JSONResponse(await account_body(runtime, updated))
 
 
@@ -161,6 +205,7 @@ async def change_credits(
     name: str, body: CreditChange, runtime: RuntimeDep, admin: AdminCaller
 ) -> JSONResponse:
     account = await _account(runtime, name)
+    check_balance(account.credits, body.credits)
     balance = await runtime.store.grant_credits(
         account.id, body.credits, reason=body.reason, actor=admin.account_name
     )
@@ -207,6 +252,7 @@ async def list_keys(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
 async def revoke_key(
     key_id: str, request: Request, runtime: RuntimeDep, _admin: AdminCaller
 ) -> JSONResponse:
+    await _refuse_admin_lockout(runtime, revoking=key_id)
     key_hash = await runtime.store.revoke_key(key_id)
     request.app.state.key_cache.drop(key_hash)  # this process at once; others within the TTL
     return JSONResponse({"id": key_id, "revoked": True})
@@ -217,12 +263,17 @@ async def stats(
     runtime: RuntimeDep,
     _admin: AdminCaller,
     days: Annotated[int | None, Query(ge=1, le=MAX_STATS_DAYS)] = None,
-    date_: Annotated[date | None, Query(alias="date")] = None,
+    date_: Annotated[
+        str | None, Query(alias="date", pattern=DATE_PATTERN, json_schema_extra={"format": "date"})
+    ] = None,
 ) -> JSONResponse:
     if date_ is not None and days is not None:
         raise ValidationFailed("date", "give days or date, not both")
     if date_ is not None:
-        first = last = date_
+        try:
+            first = last = date.fromisoformat(date_)
+        except ValueError:
+            raise ValidationFailed("date", "not a calendar date (YYYY-MM-DD)") from None
     else:
         first, last = day_range(days or 7, runtime.store.clock())
     return JSONResponse(await Reports(runtime.db).stats(first_day=first, last_day=last))

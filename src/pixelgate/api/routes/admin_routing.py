@@ -135,7 +135,9 @@ async def put_config(
     runtime: RuntimeDep,
     admin: AdminCaller,
     document: Annotated[dict[str, Any], Body()],
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: Annotated[
+        str | None, Header(pattern=r'^(W/)?"?[0-9]{1,18}"?$', description="a config version")
+    ] = None,
 ) -> JSONResponse:
     """Replace the hot configuration; it applies to the next job. ``If-Match: <version>``
     guards against overwriting a change made meanwhile (409)."""
@@ -182,7 +184,26 @@ async def get_breakers(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse
     )
 
 
-@router.post("/admin/circuit-breaker")
+_RESET_BODY = {
+    "type": "object",
+    "properties": {
+        "action": {"type": "string", "enum": list(RESET_ACTIONS)},
+        "provider": {"type": "string", "description": "required for action reset"},
+    },
+    "required": ["action"],
+}
+
+
+@router.post(
+    "/admin/circuit-breaker",
+    responses={400: {"description": "Unknown action or provider (seed 001 answers 400)"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _RESET_BODY}},
+        }
+    },
+)
 async def reset_breakers(
     request: Request,
     runtime: RuntimeDep,

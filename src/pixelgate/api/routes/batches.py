@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import (
+    CurrentCaller,
+    IdempotencyKey,
+    RequestId,
+    RuntimeDep,
+    visible_account,
+)
 from pixelgate.api.schemas import iso
+from pixelgate.core.bounds import BoundedJson
 from pixelgate.core.models import GenerationRequest
 from pixelgate.db.store import BatchView
 
@@ -26,10 +34,10 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: at most ``max_batch_size`` (checked at admission; this bounds the body's parsing)
-    requests: list[GenerationRequest] = Field(max_length=MAX_REQUESTS)
+    requests: list[GenerationRequest] = Field(min_length=1, max_length=MAX_REQUESTS)
     #: members PROCESSING at once at most (default: no bound beyond the workers')
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
 
 
 def batch_body(batch: BatchView) -> dict[str, Any]:
@@ -56,8 +64,10 @@ async def create_batch(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
+    for index, member in enumerate(body.requests):
+        refuse_unsafe_urls(member, runtime.settings, prefix=f"requests[{index}].")
     batch = await runtime.pipeline.admit_batch(
         caller,
         body.requests,

@@ -20,35 +20,63 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
-from pixelgate.core.models import GenerationRequest
+from pixelgate.core.models import DEFAULT_SIDE, GenerationRequest
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
 FILE_FIELDS = ("image", "mask", "reference_image")
+MAX_INT_DIGITS = 20
 
 
-@router.post("/edits", status_code=202)
+_BINARY = {"type": "string", "format": "binary"}
+_FORM = {
+    "type": "object",
+    "properties": {
+        "image": _BINARY,
+        "mask": _BINARY,
+        "reference_image": _BINARY,
+        "request": {"type": "string", "description": "the other fields, as a JSON object"},
+        "prompt": {"type": "string", "minLength": 1},
+    },
+    "required": ["image"],
+}
+
+
+@router.post(
+    "/edits",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}
+    },
+)
 async def create_edit(
     request: Request,
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
     prefer: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
     try:
         body = _request_fields(form_fields(form, skip=FILE_FIELDS), form.get("request"))
-        uploads: dict[str, Any] = {}
-        for name in FILE_FIELDS:
-            files = form_uploads(form, name)
+        sent = {name: form_uploads(form, name) for name in FILE_FIELDS}
+        for name, files in sent.items():
             if len(files) > 1:
                 raise ValidationFailed(name, "give one file")
+        if not sent["image"]:
+            raise ValidationFailed("image", "field required (the image to edit)")
+        # the other fields are checked before any upload is stored: a refused request
+        # leaves nothing behind
+        refuse_unsafe_urls(_validated(_with_upload_keys(body, sent)), runtime.settings)
+        uploads: dict[str, Any] = {}
+        for name, files in sent.items():
             if files:
                 kind = {"image": "image", "mask": "mask", "reference_image": "reference"}[name]
                 uploads[name] = await store_upload(
@@ -73,12 +101,7 @@ async def create_edit(
         body["width"], body["height"] = default_size(
             image.width, image.height, runtime.settings.max_dimension
         )
-    try:
-        generation = GenerationRequest.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "request"
-        raise ValidationFailed(field, str(first["msg"])) from None
+    generation = _validated(body)
     result = await runtime.pipeline.admit(
         caller, generation, source="native", idempotency_key=idempotency_key, request_id=request_id
     )
@@ -93,6 +116,47 @@ async def create_edit(
         headers["Preference-Applied"] = f"wait={wait_s:g}"
     status = 200 if view.terminal and (wait_s is not None or not result.created) else 202
     return JSONResponse(generation_body(view), status_code=status, headers=headers)
+
+
+#: stands for an upload's storage key while the other fields are checked
+_PENDING_KEY = "inputs/acct_pending/2000/01/inp_pending.png"
+_KEY_FIELDS = {
+    "image": "input_image_key",
+    "mask": "input_mask_key",
+    "reference_image": "input_reference_key",
+}
+
+
+def _with_upload_keys(body: dict[str, Any], sent: dict[str, list[Any]]) -> dict[str, Any]:
+    probe = {**body, **{_KEY_FIELDS[name]: _PENDING_KEY for name, files in sent.items() if files}}
+    if not any(k in probe for k in ("width", "height", "aspect_ratio")):
+        probe["width"] = probe["height"] = DEFAULT_SIDE
+    return probe
+
+
+def _validated(body: dict[str, Any]) -> GenerationRequest:
+    try:
+        return GenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ValidationFailed(field, str(first["msg"])) from None
+
+
+#: form fields whose text is a number or a boolean (the JSON model is strict about types)
+_INT_FIELDS = frozenset({"n", "width", "height", "seed", "race", "partial_images"})
+_BOOL_FIELDS = frozenset({"hedge", "fallback_on_refusal", "fallback_image", "cache"})
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _form_scalar(name: str, text: str) -> Any:
+    """A form field's text as the JSON value it stands for; left as text when it is not."""
+    value = text.strip()
+    if name in _INT_FIELDS and value.lstrip("-").isdigit() and len(value) <= MAX_INT_DIGITS:
+        return int(value)
+    if name in _BOOL_FIELDS and value.lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.lower()]
+    return text
 
 
 def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
@@ -118,6 +182,8 @@ def _request_fields(fields: dict[str, Any], raw: Any) -> dict[str, Any]:
                 raise ValidationFailed(name, "malformed JSON") from None
         elif name == "providers" and isinstance(value, str):
             value = [p.strip() for p in value.split(",") if p.strip()]
+        elif isinstance(value, str):
+            value = _form_scalar(name, value)
         body[name] = value
     for internal in ("input_image_key", "input_mask_key", "input_reference_key"):
         if internal in body:

@@ -12,7 +12,14 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
+from pixelgate.api.admission import refuse_unsafe_urls
+from pixelgate.api.deps import (
+    CurrentCaller,
+    IdempotencyKey,
+    RequestId,
+    RuntimeDep,
+    visible_account,
+)
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
 from pixelgate.core.events import follow_events
@@ -42,9 +49,10 @@ async def create_generation(
     runtime: RuntimeDep,
     caller: CurrentCaller,
     request_id: RequestId,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: IdempotencyKey,
     prefer: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
+    refuse_unsafe_urls(body, runtime.settings)
     result = await runtime.pipeline.admit(
         caller, body, source="native", idempotency_key=idempotency_key, request_id=request_id
     )

@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
 from pixelgate.api.schemas import iso
-from pixelgate.core.templates import MAX_TEMPLATE_LENGTH, check_template_name, parse_template
+from pixelgate.core.templates import (
+    MAX_TEMPLATE_LENGTH,
+    TEMPLATE_NAME,
+    check_template_name,
+    parse_template,
+)
 from pixelgate.db.store import TemplateView
 from pixelgate.errors import NotFound
 
@@ -20,7 +25,7 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 class TemplateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=TEMPLATE_NAME.pattern)
     text: str = Field(min_length=1, max_length=MAX_TEMPLATE_LENGTH)
     description: str | None = Field(None, max_length=1000)
 

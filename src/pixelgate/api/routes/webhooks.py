@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
 from pixelgate.api.schemas import iso
+from pixelgate.core.bounds import URL_PATTERN
 from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret
 from pixelgate.db.store import WebhookDeliveryView
 from pixelgate.errors import UnsafeURL, ValidationFailed
+from pixelgate.media.fetch import MAX_URL_LENGTH
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -25,7 +27,7 @@ SIGNATURE_SCHEME = "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, '<t>.<raw body>
 class WebhookSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None
+    url: str | None = Field(max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
 
 
 @router.get("")

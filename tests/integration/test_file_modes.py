@@ -1,0 +1,67 @@
+"""The data directory and the database files are readable by their owner only (issue 14,
+defect 8): a shared host's other users must not read prompts, e-mails or key hashes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pixelgate.datadir import sqlite_path
+from pixelgate.runtime import Runtime
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    old = os.umask(0o022)  # what most hosts run with: files 0644 unless we say otherwise
+    yield
+    os.umask(old)
+
+
+async def test_a_new_data_dir_and_database_are_owner_only(
+    make_settings: Callable[..., Any], backend: str, usual_umask: None
+) -> None:
+    if backend != "sqlite":
+        pytest.xfail("the scale-out backend keeps its data in PostgreSQL and S3")
+    settings = make_settings()
+    runtime = await Runtime.open(settings)
+    try:
+        await runtime.store.create_account("someone", email="someone@example.com")
+        db_file = sqlite_path(settings.resolved_database_url)
+        assert db_file is not None
+        files = [db_file, *(db_file.with_name(db_file.name + s) for s in ("-wal", "-shm"))]
+        assert files[1].exists()  # WAL mode: the side files exist while it is open
+        modes = {p.name: oct(_mode(p)) for p in files if p.exists()}
+        assert set(modes.values()) == {"0o600"}, modes
+        assert _mode(settings.data_dir) == 0o700
+        assert _mode(settings.data_dir / "images") == 0o700
+    finally:
+        await runtime.close()
+
+
+async def test_an_existing_world_readable_database_is_tightened_at_start(
+    make_settings: Callable[..., Any], backend: str, usual_umask: None
+) -> None:
+    if backend != "sqlite":
+        pytest.xfail("the scale-out backend keeps its data in PostgreSQL and S3")
+    settings = make_settings()
+    await (await Runtime.open(settings)).close()
+    db_file = sqlite_path(settings.resolved_database_url)
+    assert db_file is not None
+    os.chmod(db_file, 0o644)
+    await (await Runtime.open(settings)).close()
+    assert _mode(db_file) == 0o600
+
+
+def test_sqlite_paths_are_read_from_the_url() -> None:
+    assert sqlite_path("sqlite+aiosqlite:////srv/pg/pixelgate.db") == Path("/srv/pg/pixelgate.db")
+    assert sqlite_path("sqlite+aiosqlite:///:memory:") is None
+    assert sqlite_path("postgresql+asyncpg://u@h/db") is None
