@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pixelgate.config import Settings, load_settings
-from pixelgate.core.bounds import MAX_CREDITS, check_balance
+from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.errors import PixelgateError
 from pixelgate.logs import configure_logging
 
@@ -517,7 +517,8 @@ def _set_disabled(name: str, disabled: bool, config: Path | None) -> None:
         acct = await runtime.store.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
-        return await runtime.store.update_account(acct.id, disabled=disabled)
+        # the operator on the box may disable even the last admin account
+        return await runtime.store.update_account(acct.id, disabled=disabled, keep_an_admin=False)
 
     acct = _run(lambda: _with_runtime(settings, main))
     state = "disabled" if acct.disabled else "enabled"
@@ -637,7 +638,6 @@ def _change_credits(name: str, amount: int, reason: str, config: Path | None) ->
         acct = await runtime.store.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
-        check_balance(acct.credits, amount)
         balance: int = await runtime.store.grant_credits(
             acct.id, amount, reason=reason, actor="cli"
         )

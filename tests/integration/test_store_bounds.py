@@ -1,7 +1,5 @@
 """Issue 14 at the store's own depth: what the API layer already guarantees, the store and
-the engine must guarantee for every caller (CLI, Python API, batch). The strict xfails
-wait for the store rewrite to land the change named in each reason; they then pass and
-the marker goes."""
+the engine must guarantee for every caller (CLI, Python API, batch)."""
 
 from __future__ import annotations
 
@@ -24,11 +22,6 @@ async def test_database_errors_never_carry_the_statements_values(runtime: Runtim
     assert LEAK not in str(cause)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs store change: grant_credits refuses a balance over MAX_CREDITS with "
-    "ValidationFailed('credits', code='balance_out_of_range') inside its transaction",
-)
 async def test_the_store_refuses_a_balance_over_the_maximum(runtime: Runtime) -> None:
     account = await runtime.store.create_account("rich", credits=0)
     await runtime.store.grant_credits(account.id, MAX_CREDITS, reason="max", actor="test")
@@ -37,12 +30,27 @@ async def test_the_store_refuses_a_balance_over_the_maximum(runtime: Runtime) ->
     assert info.value.code == "balance_out_of_range"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs store change: create_account refuses credits outside 0..MAX_CREDITS with "
-    "ValidationFailed('credits', code='balance_out_of_range') (today: OverflowError on "
-    "SQLite, DataError on PostgreSQL)",
-)
 async def test_the_store_refuses_initial_credits_over_the_maximum(runtime: Runtime) -> None:
     with pytest.raises(ValidationFailed):
         await runtime.store.create_account("richer", credits=10**20)
+
+
+async def test_the_store_keeps_an_enabled_admin_in_the_same_transaction(
+    runtime: Runtime,
+) -> None:
+    """Every caller (API, Python API) is refused the last admin lock-out; only the
+    operator's explicit ``keep_an_admin=False`` (the CLI on the box) may do it."""
+    admin = await runtime.store.find_account("admin")
+    assert admin is not None
+    [key] = [k for k in await runtime.store.list_keys() if k["admin"]]
+    with pytest.raises(Conflict) as info:
+        await runtime.store.update_account(admin.id, disabled=True)
+    assert info.value.code == "last_admin"
+    with pytest.raises(Conflict):
+        await runtime.store.revoke_key(key["id"])
+    # a second admin elsewhere makes both allowed
+    other = await runtime.store.create_account("second-admin")
+    await runtime.store.create_key(other.id, is_admin=True)
+    await runtime.store.revoke_key(key["id"])
+    disabled = await runtime.store.update_account(other.id, disabled=True, keep_an_admin=False)
+    assert disabled.disabled

@@ -14,8 +14,6 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from pixelgate.errors import ValidationFailed
-
 __all__ = [
     "FORMAT_PATTERN",
     "MAX_CREDITS",
@@ -30,7 +28,6 @@ __all__ = [
     "BoundedJson",
     "Credits",
     "ShortText",
-    "check_balance",
     "check_json",
 ]
 
@@ -101,18 +98,3 @@ BoundedJson = Annotated[dict[str, Any], AfterValidator(check_json)]
 ShortText = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
 #: a credit amount that a grant or a balance may hold
 Credits = Annotated[int, Field(ge=-MAX_CREDITS, le=MAX_CREDITS)]
-
-
-def check_balance(balance: int | None, change: int, *, field: str = "credits") -> None:
-    """Refuse a grant that would leave the balance outside ``0..MAX_CREDITS`` (422).
-
-    Raises:
-        ValidationFailed: the new balance would pass :data:`MAX_CREDITS`.
-    """
-    new = (balance or 0) + change
-    if new > MAX_CREDITS:
-        raise ValidationFailed(
-            field,
-            f"the balance would become {new}, over the maximum of {MAX_CREDITS}",
-            code="balance_out_of_range",
-        )

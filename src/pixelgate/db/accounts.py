@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import AccountView
 from pixelgate.db.base import StoreBase
@@ -60,6 +61,12 @@ class AccountStore(StoreBase):
         credit_policy: str = "refund",
         email: str | None = None,
     ) -> AccountView:
+        if credits is not None and not 0 <= credits <= MAX_CREDITS:
+            raise ValidationFailed(
+                "credits",
+                f"must be between 0 and {MAX_CREDITS}",
+                code="balance_out_of_range",
+            )
         now = self.clock()
         values: dict[str, Any] = {
             "id": new_id("acct"),
@@ -116,14 +123,22 @@ class AccountStore(StoreBase):
             raise NotFound("account not found")
         return account_view(row)
 
-    async def update_account(self, account_id: str, **fields: Any) -> AccountView:
-        """Change account settings (tier, budget, preferences, policy, e-mail, webhook…)."""
+    async def update_account(
+        self, account_id: str, *, keep_an_admin: bool = True, **fields: Any
+    ) -> AccountView:
+        """Change account settings (tier, budget, preferences, policy, e-mail, webhook…).
+
+        Disabling the last enabled account with an admin key is refused (``last_admin``)
+        unless ``keep_an_admin`` is False: the operator on the box may (the CLI).
+        """
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValidationFailed(sorted(unknown)[0], "cannot be changed")
         values = {k: v.upper() if k == "tier" else v for k, v in fields.items()}
 
         def change(c: Connection) -> AccountView:
+            if values.get("disabled") is True and keep_an_admin:
+                self._refuse_admin_lockout(c, disabling=account_id)
             if values:
                 c.execute(update(Account).where(Account.id == account_id).values(**values))
             row = c.execute(_ACCOUNT.where(Account.id == account_id)).first()
@@ -266,6 +281,7 @@ class AccountStore(StoreBase):
             row = c.execute(select(ApiKey.key_hash).where(ApiKey.id == key_id)).first()
             if row is None:
                 raise NotFound(f"key {key_id!r} not found")
+            self._refuse_admin_lockout(c, revoking=key_id)
             c.execute(
                 update(ApiKey)
                 .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
@@ -275,3 +291,32 @@ class AccountStore(StoreBase):
 
         result: str = await self.write(revoke)
         return result
+
+    def _refuse_admin_lockout(
+        self, c: Connection, *, disabling: str | None = None, revoking: str | None = None
+    ) -> None:
+        """``Conflict`` (``last_admin``) when disabling an account or revoking a key would
+        leave no enabled account with an admin key: every admin route would then answer
+        401 and only the operator on the box could recover (``pixelgate accounts enable``).
+
+        Decided in the changing transaction, with the admin keys locked on PostgreSQL
+        (SQLite has one writer), so two concurrent requests cannot both pass it.
+        """
+        query = (
+            select(ApiKey.id, ApiKey.account_id)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(
+                ApiKey.is_admin.is_(True),
+                ApiKey.revoked_at.is_(None),
+                Account.disabled.is_(False),
+            )
+        )
+        holders = c.execute(query.with_for_update() if self.postgres else query).all()
+        remaining = [k for k, acct in holders if k != revoking and acct != disabling]
+        if holders and not remaining:
+            what = f"disabling account {disabling!r}" if disabling else f"revoking key {revoking!r}"
+            raise Conflict(
+                f"{what} would leave no enabled account with an admin key; create another "
+                "admin key first",
+                code="last_admin",
+            )

@@ -116,6 +116,7 @@ class Database:
             _ensure_sqlite_dir(url)
             sync_url = url.replace("+aiosqlite", "")
             options: dict[str, Any] = {
+                "hide_parameters": True,  # request values never reach an error or a log
                 "max_overflow": 0,
                 "pool_reset_on_return": None,  # every session ends in commit or rollback
                 "connect_args": {"check_same_thread": False},
@@ -130,7 +131,11 @@ class Database:
             self._dialect = "sqlite"
         else:
             self.write_engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                hide_parameters=True,
             )
             self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)
             self._dialect = self.write_engine.dialect.name

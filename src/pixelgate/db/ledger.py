@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.db.base import StoreBase
 from pixelgate.db.billing import LockedAccount, Quota, QuotaState, quota_state, spent_today
 from pixelgate.db.records import LEDGER
@@ -155,6 +156,12 @@ class LedgerStore(StoreBase):
             balance = (row[0] or 0) + credits
             if balance < 0:
                 raise Conflict("the balance cannot become negative", code="negative_balance")
+            if balance > MAX_CREDITS:
+                raise ValidationFailed(
+                    "credits",
+                    f"the balance would become {balance}, over the maximum of {MAX_CREDITS}",
+                    code="balance_out_of_range",
+                )
             c.execute(update(Account).where(Account.id == account_id).values(credits=balance))
             entry = ledger_row(
                 account_id, None, "grant" if credits > 0 else "revoke", credits, reason, now

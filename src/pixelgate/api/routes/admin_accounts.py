@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
-from pixelgate.core.bounds import MAX_CREDITS, MAX_USD, check_balance
+from pixelgate.core.bounds import MAX_CREDITS, MAX_USD
 from pixelgate.db.reports import Reports, day_range
-from pixelgate.errors import Conflict, NotFound, UnsafeURL, ValidationFailed
+from pixelgate.errors import NotFound, UnsafeURL, ValidationFailed
 from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -86,39 +86,6 @@ async def _check_webhook_url(runtime: Runtime, url: str) -> None:
         raise ValidationFailed(
             "webhook_url", "the host does not resolve", code="unsafe_url"
         ) from None
-
-
-async def _admin_accounts(runtime: Runtime) -> dict[str, set[str]]:
-    """Enabled accounts that hold an unrevoked admin key: account name → those key ids."""
-    enabled = {a.name for a in await runtime.store.list_accounts() if not a.disabled}
-    holders: dict[str, set[str]] = {}
-    for key in await runtime.store.list_keys():
-        if key["admin"] and key["revoked_at"] is None and key["account"] in enabled:
-            holders.setdefault(key["account"], set()).add(key["id"])
-    return holders
-
-
-async def _refuse_admin_lockout(
-    runtime: Runtime, *, disabling: str | None = None, revoking: str | None = None
-) -> None:
-    """409 when disabling an account or revoking a key would leave no enabled admin.
-
-    Without one, every admin route answers 401 and only the operator on the box can
-    recover (``pixelgate accounts enable NAME`` or ``pixelgate keys create --admin``).
-    """
-    holders = await _admin_accounts(runtime)
-    remaining = {
-        name: {k for k in keys if k != revoking}
-        for name, keys in holders.items()
-        if name != disabling
-    }
-    if holders and not any(remaining.values()):
-        what = f"disabling account {disabling!r}" if disabling else f"revoking key {revoking!r}"
-        raise Conflict(
-            f"{what} would leave no enabled account with an admin key; create another "
-            "admin key first",
-            code="last_admin",
-        )
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
@@ -192,8 +159,6 @@ async def update_account(
             raise ValidationFailed("preferred_providers", f"unknown provider {provider!r}")
     if body.clear_daily_budget:
         fields["daily_budget_usd"] = None
-    if fields.get("disabled") and not account.disabled:
-        await _refuse_admin_lockout(runtime, disabling=account.name)
     updated = await runtime.store.update_account(account.id, **fields)
     if "disabled" in fields:
         request.app.state.key_cache.clear()  # this process at once; others within the TTL
@@ -205,7 +170,6 @@ async def change_credits(
     name: str, body: CreditChange, runtime: RuntimeDep, admin: AdminCaller
 ) -> JSONResponse:
     account = await _account(runtime, name)
-    check_balance(account.credits, body.credits)
     balance = await runtime.store.grant_credits(
         account.id, body.credits, reason=body.reason, actor=admin.account_name
     )
@@ -252,7 +216,6 @@ async def list_keys(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
 async def revoke_key(
     key_id: str, request: Request, runtime: RuntimeDep, _admin: AdminCaller
 ) -> JSONResponse:
-    await _refuse_admin_lockout(runtime, revoking=key_id)
     key_hash = await runtime.store.revoke_key(key_id)
     request.app.state.key_cache.drop(key_hash)  # this process at once; others within the TTL
     return JSONResponse({"id": key_id, "revoked": True})
