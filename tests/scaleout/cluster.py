@@ -26,6 +26,12 @@ latency_ms = 200
 kind = "placeholder"
 latency_ms = 1500
 
+[providers.nope]
+kind = "placeholder"
+latency_ms = 100
+fail_rate = 1.0
+fail_kind = "refused"
+
 [routing]
 default = ["fast"]
 """
