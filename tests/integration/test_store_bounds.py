@@ -54,3 +54,23 @@ async def test_the_store_keeps_an_enabled_admin_in_the_same_transaction(
     await runtime.store.revoke_key(key["id"])
     disabled = await runtime.store.update_account(other.id, disabled=True, keep_an_admin=False)
     assert disabled.disabled
+
+
+async def test_every_caller_is_refused_an_unsafe_literal_url_before_anything_is_written(
+    runtime: Runtime,
+) -> None:
+    """Not only the HTTP routes: the Python API (and so the CLI and batch files) meet the
+    same rule at admission, writing nothing."""
+    from pixelgate.core.models import GenerationRequest
+    from pixelgate.errors import UnsafeURL
+
+    caller = await runtime.local_caller()
+    before = await runtime.store.list_generations(account_id=caller.account_id, limit=100)
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/x.png"):
+        with pytest.raises(UnsafeURL) as info:
+            await runtime.pipeline.admit(
+                caller, GenerationRequest(prompt="x", reference_image_url=url)
+            )
+        assert info.value.code == "unsafe_url"
+    after = await runtime.store.list_generations(account_id=caller.account_id, limit=100)
+    assert after == before

@@ -22,6 +22,7 @@ from pixelgate.core.models import AccountView, GenerationRequest
 from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.routing import check_explicit, plan_route
 from pixelgate.core.templates import final_prompt, parse_template
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.billing import Quota
 from pixelgate.db.store import AdmitResult, BatchView, CacheLookup, NewGeneration, Store
 from pixelgate.errors import UnsafeURL, ValidationFailed
@@ -328,7 +329,9 @@ class Admission:
         )
 
     async def _check_user_urls(self, caller: Caller, request: GenerationRequest) -> None:
-        """Uploaded inputs must be the caller's; the webhook must be public."""
+        """Uploaded inputs must be the caller's; user URLs must be public (IP literals
+        decided here, the webhook's host resolved too)."""
+        refuse_unsafe_urls(request, self.settings)
         for name in ("input_image_key", "input_mask_key", "input_reference_key"):
             key = getattr(request, name)
             if key and not key.startswith(f"inputs/{caller.account_id}/"):

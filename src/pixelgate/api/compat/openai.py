@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
@@ -43,6 +42,7 @@ from pixelgate.core.models import (
 )
 from pixelgate.core.partials import PARTIAL_IMAGE
 from pixelgate.core.pipeline import Caller
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import NotFound, StorageError, ValidationFailed
 from pixelgate.media.fetch import MAX_URL_LENGTH
 from pixelgate.providers.registry import ProviderSet

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.compat._common import drop_none
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import FORMAT_PATTERN, MAX_N, MAX_SIDE, URL_PATTERN
 from pixelgate.core.models import GenerationRequest, GenerationView, Status
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.media.fetch import MAX_URL_LENGTH
 
 router = APIRouter(prefix="/api", tags=["seed 004"])

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.deps import (
     CurrentCaller,
     IdempotencyKey,
@@ -19,6 +18,7 @@ from pixelgate.api.deps import (
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import BoundedJson
 from pixelgate.core.models import GenerationRequest
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.store import BatchView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])

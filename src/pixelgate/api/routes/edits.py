@@ -20,12 +20,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
 from pixelgate.core.models import DEFAULT_SIDE, GenerationRequest
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])

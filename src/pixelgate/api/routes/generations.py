@@ -12,7 +12,6 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from pixelgate.api.admission import refuse_unsafe_urls
 from pixelgate.api.deps import (
     CurrentCaller,
     IdempotencyKey,
@@ -24,6 +23,7 @@ from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
 from pixelgate.core.events import follow_events
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status
+from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])

@@ -1,8 +1,10 @@
-"""Checks every entry point runs on a built request before handing it to admission.
+"""The URL rule every request meets before admission writes anything.
 
 What can be decided without DNS is decided here, so that a request carrying a literal
 loopback, private or metadata address is refused with 422 ``unsafe_url`` before anything
-is written, charged or counted against a quota. Host names are resolved and checked
+is written, charged or counted against a quota. Admission runs it for every caller (CLI,
+Python API, batch files); HTTP entry points also run it themselves first, to name the
+field in their own spelling (``referenceImageUrl``). Host names are resolved and checked
 again when the worker fetches (``media/fetch.py``), as are redirects.
 """
 
