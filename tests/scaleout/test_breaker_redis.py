@@ -7,6 +7,7 @@ implementation provably follow the same state machine.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 import secrets
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pixelgate.resilience.breaker import Breakers
+from pixelgate.resilience.breaker import Breakers, BreakerSnapshot
 from pixelgate.resilience.breaker_redis import RedisBreakers
 from pixelgate.resilience.storage import open_redis
 from tests.unit import test_breaker as unit
@@ -53,3 +54,28 @@ globals().update({name: getattr(unit, name) for name in PARITY})
 
 def test_every_state_machine_test_runs_here_too() -> None:
     assert len(PARITY) >= 12
+
+
+async def test_concurrent_snapshot_reads_share_one_round_trip(make: unit.Make) -> None:
+    """Jobs planning at the same moment share one Redis read of the breakers, and see
+    what it read (a failure recorded before it shows)."""
+    from pixelgate.resilience.breaker import Outcome
+
+    breakers = make(unit.FakeClock())
+    assert isinstance(breakers, RedisBreakers)
+    permit, _ = await breakers.allow("p")
+    await breakers.record("p", permit, Outcome.FAILURE, "provider_timeout")
+    reads = 0
+    read = breakers._read_snapshots
+
+    async def counted(names: list[str]) -> dict[str, BreakerSnapshot]:
+        nonlocal reads
+        reads += 1
+        return await read(names)
+
+    breakers._read_snapshots = counted  # type: ignore[method-assign]
+    results = await asyncio.gather(*(breakers.snapshots(["p", "q"]) for _ in range(20)))
+    assert reads == 1
+    assert all(r["p"].failures == 1 and r["q"].calls == 0 for r in results)
+    await breakers.snapshots(["p", "q"])  # the next one after it reads again
+    assert reads == 2

@@ -20,6 +20,7 @@ Redis is unreachable every call is admitted and nothing is recorded (``outage.py
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -182,6 +183,9 @@ class RedisBreakers:
         self._allow = redis.register_script(_ALLOW)
         self._record = redis.register_script(_RECORD)
         self._reset = redis.register_script(_RESET)
+        # one snapshot read in flight per set of providers: the jobs planning meanwhile
+        # share it (a read costs a round trip with 3 commands per provider)
+        self._reading: dict[tuple[str, ...], asyncio.Future[dict[str, BreakerSnapshot]]] = {}
 
     def configure(self, settings: BreakerSettings) -> None:
         self.settings = settings
@@ -258,7 +262,15 @@ class RedisBreakers:
         return [transition]
 
     async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
-        names = list(providers)
+        names = tuple(providers)
+        reading = self._reading.get(names)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_snapshots(list(names)))
+            self._reading[names] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(names, None))
+        return dict(await asyncio.shield(reading))
+
+    async def _read_snapshots(self, names: list[str]) -> dict[str, BreakerSnapshot]:
         now = self.clock()
         horizon = repr(now - self.settings.window_s)
 
