@@ -74,3 +74,18 @@ async def test_every_caller_is_refused_an_unsafe_literal_url_before_anything_is_
         assert info.value.code == "unsafe_url"
     after = await runtime.store.list_generations(account_id=caller.account_id, limit=100)
     assert after == before
+
+
+async def test_an_empty_idempotency_key_is_no_key_for_the_store_either(runtime: Runtime) -> None:
+    """Defect 1 at the store's depth: "" neither looks up nor stores a key, so a second
+    admission with it is a new generation, not a unique-constraint failure."""
+    account = await runtime.store.create_account("blank-key")
+    common = {
+        "account_id": account.id, "project": "p", "prompt": "x", "request": {},
+        "request_hash": "h", "source": "native", "credits": 0, "estimated_usd": None,
+        "request_id": None, "account_name": account.name,
+    }
+    first = await runtime.store.admit(**common, idempotency_key="")
+    second = await runtime.store.admit(**common, idempotency_key="")
+    assert first.created and second.created
+    assert first.generation.id != second.generation.id

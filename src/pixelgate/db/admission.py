@@ -162,6 +162,7 @@ class AdmissionStore(ReadStore):
         With ``lease_to`` (and no cache match), the job is admitted leased to that worker
         and returned as ``AdmitResult.job``.
         """
+        idempotency_key = idempotency_key or None  # "" is no key, for the look-up and the row
         if idempotency_key:
             existing = await self._by_idempotency(account_id, idempotency_key)
             if existing is not None:
@@ -301,6 +302,7 @@ class AdmissionStore(ReadStore):
         Raises:
             InsufficientCredits, BudgetExceeded, RateLimited: nothing is written.
         """
+        idempotency_key = idempotency_key or None
         now = self.clock()
         batch_id = new_id("bat")
 
