@@ -1,5 +1,8 @@
 """The data directory and the database files are readable by their owner only (issue 14,
-defect 8): a shared host's other users must not read prompts, e-mails or key hashes."""
+defect 8): a shared host's other users must not read prompts, e-mails or key hashes.
+
+These are the embedded deployment's files (SQLite, local images), so the settings here
+are embedded whatever ``--backend`` the suite runs with."""
 
 from __future__ import annotations
 
@@ -7,16 +10,23 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from pixelgate.config import Settings, load_settings
 from pixelgate.datadir import sqlite_path
 from pixelgate.runtime import Runtime
+from tests.conftest import ADMIN_KEY
 
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Callable[[], Settings]:
+    """Settings of the embedded deployment in a fresh data directory."""
+    return lambda: load_settings(data_dir=tmp_path / "data", admin_key=ADMIN_KEY)
 
 
 @pytest.fixture
@@ -27,11 +37,9 @@ def usual_umask() -> Iterator[None]:
 
 
 async def test_a_new_data_dir_and_database_are_owner_only(
-    make_settings: Callable[..., Any], backend: str, usual_umask: None
+    embedded: Callable[[], Settings], usual_umask: None
 ) -> None:
-    if backend != "sqlite":
-        pytest.xfail("the scale-out backend keeps its data in PostgreSQL and S3")
-    settings = make_settings()
+    settings = embedded()
     runtime = await Runtime.open(settings)
     try:
         await runtime.store.create_account("someone", email="someone@example.com")
@@ -48,11 +56,9 @@ async def test_a_new_data_dir_and_database_are_owner_only(
 
 
 async def test_an_existing_world_readable_database_is_tightened_at_start(
-    make_settings: Callable[..., Any], backend: str, usual_umask: None
+    embedded: Callable[[], Settings], usual_umask: None
 ) -> None:
-    if backend != "sqlite":
-        pytest.xfail("the scale-out backend keeps its data in PostgreSQL and S3")
-    settings = make_settings()
+    settings = embedded()
     await (await Runtime.open(settings)).close()
     db_file = sqlite_path(settings.resolved_database_url)
     assert db_file is not None
