@@ -46,21 +46,14 @@ async def wait_batch(client: httpx.AsyncClient, batch_id: str, **kw: Any) -> dic
     raise AssertionError(f"batch {batch_id} did not finish: {body}")
 
 
-async def _ledger(runtime: Runtime, account_id: str) -> list[LedgerEntry]:
-    async with runtime.db.read() as s:
-        return list(
-            await s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == account_id))
-        )
+async def _ledger(runtime: Runtime, account_id: str) -> list[Any]:
+    query = select(LedgerEntry.__table__).where(LedgerEntry.account_id == account_id)
+    return list(await runtime.db.run(lambda c: c.execute(query).all()))
 
 
 async def _count(runtime: Runtime, model: Any, account_id: str) -> int:
-    async with runtime.db.read() as s:
-        return int(
-            await s.scalar(
-                select(func.count()).select_from(model).where(model.account_id == account_id)
-            )
-            or 0
-        )
+    query = select(func.count()).select_from(model).where(model.account_id == account_id)
+    return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 
 async def _assert_ledger_consistent(runtime: Runtime, account_id: str) -> None:
@@ -139,12 +132,10 @@ async def test_batch_concurrency_bounds_its_running_members(
 
     async def sample() -> None:
         while True:
-            async with runtime.db.read() as s:
-                running = await s.scalar(
-                    select(func.count()).where(
-                        Generation.batch_id == batch_id, Generation.status == "PROCESSING"
-                    )
-                )
+            query = select(func.count()).where(
+                Generation.batch_id == batch_id, Generation.status == "PROCESSING"
+            )
+            running = await runtime.db.run(lambda c, q=query: c.scalar(q))
             samples.append(int(running or 0))
             await asyncio.sleep(0.01)
 

@@ -36,22 +36,15 @@ def _req(**extra: Any) -> dict[str, Any]:
 
 
 async def _provider_calls(runtime: Runtime, *gen_ids: str) -> int:
-    async with runtime.db.read() as s:
-        return int(
-            await s.scalar(
-                select(func.count()).where(
-                    Event.generation_id.in_(gen_ids), Event.type == "provider_selected"
-                )
-            )
-            or 0
-        )
+    query = select(func.count()).where(
+        Event.generation_id.in_(gen_ids), Event.type == "provider_selected"
+    )
+    return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 
-async def _ledger(runtime: Runtime, account_id: str) -> list[LedgerEntry]:
-    async with runtime.db.read() as s:
-        return list(
-            await s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == account_id))
-        )
+async def _ledger(runtime: Runtime, account_id: str) -> list[Any]:
+    query = select(LedgerEntry.__table__).where(LedgerEntry.account_id == account_id)
+    return list(await runtime.db.run(lambda c: c.execute(query).all()))
 
 
 async def _assert_ledger_consistent(runtime: Runtime, account_id: str) -> None:
@@ -278,8 +271,11 @@ async def test_identical_members_of_one_batch_share_a_call(
     assert [v.status.value for v in views] == ["SUCCEEDED"] * 3
     assert [v.cached_from for v in views] == [None, ids[0], ids[0]]
     assert await _provider_calls(runtime, *ids) == 1
-    async with runtime.db.read() as s:
-        keys = list(await s.scalars(select(Image.key).where(Image.generation_id.in_(ids))))
-        statuses = list(await s.scalars(select(Generation.status).where(Generation.id.in_(ids))))
+    keys = await runtime.db.run(
+        lambda c: c.scalars(select(Image.key).where(Image.generation_id.in_(ids))).all()
+    )
+    statuses = await runtime.db.run(
+        lambda c: c.scalars(select(Generation.status).where(Generation.id.in_(ids))).all()
+    )
     assert len(keys) == 3 and len(set(keys)) == 1 and set(statuses) == {"SUCCEEDED"}
     await _assert_ledger_consistent(runtime, caller.account_id)

@@ -31,19 +31,16 @@ def settings(make_settings: Any) -> Settings:
     )
 
 
-async def _ledger(runtime: Runtime, account_id: str) -> list[LedgerEntry]:
-    async with runtime.db.read() as s:
-        return list(
-            await s.scalars(select(LedgerEntry).where(LedgerEntry.account_id == account_id))
-        )
+async def _ledger(runtime: Runtime, account_id: str) -> list[Any]:
+    query = select(LedgerEntry.__table__).where(LedgerEntry.account_id == account_id)
+    return list(await runtime.db.run(lambda c: c.execute(query).all()))
 
 
 async def _generation_count(runtime: Runtime, account_id: str) -> int:
-    async with runtime.db.read() as s:
-        count = await s.scalar(
-            select(func.count()).select_from(Generation).where(Generation.account_id == account_id)
-        )
-        return int(count or 0)
+    query = select(func.count()).select_from(Generation).where(
+        Generation.account_id == account_id
+    )
+    return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 
 async def _assert_ledger_consistent(runtime: Runtime, account_id: str) -> None:

@@ -24,15 +24,10 @@ async def _template(
 
 
 async def _generations(runtime: Runtime, account_id: str) -> int:
-    async with runtime.db.read() as s:
-        return int(
-            await s.scalar(
-                select(func.count())
-                .select_from(Generation)
-                .where(Generation.account_id == account_id)
-            )
-            or 0
-        )
+    query = select(func.count()).select_from(Generation).where(
+        Generation.account_id == account_id
+    )
+    return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 
 async def test_create_list_get_and_delete_templates(

@@ -1,18 +1,16 @@
-"""Engines and sessions. SQLite gets WAL and one writer connection; PostgreSQL a pool."""
+"""Engines and transaction functions: SQLite gets WAL and one writer; PostgreSQL a pool."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import create_async_engine
 
 __all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
 
@@ -55,56 +53,16 @@ def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
-class _ThreadSession:
-    """The part of ``AsyncSession`` pixelgate uses, over a sync ``Session`` run in the DB thread.
-
-    Why not aiosqlite: it hops threads about four times per statement and SQLAlchemy's
-    async bridge adds greenlet switches — measured here at 1.4 ms of CPU for a
-    one-SELECT transaction. Results are buffered (``freeze``) inside the thread, so the
-    event loop never touches the connection.
-    """
-
-    def __init__(self, session: Session, run: Callable[..., Awaitable[Any]]) -> None:
-        self._session = session
-        self._run = run
-
-    def _execute(self, statement: Any, params: Any, kw: dict[str, Any]) -> Any:
-        result = self._session.execute(statement, params, **kw)
-        # ORM results always carry rows; a DML CursorResult may carry none
-        return result.freeze()() if getattr(result, "returns_rows", True) else result
-
-    async def execute(self, statement: Any, params: Any = None, **kw: Any) -> Any:
-        return await self._run(self._execute, statement, params, kw)
-
-    async def scalar(self, statement: Any, params: Any = None, **kw: Any) -> Any:
-        return await self._run(self._session.scalar, statement, params, **kw)
-
-    async def scalars(self, statement: Any, params: Any = None, **kw: Any) -> Any:
-        return (await self.execute(statement, params, **kw)).scalars()
-
-    async def get(self, entity: Any, ident: Any, **kw: Any) -> Any:
-        return await self._run(self._session.get, entity, ident, **kw)
-
-    async def flush(self) -> None:
-        await self._run(self._session.flush)
-
-    def add(self, instance: Any) -> None:
-        self._session.add(instance)  # no SQL: it only registers the object
-
-    def add_all(self, instances: Any) -> None:
-        self._session.add_all(instances)
-
-    def get_bind(self) -> Any:
-        return self._session.get_bind()
-
-
 class Database:
-    """The process's database handle: ``write()`` and ``read()`` sessions.
+    """The process's database handle: transaction functions, each run in one hop.
 
-    On SQLite, every statement runs synchronously in one dedicated thread (see
-    :class:`_ThreadSession`); writes go through a single connection, queued in
-    asyncio (SQLite serialises writers anyway), and reads through a small pool that
-    runs alongside thanks to WAL. On PostgreSQL, asyncpg through ``AsyncSession``.
+    :meth:`run` runs a read-only function over one connection; :meth:`run_batch` runs
+    write functions together in one transaction (the group commit of
+    :mod:`pixelgate.db.writer`). On SQLite every function runs synchronously in one
+    dedicated thread — aiosqlite hops threads about four times per statement, measured
+    here at 1.4 ms of CPU for a one-SELECT transaction — writes through a single
+    connection, reads through a small pool alongside thanks to WAL. On PostgreSQL, asyncpg
+    through ``AsyncConnection.run_sync``.
     """
 
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 20) -> None:
@@ -118,7 +76,7 @@ class Database:
             options: dict[str, Any] = {
                 "hide_parameters": True,  # request values never reach an error or a log
                 "max_overflow": 0,
-                "pool_reset_on_return": None,  # every session ends in commit or rollback
+                "pool_reset_on_return": None,  # every transaction ends in commit or rollback
                 "connect_args": {"check_same_thread": False},
             }
             self._sync_write = create_engine(sync_url, pool_size=1, **options)
@@ -137,7 +95,6 @@ class Database:
                 pool_pre_ping=True,
                 hide_parameters=True,
             )
-            self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)
             self._dialect = self.write_engine.dialect.name
 
     @property
@@ -147,39 +104,6 @@ class Database:
     async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, partial(fn, *args, **kwargs))
-
-    @asynccontextmanager
-    async def _thread_session(self, engine: Engine) -> AsyncIterator[AsyncSession]:
-        session = Session(engine, expire_on_commit=False)
-        try:
-            # the connection is checked out (and BEGIN sent) in the thread, lazily
-            yield cast(AsyncSession, _ThreadSession(session, self._in_thread))
-            await self._in_thread(session.commit)
-        except BaseException:
-            await asyncio.shield(self._in_thread(session.rollback))
-            raise
-        finally:
-            await asyncio.shield(self._in_thread(session.close))
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction, committed on success, rolled back on error."""
-        if self.is_sqlite:
-            async with self._write_lock, self._thread_session(self._sync_write) as session:
-                yield session
-            return
-        async with self._write() as session, session.begin():
-            yield session
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reading (one snapshot transaction)."""
-        if self.is_sqlite:
-            async with self._read_slots, self._thread_session(self._sync_read) as session:
-                yield session
-            return
-        async with self._write() as session, session.begin():
-            yield session
 
     async def run(self, fn: TxFunction) -> Any:
         """Run a read-only transaction function in one hop (one snapshot)."""

@@ -6,9 +6,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from pixelgate.db.engine import Database
+from pixelgate.db.records import LEDGER
 from pixelgate.db.tables import Account, Generation, LedgerEntry, UsageDaily
 
 __all__ = ["Reports"]
@@ -45,8 +46,7 @@ class Reports:
         )
         if account_id is not None:
             query = query.where(UsageDaily.account_id == account_id)
-        async with self.db.read() as s:
-            rows = (await s.execute(query)).all()
+        rows = await self.db.run(lambda c: c.execute(query).all())
         result = []
         for day, provider, model, ok, failed, images, credits, usd, latency in rows:
             ok, failed = int(ok or 0), int(failed or 0)
@@ -91,15 +91,13 @@ class Reports:
                     bucket["usd"] = _usd(Decimal(bucket["usd"]) + Decimal(row["usd"]))
             usd += Decimal(row["usd"])
         rate = totals["succeeded"] / totals["generations"] if totals["generations"] else None
-        async with self.db.read() as s:
-            accounts = await s.scalar(select(func.count()).select_from(Account))
-            by_status = dict(
-                (
-                    await s.execute(
-                        select(Generation.status, func.count()).group_by(Generation.status)
-                    )
-                ).all()
-            )
+
+        def counts(c: Connection) -> tuple[Any, dict[str, Any]]:
+            accounts = c.scalar(select(func.count()).select_from(Account))
+            statuses = select(Generation.status, func.count()).group_by(Generation.status)
+            return accounts, dict(c.execute(statuses).all())
+
+        accounts, by_status = await self.db.run(counts)
         return {
             "from": first_day.isoformat(),
             "to": last_day.isoformat(),
@@ -111,35 +109,34 @@ class Reports:
         }
 
     async def ledger(self, account_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        async with self.db.read() as s:
-            rows = await s.scalars(
-                select(LedgerEntry)
-                .where(LedgerEntry.account_id == account_id)
-                .order_by(LedgerEntry.id.desc())
-                .limit(limit)
-            )
-            return [
-                {
-                    "id": e.id,
-                    "kind": e.kind,
-                    "credits": e.credits,
-                    "generation_id": e.generation_id,
-                    "reason": e.reason,
-                    "actor": e.actor,
-                    "created_at": e.created_at,
-                }
-                for e in rows
-            ]
+        query = (
+            select(LEDGER)
+            .where(LedgerEntry.account_id == account_id)
+            .order_by(LedgerEntry.id.desc())
+            .limit(limit)
+        )
+        rows = await self.db.run(lambda c: c.execute(query).all())
+        return [
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "credits": e.credits,
+                "generation_id": e.generation_id,
+                "reason": e.reason,
+                "actor": e.actor,
+                "created_at": e.created_at,
+            }
+            for e in rows
+        ]
 
     async def projects(self, account_id: str) -> list[str]:
-        async with self.db.read() as s:
-            rows = await s.scalars(
-                select(Generation.project)
-                .where(Generation.account_id == account_id)
-                .distinct()
-                .order_by(Generation.project)
-            )
-            return list(rows)
+        query = (
+            select(Generation.project)
+            .where(Generation.account_id == account_id)
+            .distinct()
+            .order_by(Generation.project)
+        )
+        return list(await self.db.run(lambda c: c.scalars(query).all()))
 
 
 def day_range(days: int, today: datetime) -> tuple[date, date]:

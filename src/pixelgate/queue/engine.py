@@ -236,8 +236,9 @@ class ProcrastinateQueue:
     # Health --------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        async with self.store.db.read() as session:
-            rows = (await session.execute(BACKLOG_SQL, {"queue": QUEUE_NAME})).all()
+        rows = await self.store.db.run(
+            lambda c: c.execute(BACKLOG_SQL, {"queue": QUEUE_NAME}).all()
+        )
         counts = {status: int(n) for status, n in rows}
         return {
             "status": "ok",

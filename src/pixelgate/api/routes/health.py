@@ -59,8 +59,7 @@ async def _checked(
 
 
 async def _database(runtime: Runtime) -> dict[str, Any]:
-    async with runtime.db.read() as session:
-        await session.execute(text("SELECT 1"))
+    await runtime.db.run(lambda c: c.execute(text("SELECT 1")))
     return {"status": "ok", "backend": runtime.db.dialect}
 
 
