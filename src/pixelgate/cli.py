@@ -4,111 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pixelgate.config import Settings, load_settings
-from pixelgate.core.bounds import MAX_CREDITS
+from pixelgate.cli_admin import accounts_app, credits_app, keys_app
+from pixelgate.cli_support import (
+    ConfigOpt,
+    command_settings,
+    err,
+    out,
+    run_command,
+    with_runtime,
+)
+from pixelgate.config import Settings
 from pixelgate.errors import PixelgateError
-from pixelgate.logs import configure_logging
 
 app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
-accounts_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
+app.add_typer(credits_app, name="credits")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
 #: clients connecting at once is not refused (uvicorn's default is 2048)
 LISTEN_BACKLOG = 8192
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
-
-
-class _Rows:
-    """A Rich table on a terminal; tab-separated lines when piped (scripts read those).
-
-    The first column (an id) is never cut, so it can be copied into other commands.
-    """
-
-    def __init__(self, *columns: str) -> None:
-        self.columns = columns
-        self.rows: list[tuple[str, ...]] = []
-
-    def add_row(self, *cells: str) -> None:
-        self.rows.append(cells)
-
-    def print(self) -> None:
-        if not out.is_terminal:
-            for row in self.rows:
-                out.print("\t".join(row), highlight=False, soft_wrap=True)
-            return
-        table = Table()
-        for i, column in enumerate(self.columns):
-            table.add_column(column, no_wrap=i == 0, min_width=len(column))
-        for row in self.rows:
-            table.add_row(*row)
-        out.print(table)
-
-
-def _table(*columns: str) -> _Rows:
-    return _Rows(*columns)
-
-
-def _settings(**overrides: Any) -> Settings:
-    from pixelgate.providers.registry import validate_provider_tables
-
-    try:
-        settings = load_settings(**overrides)
-        validate_provider_tables(settings)
-    except PixelgateError as exc:
-        err.print(f"[red]{exc.message}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(coro_fn())  # type: ignore[arg-type]
-    except PixelgateError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-async def _with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from pixelgate.runtime import Runtime
-
-    runtime = await Runtime.open(settings)
-    # whichever command starts first on a new data directory creates the admin key
-    _announce_admin(runtime)
-    try:
-        return await fn(runtime)
-    finally:
-        await runtime.close()
-
-
-def _announce_admin(runtime: Any) -> None:
-    if runtime.admin.generated_key:
-        err.print(
-            "[bold yellow]Generated admin API key (shown once; also saved to "
-            f"{runtime.admin.key_file} with mode 0600):[/bold yellow]\n"
-            f"  {runtime.admin.generated_key}",
-            highlight=False,
-            soft_wrap=True,
-        )
 
 
 def _graceful_server_class() -> Any:
@@ -147,7 +70,7 @@ def serve(
 
     from pixelgate.api.app import create_app
 
-    settings = _settings(
+    settings = command_settings(
         host=host,
         port=port,
         concurrency=concurrency,
@@ -157,10 +80,10 @@ def serve(
 
     async def bootstrap(runtime: Any) -> None:
         # migrations, the admin key and the database are checked (and the key announced) by
-        # _with_runtime, so a problem is one clear line rather than a traceback from uvicorn
+        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn
         return None
 
-    _run(lambda: _with_runtime(settings, bootstrap))
+    run_command(lambda: with_runtime(settings, bootstrap))
     uv_config = uvicorn.Config(
         create_app(settings, migrate=False),
         host=settings.host,
@@ -194,7 +117,7 @@ def worker(
     """Run a worker process only (no HTTP), against the configured database."""
     import signal
 
-    settings = _settings(concurrency=concurrency, config=config)
+    settings = command_settings(concurrency=concurrency, config=config)
 
     async def main(runtime: Any) -> None:
         stop = asyncio.Event()
@@ -211,7 +134,7 @@ def worker(
         await stop.wait()
         err.print("pixelgate worker stopping: finishing in-flight jobs", highlight=False)
 
-    _run(lambda: _with_runtime(settings, main))
+    run_command(lambda: with_runtime(settings, main))
 
 
 @app.command()
@@ -221,14 +144,14 @@ def migrate(config: ConfigOpt = None) -> None:
     from pixelgate.db.engine import run_migrations
     from pixelgate.queue.base import prepare_queue
 
-    settings = _settings(config=config)
+    settings = command_settings(config=config)
 
     async def main() -> None:
         prepare_data_dir(settings)
         await run_migrations(settings.resolved_database_url)
         await prepare_queue(settings)
 
-    _run(main)
+    run_command(main)
     out.print(f"database is up to date (queue engine: {settings.resolved_queue})")
 
 
@@ -266,7 +189,7 @@ def generate(
     if (prompt is None) == (from_file is None):
         err.print("[red]give a PROMPT or --from-file (not both)[/red]")
         raise typer.Exit(2)
-    settings = _settings(config=config)
+    settings = command_settings(config=config)
     data: dict[str, Any] = {"prompt": prompt, "format": fmt, "n": n}
     if provider:
         data["provider"] = provider
@@ -335,7 +258,7 @@ def generate(
             )
         return 0
 
-    code = _run(lambda: _with_runtime(settings, main))
+    code = run_command(lambda: with_runtime(settings, main))
     raise typer.Exit(code)
 
 
@@ -405,7 +328,7 @@ def _generate_file(
                 (target_dir / f"{view.id}-{image.index}.{ext}").write_bytes(obj.data)
         return views, refused
 
-    views, refused = _run(lambda: _with_runtime(settings, main))
+    views, refused = run_command(lambda: with_runtime(settings, main))
     if refused and not views:
         err.print(f"[red]{path}: {refused}[/red]", highlight=False, soft_wrap=True)
         return 2 if refused.startswith("line ") else 1
@@ -434,166 +357,6 @@ def _generate_file(
     return 0 if ok else 1
 
 
-@accounts_app.command("create")
-def accounts_create(
-    name: Annotated[str, typer.Argument()],
-    tier: Annotated[str, typer.Option(help="FREE, PRO, ENTERPRISE")] = "FREE",
-    credits: Annotated[
-        int | None,
-        typer.Option(min=0, max=MAX_CREDITS, help="initial credits (unmetered if unset)"),
-    ] = None,
-    email: Annotated[
-        str | None, typer.Option(help="address mailed when a generation finally fails")
-    ] = None,
-    webhook_url: Annotated[
-        str | None, typer.Option(help="default webhook URL of the account's generations")
-    ] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Create an account."""
-    settings = _settings(config=config)
-    if tier.upper() not in settings.tiers:
-        err.print(f"[red]--tier: unknown tier {tier!r}[/red]")
-        raise typer.Exit(2)
-    if email is not None and not _EMAIL.match(email):
-        err.print(f"[red]--email: not an e-mail address: {email!r}[/red]")
-        raise typer.Exit(2)
-    if webhook_url is not None:
-        from pixelgate.errors import UnsafeURL
-        from pixelgate.media.fetch import parse_url
-
-        try:
-            parse_url(webhook_url, what="--webhook-url")
-        except UnsafeURL as exc:
-            err.print(f"[red]{exc.message}[/red]")
-            raise typer.Exit(2) from None
-
-    async def main(runtime: Any) -> Any:
-        account = await runtime.store.create_account(
-            name,
-            tier=tier,
-            credits=credits,
-            actor="cli",
-            credit_policy=settings.credits.default_policy,
-            email=email,
-        )
-        if webhook_url:
-            account = await runtime.store.update_account(account.id, webhook_url=webhook_url)
-        return account
-
-    account = _run(lambda: _with_runtime(settings, main))
-    out.print(
-        f"{account.id} {account.name} {account.tier} credits={account.credits}", highlight=False
-    )
-
-
-@accounts_app.command("list")
-def accounts_list(config: ConfigOpt = None) -> None:
-    """List accounts."""
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> Any:
-        return await runtime.store.list_accounts()
-
-    table = _table("id", "name", "tier", "credits", "created", "state")
-    for acct in _run(lambda: _with_runtime(settings, main)):
-        table.add_row(
-            acct.id,
-            acct.name,
-            acct.tier,
-            "unmetered" if acct.credits is None else str(acct.credits),
-            acct.created_at.strftime("%Y-%m-%d %H:%M"),
-            "disabled" if acct.disabled else "enabled",
-        )
-    table.print()
-
-
-def _set_disabled(name: str, disabled: bool, config: Path | None) -> None:
-    from pixelgate.errors import NotFound
-
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> Any:
-        acct = await runtime.store.find_account(name)
-        if acct is None:
-            raise NotFound(f"account {name!r} not found")
-        # the operator on the box may disable even the last admin account
-        return await runtime.store.update_account(acct.id, disabled=disabled, keep_an_admin=False)
-
-    acct = _run(lambda: _with_runtime(settings, main))
-    state = "disabled" if acct.disabled else "enabled"
-    out.print(f"{acct.name} {state} (running servers notice within seconds)", highlight=False)
-
-
-@accounts_app.command("enable")
-def accounts_enable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
-    """Enable an account again: its keys work again (the way back from a lock-out)."""
-    _set_disabled(name, False, config)
-
-
-@accounts_app.command("disable")
-def accounts_disable(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
-    """Disable an account: its keys answer 401 until it is enabled again."""
-    _set_disabled(name, True, config)
-
-
-@keys_app.command("create")
-def keys_create(
-    account: Annotated[str, typer.Option(help="account name")],
-    admin: Annotated[bool, typer.Option("--admin", help="admin key")] = False,
-    name: Annotated[str | None, typer.Option(help="label")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Create an API key (printed once; only its hash is stored)."""
-    from pixelgate.errors import NotFound
-
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> tuple[str, str]:
-        acct = await runtime.store.find_account(account)
-        if acct is None:
-            raise NotFound(f"account {account!r} not found")
-        result: tuple[str, str] = await runtime.store.create_key(acct.id, is_admin=admin, name=name)
-        return result
-
-    key_id, plain = _run(lambda: _with_runtime(settings, main))
-    err.print(f"key {key_id} for {account} (shown once):", highlight=False)
-    out.print(plain, highlight=False)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOpt = None) -> None:
-    """List API keys (prefixes only)."""
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> Any:
-        return await runtime.store.list_keys()
-
-    table = _table("id", "account", "prefix", "admin", "created", "revoked")
-    for key in _run(lambda: _with_runtime(settings, main)):
-        table.add_row(
-            key["id"],
-            key["account"],
-            key["prefix"] + "…",
-            str(key["admin"]),
-            key["created_at"].strftime("%Y-%m-%d %H:%M"),
-            key["revoked_at"].strftime("%Y-%m-%d %H:%M") if key["revoked_at"] else "",
-        )
-    table.print()
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
-    """Revoke an API key."""
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> Any:
-        return await runtime.store.revoke_key(key_id)
-
-    _run(lambda: _with_runtime(settings, main))
-    out.print(f"revoked {key_id}")
-
-
 @app.command()
 def providers(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -602,14 +365,14 @@ def providers(
     """The provider catalog and each provider's health."""
     from pixelgate.api.routes.providers import check_health, provider_body
 
-    settings = _settings(config=config)
+    settings = command_settings(config=config)
 
     async def main(runtime: Any) -> list[dict[str, Any]]:
         items = list(runtime.providers)
         healths = await asyncio.gather(*(check_health(p) for p in items))
         return [provider_body(p, h) for p, h in zip(items, healths, strict=True)]
 
-    rows = _run(lambda: _with_runtime(settings, main))
+    rows = run_command(lambda: with_runtime(settings, main))
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -623,101 +386,6 @@ def providers(
             ", ".join(m["name"] for m in row["models"]),
         )
     out.print(table)
-
-
-credits_app = typer.Typer(help="Grant or revoke credits.", no_args_is_help=True)
-app.add_typer(credits_app, name="credits")
-
-
-def _change_credits(name: str, amount: int, reason: str, config: Path | None) -> None:
-    from pixelgate.errors import NotFound
-
-    settings = _settings(config=config)
-
-    async def main(runtime: Any) -> int:
-        acct = await runtime.store.find_account(name)
-        if acct is None:
-            raise NotFound(f"account {name!r} not found")
-        balance: int = await runtime.store.grant_credits(
-            acct.id, amount, reason=reason, actor="cli"
-        )
-        return balance
-
-    balance = _run(lambda: _with_runtime(settings, main))
-    out.print(f"{name}: {balance} credits", highlight=False)
-
-
-@credits_app.command("grant")
-def credits_grant(
-    name: Annotated[str, typer.Argument(help="account")],
-    amount: Annotated[int, typer.Argument(min=1, max=MAX_CREDITS)],
-    reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "granted by cli",
-    config: ConfigOpt = None,
-) -> None:
-    """Add credits to an account (a ledger entry with the reason)."""
-    _change_credits(name, amount, reason, config)
-
-
-@credits_app.command("revoke")
-def credits_revoke(
-    name: Annotated[str, typer.Argument(help="account")],
-    amount: Annotated[int, typer.Argument(min=1, max=MAX_CREDITS)],
-    reason: Annotated[str, typer.Option(help="why (kept in the ledger)")] = "revoked by cli",
-    config: ConfigOpt = None,
-) -> None:
-    """Take credits from an account (never below zero)."""
-    _change_credits(name, -amount, reason, config)
-
-
-@accounts_app.command("set")
-def accounts_set(
-    name: Annotated[str, typer.Argument()],
-    tier: Annotated[str | None, typer.Option(help="FREE, PRO, ENTERPRISE or a custom tier")] = None,
-    budget: Annotated[
-        str | None, typer.Option(help="daily USD budget, or 'none' to remove it")
-    ] = None,
-    policy: Annotated[str | None, typer.Option(help="refund or keep on final failure")] = None,
-    prefer: Annotated[str | None, typer.Option(help="comma-separated preferred providers")] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Change an account's tier, daily budget, credit policy or preferred providers."""
-    from decimal import Decimal, InvalidOperation
-
-    from pixelgate.errors import NotFound
-
-    settings = _settings(config=config)
-    fields: dict[str, Any] = {}
-    if tier:
-        if tier.upper() not in settings.tiers:
-            err.print(f"[red]--tier: unknown tier {tier!r}[/red]")
-            raise typer.Exit(2)
-        fields["tier"] = tier
-    if budget is not None:
-        try:
-            fields["daily_budget_usd"] = None if budget == "none" else Decimal(budget)
-        except InvalidOperation:
-            err.print("[red]--budget must be a number of dollars or 'none'[/red]")
-            raise typer.Exit(2) from None
-    if policy:
-        if policy not in ("refund", "keep"):
-            err.print("[red]--policy must be refund or keep[/red]")
-            raise typer.Exit(2)
-        fields["credit_policy"] = policy
-    if prefer is not None:
-        fields["preferred_providers"] = [p.strip() for p in prefer.split(",") if p.strip()]
-
-    async def main(runtime: Any) -> Any:
-        acct = await runtime.store.find_account(name)
-        if acct is None:
-            raise NotFound(f"account {name!r} not found")
-        return await runtime.store.update_account(acct.id, **fields)
-
-    acct = _run(lambda: _with_runtime(settings, main))
-    out.print(
-        f"{acct.name} tier={acct.tier} budget={acct.daily_budget_usd} "
-        f"policy={acct.credit_policy} prefer={','.join(acct.preferred_providers) or '-'}",
-        highlight=False,
-    )
 
 
 def main() -> None:
