@@ -322,6 +322,76 @@ async def test_a_refused_edit_stores_none_of_its_uploads(
     assert stored == []
 
 
+async def _objects(runtime: Any) -> int:
+    return (await runtime.storage.stats()).objects
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "files", "status"),
+    [
+        # refused by configuration checks and by the mask check
+        ("/v1/generations/edits", {"prompt": "x", "provider": "nope"}, {}, 422),
+        ("/v1/generations/edits", {"prompt": "x"}, {"mask": (8, 8)}, 422),
+        ("/v1/images/edits", {"prompt": "x"}, {"mask": (8, 8)}, 400),
+        # refused by admission, after the uploads were read: no credits left
+        ("/v1/generations/edits", {"prompt": "x"}, {}, 402),
+        ("/v1/images/edits", {"prompt": "x"}, {}, 402),
+    ],
+)
+async def test_an_edit_refused_after_its_upload_leaves_storage_unchanged(
+    runtime: Any,
+    app: Any,
+    make_account: Any,
+    path: str,
+    fields: dict[str, str],
+    files: dict[str, tuple[int, int]],
+    status: int,
+) -> None:
+    from tests.fakes import png_bytes
+
+    _, headers = await make_account("poor", credits=0 if status == 402 else 100)
+    before = await _objects(runtime)
+    sent: dict[str, Any] = {"image": ("a.png", png_bytes(32, 32), "image/png")}
+    for name, (w, h) in files.items():
+        sent[name] = (f"{name}.png", png_bytes(w, h), "image/png")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers
+    ) as c:
+        r = await c.post(path, data=fields, files=sent)
+    assert r.status_code == status, r.text
+    assert await _objects(runtime) == before
+    assert await runtime.store.list_generations(account_id=None) == []
+
+
+async def test_a_refused_edit_keeps_an_input_stored_earlier(
+    client: httpx.AsyncClient, runtime: Any, make_account: Any
+) -> None:
+    """Inputs are named by their content: a refusal must not remove one in use."""
+    from tests.fakes import png_bytes
+
+    image = png_bytes(32, 32)
+    ok = await client.post(
+        "/v1/generations/edits", data={"prompt": "x"}, files={"image": ("a.png", image)}
+    )
+    assert ok.status_code == 202, ok.text
+    key = ok.json()["request"]["input_image_key"]
+    refused = await client.post(
+        "/v1/generations/edits",
+        data={"prompt": "x", "provider": "nope"},
+        files={"image": ("a.png", image)},
+    )
+    assert refused.status_code == 422
+    _, headers = await make_account("broke", credits=0)
+    refused = await client.post(
+        "/v1/images/edits",
+        data={"prompt": "x"},
+        files={"image": ("a.png", image)},
+        headers=headers,
+    )
+    assert refused.status_code == 402
+    assert await runtime.storage.exists(key)
+
+
 async def test_a_batchs_own_metadata_is_bounded_too(client: httpx.AsyncClient) -> None:
     body = {"requests": [SMALL], "metadata": {"blob": "x" * (MAX_METADATA_BYTES + 1)}}
     r = await client.post("/v1/batches", json=body)

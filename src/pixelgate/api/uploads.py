@@ -7,14 +7,16 @@ files); each image is decoded and validated before it is stored under ``inputs/`
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from pixelgate.api.text import MESSAGE, unstorable_path
-from pixelgate.core.inputs import store_input
+from pixelgate.core.inputs import input_key, validate_input
 from pixelgate.core.models import MIN_SIDE
 from pixelgate.errors import ImageRejected, ValidationFailed
 from pixelgate.media.images import ProcessedImage
@@ -22,11 +24,11 @@ from pixelgate.runtime import Runtime
 
 __all__ = [
     "StoredUpload",
+    "Uploads",
     "default_size",
     "form_uploads",
     "multipart_limit",
     "read_form",
-    "store_upload",
 ]
 
 MAX_FILES = 20
@@ -36,6 +38,8 @@ MAX_FIELD_BYTES = 256 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
 #: uploads per request counted in the body cap (image, mask, reference)
 UPLOADS_IN_CAP = 3
+
+log = structlog.get_logger("pixelgate.api")
 
 
 class _TooLarge(Exception):
@@ -118,27 +122,59 @@ def form_fields(form: FormData, *, skip: tuple[str, ...] = ()) -> dict[str, Any]
     return fields
 
 
-async def store_upload(
-    runtime: Runtime, account_id: str, upload: UploadFile, *, field: str, kind: str
-) -> StoredUpload:
-    """Read, validate and store one uploaded image.
+class Uploads:
+    """The input images of one request: validated, stored, and removed again when the
+    request is refused (``until_admitted``), so a refused request leaves nothing behind.
 
-    Raises:
-        ValidationFailed: the file is empty, too large or not an acceptable image.
+    Inputs are named by their content: an object that was already stored (the same image
+    uploaded before) is never removed.
     """
-    cap = runtime.settings.max_image_bytes
-    data = await upload.read(cap + 1)
-    if len(data) > cap:
-        raise ValidationFailed(field, f"larger than {cap} bytes", code="image_too_large")
-    if not data:
-        raise ValidationFailed(field, "empty file", code="unsupported_image")
-    try:
-        key, image = await store_input(
-            runtime.storage, runtime.settings, account_id, data, kind=kind
-        )
-    except ImageRejected as exc:
-        raise ValidationFailed(field, exc.message, code=exc.code) from None
-    return StoredUpload(key, image)
+
+    def __init__(self, runtime: Runtime, account_id: str) -> None:
+        self._runtime = runtime
+        self._account_id = account_id
+        self._created: list[str] = []
+
+    async def add(self, upload: UploadFile, *, field: str, kind: str) -> StoredUpload:
+        """Read, validate and store one uploaded image.
+
+        Raises:
+            ValidationFailed: the file is empty, too large or not an acceptable image.
+        """
+        settings, storage = self._runtime.settings, self._runtime.storage
+        cap = settings.max_image_bytes
+        data = await upload.read(cap + 1)
+        if len(data) > cap:
+            raise ValidationFailed(field, f"larger than {cap} bytes", code="image_too_large")
+        if not data:
+            raise ValidationFailed(field, "empty file", code="unsupported_image")
+        try:
+            image = await validate_input(data, settings, kind=kind)
+        except ImageRejected as exc:
+            raise ValidationFailed(field, exc.message, code=exc.code) from None
+        key = input_key(self._account_id, image)
+        if not await storage.exists(key):
+            await storage.put(key, image.data, image.content_type)
+            self._created.append(key)
+        return StoredUpload(key, image)
+
+    async def discard(self) -> None:
+        """Remove what this request stored (best effort: a leftover is only unused space)."""
+        created, self._created = self._created, []
+        for key in created:
+            try:
+                await self._runtime.storage.delete(key)
+            except Exception:  # the refusal is what the caller must see
+                log.warning("upload_not_removed", key=key, exc_info=True)
+
+    @asynccontextmanager
+    async def until_admitted(self) -> AsyncIterator[Uploads]:
+        """Inside: store the uploads and admit the request; a refusal removes them again."""
+        try:
+            yield self
+        except BaseException:
+            await self.discard()
+            raise
 
 
 def default_size(width: int, height: int, max_side: int) -> tuple[int, int]:

@@ -26,7 +26,6 @@ __all__ = [
     "JobInputs",
     "check_input_owner",
     "load_inputs",
-    "store_input",
 ]
 
 INPUT_PREFIX = "inputs"
@@ -88,20 +87,6 @@ async def validate_input(data: bytes, settings: Settings, *, kind: str) -> Proce
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,
     )
-
-
-async def store_input(
-    storage: Storage, settings: Settings, account_id: str, data: bytes, *, kind: str
-) -> tuple[str, ProcessedImage]:
-    """Validate an uploaded input and store it; returns its key and what it is.
-
-    Raises:
-        ImageRejected: the bytes are not an acceptable image.
-    """
-    image = await validate_input(data, settings, kind=kind)
-    key = input_key(account_id, image)
-    await storage.put(key, image.data, image.content_type)
-    return key, image
 
 
 async def load_inputs(

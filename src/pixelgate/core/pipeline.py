@@ -45,7 +45,7 @@ from pixelgate.storage.base import Storage
 if TYPE_CHECKING:
     from pixelgate.core.handoff import LocalWorker
 
-__all__ = ["Caller", "Estimate", "FinishHook", "Finished", "Pipeline"]
+__all__ = ["AdmitResult", "Caller", "Estimate", "FinishHook", "Finished", "Pipeline"]
 
 
 class Pipeline:

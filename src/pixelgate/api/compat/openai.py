@@ -29,7 +29,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
-from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
+from pixelgate.api.uploads import Uploads, default_size, form_fields, form_uploads, read_form
 from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
 from pixelgate.core.events import follow_events
 from pixelgate.core.models import (
@@ -41,7 +41,7 @@ from pixelgate.core.models import (
     Status,
 )
 from pixelgate.core.partials import PARTIAL_IMAGE
-from pixelgate.core.pipeline import Caller
+from pixelgate.core.pipeline import AdmitResult, Caller
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import NotFound, StorageError, ValidationFailed
 from pixelgate.media.fetch import MAX_URL_LENGTH
@@ -159,7 +159,8 @@ async def create_image(
         raise ValidationFailed("body", "malformed JSON") from None
     body = _parse(raw if isinstance(raw, dict) else {"prompt": None})
     generation = _generation_request(runtime, body, extra={}, size_default=None)
-    return await _run(runtime, caller, generation, body, request_id, idempotency_key, "generation")
+    result = await _admit(runtime, caller, generation, request_id, idempotency_key)
+    return await _answer(runtime, result, body, "generation")
 
 
 @router.post(
@@ -175,39 +176,38 @@ async def edit_image(
     idempotency_key: IdempotencyKey,
 ) -> Response:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
-    try:
-        body = _parse(form_fields(form, skip=("image", "mask")))
-        images = form_uploads(form, "image")
-        masks = form_uploads(form, "mask")
-        if not images:
-            raise ValidationFailed("image", "field required (the image to edit)")
-        if len(images) > MAX_EDIT_IMAGES:
-            raise ValidationFailed(
-                "image", f"at most {MAX_EDIT_IMAGES} images (the image to edit and a reference)"
-            )
-        if len(masks) > 1:
-            raise ValidationFailed("mask", "give one mask")
-        edit = await store_upload(
-            runtime, caller.account_id, images[0], field="image", kind="image"
+    uploads = Uploads(runtime, caller.account_id)
+    async with uploads.until_admitted():
+        try:
+            body = _parse(form_fields(form, skip=("image", "mask")))
+            images = form_uploads(form, "image")
+            masks = form_uploads(form, "mask")
+            if not images:
+                raise ValidationFailed("image", "field required (the image to edit)")
+            if len(images) > MAX_EDIT_IMAGES:
+                raise ValidationFailed(
+                    "image", f"at most {MAX_EDIT_IMAGES} images (the image to edit and a reference)"
+                )
+            if len(masks) > 1:
+                raise ValidationFailed("mask", "give one mask")
+            edit = await uploads.add(images[0], field="image", kind="image")
+            extra: dict[str, Any] = {"input_image_key": edit.key}
+            if len(images) > 1:
+                reference = await uploads.add(images[1], field="image", kind="reference")
+                extra["input_reference_key"] = reference.key
+            if masks:
+                mask = await uploads.add(masks[0], field="mask", kind="mask")
+                if (mask.image.width, mask.image.height) != (edit.image.width, edit.image.height):
+                    raise ValidationFailed("mask", "must have the same size as the image")
+                extra["input_mask_key"] = mask.key
+        finally:
+            await form.close()
+        size_default = default_size(
+            edit.image.width, edit.image.height, runtime.settings.max_dimension
         )
-        extra: dict[str, Any] = {"input_image_key": edit.key}
-        if len(images) > 1:
-            reference = await store_upload(
-                runtime, caller.account_id, images[1], field="image", kind="reference"
-            )
-            extra["input_reference_key"] = reference.key
-        if masks:
-            mask = await store_upload(
-                runtime, caller.account_id, masks[0], field="mask", kind="mask"
-            )
-            if (mask.image.width, mask.image.height) != (edit.image.width, edit.image.height):
-                raise ValidationFailed("mask", "must have the same size as the image")
-            extra["input_mask_key"] = mask.key
-    finally:
-        await form.close()
-    size_default = default_size(edit.image.width, edit.image.height, runtime.settings.max_dimension)
-    generation = _generation_request(runtime, body, extra=extra, size_default=size_default)
-    return await _run(runtime, caller, generation, body, request_id, idempotency_key, "edit")
+        generation = _generation_request(runtime, body, extra=extra, size_default=size_default)
+        result = await _admit(runtime, caller, generation, request_id, idempotency_key)
+    return await _answer(runtime, result, body, "edit")
 
 
 def resolve_model(
@@ -309,23 +309,30 @@ def _generation_request(
         raise ValidationFailed(field, str(first["msg"])) from None
 
 
-async def _run(
+async def _admit(
     runtime: Runtime,
     caller: Caller,
     generation: GenerationRequest,
-    body: ImagesRequest,
     request_id: str,
     idempotency_key: str | None,
-    kind: Literal["generation", "edit"],
-) -> Response:
+) -> AdmitResult:
     refuse_unsafe_urls(generation, runtime.settings)
-    result = await runtime.pipeline.admit(
+    return await runtime.pipeline.admit(
         caller,
         generation,
         source="openai",
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
+
+
+async def _answer(
+    runtime: Runtime,
+    result: AdmitResult,
+    body: ImagesRequest,
+    kind: Literal["generation", "edit"],
+) -> Response:
+    """The OpenAI-shaped answer: streamed events, or the images once the job has ended."""
     view = result.generation
     if body.stream:
         return EventSourceResponse(

@@ -23,7 +23,14 @@ from pydantic import ValidationError
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
-from pixelgate.api.uploads import default_size, form_fields, form_uploads, read_form, store_upload
+from pixelgate.api.uploads import (
+    StoredUpload,
+    Uploads,
+    default_size,
+    form_fields,
+    form_uploads,
+    read_form,
+)
 from pixelgate.core.models import DEFAULT_SIDE, GenerationRequest
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import ValidationFailed
@@ -64,47 +71,49 @@ async def create_edit(
     prefer: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     form = await read_form(request, max_image_bytes=runtime.settings.max_image_bytes)
-    try:
-        body = _request_fields(form_fields(form, skip=FILE_FIELDS), form.get("request"))
-        sent = {name: form_uploads(form, name) for name in FILE_FIELDS}
-        for name, files in sent.items():
-            if len(files) > 1:
-                raise ValidationFailed(name, "give one file")
-        if not sent["image"]:
-            raise ValidationFailed("image", "field required (the image to edit)")
-        # the other fields are checked before any upload is stored: a refused request
-        # leaves nothing behind
-        refuse_unsafe_urls(_validated(_with_upload_keys(body, sent)), runtime.settings)
-        uploads: dict[str, Any] = {}
-        for name, files in sent.items():
-            if files:
-                kind = {"image": "image", "mask": "mask", "reference_image": "reference"}[name]
-                uploads[name] = await store_upload(
-                    runtime, caller.account_id, files[0], field=name, kind=kind
-                )
-    finally:
-        await form.close()
-    if "image" not in uploads:
-        raise ValidationFailed("image", "field required (the image to edit)")
-    image = uploads["image"].image
-    if "mask" in uploads and (uploads["mask"].image.width, uploads["mask"].image.height) != (
-        image.width,
-        image.height,
-    ):
-        raise ValidationFailed("mask", "must have the same size as the image", code="mask_invalid")
-    body["input_image_key"] = uploads["image"].key
-    if "mask" in uploads:
-        body["input_mask_key"] = uploads["mask"].key
-    if "reference_image" in uploads:
-        body["input_reference_key"] = uploads["reference_image"].key
-    if not any(k in body for k in ("width", "height", "aspect_ratio")):
-        body["width"], body["height"] = default_size(
-            image.width, image.height, runtime.settings.max_dimension
+    uploads = Uploads(runtime, caller.account_id)
+    async with uploads.until_admitted():
+        try:
+            body = _request_fields(form_fields(form, skip=FILE_FIELDS), form.get("request"))
+            sent = {name: form_uploads(form, name) for name in FILE_FIELDS}
+            for name, files in sent.items():
+                if len(files) > 1:
+                    raise ValidationFailed(name, "give one file")
+            if not sent["image"]:
+                raise ValidationFailed("image", "field required (the image to edit)")
+            # the other fields are checked before any upload is stored
+            probe = _validated(_with_upload_keys(body, sent))
+            refuse_unsafe_urls(probe, runtime.settings)
+            runtime.pipeline.validate(probe)
+            stored: dict[str, StoredUpload] = {}
+            for name, files in sent.items():
+                if files:
+                    kind = {"image": "image", "mask": "mask", "reference_image": "reference"}[name]
+                    stored[name] = await uploads.add(files[0], field=name, kind=kind)
+        finally:
+            await form.close()
+        image = stored["image"].image
+        mask = stored.get("mask")
+        if mask is not None and (mask.image.width, mask.image.height) != (
+            image.width,
+            image.height,
+        ):
+            raise ValidationFailed(
+                "mask", "must have the same size as the image", code="mask_invalid"
+            )
+        for name, upload in stored.items():
+            body[_KEY_FIELDS[name]] = upload.key
+        if not any(k in body for k in ("width", "height", "aspect_ratio")):
+            body["width"], body["height"] = default_size(
+                image.width, image.height, runtime.settings.max_dimension
+            )
+        result = await runtime.pipeline.admit(
+            caller,
+            _validated(body),
+            source="native",
+            idempotency_key=idempotency_key,
+            request_id=request_id,
         )
-    generation = _validated(body)
-    result = await runtime.pipeline.admit(
-        caller, generation, source="native", idempotency_key=idempotency_key, request_id=request_id
-    )
     view = result.generation
     wait_s = prefer_wait(prefer, runtime.settings.max_wait_s)
     if wait_s and not view.terminal:
