@@ -389,7 +389,6 @@ async def test_budget_amounts_are_decimal_exact(runtime: Runtime) -> None:
 
 async def test_requests_per_minute_of_a_tier(make_settings: Any) -> None:
     from pixelgate.api.app import create_app
-    from tests.conftest import ADMIN_KEY
 
     settings = make_settings(tiers={"BURST": {"daily_limit": 100, "requests_per_minute": 2}})
     runtime = await Runtime.open(settings)
@@ -406,7 +405,32 @@ async def test_requests_per_minute_of_a_tier(make_settings: Any) -> None:
             limited = await c.post("/v1/generations", json={"prompt": "again"})
             assert 50 <= int(limited.headers["retry-after"]) <= 60
             assert limited.json()["error"]["limit"] == 2
-        assert ADMIN_KEY  # the admin key is untouched by the tier
+    finally:
+        await runtime.close()
+
+
+async def test_a_refused_request_uses_no_slot_of_the_rate_limit(make_settings: Any) -> None:
+    """A 402 (credits or budget) or a 422 counts against nothing: the slots stay free."""
+    from pixelgate.api.app import create_app
+
+    settings = make_settings(tiers={"BURST": {"daily_limit": 100, "requests_per_minute": 2}})
+    runtime = await Runtime.open(settings)
+    try:
+        account = await runtime.store.create_account("short", tier="BURST", credits=0)
+        _, key = await runtime.store.create_key(account.id)
+        app = create_app(settings, runtime=runtime, run_worker=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t",
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            for i in range(4):
+                poor = await c.post("/v1/generations", json={"prompt": f"{i}"})
+                assert poor.status_code == 402, poor.text
+            bad = await c.post("/v1/generations", json={"prompt": "x", "provider": "nope"})
+            assert bad.status_code == 422
+            await runtime.store.grant_credits(account.id, 10, reason="test", actor="test")
+            codes = [(await c.post("/v1/generations", json={"prompt": f"ok{i}"})).status_code
+                     for i in range(3)]
+            assert codes == [202, 202, 429]
     finally:
         await runtime.close()
 

@@ -16,9 +16,10 @@ async def test_two_processes_share_one_window(redis_url: str) -> None:
     api_1 = RequestLimiter.for_settings(settings)
     api_2 = RequestLimiter.for_settings(settings)
     account = f"acct_{secrets.token_hex(4)}"
-    await api_1.hit(account, 3)
-    await api_2.hit(account, 3)
-    await api_1.hit(account, 3)
+    for limiter in (api_1, api_2, api_1):
+        async with limiter.admitting(account, 3):
+            pass
     with pytest.raises(RateLimited) as info:
-        await api_2.hit(account, 3)
+        async with api_2.admitting(account, 3):
+            pass
     assert info.value.limit == 3 and info.value.retry_after > 0

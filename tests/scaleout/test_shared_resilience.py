@@ -340,7 +340,8 @@ async def test_with_redis_unreachable_everything_fails_open_at_once(tmp_path: Pa
         assert await shared.pauses.remaining(["p"]) == {"p": 0.0}
         limiter = RequestLimiter(shared.limits, guard=shared.guard)
         for _ in range(3):  # over a limit of 1 per minute, yet admitted
-            await limiter.hit("account", 1)
+            async with limiter.admitting("account", 1):
+                pass
         assert time.monotonic() - started < 1.0
     finally:
         await shared.close()

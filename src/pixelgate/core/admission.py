@@ -121,7 +121,6 @@ class Admission:
         account = await self.store.get_account_cached(caller.account_id)
         estimate = self.estimate(request, account)
         tier = self.settings.tier(account.tier)
-        await self.limiter.hit(account.id, tier.requests_per_minute)
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
@@ -130,24 +129,25 @@ class Admission:
         worker = self.local_worker
         lease_to = worker.owner if worker is not None and worker.reserve() else None
         try:
-            result = await self.store.admit(
-                account_id=caller.account_id,
-                project=request.project,
-                prompt=request.prompt,
-                request=payload,
-                request_hash=digest,
-                source=source,
-                credits=estimate.credits,
-                estimated_usd=estimate.usd,
-                idempotency_key=idempotency_key,
-                request_id=request_id,
-                quota=quota,
-                cache=self._cache_lookup(request, account),
-                entities=_entity_pairs(request),
-                account_name=account.name,
-                lease_to=lease_to,
-                lease_s=self.settings.lease_seconds,
-            )
+            async with self.limiter.admitting(account.id, tier.requests_per_minute):
+                result = await self.store.admit(
+                    account_id=caller.account_id,
+                    project=request.project,
+                    prompt=request.prompt,
+                    request=payload,
+                    request_hash=digest,
+                    source=source,
+                    credits=estimate.credits,
+                    estimated_usd=estimate.usd,
+                    idempotency_key=idempotency_key,
+                    request_id=request_id,
+                    quota=quota,
+                    cache=self._cache_lookup(request, account),
+                    entities=_entity_pairs(request),
+                    account_name=account.name,
+                    lease_to=lease_to,
+                    lease_s=self.settings.lease_seconds,
+                )
         except BaseException:
             if lease_to is not None and worker is not None:
                 worker.unreserve()
@@ -224,24 +224,24 @@ class Admission:
                 )
             )
         tier = self.settings.tier(account.tier)
-        await self.limiter.hit(account.id, tier.requests_per_minute)
         quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
         digest = hashlib.sha256(
             json.dumps(
                 [concurrency, metadata or {}, *(m.request for m in members)], sort_keys=True
             ).encode()
         ).hexdigest()
-        batch = await self.store.admit_batch(
-            account_id=caller.account_id,
-            members=members,
-            concurrency=concurrency,
-            metadata=metadata or {},
-            source=source,
-            request_id=request_id,
-            quota=quota,
-            idempotency_key=idempotency_key,
-            request_hash=digest,
-        )
+        async with self.limiter.admitting(account.id, tier.requests_per_minute):
+            batch = await self.store.admit_batch(
+                account_id=caller.account_id,
+                members=members,
+                concurrency=concurrency,
+                metadata=metadata or {},
+                source=source,
+                request_id=request_id,
+                quota=quota,
+                idempotency_key=idempotency_key,
+                request_hash=digest,
+            )
         if batch.replayed:
             return batch
         await self.bus.notify_jobs()

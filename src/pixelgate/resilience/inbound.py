@@ -9,9 +9,13 @@ an outage of the counter store must not turn every request into an error.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -26,29 +30,55 @@ NAMESPACE = "pixelgate:requests"
 
 
 class RequestLimiter:
-    """``hit(account, per_minute)`` counts one request or raises ``RateLimited``."""
+    """Counts admitted requests per account against a tier's ``requests_per_minute``.
+
+    ``async with limiter.admitting(account, per_minute):`` around an admission refuses
+    (``RateLimited``) when the window is full and counts the request only when the
+    admission succeeds: a request refused for any other reason (credits, budget, a bad
+    field) counts against nothing. One account's admissions take turns within a process,
+    so the check and the count cannot interleave there; across processes, concurrent
+    admissions of one account may pass the check together (at most one per process over
+    the limit).
+    """
 
     def __init__(self, storage: Storage | None = None, *, guard: Outage | None = None) -> None:
         self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
         self._guard = guard
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RequestLimiter:
         """Memory in the embedded deployment; Redis (shared by every process) with scale-out."""
         return cls(open_limits_storage(settings))
 
-    async def hit(self, account_id: str, per_minute: int | None) -> None:
+    @asynccontextmanager
+    async def admitting(self, account_id: str, per_minute: int | None) -> AsyncIterator[None]:
+        """Refuse when the account's window is full; count the request if the block succeeds.
+
+        Raises:
+            RateLimited: the window is full (nothing is counted).
+        """
         if per_minute is None:
+            yield
             return
         item = RateLimitItemPerMinute(per_minute, namespace=NAMESPACE)
+        turn = self._turns.get(account_id)
+        if turn is None:
+            turn = self._turns[account_id] = asyncio.Lock()
+        async with turn:
+            if not await self._shared("test", lambda: self._limiter.test(item, account_id)):
+                await self._refuse(item, account_id, per_minute)
+            yield
+            await self._shared("hit", lambda: self._limiter.hit(item, account_id))
+
+    async def _shared(self, what: str, call: Callable[[], Awaitable[bool]]) -> bool:
         if self._guard is None:
-            allowed = await self._limiter.hit(item, account_id)
-        else:
-            allowed = await self._guard.run(
-                "request limit", lambda: self._limiter.hit(item, account_id), True
-            )
-        if allowed:
-            return
+            return await call()
+        return await self._guard.run(f"request limit ({what})", call, True)
+
+    async def _refuse(self, item: RateLimitItem, account_id: str, per_minute: int) -> None:
         stats = await self._limiter.get_window_stats(item, account_id)
         raise RateLimited(
             f"Rate limit exceeded: {per_minute} requests per minute",
