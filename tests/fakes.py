@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -174,6 +175,8 @@ class ScriptedSettings(PlaceholderSettings):
     kind: str = "scripted"
     script: list[str] = ["ok"]
     saves_job: bool = True
+    #: "unknown": ``price`` raises PriceUnknown; "broken": it raises a plain bug
+    pricing: str = "table"
 
 
 @dataclass
@@ -193,6 +196,16 @@ class ScriptedProvider(PlaceholderProvider):
     kind = "scripted"
     settings_class = ScriptedSettings
     logs: ClassVar[dict[str, ScriptLog]] = {}
+
+    def price(self, request: ProviderRequest) -> Decimal:
+        from pixelgate.errors import PriceUnknown
+
+        pricing = getattr(self.settings, "pricing", "table")
+        if pricing == "unknown":
+            raise PriceUnknown(f"{self.name}: no price for {request.model}")
+        if pricing == "broken":
+            raise RuntimeError("a defect in the price table")
+        return super().price(request)
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
         import asyncio

@@ -202,3 +202,11 @@ class ProviderAuthError(ProviderError):
 class ProviderTimeout(ProviderError):
     code = "provider_timeout"
     retryable = True
+
+
+class PriceUnknown(LookupError):
+    """A provider has no price for a model (``Provider.price``): its cost is unknown.
+
+    Routing treats the estimate as unknown, never as free: a cost cap or a daily budget
+    skips such a provider. Any other error from ``price`` is a defect and propagates.
+    """

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -405,6 +406,94 @@ async def test_cost_cap_and_policy_choose_among_providers(gateway: Any) -> None:
         by_cost = await generate(client, policy="cost")
         assert by_cost["provider"] == "cheap"
         assert entry(by_cost, "cheap")["step"] == "policy:cost"
+
+
+async def test_estimates_price_the_provider_the_policy_will_use(gateway: Any) -> None:
+    """/v1/estimate and admission's estimated_usd follow the same plan as the run."""
+    async with gateway(
+        providers={
+            "dear": {"kind": "scripted", "price_usd": "0.50"},
+            "cheap": {"kind": "scripted", "price_usd": "0.10"},
+        },
+        routing={"default": ["dear", "cheap"]},
+    ) as (_, client):
+        body = {"prompt": "a lighthouse", "width": 64, "height": 64, "policy": "cost"}
+        estimate = await client.post("/v1/estimate", json=body)
+        assert estimate.status_code == 200, estimate.text
+        assert estimate.json()["provider"] == "cheap"
+        assert estimate.json()["usd"] == "0.1"
+        done = await generate(client, policy="cost")
+        assert done["provider"] == "cheap"
+        assert done["cost"]["estimated_usd"] == "0.1"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "x", "template": "t"}, "prompt"),
+        ({"template": "nosuch"}, "template"),
+        ({"prompt": "x", "reference_image_url": "http://127.0.0.1/a.png"}, "reference_image_url"),
+    ],
+)
+async def test_the_estimate_refuses_what_admission_refuses(
+    gateway: Any, body: dict[str, Any], field: str
+) -> None:
+    async with gateway() as (runtime, client):
+        admitted = await client.post("/v1/generations", json=body)
+        estimated = await client.post("/v1/estimate", json=body)
+        assert admitted.status_code == estimated.status_code == 422, estimated.text
+        assert admitted.json()["error"]["field"] == estimated.json()["error"]["field"]
+        assert field in estimated.json()["error"]["field"]
+        assert await runtime.store.list_generations(account_id=None) == []
+
+
+async def test_an_unknown_price_is_never_free_under_a_cap_or_a_budget(gateway: Any) -> None:
+    async with gateway(
+        providers={
+            "mystery": {"kind": "scripted", "pricing": "unknown"},
+            "priced": {"kind": "scripted", "price_usd": "0.05"},
+        },
+        routing={"default": ["mystery", "priced"]},
+    ) as (runtime, client):
+        # no cap, no budget: usable, its cost unknown (not $0)
+        free = await generate(client)
+        assert free["provider"] == "mystery"
+        assert free["cost"]["estimated_usd"] is None
+        # a cost cap skips it, and the trace says why
+        capped = await generate(client, max_cost_per_image="1")
+        assert capped["provider"] == "priced"
+        skipped = entry(capped, "mystery")
+        assert skipped["decision"] == "skipped" and skipped["code"] == "price_unknown"
+        # so does a daily budget
+        account = await runtime.store.create_account("budgeted", tier="PRO", credits=100)
+        await runtime.store.update_account(account.id, daily_budget_usd=Decimal("10"))
+        _, key = await runtime.store.create_key(account.id)
+        mine = {"Authorization": f"Bearer {key}"}
+        r = await client.post(
+            "/v1/generations",
+            json={"prompt": "x", "width": 64, "height": 64},
+            headers={**mine, **WAIT},
+        )
+        assert r.status_code == 200 and r.json()["provider"] == "priced", r.text
+        assert r.json()["cost"]["estimated_usd"] == "0.05"
+        # with nothing priced left, admission refuses naming the reason: nothing written
+        only = await client.post(
+            "/v1/generations",
+            json={"prompt": "x", "width": 64, "height": 64, "provider": "mystery"},
+            headers=mine,
+        )
+        assert only.status_code == 422, only.text
+        assert only.json()["error"]["code"] == "price_unknown"
+        assert len(await runtime.store.list_generations(account_id=account.id)) == 1
+
+
+async def test_a_price_table_defect_is_not_swallowed(gateway: Any) -> None:
+    async with gateway(
+        providers={"buggy": {"kind": "scripted", "pricing": "broken"}},
+        routing={"default": ["buggy"]},
+    ) as (_, client):
+        with pytest.raises(RuntimeError, match="defect in the price table"):
+            await client.post("/v1/estimate", json={"prompt": "x"})
 
 
 async def test_an_account_has_its_own_routing(gateway: Any, logs: dict[str, ScriptLog]) -> None:

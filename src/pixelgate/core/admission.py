@@ -17,10 +17,10 @@ from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.finishing import Finisher
-from pixelgate.core.materialize import provider_request
 from pixelgate.core.models import AccountView, GenerationRequest
+from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.routing import check_explicit, plan_route
+from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit, format_usd
 from pixelgate.core.templates import final_prompt, parse_template
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.billing import Quota
@@ -73,7 +73,9 @@ class Admission:
         credit_rules: CreditRules,
         fetcher: SafeFetcher,
         finisher: Finisher,
+        planner: RoutePlanner,
     ) -> None:
+        self.planner = planner
         self.settings = settings
         self.store = store
         self.providers = providers
@@ -84,6 +86,18 @@ class Admission:
         self.finisher = finisher
         #: this process's worker, when it takes jobs straight from admission
         self.local_worker: LocalWorker | None = None
+
+    async def prepare(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
+        """Every check admission makes before pricing (template and context applied,
+        configuration limits, inputs and URLs): the estimate runs the same ones.
+
+        Raises:
+            ValidationFailed, UnsafeURL: naming the field.
+        """
+        request = await self.resolve_prompt(caller, request)
+        self.validate(request)
+        await self._check_user_urls(caller, request)
+        return request
 
     def validate(self, request: GenerationRequest) -> None:
         """Checks that depend on configuration; raises ``ValidationFailed`` naming the field."""
@@ -115,11 +129,9 @@ class Admission:
             ValidationFailed, InsufficientCredits, BudgetExceeded, RateLimited: nothing
             is written or charged.
         """
-        request = await self.resolve_prompt(caller, request)
-        self.validate(request)
-        await self._check_user_urls(caller, request)
+        request = await self.prepare(caller, request)
         account = await self.store.get_account_cached(caller.account_id)
-        estimate = self.estimate(request, account)
+        estimate = await self.estimate(request, account)
         tier = self.settings.tier(account.tier)
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -198,10 +210,8 @@ class Admission:
         members: list[NewGeneration] = []
         for index, request in enumerate(requests):
             try:
-                request = await self.resolve_prompt(caller, request)
-                self.validate(request)
-                await self._check_user_urls(caller, request)
-                estimate = self.estimate(request, account)
+                request = await self.prepare(caller, request)
+                estimate = await self.estimate(request, account)
             except ValidationFailed as exc:
                 raise ValidationFailed(
                     f"requests.{index}.{exc.field}",
@@ -284,37 +294,42 @@ class Admission:
             template = parse_template(found.text, field="template")
         return request.model_copy(update={"prompt": final_prompt(request, template)})
 
-    def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
-        """Credits and USD the request costs: the same numbers admission charges.
+    async def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
+        """Credits and USD the request costs: the same numbers admission charges, priced
+        at the provider the run will try first (the same plan, ``core/planning.py``).
 
         Raises:
-            ValidationFailed: ``max_cost_per_image`` excludes every capable provider.
+            ValidationFailed: the cost cap excludes every capable provider
+                (``no_provider_within_budget``), or a cost cap or a daily budget applies
+                and no capable provider has a price for the model (``price_unknown``).
         """
         credits = credits_for(request, self.credit_rules)
-        candidates, _ = plan_route(request, self.providers, preferred=account.preferred_providers)
-        priced = []
-        for candidate in candidates:
-            usd = candidate.provider.price(provider_request(request, candidate.model))
-            cap = request.max_cost_per_image
-            if cap is not None and usd / request.n > cap:
-                continue
-            priced.append((candidate, usd))
-        if candidates and not priced:
-            raise ValidationFailed(
-                "max_cost_per_image",
-                f"no provider can serve this request for at most ${request.max_cost_per_image} "
-                "per image",
-                code="no_provider_within_budget",
-            )
-        first = priced[0] if priced else None
+        plan = await self.planner.plan(request, account)
+        if not plan.candidates:
+            codes = {entry.get("code") for entry in plan.trace}
+            if OVER_COST_CAP in codes:
+                raise ValidationFailed(
+                    "max_cost_per_image",
+                    f"no provider can serve this request for at most "
+                    f"${plan.options.max_cost} per image",
+                    code="no_provider_within_budget",
+                )
+            if PRICE_UNKNOWN in codes:
+                raise ValidationFailed(
+                    "model",
+                    "no capable provider has a price for this model, and a cost cap or a "
+                    "daily budget needs one",
+                    code=PRICE_UNKNOWN,
+                )
+        first = plan.candidates[0] if plan.candidates else None
         return Estimate(
             credits=credits,
-            usd=first[1] if first else None,
-            provider=first[0].provider.name if first else None,
-            model=first[0].model if first else None,
+            usd=plan.estimate_usd,
+            provider=first.provider.name if first else None,
+            model=first.model if first else None,
             candidates=[
-                {"provider": c.provider.name, "model": c.model, "usd": str(usd)}
-                for c, usd in priced
+                {"provider": c.provider.name, "model": c.model, "usd": format_usd(c.estimate_usd)}
+                for c in plan.candidates
             ],
         )
 

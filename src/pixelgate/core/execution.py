@@ -17,21 +17,19 @@ from typing import Any
 
 import structlog
 
-from pixelgate.core.attempts import LATENCY_POLICY_PERCENTILE, AttemptRunner
+from pixelgate.core.attempts import AttemptRunner
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents, JobRun, RunState
 from pixelgate.core.finishing import Finisher
-from pixelgate.core.materialize import Materializer, provider_request
+from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import GenerationRequest, Status
+from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.routing import (
-    AccountRouting,
     Candidate,
     Deadline,
     Race,
     RaceFailed,
     format_usd,
-    plan_route,
-    resolve_options,
 )
 from pixelgate.db.store import ClaimedJob, NewImage, Store
 from pixelgate.errors import (
@@ -44,7 +42,6 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import Provider, ProviderResult
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.breaker import BreakerState
 from pixelgate.resilience.control import RoutingControl
 
 __all__ = ["Executor"]
@@ -67,6 +64,7 @@ class Executor:
         bus: EventBus,
         providers: ProviderSet,
         control: RoutingControl,
+        planner: RoutePlanner,
         events: JobEvents,
         attempts: AttemptRunner,
         materializer: Materializer,
@@ -76,6 +74,7 @@ class Executor:
         self.bus = bus
         self.providers = providers
         self.control = control
+        self.planner = planner
         self.events = events
         self.attempts = attempts
         self.materializer = materializer
@@ -162,65 +161,30 @@ class Executor:
         self, job: ClaimedJob, owner: str, request: GenerationRequest, state: RunState
     ) -> JobRun:
         """Resolve the options (request > account > settings) and plan the route."""
-        control = self.control
-        routing = await control.current()
-        preferred, account_data = await self.store.account_routing(job.account_id)
-        account = AccountRouting.parse(account_data, account_id=job.account_id)
-        options = resolve_options(request, account, routing)
-        names = self.providers.names()
-        unavailable: dict[str, str] = {}
-        for name, snap in (await control.breakers.snapshots(names)).items():
-            if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:
-                unavailable[name] = f"circuit breaker open (retry in {snap.retry_in_s:.1f} s)"
-            elif snap.state == BreakerState.HALF_OPEN and snap.probes_in_flight > 0:
-                unavailable[name] = "circuit breaker half-open: a probe is in flight"
-        deferred = {
-            name: f"asked to retry after {left:.1f} s"
-            for name, left in (await control.outbound.paused(names)).items()
-            if left > 0
-        }
-
-        def quality(provider: Provider) -> float | None:
-            override = routing.providers.get(provider.name)
-            return override.quality if override is not None else None
-
-        candidates, trace = plan_route(
-            request,
-            self.providers,
-            preferred=[*preferred, *account.preferred],
-            policy=options.policy,
-            chain=control.chain(),
-            pool=routing.pool,
-            priority=control.priority,
-            enabled=control.enabled,
-            quality=quality,
-            latency_ms=lambda name: control.stats.latency_ms(name, LATENCY_POLICY_PERCENTILE),
-            unavailable=unavailable,
-            deferred=deferred,
-            max_cost=options.max_cost,
-            price=lambda provider, model: provider.price(provider_request(request, model)),
-        )
-        state.route = trace
+        account = await self.store.get_account_cached(job.account_id)
+        plan = await self.planner.plan(request, account, live=True)
+        options = plan.options
+        state.route = plan.trace
         return JobRun(
             job=job,
             owner=owner,
             request=request,
             state=state,
             options=options,
-            routing=routing,
-            account_limits=account.outbound,
-            candidates=candidates,
-            deadline=Deadline(routing.deadline_s, clock=control.clock),
+            routing=plan.routing,
+            account_limits=plan.account.outbound,
+            candidates=plan.candidates,
+            deadline=Deadline(plan.routing.deadline_s, clock=self.control.clock),
             plan={
                 "policy": options.policy,
                 "mode": "hedge" if options.hedge else ("race" if options.parallel > 1 else None),
-                "candidates": [c.provider.name for c in candidates],
+                "candidates": [c.provider.name for c in plan.candidates],
                 "skipped": [
                     {"provider": e["provider"], "reason": e["reason"]}
-                    for e in trace
+                    for e in plan.trace
                     if e["decision"] == "skipped"
                 ],
-                "config_version": control.version,
+                "config_version": self.control.version,
             },
         )
 

@@ -31,6 +31,7 @@ from pixelgate.core.finish import Finished, FinishHook
 from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
+from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.pricing import CreditRules
 from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import RetryPolicy
@@ -105,11 +106,14 @@ class Pipeline:
             http=http,
             retry=retry,
         )
+        #: one way to plan a route: the run plans with it, admission prices with it
+        self.planner = RoutePlanner(providers, self.control)
         self.executor = Executor(
             store=store,
             bus=bus,
             providers=providers,
             control=self.control,
+            planner=self.planner,
             events=self.job_events,
             attempts=self.attempts,
             materializer=self.materializer,
@@ -124,6 +128,7 @@ class Pipeline:
             credit_rules=self.credit_rules,
             fetcher=self.fetcher,
             finisher=self.finisher,
+            planner=self.planner,
         )
 
     @property
@@ -209,13 +214,13 @@ class Pipeline:
         """Cancel a batch's unfinished members (running ones by their workers)."""
         return await self.admission.cancel_batch(batch_id, account_id)
 
-    async def resolve_prompt(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
-        """The request with its final prompt (template and narrative context applied)."""
-        return await self.admission.resolve_prompt(caller, request)
+    async def prepare(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:
+        """Every check admission makes before pricing; returns the request as admitted."""
+        return await self.admission.prepare(caller, request)
 
-    def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
+    async def estimate(self, request: GenerationRequest, account: AccountView) -> Estimate:
         """Credits and USD the request costs: the same numbers admission charges."""
-        return self.admission.estimate(request, account)
+        return await self.admission.estimate(request, account)
 
     # Waiting and finishing -----------------------------------------------------
 

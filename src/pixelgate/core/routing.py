@@ -33,13 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pixelgate.config import OutboundLimit, RefusalFallback, RoutingPolicy, RoutingSettings
 from pixelgate.core.bounds import MAX_USD, ShortText
 from pixelgate.core.models import GenerationRequest
-from pixelgate.errors import ProviderError, ValidationFailed
+from pixelgate.errors import PriceUnknown, ProviderError, ValidationFailed
 from pixelgate.providers.base import ModelInfo, Provider, ProviderRequest
 from pixelgate.providers.registry import PLACEHOLDER, ProviderSet
 from pixelgate.resilience.retry import Deadline, RetryPolicy
 
 __all__ = [
     "DEFAULT_QUALITY",
+    "OVER_COST_CAP",
+    "PRICE_UNKNOWN",
     "AccountRouting",
     "Candidate",
     "Deadline",
@@ -49,6 +51,7 @@ __all__ = [
     "RouteOptions",
     "check_explicit",
     "format_usd",
+    "known_price",
     "plan_route",
     "resolve_options",
     "supports",
@@ -82,6 +85,10 @@ _MASK_FIELDS = ("mask_url", "input_mask_key")
 _REFERENCE_FIELDS = ("reference_image_url", "input_reference_key")
 
 PriceFn = Callable[[Provider, str], Decimal | None]
+
+#: ``code`` of a trace entry skipped for its price: unknown, or above the cost cap
+PRICE_UNKNOWN = "price_unknown"
+OVER_COST_CAP = "over_cost_cap"
 
 
 @dataclass
@@ -229,25 +236,36 @@ def _default_price(request: GenerationRequest) -> PriceFn:
     width, height = request.dimensions()
 
     def price(provider: Provider, model: str) -> Decimal | None:
-        try:
-            return provider.price(
-                ProviderRequest(
-                    prompt=request.prompt,
-                    model=model,
-                    n=request.n,
-                    width=width,
-                    height=height,
-                    aspect_ratio=request.aspect_ratio,
-                    format=request.format,
-                    quality=request.quality,
-                    style=request.style,
-                    options=dict(request.options),
-                )
-            )
-        except Exception:  # a price table without this model: unknown, not fatal
-            return None
+        return known_price(
+            provider,
+            ProviderRequest(
+                prompt=request.prompt,
+                model=model,
+                n=request.n,
+                width=width,
+                height=height,
+                aspect_ratio=request.aspect_ratio,
+                format=request.format,
+                quality=request.quality,
+                style=request.style,
+                options=dict(request.options),
+            ),
+        )
 
     return price
+
+
+def known_price(provider: Provider, request: ProviderRequest) -> Decimal | None:
+    """The provider's USD estimate, or None when it has no price for this model."""
+    try:
+        return provider.price(request)
+    except PriceUnknown as exc:
+        _log_unknown(provider, request.model, exc)
+        return None
+
+
+def _log_unknown(provider: Provider, model: str | None, exc: PriceUnknown) -> None:
+    log.info("price_unknown", provider=provider.name, model=model, reason=str(exc))
 
 
 def format_usd(value: Decimal | None) -> str | None:
@@ -270,6 +288,7 @@ def plan_route(
     unavailable: dict[str, str] | None = None,
     deferred: dict[str, str] | None = None,
     max_cost: Decimal | None = None,
+    require_price: bool = False,
     price: PriceFn | None = None,
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """Candidates in order plus the decision trace (every provider considered, and why).
@@ -285,7 +304,9 @@ def plan_route(
         unavailable: provider → why it cannot be used now (an open breaker).
         deferred: provider → why it goes last (it asked us to back off).
         max_cost: skip providers above this USD per image.
-        price: USD estimate of the request on ``(provider, model)``.
+        require_price: skip providers without a price for the model (a daily budget
+            needs one; ``max_cost`` does too). An unknown price is never counted as free.
+        price: USD estimate of the request on ``(provider, model)``; None: unknown.
     """
     price = price or _default_price(request)
     chain = list(chain if chain is not None else providers.default_chain)
@@ -329,12 +350,19 @@ def plan_route(
             entry["estimate_usd"] = format_usd(estimate)
         if why_not is None and unavailable and name in unavailable:
             why_not = unavailable[name]
+        code: str | None = None
+        if why_not is None and estimate is None and (require_price or max_cost is not None):
+            why_not = f"no price for model {model!r}: a cost cap or a daily budget needs one"
+            code = PRICE_UNKNOWN
         if why_not is None and max_cost is not None and estimate is not None:
             per_image = estimate / request.n
             if per_image > max_cost:
                 why_not = f"${format_usd(per_image)} per image above max_cost_per_image ${max_cost}"
+                code = OVER_COST_CAP
         if why_not:
             entry.update(decision="skipped", reason=why_not)
+            if code:
+                entry["code"] = code
             continue
         entry.update(decision="candidate", reason=reason)
         candidate = Candidate(provider, model, reason, estimate, entry)

@@ -70,9 +70,9 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
 async def estimate(
     body: GenerationRequest, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    runtime.pipeline.validate(body)
+    request = await runtime.pipeline.prepare(caller, body)
     account = await runtime.store.get_account(caller.account_id)
-    result = runtime.pipeline.estimate(body, account)
+    result = await runtime.pipeline.estimate(request, account)
     return JSONResponse(
         {
             "credits": result.credits,

@@ -1,0 +1,111 @@
+"""One way to plan a request's route: the run plans with it, and admission prices with it.
+
+Admission's estimate (``POST /v1/estimate``, the budget check, ``estimated_usd``) and
+the worker's run use the same options (request > account > settings), the same
+policy, chain, pool, priorities, cost cap and prices, so a request is priced at the
+provider that will serve it. Only the live state — open circuit breakers and
+providers that asked to back off — is left out of an estimate: it changes by the
+second, and the run reads it when it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pixelgate.config import RoutingSettings
+from pixelgate.core.attempts import LATENCY_POLICY_PERCENTILE
+from pixelgate.core.materialize import provider_request
+from pixelgate.core.models import AccountView, GenerationRequest
+from pixelgate.core.routing import (
+    AccountRouting,
+    Candidate,
+    RouteOptions,
+    known_price,
+    plan_route,
+    resolve_options,
+)
+from pixelgate.providers.base import Provider
+from pixelgate.providers.registry import ProviderSet
+from pixelgate.resilience.breaker import BreakerState
+from pixelgate.resilience.control import RoutingControl
+
+__all__ = ["RoutePlan", "RoutePlanner"]
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """The options, candidates in order and decision trace of one request."""
+
+    options: RouteOptions
+    routing: RoutingSettings
+    account: AccountRouting
+    candidates: list[Candidate]
+    trace: list[dict[str, Any]]
+
+    @property
+    def estimate_usd(self) -> Decimal | None:
+        """The price of the first candidate: the one the run tries first."""
+        return self.candidates[0].estimate_usd if self.candidates else None
+
+
+class RoutePlanner:
+    """Plans routes over the live routing configuration (``RoutingControl``)."""
+
+    def __init__(self, providers: ProviderSet, control: RoutingControl) -> None:
+        self.providers = providers
+        self.control = control
+
+    async def plan(
+        self, request: GenerationRequest, account: AccountView, *, live: bool = False
+    ) -> RoutePlan:
+        """Plan ``request`` for ``account``; ``live`` also skips open breakers and defers
+        providers that asked to back off (the run's view)."""
+        control = self.control
+        routing = await control.current()
+        data = account.settings.get("routing")
+        account_routing = AccountRouting.parse(
+            dict(data) if isinstance(data, dict) else {}, account_id=account.id
+        )
+        options = resolve_options(request, account_routing, routing)
+        unavailable, deferred = await self._live_state() if live else ({}, {})
+
+        def quality(provider: Provider) -> float | None:
+            override = routing.providers.get(provider.name)
+            return override.quality if override is not None else None
+
+        candidates, trace = plan_route(
+            request,
+            self.providers,
+            preferred=[*account.preferred_providers, *account_routing.preferred],
+            policy=options.policy,
+            chain=control.chain(),
+            pool=routing.pool,
+            priority=control.priority,
+            enabled=control.enabled,
+            quality=quality,
+            latency_ms=lambda name: control.stats.latency_ms(name, LATENCY_POLICY_PERCENTILE),
+            unavailable=unavailable,
+            deferred=deferred,
+            max_cost=options.max_cost,
+            require_price=account.daily_budget_usd is not None,
+            price=lambda provider, model: known_price(provider, provider_request(request, model)),
+        )
+        return RoutePlan(options, routing, account_routing, candidates, trace)
+
+    async def _live_state(self) -> tuple[dict[str, str], dict[str, str]]:
+        control = self.control
+        names = self.providers.names()
+        unavailable: dict[str, str] = {}
+        for name, snap in (await control.breakers.snapshots(names)).items():
+            if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:
+                unavailable[name] = f"circuit breaker open (retry in {snap.retry_in_s:.1f} s)"
+            elif snap.state == BreakerState.HALF_OPEN and snap.probes_in_flight > 0:
+                unavailable[name] = "circuit breaker half-open: a probe is in flight"
+        deferred = {
+            name: f"asked to retry after {left:.1f} s"
+            for name, left in (await control.outbound.paused(names)).items()
+            if left > 0
+        }
+        return unavailable, deferred
