@@ -169,7 +169,8 @@ class ScriptedSettings(PlaceholderSettings):
     """``kind = "scripted"``: each call plays the next step of ``script`` (the last repeats).
 
     Steps: ``ok`` or ``ok:SECONDS`` (answer after a delay), ``transient``, ``timeout``,
-    ``refused``, ``invalid``, ``auth``, ``rate_limited:RETRY_AFTER``, ``hang``.
+    ``refused``, ``invalid``, ``auth``, ``rate_limited:RETRY_AFTER``, ``hang``, ``gate``
+    (answer once the test opens ``ScriptedProvider.gate(name)``).
     """
 
     kind: str = "scripted"
@@ -196,6 +197,14 @@ class ScriptedProvider(PlaceholderProvider):
     kind = "scripted"
     settings_class = ScriptedSettings
     logs: ClassVar[dict[str, ScriptLog]] = {}
+    gates: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def gate(cls, name: str) -> Any:
+        """The ``asyncio.Event`` that the ``gate`` steps of instance ``name`` wait for."""
+        import asyncio
+
+        return cls.gates.setdefault(name, asyncio.Event())
 
     def price(self, request: ProviderRequest) -> Decimal:
         from pixelgate.errors import PriceUnknown
@@ -229,6 +238,9 @@ class ScriptedProvider(PlaceholderProvider):
                 return await super().generate(request, ctx)
             if kind == "hang":
                 await asyncio.sleep(3600)
+            if kind == "gate":
+                await ScriptedProvider.gate(self.name).wait()
+                return await super().generate(request, ctx)
             if kind == "rate_limited":
                 raise errors.ProviderRateLimited(
                     message, provider=self.name, retry_after=float(arg or 1), status_code=429
@@ -254,6 +266,7 @@ def register_scripted_provider(monkeypatch: Any) -> dict[str, ScriptLog]:
 
     monkeypatch.setitem(registry.BUILTIN_KINDS, "scripted", "tests.fakes:ScriptedProvider")
     ScriptedProvider.logs.clear()
+    ScriptedProvider.gates.clear()
     return ScriptedProvider.logs
 
 

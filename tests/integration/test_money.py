@@ -449,3 +449,147 @@ async def test_admin_patch_clears_email_and_checks_webhook_urls(
     assert unsafe.json()["error"]["code"] == "unsafe_url"
     untouched = await client.patch("/admin/accounts/mailer", json={"tier": "PRO"})
     assert untouched.json()["tier"] == "PRO" and untouched.json()["email"] is None
+
+
+# Cancels and budgets under concurrency ---------------------------------------------------
+
+
+@pytest.fixture
+def slow_settings(make_settings: Any) -> Settings:
+    return make_settings(
+        providers={"slow": {"kind": "placeholder", "latency_ms": 1500, "price_usd": "0.04"}},
+        routing={"default": ["slow"]},
+    )
+
+
+async def _wait_status(runtime: Runtime, gen_id: str, *statuses: str) -> str:
+    for _ in range(400):
+        status = (await runtime.store.get_generation(gen_id)).status.value
+        if status in statuses:
+            return status
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{gen_id} stayed {status}")
+
+
+async def test_cancelling_a_running_job_refunds_it_once(slow_settings: Settings) -> None:
+    from pixelgate.core.models import GenerationRequest
+    from pixelgate.core.pipeline import Caller
+
+    runtime = await Runtime.open(slow_settings)
+    await runtime.start_worker()
+    try:
+        account = await runtime.store.create_account("c", tier="PRO", credits=5)
+        caller = Caller(account_id=account.id, account_name="c")
+        admitted = await runtime.pipeline.admit(caller, GenerationRequest(prompt="x"))
+        gen_id = admitted.generation.id
+        await _wait_status(runtime, gen_id, "PROCESSING")
+        assert (await runtime.store.get_account(account.id)).credits == 4
+        await runtime.pipeline.cancel(gen_id, account.id)
+        assert await _wait_status(runtime, gen_id, "CANCELED") == "CANCELED"
+        await asyncio.sleep(1.8)  # past the provider's answer: it must not be booked
+        view = await runtime.store.get_generation(gen_id)
+        assert view.status.value == "CANCELED" and view.images == []
+        assert (await runtime.store.get_account(account.id)).credits == 5
+        kinds = Counter(e.kind for e in await _ledger(runtime, account.id))
+        assert kinds == {"grant": 1, "debit": 1, "refund": 1}
+        await _assert_ledger_consistent(runtime, account.id)
+    finally:
+        await runtime.close()
+
+
+async def test_a_cancel_racing_success_charges_or_refunds_each_job_exactly_once(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 jobs wait inside their provider; their answers and their cancels are released
+    together: every job ends SUCCEEDED and charged, or CANCELED and refunded once."""
+    from pixelgate.core.models import GenerationRequest
+    from pixelgate.core.pipeline import Caller
+    from tests.fakes import ScriptedProvider, register_scripted_provider
+
+    logs = register_scripted_provider(monkeypatch)
+    settings = make_settings(
+        providers={"gated": {"kind": "scripted", "script": ["gate"], "saves_job": False}},
+        routing={"default": ["gated"]},
+    )
+    runtime = await Runtime.open(settings)
+    await runtime.start_worker()
+    try:
+        account = await runtime.store.create_account("r", tier="ENTERPRISE", credits=100)
+        caller = Caller(account_id=account.id, account_name="r")
+        ids = [
+            (
+                await runtime.pipeline.admit(
+                    caller, GenerationRequest(prompt=f"p{i}", width=32, height=32)
+                )
+            ).generation.id
+            for i in range(40)
+        ]
+        for _ in range(1000):
+            if "gated" in logs and logs["gated"].in_flight == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert logs["gated"].in_flight == 40
+
+        async def cancel(gen_id: str, delay_s: float) -> None:
+            await asyncio.sleep(delay_s)
+            try:
+                await runtime.pipeline.cancel(gen_id, account.id)
+            except Exception as exc:  # already finished: 409 is the right answer
+                assert getattr(exc, "code", "") == "already_finished", exc
+
+        async def release(delay_s: float) -> None:
+            await asyncio.sleep(delay_s)
+            ScriptedProvider.gate("gated").set()
+
+        # ten are cancelled while they wait; then the answers are released while
+        # the other thirty cancels arrive, one every 2 ms
+        await asyncio.gather(*(cancel(g, 0) for g in ids[:10]))
+        await asyncio.gather(release(0), *(cancel(g, 0.002 * i) for i, g in enumerate(ids[10:])))
+        finals = {g: await _wait_status(runtime, g, "SUCCEEDED", "CANCELED") for g in ids}
+        entries = await _ledger(runtime, account.id)
+        refunded = {e.generation_id for e in entries if e.kind == "refund"}
+        assert refunded == {g for g, s in finals.items() if s == "CANCELED"}
+        assert Counter(e.kind for e in entries)["debit"] == 40
+        succeeded = sum(1 for s in finals.values() if s == "SUCCEEDED")
+        assert (await runtime.store.get_account(account.id)).credits == 100 - succeeded
+        for gen_id, status in finals.items():
+            images = (await runtime.store.get_generation(gen_id)).images
+            assert bool(images) == (status == "SUCCEEDED")
+        await _assert_ledger_consistent(runtime, account.id)
+        assert all(finals[g] == "CANCELED" for g in ids[:10])
+    finally:
+        await runtime.close()
+
+
+async def test_concurrent_admissions_never_pass_the_daily_budget(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    account = await runtime.store.create_account("frugal", tier="ENTERPRISE", credits=1000)
+    await runtime.store.update_account(account.id, daily_budget_usd=Decimal("0.20"))
+    _, key = await runtime.store.create_key(account.id)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"prompt": "x", "provider": "priced", "width": 16, "height": 16}
+    answers = await asyncio.gather(
+        *(client.post("/v1/generations", headers=headers, json=body) for _ in range(40))
+    )
+    codes = Counter(a.status_code for a in answers)
+    assert codes == {202: 5, 402: 35}  # 5 x $0.04 = the $0.20 budget
+    assert await _generation_count(runtime, account.id) == 5
+    assert Counter(e.kind for e in await _ledger(runtime, account.id))["debit"] == 5
+
+
+@pytest.mark.parametrize("refusal", ["credits", "quota"])
+async def test_a_402_or_429_writes_no_row_and_no_ledger_entry(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime, refusal: str
+) -> None:
+    credits, tier = (1, "PRO") if refusal == "credits" else (100, "FREE")
+    caller, headers = await make_account("edge", credits=credits, tier=tier)
+    first = await client.post("/v1/generations", headers=headers, json={"prompt": "one"})
+    assert first.status_code == 202
+    rows, entries = await _generation_count(runtime, caller.account_id), await _ledger(
+        runtime, caller.account_id
+    )
+    refused = await client.post("/v1/generations", headers=headers, json={"prompt": "two"})
+    assert refused.status_code == (402 if refusal == "credits" else 429), refused.text
+    assert await _generation_count(runtime, caller.account_id) == rows == 1
+    assert len(await _ledger(runtime, caller.account_id)) == len(entries)
