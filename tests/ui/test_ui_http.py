@@ -10,7 +10,7 @@ import httpx
 from pixelgate.runtime import Runtime
 from pixelgate.ui.session import COOKIE_NAME
 from tests.conftest import ADMIN_KEY
-from tests.ui.conftest import UIClient, csrf_of, sign_in
+from tests.ui.conftest import UIClient, sign_in
 
 
 def _plain(app: Any, base_url: str = "http://testserver") -> httpx.AsyncClient:
