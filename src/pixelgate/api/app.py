@@ -114,6 +114,7 @@ def create_app(
         webhooks,
     )
     from pixelgate.api.uploads import multipart_limit
+    from pixelgate.ui.routes import router as ui_router
 
     modules = (
         health,
@@ -138,6 +139,7 @@ def create_app(
     document_errors(routes)
     for module in modules:
         app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
+    app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])  # /ui
     app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
         BodyLimitMiddleware,

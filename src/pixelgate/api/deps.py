@@ -11,6 +11,7 @@ from pixelgate.core.pipeline import Caller
 from pixelgate.db.store import hash_key
 from pixelgate.errors import AuthenticationFailed, Forbidden, ValidationFailed
 from pixelgate.runtime import Runtime
+from pixelgate.ui.session import session_key_hash
 
 __all__ = [
     "AdminCaller",
@@ -19,6 +20,7 @@ __all__ = [
     "KeyCache",
     "RequestId",
     "RuntimeDep",
+    "caller_for_hash",
 ]
 
 KEY_CACHE_TTL_S = 10.0
@@ -65,13 +67,27 @@ async def get_request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
+#: methods a UI session cookie may authenticate on the API: reads only (the browser's
+#: EventSource cannot send a header); anything that changes state needs the API key
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_caller(request: Request) -> Caller:
     header = request.headers.get("authorization", "")
+    if not header and request.method in COOKIE_METHODS:
+        runtime: Runtime = request.app.state.runtime
+        session_hash = session_key_hash(request, runtime.settings)
+        if session_hash is not None:
+            return await caller_for_hash(request, session_hash)
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed("missing bearer API key (Authorization: Bearer <key>)")
-    key_hash = hash_key(token)
+    return await caller_for_hash(request, hash_key(token))
+
+
+async def caller_for_hash(request: Request, key_hash: str) -> Caller:
+    """The caller behind a key hash (cached for a few seconds); 401 when unknown or revoked."""
     cache: KeyCache = request.app.state.key_cache
     hit, caller = cache.get(key_hash)
     if not hit:
