@@ -18,7 +18,7 @@ from pixelgate.api.deps import caller_for_hash
 from pixelgate.api.routes import account as account_routes
 from pixelgate.api.routes.providers import provider_body
 from pixelgate.api.schemas import generation_body
-from pixelgate.api.uploads import form_uploads, store_upload
+from pixelgate.api.uploads import Uploads, form_uploads
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.reports import Reports, day_range
@@ -190,18 +190,18 @@ async def generate(request: Request, user: PostingUser) -> Response:
     """Admit the form's request (reference image stored first); JSON for the page's script."""
     runtime = _runtime(request)
     body, reference = await _form_request(request)
-    if reference is not None:
-        # the other fields are checked before the upload is stored: a refusal stores nothing
-        refuse_unsafe_urls(_validated(body), runtime.settings)
-        stored = await store_upload(
-            runtime, user.caller.account_id, reference, field="reference_image", kind="reference"
+    uploads = Uploads(runtime, user.caller.account_id)
+    async with uploads.until_admitted():  # a refused request leaves no upload behind
+        if reference is not None:
+            # the other fields are checked before the upload is stored
+            refuse_unsafe_urls(_validated(body), runtime.settings)
+            stored = await uploads.add(reference, field="reference_image", kind="reference")
+            body["input_reference_key"] = stored.key
+        generation = _validated(body)
+        refuse_unsafe_urls(generation, runtime.settings)
+        result = await runtime.pipeline.admit(
+            user.caller, generation, source="ui", request_id=request.state.request_id
         )
-        body["input_reference_key"] = stored.key
-    generation = _validated(body)
-    refuse_unsafe_urls(generation, runtime.settings)
-    result = await runtime.pipeline.admit(
-        user.caller, generation, source="ui", request_id=request.state.request_id
-    )
     return JSONResponse(generation_body(result.generation), status_code=202)
 
 
