@@ -158,8 +158,17 @@ async def test_mail_is_off_without_smtp_host(
 async def test_an_unreachable_mail_server_does_not_break_anything(
     make_settings: Callable[..., Settings],
 ) -> None:
+    """The mail is attempted and its failure logged; the job's end, its refund and the
+    next job are untouched."""
+    from structlog.testing import capture_logs
+
+    from pixelgate.core.pipeline import Caller
+
     settings = make_settings(
-        providers={"broken": {"kind": "placeholder", "fail_rate": 1.0, "fail_kind": "invalid"}},
+        providers={
+            "broken": {"kind": "placeholder", "fail_rate": 1.0, "fail_kind": "invalid"},
+            "fast": {"kind": "placeholder"},
+        },
         routing={"default": ["broken"]},
         smtp_host="127.0.0.1",
         smtp_port=_free_port(),
@@ -168,12 +177,22 @@ async def test_an_unreachable_mail_server_does_not_break_anything(
     runtime = await Runtime.open(settings)
     await runtime.start_worker()
     try:
-        caller = await runtime.local_caller()
-        await runtime.store.update_account(caller.account_id, email="admin@example.test")
-        result = await runtime.pipeline.admit(caller, GenerationRequest(prompt="x"))
-        view = await runtime.pipeline.wait(result.generation.id, 10)
+        account = await runtime.store.create_account("ops", tier="PRO", credits=5)
+        await runtime.store.update_account(account.id, email="ops@example.test")
+        caller = Caller(account_id=account.id, account_name="ops")
+        with capture_logs() as logs:
+            result = await runtime.pipeline.admit(caller, GenerationRequest(prompt="x"))
+            view = await runtime.pipeline.wait(result.generation.id, 10)
+            await runtime.pipeline.drain_hooks()
         assert view.status == "FAILED"
-        await runtime.pipeline.drain_hooks()
+        [attempt] = [e for e in logs if e["event"] == "failure_mail_not_sent"]
+        assert attempt["generation_id"] == view.id
+        assert "ConnectionRefusedError" in attempt["error"]
+        assert (await runtime.store.get_account(account.id)).credits == 5  # refunded
+        after = await runtime.pipeline.admit(
+            caller, GenerationRequest(prompt="y", provider="fast", width=32, height=32)
+        )
+        assert (await runtime.pipeline.wait(after.generation.id, 10)).status == "SUCCEEDED"
     finally:
         await runtime.close()
 
