@@ -66,7 +66,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "CLOUDSDK_CONFIG"):
         monkeypatch.setenv(name, "/nonexistent/pixelgate-test")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

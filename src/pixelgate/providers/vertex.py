@@ -148,9 +148,12 @@ class _TokenSource:
         import google.auth
 
         if self.settings.credentials_file:
-            credentials, project = google.auth.load_credentials_from_file(
+            from google.oauth2 import service_account
+
+            credentials = service_account.Credentials.from_service_account_file(
                 self.settings.credentials_file, scopes=list(SCOPES)
             )
+            project = credentials.project_id
         else:
             credentials, project = google.auth.default(scopes=list(SCOPES))
         self.project = self.project or project
