@@ -198,7 +198,7 @@ async def test_a_task_without_what_it_needs_is_refused_before_the_call(aws_env: 
         await make(fake).generate(
             ProviderRequest(prompt="x", edit_image=PNG, options={"task": "inpainting"}), ctx()
         )
-    with pytest.raises(InvalidRequest, match="options.task"):
+    with pytest.raises(InvalidRequest, match=r"options\.task"):
         await make(fake).generate(ProviderRequest(prompt="x", options={"task": "dance"}), ctx())
     assert fake.requests == []
 
@@ -325,3 +325,15 @@ def test_nova_prices_follow_quality_and_size() -> None:
     small = provider.price(ProviderRequest(prompt="x", width=1024, height=1024))
     large = provider.price(ProviderRequest(prompt="x", width=2048, height=2048, n=2))
     assert (small, large) == (Decimal("0.06"), Decimal("0.16"))
+
+
+def test_the_api_key_comes_from_aws_bearer_token_bedrock(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Any
+) -> None:
+    from pixelgate.providers.registry import build_providers
+
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", BEDROCK_API_KEY)
+    settings = make_settings(providers={"bedrock": {"kind": "bedrock", "region": "us-east-1"}})
+    provider = build_providers(settings, httpx.AsyncClient()).get("bedrock")
+    assert provider.settings.api_key is not None
+    assert provider.settings.api_key.get_secret_value() == BEDROCK_API_KEY
