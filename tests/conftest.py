@@ -58,8 +58,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "FAL_KEY",
             "IDEOGRAM_API_KEY",
             "UNSPLASH_ACCESS_KEY",
-        ):
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_PROJECT",
+        ) or name.startswith("AWS_"):
             monkeypatch.delenv(name, raising=False)
+    # a developer's own cloud credentials never reach the vertex/bedrock tests
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "CLOUDSDK_CONFIG"):
+        monkeypatch.setenv(name, "/nonexistent/pixelgate-test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -37,6 +37,8 @@ BUILTIN_KINDS: dict[str, str] = {
     "unsplash": "pixelgate.providers.unsplash:UnsplashProvider",
     "comfyui": "pixelgate.providers.comfyui:ComfyUIProvider",
     "horde": "pixelgate.providers.horde:HordeProvider",
+    "vertex": "pixelgate.providers.vertex:VertexProvider",
+    "bedrock": "pixelgate.providers.bedrock:BedrockProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
