@@ -69,8 +69,10 @@ _HREFS = ("href", f"{{{XLINK_NS}}}href")
 def is_svg(data: builtins.bytes) -> bool:
     """True when the bytes look like an SVG document (XML prolog or an ``<svg`` root)."""
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or (
-        head.startswith(b"<!--") and b"<svg" in data[:4096].lower()
+    return (
+        head.startswith(b"<svg")
+        or (head.startswith(b"<?xml") and b"<svg" in head)
+        or (head.startswith(b"<!--") and b"<svg" in data[:4096].lower())
     )
 
 

@@ -37,6 +37,10 @@ BUILTIN_KINDS: dict[str, str] = {
     "unsplash": "pixelgate.providers.unsplash:UnsplashProvider",
     "comfyui": "pixelgate.providers.comfyui:ComfyUIProvider",
     "horde": "pixelgate.providers.horde:HordeProvider",
+    "azure_openai": "pixelgate.providers.azure_openai:AzureOpenAIProvider",
+    "openrouter": "pixelgate.providers.openrouter:OpenRouterProvider",
+    "xai": "pixelgate.providers.xai:XAIProvider",
+    "recraft": "pixelgate.providers.recraft:RecraftProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
@@ -51,6 +55,9 @@ DEFAULT_INSTANCES = (
     "fal",
     "ideogram",
     "unsplash",
+    "openrouter",
+    "xai",
+    "recraft",
 )
 
 
