@@ -449,3 +449,23 @@ class RecraftFake:
         if self.fail == "hang":
             return _hang()
         raise AssertionError(f"unknown failure {self.fail}")
+
+
+def loopback_routes(fake: Any, paths: list[str]) -> dict[str, Any]:
+    """``LoopbackServer`` routes (tests/fakes.py) that answer ``paths`` with ``fake``, for
+    tests that go through the app's real HTTP client on 127.0.0.1."""
+
+    def route(received: Any) -> tuple[int, dict[str, str], bytes]:
+        request = httpx.Request(
+            received.method,
+            "http://127.0.0.1" + received.path,
+            headers=received.headers,
+            content=received.body,
+        )
+        response = fake(request)
+        assert isinstance(response, httpx.Response), "async failures need the MockTransport"
+        headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+        headers["Content-Type"] = response.headers.get("content-type", "text/plain")
+        return response.status_code, headers, response.content
+
+    return {path: route for path in paths}
