@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from tests.providers._fakes_b import PNG, SECRET, multipart, reply
 
@@ -28,6 +30,13 @@ SVG = (
 )
 #: how long a "hang" failure keeps the adapter waiting (well past the tests' timeout_s)
 HANG_S = 5.0
+
+
+def real_png(width: int = 8, height: int = 8) -> bytes:
+    """A decodable PNG, for tests that go through the pipeline."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 0)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def b64(data: bytes) -> str:
@@ -407,6 +416,8 @@ class RecraftFake:
     fail: str | None = None
     retry_after: str = "5"
     credits: int = 40
+    #: what raster models answer (the default is not decodable: adapter tests only)
+    raster: bytes = PNG
 
     def __call__(self, request: httpx.Request) -> httpx.Response | Any:
         if bearer(request) != self.key:
@@ -426,7 +437,7 @@ class RecraftFake:
             assert body.get("style", "any") in RECRAFT_VECTOR_STYLES
         if "x" not in body.get("size", "1024x1024") and ":" not in body["size"]:
             return httpx.Response(400, text="invalid size")
-        image = SVG if vector else PNG
+        image = SVG if vector else self.raster
         n = body.get("n", 1)
         if body.get("response_format", "url") == "b64_json":
             data = [{"image_id": f"img-{i}", "b64_json": b64(image)} for i in range(n)]

@@ -145,7 +145,12 @@ def process_svg_sync(
     import cairosvg
 
     # unsafe=False (the default) keeps cairosvg from resolving files or entities
-    png = cairosvg.svg2png(bytestring=clean, output_width=width, output_height=height)
+    try:
+        png = cairosvg.svg2png(bytestring=clean, output_width=width, output_height=height)
+    except Exception as exc:  # cairo/tinycss2/cssselect2 raise many types on bad input
+        raise ImageRejected(
+            f"SVG could not be rasterised: {type(exc).__name__}", code=UNSUPPORTED
+        ) from None
     return process_image_sync(
         png, want_format=want_format, max_bytes=max_bytes, max_pixels=max_pixels
     )
