@@ -176,7 +176,7 @@ class Materializer:
             created_at=job.created_at,
             generation_id=job.id,
             index=index,
-            ext=EXTENSIONS[processed.format],
+            ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
         )
         await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(

@@ -33,7 +33,7 @@ __all__ = [
 #: output formats and their content types
 FORMATS: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 #: file extension of each output format
-EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp", "svg": "svg"}
+EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 #: the Pillow plugins allowed to parse input bytes
 INPUT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "AVIF", "GIF")
 
