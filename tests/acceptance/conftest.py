@@ -25,16 +25,9 @@ import pytest
 
 ADMIN_KEY = "pg_acceptance_admin_key_0123456789abcdef"
 PROVIDER_KEY_VARS = (
-    "OPENAI_API_KEY",
-    "GEMINI_API_KEY",
-    "STABILITY_API_KEY",
-    "REPLICATE_API_TOKEN",
-    "FAL_KEY",
-    "IDEOGRAM_API_KEY",
-    "UNSPLASH_ACCESS_KEY",
-    "GOOGLE_API_KEY",
-    "AI_HORDE_API_KEY",
-    "HORDE_API_KEY",
+    "OPENAI_API_KEY", "GEMINI_API_KEY", "STABILITY_API_KEY", "REPLICATE_API_TOKEN",
+    "FAL_KEY", "IDEOGRAM_API_KEY", "UNSPLASH_ACCESS_KEY", "GOOGLE_API_KEY",
+    "AI_HORDE_API_KEY", "HORDE_API_KEY",
 )
 STARTUP_TIMEOUT_S = 25.0
 CLI_TIMEOUT_S = 60.0
@@ -50,8 +43,7 @@ def free_port() -> int:
 def base_env() -> dict[str, str]:
     """The runner's environment minus everything that could configure pixelgate."""
     env = {
-        k: v
-        for k, v in os.environ.items()
+        k: v for k, v in os.environ.items()
         if not k.startswith("PIXELGATE_") and k not in PROVIDER_KEY_VARS
     }
     env["PYTHONUNBUFFERED"] = "1"
@@ -96,9 +88,8 @@ class Server:
         token = self.admin_key if key == "admin" else key
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        c = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=kwargs.pop("timeout", 30.0), **kwargs
-        )
+        c = httpx.Client(base_url=self.base_url, headers=headers,
+                         timeout=kwargs.pop("timeout", 30.0), **kwargs)
         self.clients.append(c)
         return c
 
@@ -179,13 +170,11 @@ class Launcher:
         n = self.counter
         data_dir = data_dir or self.root / "data"
         child_env = base_env()
-        child_env.update(
-            {
-                "PIXELGATE_DATA_DIR": str(data_dir),
-                "PIXELGATE_POLL_INTERVAL_S": "0.2",
-                "PIXELGATE_LOG_LEVEL": "info",
-            }
-        )
+        child_env.update({
+            "PIXELGATE_DATA_DIR": str(data_dir),
+            "PIXELGATE_POLL_INTERVAL_S": "0.2",
+            "PIXELGATE_LOG_LEVEL": "info",
+        })
         if admin_key is not None:
             child_env["PIXELGATE_ADMIN_KEY"] = admin_key
         if config is not None:
@@ -194,34 +183,16 @@ class Launcher:
             child_env["PIXELGATE_CONFIG"] = str(cfg)
         child_env.update(env or {})
         port = port or free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "pixelgate",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-        ]
+        argv = [sys.executable, "-m", "pixelgate", "serve", "--host", "127.0.0.1",
+                "--port", str(port), *args]
         stdout_path = self.root / f"server-{n}.out"
         stderr_path = self.root / f"server-{n}.err"
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            proc = subprocess.Popen(
-                argv, env=child_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.root
-            )
-        server = Server(
-            proc=proc,
-            port=port,
-            data_dir=data_dir,
-            env=child_env,
-            args=list(args),
-            log_dir=self.root,
-            admin_key=admin_key,
-            stdout_path=stdout_path,
-            stderr_path=stderr_path,
-        )
+            proc = subprocess.Popen(argv, env=child_env, stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, cwd=self.root)
+        server = Server(proc=proc, port=port, data_dir=data_dir, env=child_env, args=list(args),
+                        log_dir=self.root, admin_key=admin_key, stdout_path=stdout_path,
+                        stderr_path=stderr_path)
         self.servers.append(server)
         if wait:
             server.wait_healthy()
@@ -263,30 +234,18 @@ def module_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``pixelgate ARGS`` to completion with a clean environment plus ``env``."""
 
-    def run(
-        args: Sequence[str],
-        *,
-        env: dict[str, str],
-        check: bool = False,
-        timeout: float = CLI_TIMEOUT_S,
-        cwd: Path | None = None,
-    ) -> subprocess.CompletedProcess[str]:
+    def run(args: Sequence[str], *, env: dict[str, str], check: bool = False,
+            timeout: float = CLI_TIMEOUT_S, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
         child_env = base_env()
         child_env.update(env)
         result = subprocess.run(
-            [sys.executable, "-m", "pixelgate", *args],
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd or tmp_path,
+            [sys.executable, "-m", "pixelgate", *args], env=child_env, capture_output=True,
+            text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd or tmp_path,
         )
         if check and result.returncode != 0:
-            pytest.fail(
-                f"pixelgate {' '.join(args)} exited {result.returncode}\n"
-                f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-            )
+            pytest.fail(f"pixelgate {' '.join(args)} exited {result.returncode}\n"
+                        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
         return result
 
     return run
@@ -322,19 +281,14 @@ def parse_sse(lines: Iterator[str], stop: Callable[[dict[str, Any]], bool]) -> l
     return events
 
 
-def stream_events(
-    client: httpx.Client, gen_id: str, *, last_event_id: str | None = None, timeout: float = 30.0
-) -> tuple[httpx.Response, list[dict[str, Any]]]:
+def stream_events(client: httpx.Client, gen_id: str, *, last_event_id: str | None = None,
+                  timeout: float = 30.0) -> tuple[httpx.Response, list[dict[str, Any]]]:
     """All events of ``gen_id`` (after ``last_event_id``) up to a terminal one."""
     headers = {"Accept": "text/event-stream"}
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
-    with client.stream(
-        "GET",
-        f"/v1/generations/{gen_id}/events",
-        headers=headers,
-        timeout=httpx.Timeout(timeout, read=timeout),
-    ) as response:
+    with client.stream("GET", f"/v1/generations/{gen_id}/events", headers=headers,
+                       timeout=httpx.Timeout(timeout, read=timeout)) as response:
         assert response.status_code == 200, response.read().decode(errors="replace")
         events = parse_sse(
             response.iter_lines(),
@@ -343,9 +297,8 @@ def stream_events(
     return response, events
 
 
-def wait_all_terminal(
-    client: httpx.Client, ids: Sequence[str], timeout: float, server: Server | None = None
-) -> dict[str, dict[str, Any]]:
+def wait_all_terminal(client: httpx.Client, ids: Sequence[str], timeout: float,
+                      server: Server | None = None) -> dict[str, dict[str, Any]]:
     """Poll each generation until all are terminal; fail with their states on timeout."""
     deadline = time.monotonic() + timeout
     bodies: dict[str, dict[str, Any]] = {}
@@ -374,14 +327,8 @@ def statuses(client: httpx.Client, ids: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def wait_processing(
-    client: httpx.Client,
-    ids: Sequence[str],
-    *,
-    at_least: int,
-    timeout: float = 10.0,
-    strict: bool = True,
-) -> set[str]:
+def wait_processing(client: httpx.Client, ids: Sequence[str], *, at_least: int,
+                    timeout: float = 10.0, strict: bool = True) -> set[str]:
     """Wait until ``at_least`` of ``ids`` are PROCESSING; returns the PROCESSING ones.
 
     With ``strict=False`` a timeout returns what is PROCESSING by then instead of failing.
@@ -397,10 +344,8 @@ def wait_processing(
         if time.monotonic() > deadline:
             if not strict:
                 return running
-            pytest.fail(
-                f"only {len(running)} of {len(ids)} PROCESSING after {timeout} s "
-                f"(wanted {at_least}): {statuses(client, ids)}"
-            )
+            pytest.fail(f"only {len(running)} of {len(ids)} PROCESSING after {timeout} s "
+                        f"(wanted {at_least}): {statuses(client, ids)}")
         time.sleep(0.05)
 
 
@@ -409,7 +354,6 @@ def image_files(images_root: Path) -> list[Path]:
     if not images_root.exists():
         return []
     return sorted(
-        p
-        for p in images_root.rglob("*")
+        p for p in images_root.rglob("*")
         if p.is_file() and not p.name.startswith((".tmp", "tmp")) and not p.name.endswith(".tmp")
     )

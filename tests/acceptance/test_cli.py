@@ -47,20 +47,16 @@ def test_accounts_and_keys_round_trip(run_cli: RunCli, start_server: ServerFacto
     server = start_server(config=placeholder_config(latency_ms=0))
     env = {"PIXELGATE_DATA_DIR": str(server.data_dir), "PIXELGATE_ADMIN_KEY": ADMIN_KEY}
 
-    created = run_cli(
-        ["accounts", "create", "acme", "--tier", "PRO", "--credits", "25"], env=env, check=True
-    )
+    created = run_cli(["accounts", "create", "acme", "--tier", "PRO", "--credits", "25"],
+                      env=env, check=True)
     assert "acme" in created.stdout and "PRO" in created.stdout, created.stdout
 
     keys: dict[str, str] = {}
-    made_keys = _parallel(
-        *(
-            lambda label=label: run_cli(
-                ["keys", "create", "--account", "acme", "--name", label], env=env, check=True
-            )
-            for label in ("used", "unused")
-        )
-    )
+    made_keys = _parallel(*(
+        lambda label=label: run_cli(["keys", "create", "--account", "acme", "--name", label],
+                                    env=env, check=True)
+        for label in ("used", "unused")
+    ))
     for label, made in zip(("used", "unused"), made_keys, strict=True):
         plain = made.stdout.strip().splitlines()[-1].strip()
         match = KEY_ID.search(made.stderr)
@@ -103,7 +99,8 @@ def test_accounts_and_keys_round_trip(run_cli: RunCli, start_server: ServerFacto
 
 
 def test_providers_lists_placeholder(run_cli: RunCli, tmp_path: Path) -> None:
-    result = run_cli(["providers"], env={"PIXELGATE_DATA_DIR": str(tmp_path / "data")}, check=True)
+    result = run_cli(["providers"], env={"PIXELGATE_DATA_DIR": str(tmp_path / "data")},
+                     check=True)
     rows = [line for line in result.stdout.splitlines() if "placeholder" in line]
     assert rows, result.stdout
     # name, kind, configured, health: the built-in provider is ready with no key at all
@@ -172,9 +169,8 @@ def test_generated_admin_key(start_server: ServerFactory, tmp_path: Path) -> Non
 
     r = first.client(key=key).get("/v1/generations")
     assert r.status_code == 200, r.text
-    r = first.client(key=key).post(
-        "/v1/generations", json={"prompt": "admin"}, headers={"Prefer": "wait=10"}
-    )
+    r = first.client(key=key).post("/v1/generations", json={"prompt": "admin"},
+                                   headers={"Prefer": "wait=10"})
     assert r.status_code == 200, r.text
     assert first.client(key=key + "x").get("/v1/generations").status_code == 401
     first.kill()
@@ -183,9 +179,8 @@ def test_generated_admin_key(start_server: ServerFactory, tmp_path: Path) -> Non
     assert key_file.read_text().strip() == key, "the admin key file changed on restart"
     assert key not in second.stderr()
     assert not re.search(r"pg_admin_\S+", second.stderr()), second.stderr()
-    r = httpx.get(
-        f"{second.base_url}/v1/generations", headers={"Authorization": f"Bearer {key}"}, timeout=10
-    )
+    r = httpx.get(f"{second.base_url}/v1/generations",
+                  headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert r.status_code == 200, r.text
 
 

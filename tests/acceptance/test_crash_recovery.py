@@ -24,25 +24,15 @@ JOBS = 20
 
 def test_sigkill_with_jobs_in_flight_loses_nothing(start_server: ServerFactory) -> None:
     config = placeholder_config(latency_ms=2000, name="slow")
-    env = {
-        "PIXELGATE_LEASE_SECONDS": "3",
-        "PIXELGATE_CONCURRENCY": "100",
-        "PIXELGATE_SHUTDOWN_GRACE_S": "5",
-    }
+    env = {"PIXELGATE_LEASE_SECONDS": "3", "PIXELGATE_CONCURRENCY": "100",
+           "PIXELGATE_SHUTDOWN_GRACE_S": "5"}
     first = start_server(config=config, env=env)
     api = first.client()
     ids: list[str] = []
     for i in range(JOBS):
-        r = api.post(
-            "/v1/generations",
-            json={
-                "prompt": f"crash test {i}",
-                "width": 96,
-                "height": 64,
-                "format": "png",
-                "seed": i,
-            },
-        )
+        r = api.post("/v1/generations", json={
+            "prompt": f"crash test {i}", "width": 96, "height": 64, "format": "png", "seed": i,
+        })
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
 
@@ -56,12 +46,8 @@ def test_sigkill_with_jobs_in_flight_loses_nothing(start_server: ServerFactory) 
     first.close_clients()
 
     # the restart runs a fast placeholder under the same name: the re-runs finish at once
-    second = start_server(
-        config=placeholder_config(latency_ms=0, name="slow"),
-        env=env,
-        data_dir=first.data_dir,
-        port=first.port,
-    )
+    second = start_server(config=placeholder_config(latency_ms=0, name="slow"), env=env,
+                          data_dir=first.data_dir, port=first.port)
     api = second.client()
     bodies = wait_all_terminal(api, ids, timeout=30, server=second)
     states = {gid: b["status"] for gid, b in bodies.items()}

@@ -46,15 +46,9 @@ def _download(server: Server, url: str) -> httpx.Response:
 
 def test_native_generation_sse_and_file(server: Server) -> None:
     api = server.client()
-    r = api.post(
-        "/v1/generations",
-        json={
-            "prompt": "a lighthouse in a storm",
-            "width": 320,
-            "height": 200,
-            "format": "webp",
-        },
-    )
+    r = api.post("/v1/generations", json={
+        "prompt": "a lighthouse in a storm", "width": 320, "height": 200, "format": "webp",
+    })
     assert r.status_code == 202, r.text
     _assert_request_id(r)
     gen_id = r.json()["id"]
@@ -121,12 +115,8 @@ def test_request_id_kept_and_on_errors(server: Server) -> None:
     assert r.headers["x-request-id"] == "my-trace-123"
 
     anon = server.client(key=None)
-    for method, path in (
-        ("GET", "/v1/generations"),
-        ("POST", "/generate"),
-        ("POST", "/api/generate"),
-        ("POST", "/images/generate"),
-    ):
+    for method, path in (("GET", "/v1/generations"), ("POST", "/generate"),
+                         ("POST", "/api/generate"), ("POST", "/images/generate")):
         r = anon.request(method, path, json={"prompt": "x"})
         assert r.status_code == 401, (path, r.status_code, r.text)
         _assert_request_id(r)
@@ -150,12 +140,13 @@ def test_request_id_kept_and_on_errors(server: Server) -> None:
     _assert_request_id(r)
 
 
-def test_seed_curl_examples(server: Server, run_cli: Callable[..., Any]) -> None:
+def test_seed_curl_examples(
+    server: Server, run_cli: Callable[..., Any]
+) -> None:
     cli_env = {k: v for k, v in server.env.items() if k.startswith("PIXELGATE_")}
     # FREE (the default tier) allows one generation a day, as in seed 004
-    created = run_cli(
-        ["accounts", "create", "production", "--tier", "PRO"], env=cli_env, check=True
-    )
+    created = run_cli(["accounts", "create", "production", "--tier", "PRO"], env=cli_env,
+                      check=True)
     assert "production" in created.stdout
     made = run_cli(["keys", "create", "--account", "production"], env=cli_env, check=True)
     key = made.stdout.strip().splitlines()[-1].strip()
@@ -165,14 +156,11 @@ def test_seed_curl_examples(server: Server, run_cli: Callable[..., Any]) -> None
     api = server.client(key=key)
 
     # seed 000: synchronous POST /generate
-    r = api.post(
-        "/generate",
-        json={
-            "prompt": "A beautiful sunset over mountains",
-            "instance_id": "production",
-            "project_id": "test",
-        },
-    )
+    r = api.post("/generate", json={
+        "prompt": "A beautiful sunset over mountains",
+        "instance_id": "production",
+        "project_id": "test",
+    })
     assert r.status_code == 200, r.text
     _assert_request_id(r)
     body = r.json()
@@ -193,13 +181,9 @@ def test_seed_curl_examples(server: Server, run_cli: Callable[..., Any]) -> None
     _assert_request_id(r)
 
     # seed 004: POST /api/generate → 202 + jobId, then poll until SUCCEEDED
-    r = api.post(
-        "/api/generate",
-        json={
-            "prompt": "A test image",
-            "settings": {"width": 512, "height": 512},
-        },
-    )
+    r = api.post("/api/generate", json={
+        "prompt": "A test image", "settings": {"width": 512, "height": 512},
+    })
     assert r.status_code == 202, r.text
     _assert_request_id(r)
     job = r.json()
@@ -224,17 +208,14 @@ def test_seed_curl_examples(server: Server, run_cli: Callable[..., Any]) -> None
         assert img.size == (512, 512)
 
     # seed 001: POST /images/generate, the README example
-    r = api.post(
-        "/images/generate",
-        json={
-            "prompt": "A beautiful sunset over mountains",
-            "keyword": "landscape",
-            "articleId": "article-123",
-            "width": 1024,
-            "height": 768,
-            "style": "photorealistic",
-        },
-    )
+    r = api.post("/images/generate", json={
+        "prompt": "A beautiful sunset over mountains",
+        "keyword": "landscape",
+        "articleId": "article-123",
+        "width": 1024,
+        "height": 768,
+        "style": "photorealistic",
+    })
     assert r.status_code == 200, r.text
     _assert_request_id(r)
     body = r.json()

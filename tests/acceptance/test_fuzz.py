@@ -101,7 +101,9 @@ def test_fuzzing_finds_no_server_error_and_no_unlisted_conformance_failure(
         "--report", "json", "--report-json-path", str(report),
         "--no-color",
     ]  # fmt: skip
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path)
+    run = subprocess.run(
+        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=tmp_path
+    )
     assert report.exists(), run.stdout[-5000:] + run.stderr[-5000:]
     result: dict[str, Any] = json.loads(report.read_text())
     allowed = _allowlist()

@@ -31,15 +31,9 @@ def _submit(server: Server, count: int, prefix: str) -> list[str]:
     api = server.client()
     ids = []
     for i in range(count):
-        r = api.post(
-            "/v1/generations",
-            json={
-                "prompt": f"{prefix} {i}",
-                "width": 64,
-                "height": 64,
-                "format": "png",
-            },
-        )
+        r = api.post("/v1/generations", json={
+            "prompt": f"{prefix} {i}", "width": 64, "height": 64, "format": "png",
+        })
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
     return ids
@@ -75,11 +69,8 @@ def _events(api: httpx.Client, gen_id: str) -> list[dict[str, Any]]:
 
 def test_sigterm_drains_running_jobs_and_keeps_the_queue(start_server: ServerFactory) -> None:
     config = placeholder_config(latency_ms=1500, name="slow")
-    env = {
-        "PIXELGATE_SHUTDOWN_GRACE_S": "10",
-        "PIXELGATE_LEASE_SECONDS": "3",
-        "PIXELGATE_CONCURRENCY": "4",
-    }
+    env = {"PIXELGATE_SHUTDOWN_GRACE_S": "10", "PIXELGATE_LEASE_SECONDS": "3",
+           "PIXELGATE_CONCURRENCY": "4"}
     first = start_server(config=config, env=env)
     ids = _submit(first, 10, "graceful")
     running = wait_processing(first.client(), ids, at_least=4, timeout=5)
@@ -91,12 +82,8 @@ def test_sigterm_drains_running_jobs_and_keeps_the_queue(start_server: ServerFac
     assert "Traceback" not in first.stderr(), first.stderr()[-3000:]
 
     # the restart runs a fast placeholder under the same name
-    second = start_server(
-        config=placeholder_config(latency_ms=0, name="slow"),
-        env=env,
-        data_dir=first.data_dir,
-        port=first.port,
-    )
+    second = start_server(config=placeholder_config(latency_ms=0, name="slow"), env=env,
+                          data_dir=first.data_dir, port=first.port)
     api = second.client()
     bodies = wait_all_terminal(api, ids, timeout=20, server=second)
     assert {b["status"] for b in bodies.values()} == {"SUCCEEDED"}, {
@@ -138,12 +125,8 @@ def test_sigterm_short_grace_releases_running_jobs(start_server: ServerFactory) 
     assert elapsed < 4.5, f"shutdown with a 0.5 s grace took {elapsed:.1f} s"
     assert "Traceback" not in first.stderr(), first.stderr()[-3000:]
 
-    second = start_server(
-        config=placeholder_config(latency_ms=0, name="slow"),
-        env=env,
-        data_dir=first.data_dir,
-        port=first.port,
-    )
+    second = start_server(config=placeholder_config(latency_ms=0, name="slow"), env=env,
+                          data_dir=first.data_dir, port=first.port)
     api = second.client()
     bodies = wait_all_terminal(api, ids, timeout=20, server=second)
     assert {b["status"] for b in bodies.values()} == {"SUCCEEDED"}, {

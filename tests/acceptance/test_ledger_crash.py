@@ -40,9 +40,8 @@ def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFa
     env = {"PIXELGATE_LEASE_SECONDS": "2", "PIXELGATE_SHUTDOWN_GRACE_S": "2"}
     server = start_server(config=CONFIG, env=env)
     admin = server.client()
-    created = admin.post(
-        "/admin/accounts", json={"name": "payer", "tier": "ENTERPRISE", "credits": CREDITS}
-    )
+    created = admin.post("/admin/accounts", json={"name": "payer", "tier": "ENTERPRISE",
+                                                  "credits": CREDITS})
     assert created.status_code == 201, created.text
     key = admin.post("/admin/accounts/payer/keys", json={}).json()["key"]
     headers = {"Authorization": f"Bearer {key}"}
@@ -52,15 +51,10 @@ def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFa
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as api:
             for i in range(JOBS_PER_ROUND):
                 provider = "nope" if i % 3 == 0 else "ok"
-                r = api.post(
-                    "/v1/generations",
-                    json={
-                        "prompt": f"round {round_} job {i}",
-                        "provider": provider,
-                        "width": 32,
-                        "height": 32,
-                    },
-                )
+                r = api.post("/v1/generations", json={
+                    "prompt": f"round {round_} job {i}", "provider": provider,
+                    "width": 32, "height": 32,
+                })
                 assert r.status_code == 202, r.text
                 ids.append(r.json()["id"])
         # kill at a random point: while claiming, running, storing or finishing
@@ -68,7 +62,8 @@ def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFa
         server.proc.send_signal(signal.SIGKILL)
         assert server.proc.wait(timeout=10) == -signal.SIGKILL
         server.close_clients()
-        server = start_server(config=CONFIG, env=env, data_dir=server.data_dir, port=server.port)
+        server = start_server(config=CONFIG, env=env, data_dir=server.data_dir,
+                              port=server.port)
 
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as api:
         bodies = wait_all_terminal(api, ids, timeout=60 + len(ids) / 5, server=server)
@@ -81,7 +76,8 @@ def test_sigkill_between_any_steps_keeps_the_ledger_exact(start_server: ServerFa
     assert len(entries) < LEDGER_PAGE, "raise LEDGER_PAGE or page through the ledger"
     assert account["credits"] == ledger["balance"] == sum(e["credits"] for e in entries)
     assert account["credits"] >= 0
-    per_generation = Counter((e["generation_id"], e["kind"]) for e in entries if e["generation_id"])
+    per_generation = Counter((e["generation_id"], e["kind"]) for e in entries
+                             if e["generation_id"])
     assert all(count == 1 for count in per_generation.values()), per_generation
     for gen_id, body in bodies.items():
         assert per_generation[(gen_id, "debit")] == 1, gen_id

@@ -181,17 +181,9 @@ async def test_only_the_lease_owner_ends_a_handed_over_pending_job(
     try:
         account = await rt.store.create_account("leased", tier="PRO")
         common: dict[str, Any] = {
-            "account_id": account.id,
-            "project": "p",
-            "prompt": "x",
-            "request": {},
-            "request_hash": "h",
-            "source": "native",
-            "credits": 0,
-            "estimated_usd": None,
-            "idempotency_key": None,
-            "request_id": None,
-            "account_name": account.name,
+            "account_id": account.id, "project": "p", "prompt": "x", "request": {},
+            "request_hash": "h", "source": "native", "credits": 0, "estimated_usd": None,
+            "idempotency_key": None, "request_id": None, "account_name": account.name,
         }
         leased = await rt.store.admit(**common, lease_to="w1", lease_s=30)
         unleased = await rt.store.admit(**common)
@@ -200,22 +192,14 @@ async def test_only_the_lease_owner_ends_a_handed_over_pending_job(
         # nobody else claims it while the lease lives; the unleased one is claimable
         assert [j.id for j in await rt.store.claim("w2", 30, 10)] == [unleased.generation.id]
         finish: dict[str, Any] = {
-            "provider": "fast",
-            "model": "m",
-            "images": [],
-            "cost_usd": None,
-            "provider_ms": 1,
-            "route": [],
-            "account_id": account.id,
+            "provider": "fast", "model": "m", "images": [], "cost_usd": None,
+            "provider_ms": 1, "route": [], "account_id": account.id,
         }
         gen_id = leased.generation.id
         assert await rt.store.finish_succeeded(gen_id, "w2", **finish) is None
-        assert (
-            await rt.store.finish_failed(
-                gen_id, None, code="x", message="y", route=[], account_id=account.id
-            )
-            is None
-        )
+        assert await rt.store.finish_failed(
+            gen_id, None, code="x", message="y", route=[], account_id=account.id
+        ) is None
         assert (await rt.store.get_generation(gen_id)).status.value == "PENDING"
         done = await rt.store.finish_succeeded(gen_id, "w1", **finish)
         assert done is not None and done.status.value == "SUCCEEDED"

@@ -37,7 +37,9 @@ async def _ledger(runtime: Runtime, account_id: str) -> list[Any]:
 
 
 async def _generation_count(runtime: Runtime, account_id: str) -> int:
-    query = select(func.count()).select_from(Generation).where(Generation.account_id == account_id)
+    query = select(func.count()).select_from(Generation).where(
+        Generation.account_id == account_id
+    )
     return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 
@@ -395,15 +397,11 @@ async def test_requests_per_minute_of_a_tier(make_settings: Any) -> None:
         account = await runtime.store.create_account("bursty", tier="BURST")
         _, key = await runtime.store.create_key(account.id)
         app = create_app(settings, runtime=runtime, run_worker=False)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://t",
-            headers={"Authorization": f"Bearer {key}"},
-        ) as c:
-            codes = [
-                (await c.post("/v1/generations", json={"prompt": f"{i}"})).status_code
-                for i in range(3)
-            ]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t",
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            codes = [(await c.post("/v1/generations", json={"prompt": f"{i}"})).status_code
+                     for i in range(3)]
             assert codes == [202, 202, 429]
             limited = await c.post("/v1/generations", json={"prompt": "again"})
             assert 50 <= int(limited.headers["retry-after"]) <= 60
@@ -420,9 +418,8 @@ async def test_admin_patch_clears_email_and_checks_webhook_urls(
     assert (await client.get("/admin/accounts/mailer")).json()["email"] == "a@example.com"
     cleared = await client.patch("/admin/accounts/mailer", json={"email": None})
     assert cleared.status_code == 200 and cleared.json()["email"] is None
-    unsafe = await client.patch(
-        "/admin/accounts/mailer", json={"webhook_url": "http://169.254.169.254/hook"}
-    )
+    unsafe = await client.patch("/admin/accounts/mailer",
+                                json={"webhook_url": "http://169.254.169.254/hook"})
     assert unsafe.status_code == 422
     assert unsafe.json()["error"]["field"] == "webhook_url"
     assert unsafe.json()["error"]["code"] == "unsafe_url"

@@ -32,7 +32,9 @@ def openai_api() -> Iterator[tuple[FakeOpenAIImages, LoopbackServer]]:
 
 
 @pytest.fixture
-def settings(make_settings: Any, openai_api: tuple[FakeOpenAIImages, LoopbackServer]) -> Settings:
+def settings(
+    make_settings: Any, openai_api: tuple[FakeOpenAIImages, LoopbackServer]
+) -> Settings:
     _, server = openai_api
     return make_settings(
         providers={

@@ -81,16 +81,9 @@ async def test_an_empty_idempotency_key_is_no_key_for_the_store_either(runtime: 
     admission with it is a new generation, not a unique-constraint failure."""
     account = await runtime.store.create_account("blank-key")
     common = {
-        "account_id": account.id,
-        "project": "p",
-        "prompt": "x",
-        "request": {},
-        "request_hash": "h",
-        "source": "native",
-        "credits": 0,
-        "estimated_usd": None,
-        "request_id": None,
-        "account_name": account.name,
+        "account_id": account.id, "project": "p", "prompt": "x", "request": {},
+        "request_hash": "h", "source": "native", "credits": 0, "estimated_usd": None,
+        "request_id": None, "account_name": account.name,
     }
     first = await runtime.store.admit(**common, idempotency_key="")
     second = await runtime.store.admit(**common, idempotency_key="")

@@ -24,7 +24,9 @@ async def _template(
 
 
 async def _generations(runtime: Runtime, account_id: str) -> int:
-    query = select(func.count()).select_from(Generation).where(Generation.account_id == account_id)
+    query = select(func.count()).select_from(Generation).where(
+        Generation.account_id == account_id
+    )
     return int(await runtime.db.run(lambda c: c.scalar(query)) or 0)
 
 

@@ -40,9 +40,7 @@ def chaos_cluster(
     redis = RedisServer(tmp_path_factory.mktemp("chaos-redis"))
     redis.start()
     env = cluster_env(
-        workdir,
-        database_url=chaos_db.sqlalchemy_url,
-        redis_url=redis.url,
+        workdir, database_url=chaos_db.sqlalchemy_url, redis_url=redis.url,
         s3_env=s3.env("chaos"),
     )
     cluster = Cluster(workdir=workdir, env=env)
@@ -80,12 +78,8 @@ async def test_sigkill_of_api_and_worker_under_load_keeps_the_ledger_exact(
 
             async def submit(i: int, url: str = url, round_: int = round_) -> None:
                 provider = "nope" if i % 4 == 0 else "fast"  # a quarter fail: refunds
-                body = {
-                    "prompt": f"chaos {round_}/{i}",
-                    "provider": provider,
-                    "width": 32,
-                    "height": 32,
-                }
+                body = {"prompt": f"chaos {round_}/{i}", "provider": provider,
+                        "width": 32, "height": 32}
                 try:
                     r = await http.post(f"{url}/v1/generations", json=body)
                 except httpx.HTTPError:

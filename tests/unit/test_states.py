@@ -49,3 +49,4 @@ def test_compare_and_set_sources() -> None:
     assert set(sources_of(Status.CANCELED)) == {"PENDING", "PROCESSING"}
     assert set(sources_of(Status.SUCCEEDED)) == {"PENDING", "PROCESSING"}
     assert set(sources_of(Status.FAILED)) == {"PENDING", "PROCESSING"}
+
