@@ -58,6 +58,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "FAL_KEY",
             "IDEOGRAM_API_KEY",
             "UNSPLASH_ACCESS_KEY",
+            "AZURE_OPENAI_API_KEY",
+            "OPENROUTER_API_KEY",
+            "XAI_API_KEY",
+            "RECRAFT_API_TOKEN",
             "GOOGLE_APPLICATION_CREDENTIALS",
             "GOOGLE_CLOUD_PROJECT",
         ) or name.startswith("AWS_"):

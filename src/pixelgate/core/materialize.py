@@ -22,6 +22,7 @@ from pixelgate.errors import ImageRejected, ProviderError, StorageError
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
+from pixelgate.media.svg import is_svg, process_svg
 from pixelgate.providers._http import download
 from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
@@ -121,6 +122,8 @@ class Materializer:
     async def default_image(self, job: ClaimedJob, request: GenerationRequest) -> NewImage | None:
         """The placeholder "Default Image" (seed 001), stored; None when that fails."""
         width, height = request.dimensions()
+        if request.format == "svg":  # the default image is a raster
+            request = request.model_copy(update={"format": "png"})
         try:
             data = await run_cpu(
                 render_placeholder,
@@ -151,8 +154,16 @@ class Materializer:
         *,
         attribution: dict[str, Any] | None,
     ) -> NewImage:
-        """Decode, validate, convert and hash one image, and store it under its stable key."""
-        processed = await process_image(
+        """Decode, validate, convert and hash one image, and store it under its stable key.
+
+        SVG (from vector models) is sanitised and kept as SVG, or rasterised when the
+        request asks for a raster format; it is never handed to the raster decoder.
+        """
+        if is_svg(data) or request.format == "svg":
+            convert = process_svg
+        else:
+            convert = process_image
+        processed = await convert(
             data,
             want_format=request.format,
             max_bytes=self.settings.max_image_bytes,
@@ -165,7 +176,7 @@ class Materializer:
             created_at=job.created_at,
             generation_id=job.id,
             index=index,
-            ext=EXTENSIONS[processed.format],
+            ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
         )
         await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(

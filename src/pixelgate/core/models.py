@@ -52,7 +52,8 @@ MIN_SIDE = 16
 #: ``W:H`` with each side 1-99 (``16:9``, ``01:1``)
 ASPECT_PATTERN = r"^(0?[1-9]|[1-9][0-9]):(0?[1-9]|[1-9][0-9])$"
 PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-ImageFormat = Literal["png", "jpeg", "webp"]
+#: ``svg`` only for vector models (routing checks the model's ``output_formats``)
+ImageFormat = Literal["png", "jpeg", "webp", "svg"]
 #: storage keys of uploaded inputs: ``inputs/<account id>/<yyyy>/<mm>/<inp id>.<ext>``
 INPUT_KEY_PATTERN = r"^inputs/[a-z]+_[a-z0-9]+/\d{4}/\d{2}/inp_[a-z0-9]+\.(png|jpg|webp)$"
 #: entity types of entity links (``character``, ``location``, ``story:chapter``…)

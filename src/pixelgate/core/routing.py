@@ -34,6 +34,7 @@ from pixelgate.config import OutboundLimit, RefusalFallback, RoutingPolicy, Rout
 from pixelgate.core.bounds import MAX_USD, ShortText
 from pixelgate.core.models import GenerationRequest
 from pixelgate.errors import PriceUnknown, ProviderError, ValidationFailed
+from pixelgate.media.svg import rasterizer_available
 from pixelgate.providers.base import ModelInfo, Provider, ProviderRequest
 from pixelgate.providers.registry import PLACEHOLDER, ProviderSet
 from pixelgate.resilience.retry import Deadline, RetryPolicy
@@ -229,6 +230,15 @@ def supports(provider: Provider, model: str, request: GenerationRequest) -> str 
         return "no edit support"
     if "mask" in needs and not caps.mask:
         return "no mask support"
+    return _format_support(caps.output_formats, request.format)
+
+
+def _format_support(formats: tuple[str, ...], wanted: str) -> str | None:
+    """SVG only from vector models; raster from a vector-only model needs the rasteriser."""
+    if wanted == "svg":
+        return None if "svg" in formats else "no SVG output (not a vector model)"
+    if formats == ("svg",) and not rasterizer_available():
+        return f"vector-only model: {wanted} needs the SVG rasteriser (pixelgate[svg])"
     return None
 
 
@@ -427,6 +437,11 @@ def check_explicit(request: GenerationRequest, providers: ProviderSet) -> None:
             raise ValidationFailed(
                 field_name, f"provider {name!r} is not configured", code="provider_not_configured"
             )
+        if request.provider:
+            info = _model_info(provider, request.model or provider.default_model)
+            fmt_reason = info and _format_support(info.capabilities.output_formats, request.format)
+            if fmt_reason:
+                raise ValidationFailed("format", fmt_reason, code="unsupported_format")
         if request.model and request.provider:
             if _model_info(provider, request.model) is None:
                 raise ValidationFailed(

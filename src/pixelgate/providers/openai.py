@@ -280,7 +280,7 @@ class OpenAIProvider(Provider):
         if streamed:
             fields.update(stream=True, partial_images=request.partial_images)
         sent_format = str(fields.get("output_format", "png"))
-        path = "/images/edits" if use_edit else "/images/generations"
+        path = self._path(model, "/images/edits" if use_edit else "/images/generations")
         body: dict[str, Any] = (
             {
                 "data": {k: _form_value(v) for k, v in fields.items()},
@@ -304,7 +304,9 @@ class OpenAIProvider(Provider):
             return Health(healthy=False, status="not_configured")
         started = time.monotonic()
         try:
-            response = await self._send("GET", "/models", deadline_s=HEALTH_TIMEOUT_S)
+            response = await self._send(
+                "GET", self._path(None, "/models"), deadline_s=HEALTH_TIMEOUT_S
+            )
         except ProviderError as exc:
             return Health(healthy=False, status="unreachable", detail=exc.message)
         latency = (time.monotonic() - started) * 1000
@@ -319,6 +321,10 @@ class OpenAIProvider(Provider):
 
     def _spec(self, model: str) -> _Spec:
         return _SPECS[model]
+
+    def _path(self, model: str | None, endpoint: str) -> str:
+        """The path (and query) under ``base_url`` of ``endpoint`` for ``model``."""
+        return endpoint
 
     def _unit_price(self, model: str, spec: _Spec, quality: str | None, size: Size) -> Decimal:
         tier = _price_quality(spec, quality)

@@ -39,6 +39,10 @@ BUILTIN_KINDS: dict[str, str] = {
     "horde": "pixelgate.providers.horde:HordeProvider",
     "vertex": "pixelgate.providers.vertex:VertexProvider",
     "bedrock": "pixelgate.providers.bedrock:BedrockProvider",
+    "azure_openai": "pixelgate.providers.azure_openai:AzureOpenAIProvider",
+    "openrouter": "pixelgate.providers.openrouter:OpenRouterProvider",
+    "xai": "pixelgate.providers.xai:XAIProvider",
+    "recraft": "pixelgate.providers.recraft:RecraftProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
@@ -53,6 +57,9 @@ DEFAULT_INSTANCES = (
     "fal",
     "ideogram",
     "unsplash",
+    "openrouter",
+    "xai",
+    "recraft",
 )
 
 

@@ -34,6 +34,7 @@ CONTENT_TYPES: dict[str, str] = {
     "webp": "image/webp",
     "gif": "image/gif",
     "avif": "image/avif",
+    "svg": "image/svg+xml",
 }
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 FILE_MODE = 0o644
