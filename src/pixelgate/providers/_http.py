@@ -3,14 +3,14 @@ and a reader of server-sent events."""
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pixelgate.errors import (
     InvalidRequest,
@@ -21,20 +21,24 @@ from pixelgate.errors import (
     Transient,
 )
 
+ErrorMapper = Callable[[httpx.Response], ProviderError]
+
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "ServerSentEvent",
+    "call",
     "download",
     "error_for_status",
+    "parse",
     "parse_retry_after",
-    "poll_until",
     "request",
     "server_sent_events",
 ]
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 _MAX_MESSAGE = 500
-T = TypeVar("T")
+M = TypeVar("M")
+BM = TypeVar("BM", bound=BaseModel)
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -112,6 +116,43 @@ async def request(
         raise Transient(f"{provider}: {type(exc).__name__}", provider=provider) from exc
 
 
+async def call(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    error: ErrorMapper | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """:func:`request`, raising ``error(response)`` (default :func:`error_for_status`)
+    for a status of 400 or more."""
+    response = await request(client, provider, method, url, **kwargs)
+    if response.status_code >= 400:
+        raise error(response) if error else error_for_status(provider, response)
+    return response
+
+
+@overload
+def parse(provider: str, shape: type[BM], response: httpx.Response) -> BM: ...
+@overload
+def parse(provider: str, shape: TypeAdapter[M], response: httpx.Response) -> M: ...
+def parse(
+    provider: str, shape: type[BaseModel] | TypeAdapter[Any], response: httpx.Response
+) -> Any:
+    """The response body as ``shape``; a body of another shape is ``Transient``."""
+    try:
+        if isinstance(shape, TypeAdapter):
+            return shape.validate_json(response.content)
+        return shape.model_validate_json(response.content)
+    except ValidationError:
+        raise Transient(
+            f"{provider}: malformed response body",
+            provider=provider,
+            status_code=response.status_code,
+        ) from None
+
+
 async def download(
     client: httpx.AsyncClient,
     provider: str,
@@ -142,25 +183,6 @@ async def download(
         raise ProviderTimeout(f"{provider}: download timed out", provider=provider) from exc
     except httpx.HTTPError as exc:
         raise Transient(f"{provider}: download failed: {type(exc).__name__}") from exc
-
-
-async def poll_until(
-    check: Callable[[], Awaitable[T | None]],
-    *,
-    provider: str,
-    interval: float,
-    timeout: float,
-) -> T:
-    """Call ``check`` every ``interval`` seconds until it returns a value or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProviderTimeout(f"{provider}: no result within {timeout:g} s", provider=provider)
-        await asyncio.sleep(min(interval, remaining))
 
 
 @dataclass(frozen=True)

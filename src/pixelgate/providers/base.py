@@ -69,6 +69,8 @@ class ProviderSettings(BaseModel):
     default_model: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    #: polls of a long job back off up to this (default: five times ``poll_interval_s``)
+    poll_max_interval_s: float | None = None
     enabled: bool = True
 
 

@@ -9,21 +9,28 @@ restarted worker (or :meth:`FalProvider.cancel`) needs to rebuild the three URLs
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import call, error_for_status, parse
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
@@ -45,7 +52,6 @@ __all__ = ["FalModel", "FalProvider", "FalSettings"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_SYNC_BASE_URL = "https://fal.run"
-CANCEL_TIMEOUT_S = 10.0
 MEGAPIXEL = 1024 * 1024
 _REFUSAL = re.compile(r"content.?policy|nsfw|safety|unsafe|moderat|prohibited", re.IGNORECASE)
 #: app ids whose namespace prefix is part of the app root (PROVIDERS.md §6)
@@ -54,7 +60,6 @@ _NAMESPACES = ("workflows", "comfy")
 NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16")
 
 InputStyle = Literal["generic", "flux", "nano_banana"]
-M = TypeVar("M", bound=BaseModel)
 
 
 class FalModel(BaseModel):
@@ -175,12 +180,6 @@ class _Urls:
     cancel: str
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-
-
 class FalProvider(Provider):
     """fal.ai apps through the queue (default, resumable) or the synchronous host."""
 
@@ -208,12 +207,16 @@ class FalProvider(Provider):
         return (self.settings.sync_base_url or DEFAULT_SYNC_BASE_URL).rstrip("/")
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        model = request.model or self.default_model
+        spec = self._spec(model)
+        if self.settings.mode == "sync" and not ctx.provider_job_id:
+            return await self._run_job(lambda: self._sync(model, spec, request), lambda: None)
+        return await run_polling_job(self, ctx, _Queued(self, model, spec, request))
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``PUT …/requests/{id}/cancel``; never raises."""
-        await self._cancel_quietly(self._urls_for(provider_job_id).cancel)
+        url = self._urls_for(provider_job_id).cancel
+        await cancel_quietly(self.name, provider_job_id, lambda: self._call("PUT", url))
 
     # -- internals -----------------------------------------------------------------
 
@@ -243,38 +246,10 @@ class FalProvider(Provider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.api_key()}"}
 
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        model = request.model or self.default_model
-        spec = self._spec(model)
-        if self.settings.mode == "sync" and not ctx.provider_job_id:
-            url = f"{self.sync_base_url}/{model}"
-            body = _build_input(spec, request)
-            response = await self._call("POST", url, headers=self._headers(), json=body)
-            return self._finish(model, spec, request, self._parse(_Result, response), None)
-        if ctx.provider_job_id:
-            job.id = ctx.provider_job_id
-            urls = self._urls_for(job.id)
-        else:
-            body = _build_input(spec, request)
-            url = f"{self.base_url}/{model}"
-            response = await self._call("POST", url, headers=self._headers(), json=body)
-            submitted = self._parse(_Submitted, response)
-            urls = self._urls_from(model, submitted)
-            job.id = urlsplit(urls.response).path.strip("/")
-            await ctx.save_provider_job(job.id)
-        status_url = f"{urls.status}?logs={int(self.settings.logs)}"
-        while True:
-            status = self._parse(
-                _Status, await self._call("GET", status_url, headers=self._headers())
-            )
-            if status.status == "COMPLETED":
-                break
-            await self._report(ctx, job, status)
-            await asyncio.sleep(self.settings.poll_interval_s)
-        if status.error and _REFUSAL.search(f"{status.error} {status.error_type or ''}"):
-            raise Refused(f"{self.name}: {status.error[:500]}", provider=self.name)
-        response = await self._call("GET", urls.response, headers=self._headers())
-        return self._finish(model, spec, request, self._parse(_Result, response), job.id)
+    async def _sync(self, model: str, spec: FalModel, request: ProviderRequest) -> ProviderResult:
+        url = f"{self.sync_base_url}/{model}"
+        response = await self._call("POST", url, json=_build_input(spec, request))
+        return self._finish(model, spec, request, parse(self.name, _Result, response), None)
 
     def _urls_from(self, model: str, submitted: _Submitted) -> _Urls:
         """The URLs of the submit response when they point at our queue host."""
@@ -294,21 +269,6 @@ class FalProvider(Provider):
     def _urls_for(self, job_id: str) -> _Urls:
         base = f"{self.base_url}/{job_id.strip('/')}"
         return _Urls(status=f"{base}/status", response=base, cancel=f"{base}/cancel")
-
-    async def _report(self, ctx: JobContext, job: _Job, status: _Status) -> None:
-        if status.status == "IN_QUEUE":
-            position = status.queue_position
-            update: tuple[int, str | None] = (
-                (max(1, 10 - position), f"queue position {position}")
-                if position is not None
-                else (5, "queued")
-            )
-        else:
-            last = next((log.message for log in reversed(status.logs or []) if log.message), None)
-            update = (50, last[:200] if last else "processing")
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(*update)
 
     def _finish(
         self,
@@ -348,10 +308,8 @@ class FalProvider(Provider):
         return ProviderImage(url=image.url, content_type=image.content_type, seed=seed)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(self.http, self.name, method, url, **kwargs)
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+        kwargs.setdefault("headers", self._headers())
+        return await call(self.http, self.name, method, url, error=self._error, **kwargs)
 
     def _error(self, response: httpx.Response) -> ProviderError:
         try:
@@ -377,22 +335,50 @@ class FalProvider(Provider):
             )
         return error_for_status(self.name, response)
 
-    def _parse(self, model: type[M], response: httpx.Response) -> M:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
 
-    async def _cancel_quietly(self, url: str) -> None:
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await self._call("PUT", url, headers=self._headers())
-        except (ProviderError, TimeoutError) as exc:
-            log.warning("provider_cancel_failed", provider=self.name, error=type(exc).__name__)
+class _Queued(PollingJob[_Status]):
+    """A queue request: submitted, its status polled (with logs), then its result fetched."""
+
+    def __init__(
+        self, provider: FalProvider, model: str, spec: FalModel, request: ProviderRequest
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.spec = spec
+        self.request = request
+        self.urls: _Urls | None = None
+
+    async def submit(self, run: JobRun) -> Submitted[_Status]:
+        fal = self.provider
+        url = f"{fal.base_url}/{self.model}"
+        response = await fal._call("POST", url, json=_build_input(self.spec, self.request))
+        self.urls = fal._urls_from(self.model, parse(fal.name, _Submitted, response))
+        return Submitted(urlsplit(self.urls.response).path.strip("/"))
+
+    def _urls(self, job_id: str) -> _Urls:
+        return self.urls or self.provider._urls_for(job_id)
+
+    async def poll(self, run: JobRun, job_id: str) -> _Status | Pending:
+        fal = self.provider
+        url = f"{self._urls(job_id).status}?logs={int(fal.settings.logs)}"
+        status = parse(fal.name, _Status, await fal._call("GET", url))
+        if status.status == "COMPLETED":
+            return status
+        if status.status == "IN_QUEUE":
+            position = status.queue_position
+            if position is None:
+                return Pending(5, "queued")
+            return Pending(max(1, 10 - position), f"queue position {position}")
+        last = next((log.message for log in reversed(status.logs or []) if log.message), None)
+        return Pending(50, last[:200] if last else "processing")
+
+    async def result(self, run: JobRun, job_id: str, done: _Status) -> ProviderResult:
+        fal = self.provider
+        if done.error and _REFUSAL.search(f"{done.error} {done.error_type or ''}"):
+            raise Refused(f"{fal.name}: {done.error[:500]}", provider=fal.name)
+        response = await fal._call("GET", self._urls(job_id).response)
+        result = parse(fal.name, _Result, response)
+        return fal._finish(self.model, self.spec, self.request, result, job_id)
 
 
 def _app_root(app: str) -> str:

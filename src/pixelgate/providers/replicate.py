@@ -8,13 +8,11 @@ returned as-is (``replicate.delivery`` needs no auth); the pipeline downloads th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -22,7 +20,15 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import call, error_for_status, parse
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
@@ -46,7 +52,6 @@ __all__ = ["ReplicateModel", "ReplicateProvider", "ReplicateSettings"]
 log = structlog.get_logger(__name__)
 
 MAX_WAIT_S = 60
-CANCEL_TIMEOUT_S = 10.0
 #: headroom on top of ``Prefer: wait`` for the create call's HTTP timeout
 WAIT_HEADROOM_S = 10.0
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -186,12 +191,6 @@ class _ErrorBody(BaseModel):
     retry_after: float | None = None
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-
-
 class ReplicateProvider(Provider):
     """Replicate predictions: built-in model table plus any ``owner/name`` or version."""
 
@@ -211,12 +210,12 @@ class ReplicateProvider(Provider):
         return self._info(name, self._spec(name))
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        return await run_polling_job(self, ctx, _Predict(self, request))
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``POST /predictions/{id}/cancel``; never raises."""
-        await self._cancel_quietly(provider_job_id)
+        url = f"{self.base_url}/predictions/{provider_job_id}/cancel"
+        await cancel_quietly(self.name, provider_job_id, lambda: self._call("POST", url))
 
     # -- internals -----------------------------------------------------------------
 
@@ -246,22 +245,6 @@ class ReplicateProvider(Provider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key()}"}
 
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        model = request.model or self.default_model
-        spec = self._spec(model)
-        if ctx.provider_job_id:
-            job.id = ctx.provider_job_id
-            prediction = await self._get(job.id)
-        else:
-            prediction = await self._create(model, spec, request)
-            job.id = prediction.id
-            await ctx.save_provider_job(prediction.id)
-        while prediction.status not in TERMINAL:
-            await self._report(ctx, job, prediction)
-            await asyncio.sleep(self.settings.poll_interval_s)
-            prediction = await self._get(job.id)
-        return self._finish(model, spec, prediction)
-
     async def _create(
         self, model: str, spec: ReplicateModel, request: ProviderRequest
     ) -> _Prediction:
@@ -281,31 +264,11 @@ class ReplicateProvider(Provider):
         response = await self._call(
             "POST", url, headers=headers, json=body, timeout=max(wait, 0) + WAIT_HEADROOM_S
         )
-        return self._parse(response)
+        return parse(self.name, _Prediction, response)
 
     async def _get(self, prediction_id: str) -> _Prediction:
         url = f"{self.base_url}/predictions/{prediction_id}"
-        return self._parse(await self._call("GET", url, headers=self._headers()))
-
-    def _parse(self, response: httpx.Response) -> _Prediction:
-        try:
-            return _Prediction.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed prediction body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
-
-    async def _report(self, ctx: JobContext, job: _Job, prediction: _Prediction) -> None:
-        if prediction.status == "starting":
-            update: tuple[int, str | None] = (5, "starting")
-        else:
-            percent = _log_percent(prediction.logs)
-            update = (10 + int(percent * 0.85), "processing") if percent else (50, "processing")
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(*update)
+        return parse(self.name, _Prediction, await self._call("GET", url))
 
     def _finish(self, model: str, spec: ReplicateModel, prediction: _Prediction) -> ProviderResult:
         if prediction.status == "failed":
@@ -362,24 +325,38 @@ class ReplicateProvider(Provider):
             return ProviderAuthError(error.message, provider=self.name, status_code=402)
         return error
 
-    async def _cancel_quietly(self, prediction_id: str) -> None:
-        url = f"{self.base_url}/predictions/{prediction_id}/cancel"
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await self._call("POST", url, headers=self._headers())
-        except (ProviderError, TimeoutError) as exc:
-            log.warning(
-                "provider_cancel_failed",
-                provider=self.name,
-                job_id=prediction_id,
-                error=type(exc).__name__,
-            )
-
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(self.http, self.name, method, url, **kwargs)
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+        kwargs.setdefault("headers", self._headers())
+        return await call(self.http, self.name, method, url, error=self._error, **kwargs)
+
+
+class _Predict(PollingJob[_Prediction]):
+    """A prediction: created (maybe already finished, thanks to ``Prefer: wait``), polled."""
+
+    def __init__(self, provider: ReplicateProvider, request: ProviderRequest) -> None:
+        self.provider = provider
+        self.request = request
+        self.model = request.model or provider.default_model
+        self.spec = provider._spec(self.model)
+
+    async def submit(self, run: JobRun) -> Submitted[_Prediction]:
+        prediction = await self.provider._create(self.model, self.spec, self.request)
+        return Submitted(prediction.id, self._state(prediction))
+
+    async def poll(self, run: JobRun, job_id: str) -> _Prediction | Pending:
+        return self._state(await self.provider._get(job_id))
+
+    async def result(self, run: JobRun, job_id: str, done: _Prediction) -> ProviderResult:
+        return self.provider._finish(self.model, self.spec, done)
+
+    @staticmethod
+    def _state(prediction: _Prediction) -> _Prediction | Pending:
+        if prediction.status in TERMINAL:
+            return prediction
+        if prediction.status == "starting":
+            return Pending(5, "starting")
+        percent = _log_percent(prediction.logs)
+        return Pending(10 + int(percent * 0.85) if percent else 50, "processing")
 
 
 def _is_model_ref(name: str) -> bool:
