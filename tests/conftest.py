@@ -58,6 +58,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "FAL_KEY",
             "IDEOGRAM_API_KEY",
             "UNSPLASH_ACCESS_KEY",
+            "BFL_API_KEY",
         ):
             monkeypatch.delenv(name, raising=False)
 
