@@ -37,6 +37,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "unsplash": "pixelgate.providers.unsplash:UnsplashProvider",
     "comfyui": "pixelgate.providers.comfyui:ComfyUIProvider",
     "horde": "pixelgate.providers.horde:HordeProvider",
+    "bfl": "pixelgate.providers.bfl:BflProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
@@ -51,6 +52,7 @@ DEFAULT_INSTANCES = (
     "fal",
     "ideogram",
     "unsplash",
+    "bfl",
 )
 
 
