@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers._http import call, download, error_for_status, parse
 from pixelgate.providers._jobs import JobRun, Pending, PollingJob, Submitted, run_polling_job
+from pixelgate.providers._setup import merge_input
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
@@ -351,9 +352,7 @@ def _body(
     if style != "flux2":
         body["prompt_upsampling"] = settings.prompt_upsampling
     body["safety_tolerance"] = tolerance
-    extra = request.options.get("input")
-    if isinstance(extra, dict):
-        body.update(extra)
+    merge_input(body, {}, request)
     return body
 
 

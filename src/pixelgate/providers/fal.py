@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers._http import call, error_for_status, parse
 from pixelgate.providers._jobs import (
@@ -31,18 +31,16 @@ from pixelgate.providers._jobs import (
     cancel_quietly,
     run_polling_job,
 )
+from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
-    Capabilities,
     InvalidRequest,
     JobContext,
     ModelInfo,
-    Provider,
     ProviderError,
     ProviderImage,
     ProviderRequest,
     ProviderResult,
-    ProviderSettings,
     Refused,
     Transient,
 )
@@ -62,26 +60,15 @@ NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", 
 InputStyle = Literal["generic", "flux", "nano_banana"]
 
 
-class FalModel(BaseModel):
+class FalModel(TableModel):
     """One fal app offered by an instance (built in or from ``[providers.X.models]``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    price_usd: Decimal = Decimal("0")
     #: the price is per megapixel of output rather than per image
     per_megapixel: bool = False
     input_style: InputStyle = "generic"
-    aspect_ratios: tuple[str, ...] = ()
-    max_n: int = 1
-    output_formats: tuple[str, ...] = ("png",)
-    seed: bool = False
-    negative_prompt: bool = False
-    #: fixed arguments merged into every call of this app
-    input: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
 
 
-class FalSettings(ProviderSettings):
+class FalSettings(TableSettings):
     """Settings of a ``kind = "fal"`` instance; ``base_url`` is the queue host."""
 
     kind: str = "fal"
@@ -89,10 +76,8 @@ class FalSettings(ProviderSettings):
     sync_base_url: str | None = None
     #: ask the status endpoint for logs (their last line becomes the progress message)
     logs: bool = True
+    #: extra or overriding apps by id; with ``allow_any_model``, any ``owner/alias[/path]``
     models: dict[str, FalModel] = Field(default_factory=dict)
-    #: accept any ``owner/alias[/path]`` app id with generic capabilities
-    allow_any_model: bool = True
-    generic_price_usd: Decimal = Decimal("0.05")
 
 
 # Prices, PROVIDERS.md §6 (fal-client snapshot 2026-08; unconfirmed dated hints):
@@ -180,7 +165,7 @@ class _Urls:
     cancel: str
 
 
-class FalProvider(Provider):
+class FalProvider(TableProvider[FalModel]):
     """fal.ai apps through the queue (default, resumable) or the synchronous host."""
 
     kind = "fal"
@@ -189,14 +174,6 @@ class FalProvider(Provider):
     default_base_url = "https://queue.fal.run"
 
     settings: FalSettings
-
-    @property
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: self._info(name, spec) for name, spec in self._table().items()}
-
-    def model_info(self, model: str | None) -> ModelInfo:
-        name = model or self.default_model
-        return self._info(name, self._spec(name))
 
     def price(self, request: ProviderRequest) -> Decimal:
         spec = self._spec(request.model or self.default_model)
@@ -223,25 +200,14 @@ class FalProvider(Provider):
     def _table(self) -> dict[str, FalModel]:
         return {**BUILTIN_MODELS, **self.settings.models}
 
-    def _spec(self, name: str) -> FalModel:
-        spec = self._table().get(name)
-        if spec is not None:
-            return spec
+    def _generic(self, name: str) -> FalModel | None:
         parts = name.split("/")
-        if self.settings.allow_any_model and len(parts) >= 2 and all(parts):
+        if len(parts) >= 2 and all(parts):
             return FalModel(price_usd=self.settings.generic_price_usd)
-        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
+        return None
 
-    @staticmethod
-    def _info(name: str, spec: FalModel) -> ModelInfo:
-        caps = Capabilities(
-            negative_prompt=spec.negative_prompt,
-            seed=spec.seed,
-            aspect_ratios=spec.aspect_ratios,
-            max_n=spec.max_n,
-            output_formats=spec.output_formats,
-        )
-        return ModelInfo(name, caps, _unit_price(spec, 1024, 1024), spec.description)
+    def _info(self, name: str, spec: FalModel) -> ModelInfo:
+        return spec.info(name, _unit_price(spec, 1024, 1024))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.api_key()}"}
@@ -415,8 +381,5 @@ def _build_input(spec: FalModel, request: ProviderRequest) -> dict[str, Any]:
         data["seed"] = request.seed
     if request.negative_prompt and spec.negative_prompt:
         data["negative_prompt"] = request.negative_prompt
-    data.update(spec.input)
-    extra = request.options.get("input")
-    if isinstance(extra, dict):
-        data.update(extra)
+    merge_input(data, spec.input, request)
     return data

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers._http import call, error_for_status, parse
 from pixelgate.providers._jobs import (
@@ -29,20 +29,17 @@ from pixelgate.providers._jobs import (
     cancel_quietly,
     run_polling_job,
 )
+from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
-    Capabilities,
     InvalidRequest,
     JobContext,
-    ModelInfo,
-    Provider,
     ProviderAuthError,
     ProviderError,
     ProviderImage,
     ProviderRateLimited,
     ProviderRequest,
     ProviderResult,
-    ProviderSettings,
     Refused,
     Transient,
 )
@@ -93,27 +90,16 @@ FLUX_PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:
 InputStyle = Literal["generic", "flux_schnell", "flux_pro", "nano_banana", "ideogram"]
 
 
-class ReplicateModel(BaseModel):
+class ReplicateModel(TableModel):
     """One model offered by a Replicate instance (built in or from ``[providers.X.models]``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     #: ``owner/name:<64-hex>`` or ``<64-hex>`` to pin a version (POST /predictions)
     version: str | None = None
-    price_usd: Decimal = Decimal("0")
     #: how pixelgate's request fields are translated into the model's input
     input_style: InputStyle = "generic"
-    aspect_ratios: tuple[str, ...] = ()
-    max_n: int = 1
-    output_formats: tuple[str, ...] = ("png",)
-    seed: bool = False
-    negative_prompt: bool = False
-    #: fixed inputs merged into every prediction of this model
-    input: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
 
 
-class ReplicateSettings(ProviderSettings):
+class ReplicateSettings(TableSettings):
     """Settings of a ``kind = "replicate"`` instance."""
 
     kind: str = "replicate"
@@ -121,12 +107,9 @@ class ReplicateSettings(ProviderSettings):
     wait_s: int = Field(default=MAX_WAIT_S, ge=0, le=MAX_WAIT_S)
     #: server-side deadline header (``Cancel-After: 5m``), unset by default
     cancel_after: str | None = None
-    #: extra or overriding models by name (``owner/name``)
+    #: extra or overriding models by name; with ``allow_any_model``, any ``owner/name``
+    #: (or version) model string
     models: dict[str, ReplicateModel] = Field(default_factory=dict)
-    #: accept any ``owner/name`` (or version) model string with generic capabilities
-    allow_any_model: bool = True
-    #: price estimate for models outside the table
-    generic_price_usd: Decimal = Decimal("0.05")
 
 
 # Prices per output image, PROVIDERS.md §5 and replicate.com model pages as of 2026-08
@@ -191,7 +174,7 @@ class _ErrorBody(BaseModel):
     retry_after: float | None = None
 
 
-class ReplicateProvider(Provider):
+class ReplicateProvider(TableProvider[ReplicateModel]):
     """Replicate predictions: built-in model table plus any ``owner/name`` or version."""
 
     kind = "replicate"
@@ -200,14 +183,6 @@ class ReplicateProvider(Provider):
     default_base_url = "https://api.replicate.com/v1"
 
     settings: ReplicateSettings
-
-    @property
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: self._info(name, spec) for name, spec in self._table().items()}
-
-    def model_info(self, model: str | None) -> ModelInfo:
-        name = model or self.default_model
-        return self._info(name, self._spec(name))
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
         return await run_polling_job(self, ctx, _Predict(self, request))
@@ -222,25 +197,11 @@ class ReplicateProvider(Provider):
     def _table(self) -> dict[str, ReplicateModel]:
         return {**BUILTIN_MODELS, **self.settings.models}
 
-    def _spec(self, name: str) -> ReplicateModel:
-        spec = self._table().get(name)
-        if spec is not None:
-            return spec
-        if self.settings.allow_any_model and _is_model_ref(name):
-            version = name if (":" in name or _HEX_VERSION.match(name)) else None
-            return ReplicateModel(version=version, price_usd=self.settings.generic_price_usd)
-        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
-
-    @staticmethod
-    def _info(name: str, spec: ReplicateModel) -> ModelInfo:
-        caps = Capabilities(
-            negative_prompt=spec.negative_prompt,
-            seed=spec.seed,
-            aspect_ratios=spec.aspect_ratios,
-            max_n=spec.max_n,
-            output_formats=spec.output_formats,
-        )
-        return ModelInfo(name, caps, spec.price_usd, spec.description)
+    def _generic(self, name: str) -> ReplicateModel | None:
+        if not _is_model_ref(name):
+            return None
+        version = name if (":" in name or _HEX_VERSION.match(name)) else None
+        return ReplicateModel(version=version, price_usd=self.settings.generic_price_usd)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key()}"}
@@ -404,10 +365,7 @@ def _build_input(spec: ReplicateModel, request: ProviderRequest) -> dict[str, An
             data["seed"] = request.seed
         if request.negative_prompt and spec.negative_prompt:
             data["negative_prompt"] = request.negative_prompt
-    data.update(spec.input)
-    extra = request.options.get("input")
-    if isinstance(extra, dict):
-        data.update(extra)
+    merge_input(data, spec.input, request)
     return data
 
 
