@@ -9,8 +9,6 @@ restarted worker (or :meth:`FalProvider.cancel`) needs to rebuild the three URLs
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import re
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from pixelgate.providers._jobs import (
     run_polling_job,
 )
 from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
-from pixelgate.providers._shapes import nearest_aspect_ratio
+from pixelgate.providers._shapes import decode_data_uri, nearest_aspect_ratio
 from pixelgate.providers.base import (
     InvalidRequest,
     JobContext,
@@ -262,12 +260,8 @@ class FalProvider(TableProvider[FalModel]):
 
     def _image(self, image: _Image, seed: int | None) -> ProviderImage:
         if image.url.startswith("data:"):
-            header, _, payload = image.url.partition(",")
-            try:
-                data = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise Transient(f"{self.name}: malformed data URI", provider=self.name) from None
-            content_type = header.removeprefix("data:").split(";")[0] or image.content_type
+            data, content_type = decode_data_uri(self.name, image.url)
+            content_type = content_type or image.content_type
             return ProviderImage(data=data, content_type=content_type, seed=seed)
         if not image.url.startswith(("https://", "http://")):
             raise Transient(f"{self.name}: image url is not a URL", provider=self.name)

@@ -11,8 +11,6 @@ the key ``0000000000`` (lowest priority, small sizes only).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +27,7 @@ from pixelgate.providers._jobs import (
     cancel_quietly,
     run_polling_job,
 )
+from pixelgate.providers._shapes import decode_image
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -228,12 +227,7 @@ class HordeProvider(Provider):
         seed = int(gen.seed) if gen.seed and gen.seed.isdigit() else None
         if gen.img.startswith(("https://", "http://")):
             return ProviderImage(url=gen.img, content_type="image/webp", seed=seed)
-        try:
-            data = base64.b64decode(gen.img, validate=True)
-        except (binascii.Error, ValueError):
-            raise Transient(f"{self.name}: malformed image payload", provider=self.name) from None
-        if not data:
-            raise Transient(f"{self.name}: empty image payload", provider=self.name)
+        data = decode_image(self.name, gen.img)
         return ProviderImage(data=data, content_type="image/webp", seed=seed)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

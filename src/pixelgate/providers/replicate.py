@@ -8,8 +8,6 @@ returned as-is (``replicate.delivery`` needs no auth); the pipeline downloads th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import math
 import re
@@ -30,7 +28,7 @@ from pixelgate.providers._jobs import (
     run_polling_job,
 )
 from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
-from pixelgate.providers._shapes import nearest_aspect_ratio
+from pixelgate.providers._shapes import decode_data_uri, nearest_aspect_ratio
 from pixelgate.providers.base import (
     InvalidRequest,
     JobContext,
@@ -264,7 +262,8 @@ class ReplicateProvider(TableProvider[ReplicateModel]):
 
     def _image(self, output: str) -> ProviderImage:
         if output.startswith("data:"):
-            return _data_uri_image(self.name, output)
+            data, content_type = decode_data_uri(self.name, output)
+            return ProviderImage(data=data, content_type=content_type)
         if not output.startswith(("https://", "http://")):
             raise Transient(f"{self.name}: output is not a URL", provider=self.name)
         return ProviderImage(url=output)
@@ -374,13 +373,3 @@ def _log_percent(logs: str | None) -> int:
         return 0
     found = _LOG_PERCENT.findall(logs)
     return min(100, int(found[-1])) if found else 0
-
-
-def _data_uri_image(provider: str, uri: str) -> ProviderImage:
-    header, _, payload = uri.partition(",")
-    content_type = header.removeprefix("data:").split(";")[0] or None
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise Transient(f"{provider}: malformed data URI output", provider=provider) from None
-    return ProviderImage(data=data, content_type=content_type)

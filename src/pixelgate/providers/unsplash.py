@@ -34,7 +34,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Transient,
 )
 
@@ -134,16 +133,7 @@ class UnsplashProvider(Provider):
         query = str(request.options.get("query") or request.prompt).strip()
         if not query:
             raise InvalidRequest(f"{self.name}: empty query", provider=self.name)
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                photos = await self._find(query, request)
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
+        photos = await self._run_job(lambda: self._find(query, request))
         if not photos:
             raise InvalidRequest(f"{self.name}: no stock photo matches", provider=self.name)
         await asyncio.gather(*(self._track(photo) for photo in photos))
