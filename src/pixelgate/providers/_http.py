@@ -3,6 +3,7 @@ and a reader of server-sent events."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,10 +29,12 @@ __all__ = [
     "ServerSentEvent",
     "call",
     "download",
+    "error_body",
     "error_for_status",
     "parse",
     "parse_retry_after",
     "request",
+    "request_within",
     "server_sent_events",
 ]
 
@@ -114,6 +117,34 @@ async def request(
         raise ProviderTimeout(f"{provider}: request timed out", provider=provider) from exc
     except httpx.HTTPError as exc:
         raise Transient(f"{provider}: {type(exc).__name__}", provider=provider) from exc
+
+
+async def request_within(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    deadline_s: float,
+    **kwargs: Any,
+) -> httpx.Response:
+    """:func:`request` under a total deadline (httpx's timeouts are per read, not per
+    request); past it, ``ProviderTimeout``."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await request(client, provider, method, url, timeout=deadline_s, **kwargs)
+    except TimeoutError:
+        raise ProviderTimeout(
+            f"{provider}: no answer within {deadline_s:g} s", provider=provider
+        ) from None
+
+
+def error_body(shape: type[BM], response: httpx.Response) -> BM:
+    """An error response's body as ``shape``, or an empty ``shape()`` if it is not one."""
+    try:
+        return shape.model_validate_json(response.content)
+    except ValidationError:
+        return shape()
 
 
 async def call(

@@ -21,9 +21,9 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from pixelgate.providers._http import call, download, error_for_status, parse
+from pixelgate.providers._http import call, download, error_body, error_for_status, parse
 from pixelgate.providers._jobs import JobRun, Pending, PollingJob, Submitted, run_polling_job
 from pixelgate.providers._setup import merge_input
 from pixelgate.providers._shapes import nearest_aspect_ratio
@@ -206,10 +206,7 @@ class BflProvider(Provider):
 
     def _error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
-        try:
-            body = _ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            body = _ErrorBody()
+        body = error_body(_ErrorBody, response)
         if status == 422 and isinstance(body.detail, list):
             messages = "; ".join(
                 f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg', '')}"

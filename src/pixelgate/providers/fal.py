@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from pixelgate.providers._http import call, error_for_status, parse
+from pixelgate.providers._http import call, error_body, error_for_status, parse
 from pixelgate.providers._jobs import (
     JobRun,
     Pending,
@@ -272,10 +272,7 @@ class FalProvider(TableProvider[FalModel]):
         return await call(self.http, self.name, method, url, error=self._error, **kwargs)
 
     def _error(self, response: httpx.Response) -> ProviderError:
-        try:
-            body = _ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            body = _ErrorBody()
+        body = error_body(_ErrorBody, response)
         error_type = body.error_type or response.headers.get("x-fal-error-type") or ""
         if isinstance(body.detail, list):
             messages = "; ".join(

@@ -7,7 +7,6 @@ Wire protocol: PROVIDERS.md §2 (and §3 for the shared envelope).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import time
@@ -39,7 +38,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -195,21 +193,15 @@ class GoogleAPIProvider(Provider):
         """One call under a total deadline (httpx's timeouts are per read, not per request)."""
         limit = deadline_s if deadline_s is not None else self.settings.timeout_s
         headers = {"x-goog-api-key": self.api_key()}
-        try:
-            async with asyncio.timeout(limit):
-                return await _http.request(
-                    self.http,
-                    self.name,
-                    method,
-                    self.base_url + path,
-                    timeout=limit,
-                    headers=headers,
-                    **kwargs,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {limit:g} s", provider=self.name
-            ) from None
+        return await _http.request_within(
+            self.http,
+            self.name,
+            method,
+            self.base_url + path,
+            deadline_s=limit,
+            headers=headers,
+            **kwargs,
+        )
 
     def _error(self, response: httpx.Response) -> ProviderError:
         """Map Google's ``{"error": {code, message, status, details}}`` onto the taxonomy."""

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import structlog
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from pixelgate.providers._http import call, error_for_status, parse, parse_retry_after
+from pixelgate.providers._http import call, error_body, error_for_status, parse, parse_retry_after
 from pixelgate.providers._jobs import (
     JobRun,
     Pending,
@@ -237,10 +237,7 @@ class HordeProvider(Provider):
 
     def _error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
-        try:
-            body = _ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            body = _ErrorBody()
+        body = error_body(_ErrorBody, response)
         rc = body.rc or ""
         message = f"{self.name}: HTTP {status}: {(body.message or response.reason_phrase)[:500]}"
         if rc:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import error_for_status, parse, request
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -151,14 +151,7 @@ class IdeogramProvider(Provider):
         return error_for_status(self.name, response)
 
     def _finish(self, model: str, spec: _Model, response: httpx.Response) -> ProviderResult:
-        try:
-            body = _Response.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
+        body = parse(self.name, _Response, response)
         safe = [img for img in body.data if img.is_image_safe and img.url]
         if not safe:
             if body.data:

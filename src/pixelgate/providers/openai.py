@@ -392,21 +392,15 @@ class OpenAIProvider(Provider):
     ) -> httpx.Response:
         """One call under a total deadline (httpx's timeouts are per read, not per request)."""
         limit = deadline_s if deadline_s is not None else self.settings.timeout_s
-        try:
-            async with asyncio.timeout(limit):
-                return await _http.request(
-                    self.http,
-                    self.name,
-                    method,
-                    self.base_url + path,
-                    timeout=limit,
-                    headers=self._headers(),
-                    **kwargs,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {limit:g} s", provider=self.name
-            ) from None
+        return await _http.request_within(
+            self.http,
+            self.name,
+            method,
+            self.base_url + path,
+            deadline_s=limit,
+            headers=self._headers(),
+            **kwargs,
+        )
 
     async def _stream(
         self, path: str, ctx: JobContext, sent_format: str, **kwargs: Any

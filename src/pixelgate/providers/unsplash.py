@@ -20,7 +20,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import error_for_status, parse, request
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -34,7 +34,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    Transient,
 )
 
 __all__ = ["UnsplashProvider", "UnsplashSettings"]
@@ -252,14 +251,7 @@ class UnsplashProvider(Provider):
         return error_for_status(self.name, response)
 
     def _parse(self, adapter: TypeAdapter[T], response: httpx.Response) -> T:
-        try:
-            return adapter.validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
+        return parse(self.name, adapter, response)
 
 
 def _orientation(width: int, height: int) -> str:
