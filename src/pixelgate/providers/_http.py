@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -33,6 +33,7 @@ __all__ = [
     "error_for_status",
     "parse",
     "parse_retry_after",
+    "poll_until",
     "request",
     "request_within",
     "server_sent_events",
@@ -214,6 +215,29 @@ async def download(
         raise ProviderTimeout(f"{provider}: download timed out", provider=provider) from exc
     except httpx.HTTPError as exc:
         raise Transient(f"{provider}: download failed: {type(exc).__name__}") from exc
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[M | None]],
+    *,
+    provider: str,
+    interval: float,
+    timeout: float,
+) -> M:
+    """Call ``check`` every ``interval`` seconds until it returns a value or ``timeout`` passes.
+
+    A plain loop for a poll that needs none of :mod:`pixelgate.providers._jobs` (no job id
+    to save, nothing to resume); submit-then-poll jobs use ``run_polling_job``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProviderTimeout(f"{provider}: no result within {timeout:g} s", provider=provider)
+        await asyncio.sleep(min(interval, remaining))
 
 
 @dataclass(frozen=True)
