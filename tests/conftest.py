@@ -64,6 +64,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "RECRAFT_API_TOKEN",
             "GOOGLE_APPLICATION_CREDENTIALS",
             "GOOGLE_CLOUD_PROJECT",
+            "BFL_API_KEY",
         ) or name.startswith("AWS_"):
             monkeypatch.delenv(name, raising=False)
     # a developer's own cloud credentials never reach the vertex/bedrock tests

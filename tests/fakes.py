@@ -65,13 +65,18 @@ class Received:
 
 
 class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 answering through ``routes[path]``.
+    """A threaded HTTP server on ``host`` (127.0.0.1) answering through ``routes[path]``.
 
     Each route is ``callable(Received) -> (status, headers, body)``; every request is
-    recorded in ``received``. Use as a context manager.
+    recorded in ``received``. Use as a context manager. Another loopback address
+    (``127.0.0.2``) makes a second host for tests of cross-host rules.
     """
 
-    def __init__(self, routes: dict[str, Callable[[Received], Reply]] | None = None) -> None:
+    def __init__(
+        self,
+        routes: dict[str, Callable[[Received], Reply]] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.routes: dict[str, Callable[[Received], Reply]] = dict(routes or {})
         self.received: list[Received] = []
         server = self
@@ -98,13 +103,17 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._httpd.daemon_threads = True
+        self.host = host
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()

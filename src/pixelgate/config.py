@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -69,7 +70,10 @@ PROVIDER_KEY_ENV = (
     "OPENROUTER_API_KEY",
     "XAI_API_KEY",
     "RECRAFT_API_TOKEN",
+    "BFL_API_KEY",
 )
+#: entry-point group of third-party provider kinds (the registry loads them from it)
+PROVIDER_ENTRY_POINTS = "pixelgate.providers"
 
 
 RoutingPolicy = Literal["cost", "quality", "latency"]
@@ -534,16 +538,22 @@ def _key_env_names(table: Any) -> list[str]:
     names = [table["api_key_env"]] if isinstance(table.get("api_key_env"), str) else []
     kind = table.get("kind")
     if isinstance(kind, str):
-        from pixelgate.providers.registry import BUILTIN_KINDS, load_kind
-
-        if kind not in BUILTIN_KINDS:
-            try:
-                key_env = load_kind(kind).key_env
-            except ConfigError:
-                key_env = None  # reported with the provider table when providers are built
-            if key_env:
-                names.append(key_env)
+        key_env = _plugin_key_env(kind)
+        if key_env:
+            names.append(key_env)
     return names
+
+
+def _plugin_key_env(kind: str) -> str | None:
+    """A plug-in kind's ``key_env``, read from its entry point (not through the registry,
+    which imports this module); built-in kinds have no entry point."""
+    for ep in entry_points(group=PROVIDER_ENTRY_POINTS, name=kind):
+        try:
+            key_env = getattr(ep.load(), "key_env", None)
+        except (ImportError, AttributeError):
+            return None  # reported with the provider table when providers are built
+        return key_env if isinstance(key_env, str) else None
+    return None
 
 
 def _fill_from_aws_env(s3: S3Settings) -> None:

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from pixelgate.config import Settings
+from pixelgate.config import PROVIDER_ENTRY_POINTS, Settings
 from pixelgate.errors import ConfigError, NotFound
 from pixelgate.providers.base import Provider
 
 __all__ = ["BUILTIN_KINDS", "ENTRY_POINT_GROUP", "ProviderSet", "build_providers", "load_kind"]
 
-ENTRY_POINT_GROUP = "pixelgate.providers"
+ENTRY_POINT_GROUP = PROVIDER_ENTRY_POINTS
 PLACEHOLDER = "placeholder"
 
 BUILTIN_KINDS: dict[str, str] = {
@@ -43,6 +43,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "openrouter": "pixelgate.providers.openrouter:OpenRouterProvider",
     "xai": "pixelgate.providers.xai:XAIProvider",
     "recraft": "pixelgate.providers.recraft:RecraftProvider",
+    "bfl": "pixelgate.providers.bfl:BflProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
@@ -60,6 +61,7 @@ DEFAULT_INSTANCES = (
     "openrouter",
     "xai",
     "recraft",
+    "bfl",
 )
 
 
