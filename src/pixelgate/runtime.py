@@ -118,6 +118,7 @@ class Runtime:
         providers: ProviderSet,
         bus: EventBus,
         pipeline: Pipeline,
+        queue: JobQueue,
         redis: Redis | None = None,
     ) -> None:
         self.settings = settings
@@ -133,7 +134,7 @@ class Runtime:
         self.shared: SharedState = pipeline.control.shared
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
-        self.queue: JobQueue = open_queue(settings, store)
+        self.queue = queue
 
     @classmethod
     async def open(
@@ -198,9 +199,9 @@ class Runtime:
             providers=providers,
             bus=bus,
             pipeline=pipeline,
+            queue=queue,
             redis=redis,
         )
-        runtime.queue = queue
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
         return runtime

@@ -20,13 +20,14 @@ from pixelgate.core.finishing import Finisher
 from pixelgate.core.models import AccountView, GenerationRequest
 from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit, format_usd
+from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit
 from pixelgate.core.templates import final_prompt, parse_template
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.billing import Quota
 from pixelgate.db.store import AdmitResult, BatchView, CacheLookup, NewGeneration, Store
 from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import SafeFetcher
+from pixelgate.money import format_usd
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.inbound import RequestLimiter
 

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_IMAGE_TEXT",
     "Materializer",
     "provider_request",
+    "render_default_image",
 ]
 
 log = structlog.get_logger("pixelgate.pipeline")
@@ -42,6 +43,19 @@ _JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", d
 #: the provider name a generation answered by the default image shows (seed 001)
 DEFAULT_IMAGE_PROVIDER = "default"
 DEFAULT_IMAGE_TEXT = "Default Image"
+
+
+async def render_default_image(width: int, height: int, fmt: str = "png") -> bytes:
+    """The placeholder "Default Image" (seed 001) of a size: its one renderer."""
+    return await run_cpu(
+        render_placeholder,
+        DEFAULT_IMAGE_TEXT,
+        width=width,
+        height=height,
+        fmt=fmt,
+        seed=0,
+        label=DEFAULT_IMAGE_TEXT,
+    )
 
 
 def provider_request(request: GenerationRequest, model: str) -> ProviderRequest:
@@ -125,15 +139,7 @@ class Materializer:
         if request.format == "svg":  # the default image is a raster
             request = request.model_copy(update={"format": "png"})
         try:
-            data = await run_cpu(
-                render_placeholder,
-                DEFAULT_IMAGE_TEXT,
-                width=width,
-                height=height,
-                fmt=request.format,
-                seed=0,
-                label=DEFAULT_IMAGE_TEXT,
-            )
+            data = await render_default_image(width, height, request.format)
             return await self.store_image(
                 job,
                 request,

@@ -185,10 +185,6 @@ class JobContext(Protocol):
         """
 
 
-ProviderFactory = Callable[[str, Any, httpx.AsyncClient], "Provider"]
-HealthCheck = Callable[[], Awaitable[Health]]
-
-
 class Provider(abc.ABC):
     """One configured provider instance (``name``) of an adapter ``kind``."""
 
