@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pixelgate.bridge.command import bullmq as bullmq_command
 from pixelgate.cli_admin import accounts_app, credits_app, keys_app
 from pixelgate.cli_support import (
     ConfigOpt,
@@ -28,6 +29,7 @@ app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
+app.command(name="bullmq")(bullmq_command)
 
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
 #: clients connecting at once is not refused (uvicorn's default is 2048)

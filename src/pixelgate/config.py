@@ -336,6 +336,8 @@ class Settings(BaseSettings):
     #: this late, and a job's finishing transaction takes its own (0: each at once)
     event_flush_interval_s: float = Field(0.1, ge=0)
     max_wait_s: float = Field(120.0, gt=0)
+    #: life of a WebSocket ticket (``POST /v1/events/tickets``); each is redeemable once
+    ws_ticket_ttl_s: float = Field(30.0, gt=0, le=3600)
     #: largest request body (JSON or other) read at all; bigger ones get 413 before any
     #: parsing. Multipart uploads are bounded by ``max_image_bytes`` instead (3 images + 1 MiB)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)

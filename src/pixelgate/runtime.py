@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.core.tickets import TicketStore, open_tickets
 from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.quiet import hide_statement_parameters
@@ -135,6 +136,10 @@ class Runtime:
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
         self.queue = queue
+        #: WebSocket tickets: Redis with scale-out (any API process redeems them), else memory
+        self.tickets: TicketStore = open_tickets(
+            settings.ws_ticket_ttl_s, redis=redis, prefix=settings.redis_prefix
+        )
 
     @classmethod
     async def open(

@@ -112,6 +112,7 @@ def create_app(
         providers,
         templates,
         webhooks,
+        ws,
     )
     from pixelgate.api.uploads import multipart_limit
     from pixelgate.ui.routes import router as ui_router
@@ -134,12 +135,14 @@ def create_app(
         batches,
         templates,
         images,
+        ws,
     )
     routes = [route for module in modules for route in module.router.routes]
     document_errors(routes)
     for module in modules:
         app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
     app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])  # /ui
+    app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
         BodyLimitMiddleware,
