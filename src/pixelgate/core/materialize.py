@@ -22,6 +22,7 @@ from pixelgate.errors import ImageRejected, ProviderError, StorageError
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
+from pixelgate.observability import tracing
 from pixelgate.providers._http import download
 from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
@@ -167,7 +168,8 @@ class Materializer:
             index=index,
             ext=EXTENSIONS[processed.format],
         )
-        await self.storage.put(key, processed.data, processed.content_type)
+        with tracing.span("storage.put", **{"pixelgate.storage_key": key}):
+            await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(
             index=index,
             key=key,
