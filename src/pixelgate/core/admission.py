@@ -154,7 +154,7 @@ class Admission:
             if lease_to is not None and worker is not None:
                 worker.unreserve()
             raise
-        metrics.admitted(result, payload)
+        metrics.admitted(result, wants_cache(request, account))
         if result.job is not None and worker is not None:
             self.finisher.expect(result.job.id)
             worker.accept(result.job)

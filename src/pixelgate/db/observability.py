@@ -22,8 +22,8 @@ ALERTS = cast(Table, Alert.__table__)
 GEN = cast(Table, Generation.__table__)
 WAITING = ("PENDING", "PROCESSING")
 FINISHED = ("SUCCEEDED", "FAILED")
-#: providers that are not real calls: the fallback image, the dedup cache
-NOT_PROVIDERS = ("default", "cache")
+#: "providers" that are not provider calls: the fallback image, the dedup cache
+NOT_PROVIDERS = frozenset({"default", "cache"})
 #: finished jobs are found through the claim index (status, run_after): a job is counted
 #: if it became runnable at most this long before its window (longer waits are missed)
 MAX_QUEUE_WAIT = timedelta(hours=1)
@@ -70,7 +70,8 @@ class AlertStore:
         return {s: found.get(s, QueueStats(0, None)) for s in WAITING}
 
     async def window(self, since: datetime) -> list[WindowStats]:
-        """Per provider, generations finished since ``since`` (fallback and cache excluded)."""
+        """Per provider, generations finished since ``since`` (provider None: failed before
+        any call; ``default``: answered with the fallback image; ``cache``: a cache hit)."""
         ok = GEN.c.status == "SUCCEEDED"
         query = (
             select(
@@ -83,8 +84,6 @@ class AlertStore:
                 GEN.c.status.in_(FINISHED),
                 GEN.c.run_after >= since - MAX_QUEUE_WAIT,
                 GEN.c.completed_at >= since,
-                GEN.c.provider.is_not(None),
-                GEN.c.provider.not_in(NOT_PROVIDERS),
             )
             .group_by(GEN.c.provider)
         )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from pixelgate.config import AlertSettings
-from pixelgate.db.observability import AlertStore, WindowStats
+from pixelgate.db.observability import NOT_PROVIDERS, AlertStore, WindowStats
 
 if TYPE_CHECKING:
     from pixelgate.runtime import Runtime
@@ -99,7 +99,7 @@ class AlertManager:
         found: list[Condition] = []
         per_provider = await self.store.window(now - timedelta(seconds=cfg.provider_window_s))
         for stats in per_provider:
-            if stats.total < cfg.min_samples or stats.provider is None:
+            if stats.total < cfg.min_samples or stats.provider in (None, *NOT_PROVIDERS):
                 continue
             rate = stats.succeeded / stats.total
             found.append(

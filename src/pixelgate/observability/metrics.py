@@ -14,7 +14,7 @@ scrapes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -137,11 +137,11 @@ def provider_attempt(provider: str, model: str | None, seconds: float, error: st
         PROVIDER_ERRORS.labels(provider, model, error).inc()
 
 
-def admitted(result: AdmitResult, request: dict[str, Any]) -> None:
-    """A request was admitted: counts dedup-cache outcomes of seeded requests."""
-    if not result.created or request.get("seed") is None:
-        return
+def admitted(result: AdmitResult, cache: bool) -> None:
+    """A request was admitted (``cache``: it asked the dedup cache): counts the outcome."""
     view = result.generation
+    if not result.created or not cache or view.request.get("seed") is None:
+        return
     if view.cached_from is None:
         CACHE_HITS.labels("miss").inc()
     elif view.terminal:
