@@ -145,7 +145,9 @@ class UnsafeURL(PixelgateError):
 
     code = "unsafe_url"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, field: str | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.field = field
 

@@ -214,9 +214,8 @@ async def _pixelgate_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, e.RateLimited) and exc.limit is not None and exc.reset_at is not None:
         headers.update(rate_limit_headers(exc.limit, exc.remaining, exc.reset_at))
     if status >= 500:
-        log.error(
-            "request_failed", code=exc.code, message=exc.message, request_id=request_id_of(request)
-        )
+        log.error("request_failed", code=exc.code, message=exc.message,
+                  request_id=request_id_of(request))
     details = _details(exc)
     if family == "seed004" and isinstance(exc, e.RateLimited):
         # seed 004's documented 429 body

@@ -30,7 +30,6 @@ def dispatch(c: Connection, generation_ids: list[str]) -> None:
     transaction (so a rolled-back admission is never dispatched)."""
     c.info.setdefault(_DISPATCH_KEY, []).extend(generation_ids)
 
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READ_POOL = 4
 

@@ -99,7 +99,9 @@ class AlertManager:
         found: list[Condition] = []
         per_provider = await self.store.window(now - timedelta(seconds=cfg.provider_window_s))
         for stats in per_provider:
-            if stats.total < cfg.min_samples or stats.provider in (None, *NOT_PROVIDERS):
+            if stats.provider is None or stats.provider in NOT_PROVIDERS:
+                continue
+            if stats.total < cfg.min_samples:
                 continue
             rate = stats.succeeded / stats.total
             found.append(

@@ -110,7 +110,9 @@ class ImagesRequest(BaseModel):
     project: str | None = Field(None, pattern=PROJECT_PATTERN)
     metadata: BoundedJson | None = None
     webhook_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
-    reference_image_url: str | None = Field(None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN)
+    reference_image_url: str | None = Field(
+        None, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN
+    )
 
 
 def _request_body(media_type: str, files: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -141,7 +143,9 @@ _ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/generations", responses=_ANSWER, openapi_extra=_request_body("application/json"))
+@router.post(
+    "/generations", responses=_ANSWER, openapi_extra=_request_body("application/json")
+)
 async def create_image(
     request: Request,
     runtime: RuntimeDep,
