@@ -180,3 +180,19 @@ async def test_metrics_bind_taken_port_is_a_clear_error(
     taken = MetricsServer(bound, f"127.0.0.1:{bound.metrics_server.bound_port}")
     with pytest.raises(ConfigError, match="metrics_bind"):
         await taken.start()
+
+
+async def test_the_grafana_dashboard_uses_only_exposed_metrics(client: httpx.AsyncClient) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "pixelgate.json"
+    panels = json.loads(dashboard.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(pixelgate_[a-z_]+|process_[a-z_]+)", e)}
+    exposed = {name for name, _ in (await scrape(client))}
+    text = (await client.get("/metrics")).text
+    declared = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
+    missing = {m for m in used if m not in exposed and m.removesuffix("_bucket") not in declared}
+    assert used and not missing, missing
