@@ -11,13 +11,16 @@ import pytest
 import structlog
 
 from pixelgate.logs import configure_logging, resolve_format
+from pixelgate.observability import hooks
 
 WAIT = {"Prefer": "wait=10"}
 
 
 @pytest.fixture
-def log_format(request: pytest.FixtureRequest) -> Iterator[str]:
+def log_format(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     configure_logging("info", request.param, cache=False)
+    # a logger used by an earlier test in this process keeps the configuration it cached
+    monkeypatch.setattr(hooks, "log", structlog.get_logger("pixelgate.generations"))
     yield request.param
     structlog.reset_defaults()
     root = logging.getLogger()

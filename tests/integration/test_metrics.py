@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -182,13 +185,11 @@ async def test_metrics_bind_taken_port_is_a_clear_error(
         await taken.start()
 
 
-async def test_the_grafana_dashboard_uses_only_exposed_metrics(client: httpx.AsyncClient) -> None:
-    import json
-    import re
-    from pathlib import Path
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "pixelgate.json"
 
-    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "pixelgate.json"
-    panels = json.loads(dashboard.read_text())["panels"]
+
+async def test_the_grafana_dashboard_uses_only_exposed_metrics(client: httpx.AsyncClient) -> None:
+    panels = json.loads(DASHBOARD.read_bytes())["panels"]
     exprs = [t["expr"] for p in panels for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\b(pixelgate_[a-z_]+|process_[a-z_]+)", e)}
     exposed = {name for name, _ in (await scrape(client))}
