@@ -127,6 +127,7 @@ def worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start_worker()
+        await runtime.start_observability()
         err.print(
             f"pixelgate worker running (engine {runtime.queue.name}, "
             f"concurrency {runtime.worker.concurrency}); SIGTERM drains within "

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +17,7 @@ from pixelgate.api.errors import install_error_handlers
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
+from pixelgate.observability.http import MetricsMiddleware
 from pixelgate.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -41,6 +43,7 @@ class RequestIdMiddleware:
         if not request_id or not request_id.isprintable():
             request_id = new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)  # on its log lines
         header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -72,6 +75,8 @@ def create_app(
         want_worker = settings.worker if run_worker is None else run_worker
         if want_worker and rt.worker is None:
             await rt.start_worker()
+        if own:
+            await rt.start_observability()
         try:
             yield {}
         finally:
@@ -103,12 +108,14 @@ def create_app(
         admin_accounts,
         admin_routing,
         admin_storage,
+        alerts,
         batches,
         edits,
         files,
         generations,
         health,
         images,
+        metrics,
         providers,
         templates,
         webhooks,
@@ -136,6 +143,8 @@ def create_app(
         templates,
         images,
         ws,
+        metrics,
+        alerts,
     )
     routes = [route for module in modules for route in module.router.routes]
     document_errors(routes)
@@ -149,5 +158,6 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_multipart_bytes=multipart_limit(settings.max_image_bytes),
     )
-    app.add_middleware(RequestIdMiddleware)  # outermost: every answer has the request id
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app

@@ -23,6 +23,7 @@ from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
 from pixelgate.media.svg import is_svg, process_svg
+from pixelgate.observability import tracing
 from pixelgate.providers._http import download
 from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
@@ -184,7 +185,8 @@ class Materializer:
             index=index,
             ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
         )
-        await self.storage.put(key, processed.data, processed.content_type)
+        with tracing.span("storage.put", **{"pixelgate.storage_key": key}):
+            await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(
             index=index,
             key=key,

@@ -37,6 +37,7 @@ from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import RetryPolicy
 from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
 from pixelgate.media.fetch import SafeFetcher
+from pixelgate.observability import tracing
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
@@ -180,13 +181,14 @@ class Pipeline:
         request_id: str | None = None,
     ) -> AdmitResult:
         """Validate, price and persist a request (one transaction), then wake a worker."""
-        return await self.admission.admit(
-            caller,
-            request,
-            source=source,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-        )
+        with tracing.span("generation.admit", **{"pixelgate.source": source}):
+            return await self.admission.admit(
+                caller,
+                request,
+                source=source,
+                idempotency_key=idempotency_key,
+                request_id=request_id,
+            )
 
     async def admit_batch(
         self,

@@ -46,6 +46,7 @@ from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
 from pixelgate.errors import UnsafeURL
 from pixelgate.media.fetch import FetchFailed, SafeFetcher
+from pixelgate.observability import metrics
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -194,6 +195,7 @@ class WebhookNotifier:
                     state.number = attempt.retry_state.attempt_number
                     await self._attempt(state, secret)
         except (_RetryableFailure, _FinalFailure):
+            metrics.webhook_delivered(False)
             await self.store.record_webhook_attempt(
                 delivery_id,
                 status="failed",
@@ -209,6 +211,7 @@ class WebhookNotifier:
                 error=state.error,
             )
             return False
+        metrics.webhook_delivered(True)
         return True
 
     async def _attempt(self, state: _Attempt, secret: str) -> None:
