@@ -33,8 +33,8 @@ from pixelgate.observability.alerts import AlertManager
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
+from pixelgate.resilience.counters import open_redis
 from pixelgate.resilience.shared import SharedState, open_shared_state
-from pixelgate.resilience.storage import open_redis
 from pixelgate.storage.base import Storage
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from pixelgate.api.schemas import generation_body
 from pixelgate.core.admission import Caller
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import GenerationRequest, GenerationView
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.store import hash_key

@@ -24,8 +24,8 @@ from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
 from pixelgate.resilience.breaker import DEADLINE_EXCEEDED, Outcome, Transition, outcome_of
-from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.outbound import WaitInfo
+from pixelgate.resilience.routing_control import RoutingControl
 from pixelgate.storage.base import Storage
 
 __all__ = ["LATENCY_POLICY_PERCENTILE", "AttemptRunner"]

@@ -4,7 +4,7 @@ Each finish (succeeded, failed, canceled) is one store transaction that also wri
 job's events still waiting in the buffer, and answers the final view. A finish that
 happened is announced by :meth:`Finisher.finished`: waiters wake (a waiter for a job
 this process runs gets the final view from memory: no read), then the finish hooks
-(webhooks, e-mail, cache followers; :mod:`pixelgate.core.finish` says what they are
+(webhooks, e-mail, cache followers; :mod:`pixelgate.core.finish_hooks` says what they are
 handed) run in the background.
 """
 
@@ -19,7 +19,7 @@ import structlog
 
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents, JobRun
-from pixelgate.core.finish import Finished, FinishHook
+from pixelgate.core.finish_hooks import Finished, FinishHook
 from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import ClaimedJob, NewImage, Store

@@ -25,9 +25,9 @@ from pixelgate.core.admission import Admission, Caller, Estimate
 from pixelgate.core.attempts import AttemptRunner
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents
-from pixelgate.core.eventbuffer import EventBuffer
+from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.execution import Executor
-from pixelgate.core.finish import Finished, FinishHook
+from pixelgate.core.finish_hooks import Finished, FinishHook
 from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
@@ -39,8 +39,8 @@ from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent,
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.observability import tracing
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
+from pixelgate.resilience.routing_control import RoutingControl
 from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage
 

@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from pixelgate.config import Settings
-from pixelgate.core.finish import Finished
+from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
 from pixelgate.errors import UnsafeURL

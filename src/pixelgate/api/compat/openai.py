@@ -30,7 +30,7 @@ from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, Runtime
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import Uploads, default_size, form_fields, form_uploads, read_form
 from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import (
     MAX_PROVIDERS,
     PROJECT_PATTERN,

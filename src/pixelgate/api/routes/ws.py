@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
 from pixelgate.api.schemas import iso
 from pixelgate.core.admission import Caller
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.feed import follow_account_events
 from pixelgate.core.models import EventView
 from pixelgate.errors import NotFound

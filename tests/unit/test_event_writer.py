@@ -1,10 +1,10 @@
-"""Group commit of running jobs' events (core/eventbuffer.py)."""
+"""Group commit of running jobs' events (core/event_writer.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from pixelgate.core.eventbuffer import FLUSH_BATCH, EventBuffer
+from pixelgate.core.event_writer import FLUSH_BATCH, EventBuffer
 from pixelgate.db.store import RunningEvent
 from tests.fakes import ManualClock
 
