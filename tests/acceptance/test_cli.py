@@ -228,3 +228,11 @@ def test_accounts_create_checks_the_webhook_url_like_the_api(
     )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "hooky" in run_cli(["accounts", "list"], env=env, check=True).stdout
+
+
+def test_migrate_says_whether_it_migrated(run_cli: RunCli, tmp_path: Path) -> None:
+    env = {"PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    first = run_cli(["migrate"], env=env, check=True).stdout
+    assert "database migrated: schema empty -> " in first, first
+    again = run_cli(["migrate"], env=env, check=True).stdout
+    assert "database is up to date (revision " in again, again
