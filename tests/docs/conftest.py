@@ -46,6 +46,9 @@ base_url = "{openai_base_url}"
 
 [routing]
 default = ["fast"]
+
+[routing.providers.flaky]
+attempts = 1
 """
 
 
@@ -58,7 +61,7 @@ class DocsSite:
     key: str
     env: dict[str, str]
     generation_id: str
-    #: the stdout of the last block that ran, per page (for ``output`` blocks)
+    #: what each block that ran or was checked printed or answered, by block id
     outputs: dict[str, str] = field(default_factory=dict)
     #: the globals of the Python blocks run so far, per page
     python_globals: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -110,12 +113,18 @@ def docs_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsSite]:
             with httpx.Client(
                 base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
             ) as http:
-                # what the examples assume exists: one finished generation, one template
+                # what the examples assume exists, whatever order they run in: a
+                # succeeded and a failed generation, a template
                 gen = http.post(
                     "/v1/generations",
                     json={"prompt": "A lighthouse at dusk", "width": 768, "height": 512},
                     headers={"Prefer": "wait=30"},
                 ).raise_for_status().json()
+                http.post(
+                    "/v1/generations",
+                    json={"prompt": "A storm", "provider": "flaky", "fallback_image": False},
+                    headers={"Prefer": "wait=30"},
+                ).raise_for_status()
                 http.post(
                     "/v1/templates",
                     json={"name": "styled", "text": "A {subject} in the style of {style}"},

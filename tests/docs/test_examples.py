@@ -53,10 +53,29 @@ def test_example(block: Block, request: pytest.FixtureRequest) -> None:
         _check_toml(block, request.getfixturevalue("tmp_path"))
         return
     site: DocsSite = request.getfixturevalue("docs_site")
-    handler = _HANDLERS[block.kind]
-    output = handler(block, site, request)
-    if block.runs:
-        site.outputs[block.page] = output
+    _result(block, site, request)
+
+
+def _result(block: Block, site: DocsSite, request: pytest.FixtureRequest) -> str:
+    """Run (or check) a block once per session, after the blocks it depends on.
+
+    Test order is not guaranteed (pytest-xdist, ``-k``): a Python block first runs the
+    page's earlier Python blocks, whose globals it shares; an ``output`` block the block
+    it shows the output of. Each block runs once; later callers get its output.
+    """
+    if block.id in site.outputs:
+        return site.outputs[block.id]
+    if block.kind == "python":
+        for earlier in _earlier(block, lambda b: b.kind == "python"):
+            _result(earlier, site, request)
+    output = _HANDLERS[block.kind](block, site, request)
+    site.outputs[block.id] = output
+    return output
+
+
+def _earlier(block: Block, keep: Any) -> list[Block]:
+    """The blocks of ``block``'s page above it that ``keep`` selects, in page order."""
+    return [b for b in BLOCKS if b.path == block.path and b.line < block.line and keep(b)]
 
 
 # --- handlers ------------------------------------------------------------------------------
@@ -105,8 +124,9 @@ def _check_output(block: Block, site: DocsSite, request: pytest.FixtureRequest) 
         ]
         assert not missing, f"{block.id}: not printed by {command[1]!r}: {missing}\n{actual}"
         return actual
-    actual = site.outputs.get(block.page)
-    assert actual is not None, f"{block.id}: no example ran before this output on the page"
+    ran = _earlier(block, lambda b: b.runs)
+    assert ran, f"{block.id}: no example runs before this output on the page"
+    actual = _result(ran[-1], site, request)
     names = sse_event_names(block.source)
     if names:
         got = sse_event_names(actual)
