@@ -144,18 +144,28 @@ def worker(
 def migrate(config: ConfigOpt = None) -> None:
     """Apply database migrations."""
     from pixelgate.datadir import prepare_data_dir
-    from pixelgate.db.engine import run_migrations
+    from pixelgate.db.engine import run_migrations, schema_revision
     from pixelgate.queue.base import prepare_queue
 
     settings = command_settings(config=config)
 
-    async def main() -> None:
+    async def main() -> tuple[str | None, str | None, bool]:
         prepare_data_dir(settings)
-        await run_migrations(settings.resolved_database_url)
-        await prepare_queue(settings)
+        url = settings.resolved_database_url
+        before = await schema_revision(url)
+        await run_migrations(url)
+        return before, await schema_revision(url), await prepare_queue(settings)
 
-    run_command(main)
-    out.print(f"database is up to date (queue engine: {settings.resolved_queue})")
+    before, after, queue_changed = run_command(main)
+    engine = settings.resolved_queue
+    if before == after and not queue_changed:
+        message = f"database is up to date (revision {after}, queue engine: {engine})"
+        out.print(message, soft_wrap=True)
+        return
+    done = [f"schema {before or 'empty'} -> {after}"] if before != after else []
+    if queue_changed:
+        done.append(f"{engine} queue schema installed")
+    out.print(f"database migrated: {'; '.join(done)} (queue engine: {engine})", soft_wrap=True)
 
 
 @app.command()

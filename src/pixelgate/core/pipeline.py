@@ -36,6 +36,7 @@ from pixelgate.core.pricing import CreditRules
 from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import RetryPolicy
 from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
+from pixelgate.errors import Conflict
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.observability import tracing
 from pixelgate.providers.registry import ProviderSet
@@ -213,7 +214,15 @@ class Pipeline:
         )
 
     async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
-        """Cancel a batch's unfinished members (running ones by their workers)."""
+        """Cancel a batch's unfinished members (running ones by their workers).
+
+        Raises:
+            NotFound: no such batch for this account.
+            Conflict: ``already_finished``: every member had ended before the cancel.
+        """
+        batch = await self.store.get_batch(batch_id, account_id=account_id)
+        if batch.status == "completed":
+            raise Conflict("batch is already completed", code="already_finished")
         return await self.admission.cancel_batch(batch_id, account_id)
 
     async def prepare(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:

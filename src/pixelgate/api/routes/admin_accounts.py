@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -14,7 +13,8 @@ from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import MAX_CREDITS, MAX_USD
-from pixelgate.errors import NotFound, UnsafeURL, ValidationFailed
+from pixelgate.core.webhooks import check_webhook_url
+from pixelgate.errors import NotFound, ValidationFailed
 from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -64,24 +64,13 @@ class KeyCreate(BaseModel):
 
 
 CLEARABLE = frozenset({"email", "webhook_url"})
-WEBHOOK_CHECK_TIMEOUT_S = 5.0
-
-
 async def _check_webhook_url(runtime: Runtime, url: str) -> None:
-    """The same public-address rule as request and account webhook URLs (422 naming it)."""
-    try:
-        async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
-            await runtime.pipeline.fetcher.check(
-                url, allow_hosts=runtime.settings.webhook_allow_hosts, what="webhook_url"
-            )
-    except UnsafeURL as exc:
-        raise ValidationFailed(
-            "webhook_url", exc.message.removeprefix("webhook_url: "), code="unsafe_url"
-        ) from None
-    except TimeoutError:
-        raise ValidationFailed(
-            "webhook_url", "the host does not resolve", code="unsafe_url"
-        ) from None
+    await check_webhook_url(
+        runtime.pipeline.fetcher,
+        url,
+        allow_hosts=runtime.settings.webhook_allow_hosts,
+        field="webhook_url",
+    )
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
