@@ -124,7 +124,7 @@ def serve(
     err.print(
         f"pixelgate listening on http://{settings.host}:{port} "
         f"(database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
-        f"worker: {'on' if settings.worker else 'off'})",
+        f"worker: {'on' if settings.worker else 'off'}, data: {settings.data_dir.resolve()})",
         highlight=False,
     )
     server.run(sockets=[sock])

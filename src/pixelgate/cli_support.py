@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelgate.config import Settings, load_settings
+from pixelgate.datadir import data_dir_notice
 from pixelgate.errors import PixelgateError
 from pixelgate.logs import configure_logging
 
@@ -94,6 +95,8 @@ async def with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) ->
     from pixelgate.runtime import Runtime
 
     runtime = await Runtime.open(settings)
+    if runtime.data_dir_created:
+        err.print(data_dir_notice(settings), highlight=False, soft_wrap=True)
     # whichever command starts first on a new data directory creates the admin key
     announce_admin(runtime)
     try:

@@ -133,6 +133,8 @@ class Runtime:
         self.shared: SharedState = pipeline.control.shared
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
+        #: this start created the data directory (its first use: the CLI says where it is)
+        self.data_dir_created = False
         self.queue: JobQueue = open_queue(settings, store)
 
     @classmethod
@@ -142,7 +144,7 @@ class Runtime:
         """Migrate, connect and wire everything (the worker is started separately)."""
         harden_image_decoding()
         hide_statement_parameters()
-        prepare_data_dir(settings)
+        data_dir_created = prepare_data_dir(settings)
         if migrate:
             await run_migrations(settings.resolved_database_url)
         db = Database(
@@ -201,6 +203,7 @@ class Runtime:
             redis=redis,
         )
         runtime.queue = queue
+        runtime.data_dir_created = data_dir_created
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
         return runtime
