@@ -213,13 +213,16 @@ class RoutingSettings(BaseModel):
 
 
 class TierSettings(BaseModel):
-    """A tier's quotas: generations per sliding window, and API requests per minute."""
+    """A tier's quotas: generations per window, and API requests per minute."""
 
     model_config = ConfigDict(extra="forbid")
 
     #: generations admitted per ``window_s`` (None: unlimited)
     daily_limit: int | None = Field(None, ge=0)
     window_s: int = Field(86_400, ge=1)
+    #: "fixed": windows aligned to the Unix epoch, so a day's limit resets at UTC midnight
+    #: (seed 004's ``resetTime``); "sliding": the last ``window_s`` seconds
+    window: Literal["fixed", "sliding"] = "fixed"
     #: API requests per minute per account (None: unlimited)
     requests_per_minute: int | None = Field(None, ge=1)
 

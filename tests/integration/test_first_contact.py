@@ -3,12 +3,10 @@ daily reset, and provider health that reflects what really happens."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from pixelgate.core.routing import RetryPolicy
 from pixelgate.runtime import Runtime
 
 SEED000_CURL = {"prompt": "A beautiful sunset over mountains", "instance_id": "production",
