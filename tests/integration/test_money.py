@@ -218,7 +218,8 @@ async def test_free_tier_second_generation_is_429_until_utc_midnight(
     assert await _generation_count(runtime, caller.account_id) == 1
 
     now = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)  # still the same UTC day
-    assert (await client.post("/api/generate", headers=headers, json={"prompt": "x"})).status_code == 429
+    late = await client.post("/api/generate", headers=headers, json={"prompt": "x"})
+    assert late.status_code == 429
     now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)  # a new UTC day
     again = await client.post("/api/generate", headers=headers, json={"prompt": "three"})
     assert again.status_code == 202

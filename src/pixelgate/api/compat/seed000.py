@@ -49,7 +49,9 @@ async def generate(
     instance = body.instance_id or None
     account = await resolve_instance(runtime, caller, instance)
     route = route_for_model(runtime, None if body.provider else body.model)
-    provider, model = (body.provider, body.model) if body.provider else (route.provider, route.model)
+    provider, model = (
+        (body.provider, body.model) if body.provider else (route.provider, route.model)
+    )
     opts = body.options
     extra: dict[str, Any] = dict(opts.model_extra or {})
     request = GenerationRequest.model_validate(
