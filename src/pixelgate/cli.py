@@ -415,13 +415,13 @@ def providers(
     config: ConfigOpt = None,
 ) -> None:
     """The provider catalog and each provider's health."""
-    from pixelgate.api.routes.providers import check_health, provider_body
+    from pixelgate.api.routes.providers import provider_body, provider_healths
 
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> list[dict[str, Any]]:
         items = list(runtime.providers)
-        healths = await asyncio.gather(*(check_health(p) for p in items))
+        healths = await provider_healths(runtime, items)
         return [provider_body(p, h) for p, h in zip(items, healths, strict=True)]
 
     rows = run_command(lambda: with_runtime(settings, main))

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from pixelgate.core.routing import RetryPolicy
 from pixelgate.runtime import Runtime
 
 SEED000_CURL = {"prompt": "A beautiful sunset over mountains", "instance_id": "production",
@@ -79,3 +80,48 @@ async def test_seed000_model_of_a_configured_provider_runs_there(
     assert r.status_code == 200, r.text
     assert r.json()["metadata"]["provider"] == "slow"
     assert "substituted" not in r.json()["metadata"]
+
+
+async def test_provider_health_reflects_failures_and_the_breaker(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    runtime.pipeline.retry = RetryPolicy(attempts=1)
+    before = (await client.get("/api/health/providers")).json()
+    assert before["providers"]["flaky"]["status"] == "operational"  # nothing tried yet
+    for _ in range(6):
+        r = await client.post("/v1/generations", headers={"Prefer": "wait=10"},
+                              json={"prompt": "x", "provider": "flaky"})
+        assert r.json()["status"] == "FAILED"
+    body = (await client.get("/api/health/providers")).json()
+    flaky = body["providers"]["flaky"]
+    assert flaky["healthy"] is False
+    assert flaky["status"] in ("failing", "circuit_open")
+    assert flaky["detail"]
+    assert body["providers"]["fast"]["healthy"] is True
+    assert body["status"] == "degraded"
+    native = (await client.get("/v1/providers")).json()["data"]
+    assert next(p for p in native if p["name"] == "flaky")["health"]["healthy"] is False
+
+
+def test_observed_health_orders_check_breaker_then_recent_outcomes() -> None:
+    from pixelgate.api.routes.providers import observed_health
+    from pixelgate.providers.base import Health
+    from pixelgate.resilience.breaker import BreakerSnapshot, BreakerState
+    from pixelgate.resilience.stats import ProviderStats
+
+    closed = BreakerSnapshot("p", BreakerState.CLOSED, 0, 0)
+    opened = BreakerSnapshot("p", BreakerState.OPEN, 5, 5, last_failure="timeout")
+
+    def stats(ok: int, failed: int) -> ProviderStats:
+        n = ok + failed
+        return ProviderStats(n, ok, failed, ok / n if n else None, None, None, None, {}, None)
+
+    fine = Health(True)
+    assert observed_health(Health(False, "not_configured"), opened, stats(0, 9)).status == (
+        "not_configured"
+    )
+    assert observed_health(fine, opened, stats(9, 0)).status == "circuit_open"
+    assert observed_health(fine, closed, stats(0, 3)).healthy is False
+    assert observed_health(fine, closed, stats(8, 2)).status == "degraded"
+    assert observed_health(fine, closed, stats(0, 2)).status == "operational"  # too few
+    assert observed_health(fine, closed, stats(10, 0)) is fine
