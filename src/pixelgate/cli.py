@@ -20,6 +20,7 @@ from pixelgate.cli_support import (
     err,
     out,
     run_command,
+    warn_if_down,
     with_runtime,
 )
 from pixelgate.config import Settings
@@ -101,8 +102,9 @@ def serve(
 
     async def bootstrap(runtime: Any) -> None:
         # migrations, the admin key and the database are checked (and the key announced) by
-        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn
-        return None
+        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn;
+        # storage and Redis may come up later (/health says so), but say now why they are down
+        await warn_if_down(runtime)
 
     sock = _listen_socket(settings.host, settings.port)
     run_command(lambda: with_runtime(settings, bootstrap))
@@ -126,6 +128,7 @@ def serve(
         f"(database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
         f"worker: {'on' if settings.worker else 'off'}, data: {settings.data_dir.resolve()})",
         highlight=False,
+        soft_wrap=True,
     )
     server.run(sockets=[sock])
     if getattr(server, "started", True) is False:
@@ -169,6 +172,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await warn_if_down(runtime)
         await runtime.start_worker()
         err.print(
             f"pixelgate worker running (engine {runtime.queue.name}, "

@@ -26,6 +26,7 @@ __all__ = [
     "out",
     "rows_of",
     "run_command",
+    "warn_if_down",
     "with_runtime",
 ]
 
@@ -103,6 +104,19 @@ async def with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) ->
         return await fn(runtime)
     finally:
         await runtime.close()
+
+
+async def warn_if_down(runtime: Any) -> None:
+    """At start-up, one line for each dependency that is down, saying why."""
+    from pixelgate.probes import check_all
+
+    for name, check in (await check_all(runtime)).items():
+        if check["status"] != "ok":
+            err.print(
+                f"[yellow]warning:[/yellow] {name} down: {check['reason']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def announce_admin(runtime: Any) -> None:

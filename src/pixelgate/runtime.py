@@ -28,6 +28,7 @@ from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
 from pixelgate.media.images import harden_image_decoding
+from pixelgate.probes import database_down
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
@@ -146,7 +147,11 @@ class Runtime:
         hide_statement_parameters()
         data_dir_created = prepare_data_dir(settings)
         if migrate:
-            await run_migrations(settings.resolved_database_url)
+            try:
+                await run_migrations(settings.resolved_database_url)
+            except Exception as exc:
+                # unreachable host, refused password, missing database: one line, not a trace
+                raise database_down(settings, exc) from exc
         db = Database(
             settings.resolved_database_url,
             pool_size=settings.db_pool_size,
