@@ -212,7 +212,8 @@ def point_at_test_services(
 ) -> dict[str, str]:
     """Replace the compose network's hosts (postgres, redis, minio) with the test's."""
     out = dict(env)
-    assert re.fullmatch(r"postgresql\+asyncpg://[^@]+@postgres:5432/\w+", env["PIXELGATE_DATABASE_URL"])
+    database_url = env["PIXELGATE_DATABASE_URL"]
+    assert re.fullmatch(r"postgresql\+asyncpg://[^@]+@postgres:5432/\w+", database_url)
     out["PIXELGATE_DATABASE_URL"] = db.sqlalchemy_url
     assert env["PIXELGATE_REDIS_URL"].startswith("redis://redis:6379/")
     out["PIXELGATE_REDIS_URL"] = REDIS_URL
