@@ -15,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m build --wheel --outdir /dist \
     && python -m venv /opt/pixelgate \
-    && /opt/pixelgate/bin/pip install --find-links /dist "pixelgate[postgres,redis,s3]"
+    && /opt/pixelgate/bin/pip install "$(find /dist -name 'pixelgate-*.whl')[postgres,redis,s3]"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="pixelgate" \

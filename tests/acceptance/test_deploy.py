@@ -94,7 +94,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_healthcheck_and_a_volume
         "optional-dependencies"
     ]
     installs = " ".join(rest for word, rest in steps if word == "RUN")
-    named = re.search(r"pixelgate\[([a-z0-9,]+)\]", installs)
+    named = re.search(r"\.whl'\)\[([a-z0-9,]+)\]", installs)
     assert named is not None
     assert set(named.group(1).split(",")) <= set(extras)
 
