@@ -1,8 +1,9 @@
 """``GET /files/{key}``: stored images with their content type and immutable caching.
 
-On local storage the bytes are served from here. On S3-compatible storage the answer
+On local storage the file is streamed from here. On S3-compatible storage the answer
 is a 307 to the object's CDN URL or a freshly presigned URL, so image traffic never
-flows through the gateway.
+flows through the gateway — except SVG, served from here with its sandboxing
+``Content-Security-Policy`` (an object store cannot send that header).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pixelgate.storage.local import content_type_for
 router = APIRouter(tags=["files"])
 #: a redirect to a presigned URL must not outlive the signature
 REDIRECT_CACHE_CONTROL = "private, max-age=60"
+SVG = "image/svg+xml"
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
@@ -27,7 +29,8 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox
 async def get_file(key: str, runtime: RuntimeDep) -> Response:
     storage = runtime.storage
     direct_url = getattr(storage, "direct_url", None)
-    if direct_url is not None:
+    # an SVG is served from here even on S3: its sandboxing CSP header must come with it
+    if direct_url is not None and content_type_for(key) != SVG:
         try:
             if not await storage.exists(key):
                 raise NotFound("file not found")
@@ -58,7 +61,7 @@ async def get_file(key: str, runtime: RuntimeDep) -> Response:
 
 def _headers(content_type: str) -> dict[str, str]:
     headers = {"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
-    if content_type == "image/svg+xml":
+    if content_type == SVG:
         # sanitised at store time; opened directly, it still may run nothing and load nothing
         headers["Content-Security-Policy"] = SVG_CSP
     return headers
