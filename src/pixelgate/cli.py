@@ -23,11 +23,13 @@ from pixelgate.cli_support import (
 )
 from pixelgate.config import Settings
 from pixelgate.errors import PixelgateError
+from pixelgate.integrations.mcp_stdio import mcp_command
 
 app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
+app.command(name="mcp")(mcp_command)
 
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
 #: clients connecting at once is not refused (uvicorn's default is 2048)
