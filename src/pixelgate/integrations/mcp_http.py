@@ -8,11 +8,15 @@ Without the ``mcp`` extra installed, nothing is mounted (``/mcp`` is a 404).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from fastapi import FastAPI, Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -31,6 +35,11 @@ __all__ = ["MCP_PATH", "install_mcp"]
 
 MCP_PATH = "/mcp"
 CALLER_STATE = "pixelgate_caller"
+TOOLS_MODULE = "pixelgate.integrations.mcp_tools"
+#: how long an MCP request waits for the SDK to finish loading after start-up
+READY_TIMEOUT_S = 30.0
+
+log = structlog.get_logger("pixelgate.mcp")
 
 
 def install_mcp(app: FastAPI) -> None:
@@ -50,36 +59,60 @@ def install_mcp(app: FastAPI) -> None:
 
 
 class McpEndpoint:
-    """The ASGI endpoint: bearer key → caller, then the SDK's streamable HTTP transport."""
+    """The ASGI endpoint: bearer key → caller, then the SDK's streamable HTTP transport.
+
+    The SDK (a couple of seconds of imports) loads in the background after start-up, so
+    the API answers at once; an MCP request arriving first waits for it.
+    """
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.manager: StreamableHTTPSessionManager | None = None
+        self._ready: asyncio.Event | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        # a fresh server per lifespan: a session manager runs only once
-        from mcp.server.transport_security import TransportSecuritySettings
+        ready, stop = asyncio.Event(), asyncio.Event()
+        self._ready = ready
+        task = asyncio.create_task(self._serve(ready, stop), name="pixelgate-mcp")
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+            self._ready = None
 
-        from pixelgate.integrations.mcp_tools import build_mcp_server
+    async def _serve(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        # the session manager's task group lives in this one task, from start to stop
+        try:
+            tools = await asyncio.to_thread(importlib.import_module, TOOLS_MODULE)
+            from mcp.server.transport_security import TransportSecuritySettings
 
-        server = build_mcp_server(self._resolve)
-        server.streamable_http_app(
-            stateless_http=True,
-            # the bearer key, not the Host or Origin, is what authenticates here
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
-        async with server.session_manager.run():
-            self.manager = server.session_manager
-            try:
-                yield
-            finally:
-                self.manager = None
+            server = tools.build_mcp_server(self._resolve)  # fresh: a manager runs only once
+            server.streamable_http_app(
+                stateless_http=True,
+                # the bearer key, not the Host or Origin, is what authenticates here
+                transport_security=TransportSecuritySettings(
+                    enable_dns_rebinding_protection=False
+                ),
+            )
+            async with server.session_manager.run():
+                self.manager = server.session_manager
+                ready.set()
+                await stop.wait()
+        except Exception:
+            log.exception("mcp_failed")
+        finally:
+            self.manager = None
+            ready.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        if self._ready is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
         manager = self.manager
-        if manager is None:  # outside the lifespan (an app driven without one)
+        if manager is None:  # not started (no lifespan), or failed to start
             response = error_response(request, 503, "unavailable", "MCP is not running")
             await response(scope, receive, send)
             return
