@@ -141,7 +141,8 @@ def test_errors_carry_code_field_and_request_id(admin: Client, server: Server) -
     with pytest.raises(BadRequestError) as info:
         admin.submit("x", provider="no-such-provider")
     assert info.value.status == 422 and info.value.request_id
-    assert info.value.code and "no-such-provider" in info.value.message
+    assert info.value.code == "unknown_provider" and info.value.field == "provider"
+    assert "no-such-provider" in info.value.message
     with pytest.raises(NotFoundError) as missing:
         admin.get_generation("gen_doesnotexist")
     assert missing.value.code == "not_found" and missing.value.request_id
