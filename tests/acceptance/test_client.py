@@ -189,6 +189,8 @@ def test_batches(admin: Client) -> None:
     page = admin.list_generations(batch_id=batch.id)
     assert {g.id for g in page.data} == set(batch.generation_ids)
     assert any(b.id == batch.id for b in admin.list_batches())
+    paged = [g.id for g in admin.iter_generations(batch_id=batch.id, page_size=2)]
+    assert sorted(paged) == sorted(batch.generation_ids)  # two pages, nothing twice
 
 
 def test_admin_accounts_keys_and_tenancy(admin: Client, server: Server) -> None:
@@ -238,6 +240,8 @@ def test_async_client(server: Server, tmp_path: Path) -> None:
             with pytest.raises(GenerationFailed):
                 await pg.generate("doomed", provider="flaky", width=32, height=32)
             assert (await pg.account()).name
+            ids = [g.id async for g in pg.iter_generations(status="CANCELED", page_size=1)]
+            assert other.id in ids and len(ids) == len(set(ids))
             assert await pg.providers()
 
     asyncio.run(main())

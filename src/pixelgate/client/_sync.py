@@ -177,6 +177,20 @@ class Client:
         """The caller's generations, newest first (admins: every account's)."""
         return self._send(Calls.list_generations(status, limit, cursor, batch_id))
 
+    def iter_generations(
+        self, *, status: str | None = None, batch_id: str | None = None, page_size: int = 100
+    ) -> Iterator[Generation]:
+        """Every generation (of ``status``, or of a batch), newest first, page after page."""
+        cursor = None
+        while True:
+            page = self.list_generations(
+                status=status, limit=page_size, cursor=cursor, batch_id=batch_id
+            )
+            yield from page.data
+            if not page.has_more or not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
     def cancel(self, generation: str | Generation) -> Generation:
         """Cancel; a running job stops at its provider shortly after (``cancel_requested``)."""
         return self._send(Calls.cancel_generation(generation))
