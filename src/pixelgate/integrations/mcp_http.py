@@ -36,7 +36,7 @@ __all__ = ["MCP_PATH", "install_mcp"]
 MCP_PATH = "/mcp"
 CALLER_STATE = "pixelgate_caller"
 TOOLS_MODULE = "pixelgate.integrations.mcp_tools"
-#: how long an MCP request waits for the SDK to finish loading after start-up
+#: how long the first MCP request waits for the SDK to load
 READY_TIMEOUT_S = 30.0
 
 log = structlog.get_logger("pixelgate.mcp")
@@ -61,26 +61,34 @@ def install_mcp(app: FastAPI) -> None:
 class McpEndpoint:
     """The ASGI endpoint: bearer key → caller, then the SDK's streamable HTTP transport.
 
-    The SDK (a couple of seconds of imports) loads in the background after start-up, so
-    the API answers at once; an MCP request arriving first waits for it.
+    The SDK (a couple of seconds of imports) is loaded by the first MCP request, not at
+    start-up: a server that never sees an agent never pays for it.
     """
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.manager: StreamableHTTPSessionManager | None = None
+        self._stop: asyncio.Event | None = None
         self._ready: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        ready, stop = asyncio.Event(), asyncio.Event()
-        self._ready = ready
-        task = asyncio.create_task(self._serve(ready, stop), name="pixelgate-mcp")
+        self._stop = asyncio.Event()
         try:
             yield
         finally:
+            stop, task = self._stop, self._task
+            self._stop = self._task = self._ready = None
             stop.set()
-            await task
-            self._ready = None
+            if task is not None:
+                await task
+
+    def _start(self, stop: asyncio.Event) -> asyncio.Event:
+        if self._ready is None:  # no await since the check: one task, however many callers
+            self._ready = asyncio.Event()
+            self._task = asyncio.create_task(self._serve(self._ready, stop), name="pixelgate-mcp")
+        return self._ready
 
     async def _serve(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         # the session manager's task group lives in this one task, from start to stop
@@ -108,24 +116,31 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        if self._ready is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_S)
-        manager = self.manager
-        if manager is None:  # not started (no lifespan), or failed to start
-            response = error_response(request, 503, "unavailable", "MCP is not running")
-            await response(scope, receive, send)
+        stop = self._stop
+        if stop is None:  # the app runs without its lifespan
+            await self._unavailable(request, scope, receive, send)
             return
         try:
-            caller = await get_caller(request)
+            caller = await get_caller(request)  # before loading anything for an anonymous call
         except PixelgateError as exc:
             status = status_for(exc)
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             response = error_response(request, status, exc.code, exc.message, headers=headers)
             await response(scope, receive, send)
             return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._start(stop).wait(), READY_TIMEOUT_S)
+        manager = self.manager
+        if manager is None:  # the SDK failed to load or start (logged)
+            await self._unavailable(request, scope, receive, send)
+            return
         scope.setdefault("state", {})[CALLER_STATE] = caller
         await manager.handle_request(scope, receive, send)
+
+    @staticmethod
+    async def _unavailable(request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(request, 503, "unavailable", "MCP is not running")
+        await response(scope, receive, send)
 
     async def _resolve(self, ctx: Context) -> tuple[Runtime, Caller]:
         request = ctx.request_context.request
