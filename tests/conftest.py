@@ -64,6 +64,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "RECRAFT_API_TOKEN",
             "GOOGLE_APPLICATION_CREDENTIALS",
             "GOOGLE_CLOUD_PROJECT",
+            "BFL_API_KEY",
         ) or name.startswith("AWS_"):
             monkeypatch.delenv(name, raising=False)
     # a developer's own cloud credentials never reach the vertex/bedrock tests
@@ -105,19 +106,32 @@ def scaleout_services(backend: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def backend_overrides(backend: str, scaleout_services: Any) -> dict[str, Any]:
-    """Settings for the chosen backend; on scaleout, an emptied database per test."""
+def backend_overrides(backend: str, scaleout_services: Any) -> Iterator[dict[str, Any]]:
+    """Settings for the chosen backend; on scaleout, an emptied database per test and a
+    Redis prefix of its own (breakers, pauses and windows never leak into the next test),
+    whose keys are deleted after it."""
     if scaleout_services is None:
-        return {}
+        yield {}
+        return
     scaleout_services.db.wipe()
-    return {
+    prefix = f"{scaleout_services.prefix}-{secrets.token_hex(4)}"
+    yield {
         "database_url": scaleout_services.db.sqlalchemy_url,
         "redis_url": scaleout_services.redis_url,
-        "redis_prefix": scaleout_services.prefix,
+        "redis_prefix": prefix,
         # image URLs stay /files/{key} (a 307 to a presigned URL) so the suite's URL checks hold
         "s3_url_mode": "gateway",
         **scaleout_services.s3.settings(f"t{secrets.token_hex(4)}"),
     }
+    import redis
+
+    client = redis.Redis.from_url(scaleout_services.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -166,14 +180,21 @@ async def app(settings: Settings, runtime: Runtime) -> Any:
     return create_app(settings, runtime=runtime, run_worker=False)
 
 
+def redirect_options(scaleout_services: Any) -> dict[str, Any]:
+    """Options of an ASGI test client: on scaleout /files answers 307 to the S3 server, so
+    follow it there over the real (loopback) network."""
+    if scaleout_services is None:
+        return {}
+    return {
+        "mounts": {scaleout_services.s3.endpoint: httpx.AsyncHTTPTransport()},
+        "follow_redirects": True,
+    }
+
+
 @pytest.fixture
 async def client(app: Any, scaleout_services: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    extra: dict[str, Any] = {}
-    if scaleout_services is not None:
-        # /files answers 307 to the S3 server: follow it there over the real network
-        extra["mounts"] = {scaleout_services.s3.endpoint: httpx.AsyncHTTPTransport()}
-        extra["follow_redirects"] = True
+    extra = redirect_options(scaleout_services)
     async with httpx.AsyncClient(
         transport=transport,
         base_url="http://testserver",

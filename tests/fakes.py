@@ -65,13 +65,18 @@ class Received:
 
 
 class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 answering through ``routes[path]``.
+    """A threaded HTTP server on ``host`` (127.0.0.1) answering through ``routes[path]``.
 
     Each route is ``callable(Received) -> (status, headers, body)``; every request is
-    recorded in ``received``. Use as a context manager.
+    recorded in ``received``. Use as a context manager. Another loopback address
+    (``127.0.0.2``) makes a second host for tests of cross-host rules.
     """
 
-    def __init__(self, routes: dict[str, Callable[[Received], Reply]] | None = None) -> None:
+    def __init__(
+        self,
+        routes: dict[str, Callable[[Received], Reply]] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.routes: dict[str, Callable[[Received], Reply]] = dict(routes or {})
         self.received: list[Received] = []
         server = self
@@ -98,13 +103,17 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._httpd.daemon_threads = True
+        self.host = host
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()
@@ -411,3 +420,53 @@ def _openai_fields(content_type: str, body: bytes) -> dict[str, Any]:
         if name in form:
             form[name] = int(form[name])
     return form
+
+
+class ManualClock:
+    """A ``Clock`` (``now``/``sleep``) that only the test moves: ``await advance(s)``.
+
+    ``sleep(d)`` returns once the clock has been advanced past its deadline; ``advance``
+    wakes each due sleeper in deadline order and lets it run until it sleeps again or
+    ends, so a ticker's work happens inside ``advance``, not after some wall time.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self._sleepers: list[tuple[float, int, Any]] = []
+        self._count = 0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, delay: float) -> None:
+        import asyncio
+
+        future = asyncio.get_running_loop().create_future()
+        self._count += 1
+        self._sleepers.append((self.t + max(0.0, delay), self._count, future))
+        await future
+
+    @property
+    def sleepers(self) -> int:
+        return sum(1 for *_, f in self._sleepers if not f.done())
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        while True:
+            await self._settle()
+            due = sorted(s for s in self._sleepers if s[0] <= target and not s[2].done())
+            if not due:
+                break
+            deadline, _, future = due[0]
+            self._sleepers.remove(due[0])
+            self.t = max(self.t, deadline)
+            future.set_result(None)
+        self.t = target
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Let woken tasks run until they wait again (a few loop turns suffice here)."""
+        import asyncio
+
+        for _ in range(20):
+            await asyncio.sleep(0)

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pixelgate.bridge.command import bullmq as bullmq_command
 from pixelgate.cli_admin import accounts_app, credits_app, keys_app
 from pixelgate.cli_support import (
     ConfigOpt,
@@ -29,6 +30,7 @@ app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
+app.command(name="bullmq")(bullmq_command)
 app.command(name="mcp")(mcp_command)
 
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
@@ -127,6 +129,7 @@ def worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start_worker()
+        await runtime.start_observability()
         err.print(
             f"pixelgate worker running (engine {runtime.queue.name}, "
             f"concurrency {runtime.worker.concurrency}); SIGTERM drains within "
@@ -143,18 +146,28 @@ def worker(
 def migrate(config: ConfigOpt = None) -> None:
     """Apply database migrations."""
     from pixelgate.datadir import prepare_data_dir
-    from pixelgate.db.engine import run_migrations
+    from pixelgate.db.engine import run_migrations, schema_revision
     from pixelgate.queue.base import prepare_queue
 
     settings = command_settings(config=config)
 
-    async def main() -> None:
+    async def main() -> tuple[str | None, str | None, bool]:
         prepare_data_dir(settings)
-        await run_migrations(settings.resolved_database_url)
-        await prepare_queue(settings)
+        url = settings.resolved_database_url
+        before = await schema_revision(url)
+        await run_migrations(url)
+        return before, await schema_revision(url), await prepare_queue(settings)
 
-    run_command(main)
-    out.print(f"database is up to date (queue engine: {settings.resolved_queue})")
+    before, after, queue_changed = run_command(main)
+    engine = settings.resolved_queue
+    if before == after and not queue_changed:
+        message = f"database is up to date (revision {after}, queue engine: {engine})"
+        out.print(message, soft_wrap=True)
+        return
+    done = [f"schema {before or 'empty'} -> {after}"] if before != after else []
+    if queue_changed:
+        done.append(f"{engine} queue schema installed")
+    out.print(f"database migrated: {'; '.join(done)} (queue engine: {engine})", soft_wrap=True)
 
 
 @app.command()

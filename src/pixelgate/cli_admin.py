@@ -62,6 +62,20 @@ def accounts_create(
             raise typer.Exit(2) from None
 
     async def main(runtime: Any) -> Any:
+        if webhook_url:
+            from pixelgate.core.webhooks import check_webhook_url
+            from pixelgate.errors import ValidationFailed
+
+            try:  # the same rule as PUT /v1/webhooks, before anything is written
+                await check_webhook_url(
+                    runtime.pipeline.fetcher,
+                    webhook_url,
+                    allow_hosts=settings.webhook_allow_hosts,
+                    field="--webhook-url",
+                )
+            except ValidationFailed as exc:
+                err.print(f"[red]{exc.message}[/red]", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
         account = await runtime.store.create_account(
             name,
             tier=tier,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ def _split_hosts(value: Any) -> Any:
 HostList = Annotated[list[str], NoDecode, BeforeValidator(_split_hosts)]
 
 __all__ = [
+    "AlertSettings",
     "BreakerSettings",
     "CreditSettings",
     "HedgeSettings",
@@ -53,6 +55,7 @@ __all__ = [
     "Settings",
     "TierSettings",
     "load_settings",
+    "otel_settings",
 ]
 
 # The providers' usual key variables (INTERFACE.md), collected for the registry.
@@ -69,7 +72,10 @@ PROVIDER_KEY_ENV = (
     "OPENROUTER_API_KEY",
     "XAI_API_KEY",
     "RECRAFT_API_TOKEN",
+    "BFL_API_KEY",
 )
+#: entry-point group of third-party provider kinds (the registry loads them from it)
+PROVIDER_ENTRY_POINTS = "pixelgate.providers"
 
 
 RoutingPolicy = Literal["cost", "quality", "latency"]
@@ -179,6 +185,35 @@ class ProviderRouting(BaseModel):
     attempts: int | None = Field(None, ge=1, le=10)
 
 
+class AlertSettings(BaseModel):
+    """Alert rules (seed 001) and where alerts go; hot-reloadable as ``routing.alerts``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: a provider whose share of successful generations falls below this fraction
+    provider_success_rate_below: float = Field(0.5, ge=0, le=1)
+    provider_window_s: float = Field(600.0, gt=0)
+    #: the share of failed generations over all providers
+    error_rate_above: float = Field(0.05, ge=0, le=1)
+    error_window_s: float = Field(300.0, gt=0)
+    #: average provider latency of successful generations, seconds
+    latency_above_s: float = Field(10.0, gt=0)
+    latency_window_s: float = Field(300.0, gt=0)
+    #: fewer finished generations in a window than this: no verdict (one failure is no outage)
+    min_samples: int = Field(10, ge=1)
+    #: a condition must hold this long before the alert is raised (no flapping)
+    raise_after_s: float = Field(60.0, ge=0)
+    #: and be clear this long before it is resolved
+    resolve_after_s: float = Field(300.0, ge=0)
+    #: how often the rules are evaluated
+    interval_s: float = Field(30.0, gt=0)
+    #: signed like generation webhooks (the admin account's secret)
+    webhook_url: str | None = None
+    #: e-mail recipients (needs ``smtp_host``)
+    email: list[str] = Field(default_factory=list)
+
+
 class RoutingSettings(BaseModel):
     """Provider selection, fallback, retries, breakers, racing and outbound limits.
 
@@ -210,6 +245,8 @@ class RoutingSettings(BaseModel):
     #: by provider instance name; "*" applies to every provider without its own entry
     outbound: dict[str, OutboundLimit] = Field(default_factory=dict)
     providers: dict[str, ProviderRouting] = Field(default_factory=dict)
+    #: alert thresholds and destinations (here so ``PUT /admin/config`` reloads them)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
 
 class TierSettings(BaseModel):
@@ -332,7 +369,8 @@ class Settings(BaseSettings):
     #: this late, and a job's finishing transaction takes its own (0: each at once)
     event_flush_interval_s: float = Field(0.1, ge=0)
     max_wait_s: float = Field(120.0, gt=0)
-    default_account: str = "default"
+    #: life of a WebSocket ticket (``POST /v1/events/tickets``); each is redeemable once
+    ws_ticket_ttl_s: float = Field(30.0, gt=0, le=3600)
     #: largest request body (JSON or other) read at all; bigger ones get 413 before any
     #: parsing. Multipart uploads are bounded by ``max_image_bytes`` instead (3 images + 1 MiB)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
@@ -370,7 +408,11 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(10.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["console", "json"] = "console"
+    #: "auto": console on a terminal (stderr is a TTY), JSON lines otherwise
+    log_format: Literal["auto", "console", "json"] = "auto"
+    #: ``host:port`` of a second, unauthenticated server answering only ``GET /metrics``
+    #: (for a scraper on a private network); unset: ``/metrics`` on the API, admin key only
+    metrics_bind: str | None = Field(None, pattern=r"^\[?[A-Za-z0-9_.:-]*\]?:[0-9]{1,5}$")
 
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
@@ -534,16 +576,22 @@ def _key_env_names(table: Any) -> list[str]:
     names = [table["api_key_env"]] if isinstance(table.get("api_key_env"), str) else []
     kind = table.get("kind")
     if isinstance(kind, str):
-        from pixelgate.providers.registry import BUILTIN_KINDS, load_kind
-
-        if kind not in BUILTIN_KINDS:
-            try:
-                key_env = load_kind(kind).key_env
-            except ConfigError:
-                key_env = None  # reported with the provider table when providers are built
-            if key_env:
-                names.append(key_env)
+        key_env = _plugin_key_env(kind)
+        if key_env:
+            names.append(key_env)
     return names
+
+
+def _plugin_key_env(kind: str) -> str | None:
+    """A plug-in kind's ``key_env``, read from its entry point (not through the registry,
+    which imports this module); built-in kinds have no entry point."""
+    for ep in entry_points(group=PROVIDER_ENTRY_POINTS, name=kind):
+        try:
+            key_env = getattr(ep.load(), "key_env", None)
+        except (ImportError, AttributeError):
+            return None  # reported with the provider table when providers are built
+        return key_env if isinstance(key_env, str) else None
+    return None
 
 
 def _fill_from_aws_env(s3: S3Settings) -> None:
@@ -554,6 +602,19 @@ def _fill_from_aws_env(s3: S3Settings) -> None:
         if value is not None:
             secret = field in ("secret_access_key", "session_token")
             setattr(s3, field, SecretStr(value) if secret else value)
+
+
+def otel_settings() -> list[str] | None:
+    """The trace exporters the standard ``OTEL_*`` variables ask for, None: tracing off.
+
+    Off unless ``OTEL_TRACES_EXPORTER`` names one (``none`` does not), and always off
+    with ``OTEL_SDK_DISABLED=true``. The SDK reads the other ``OTEL_*`` variables itself.
+    """
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    names = [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
+    return names or None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -1,4 +1,4 @@
-"""structlog set-up: console or JSON lines, with secrets redacted.
+"""structlog set-up: console or JSON lines (``log_format``), with secrets redacted.
 
 Redaction runs twice: on the event's fields (a field named like a secret loses its value),
 and on the finished line, *after* exceptions and tracebacks have been formatted, so that a
@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact", "redact_text"]
+__all__ = ["configure_logging", "redact", "redact_text", "resolve_format"]
 
 _SECRET_NAMES = re.compile(r"(key|token|secret|password|authorization|cookie)", re.IGNORECASE)
 _KEEP = frozenset({"event", "key_id", "idempotency_key_set"})
@@ -99,11 +99,20 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure_logging(level: str = "info", fmt: str = "console", *, cache: bool = True) -> None:
+def resolve_format(fmt: str) -> str:
+    """``auto``: ``console`` when stderr is a terminal, ``json`` (lines) otherwise."""
+    if fmt != "auto":
+        return fmt
+    return "console" if sys.stderr.isatty() else "json"
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
     """structlog for pixelgate's own events, and the same pipeline for stdlib loggers.
 
+    ``fmt``: ``json`` (one JSON object a line), ``console`` (human-readable) or ``auto``.
     ``cache=False`` lets a later call reconfigure loggers already used (tests).
     """
+    fmt = resolve_format(fmt)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

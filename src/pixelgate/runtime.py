@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.core.tickets import TicketStore, open_tickets
 from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.quiet import hide_statement_parameters
@@ -28,15 +29,18 @@ from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
 from pixelgate.media.images import harden_image_decoding
+from pixelgate.observability.alerts import AlertManager
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
+from pixelgate.resilience.counters import open_redis
 from pixelgate.resilience.shared import SharedState, open_shared_state
-from pixelgate.resilience.storage import open_redis
 from pixelgate.storage.base import Storage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from pixelgate.observability.server import MetricsServer
 
 __all__ = ["ADMIN_ACCOUNT", "Runtime", "open_bus", "open_redis_client", "open_storage"]
 
@@ -118,6 +122,7 @@ class Runtime:
         providers: ProviderSet,
         bus: EventBus,
         pipeline: Pipeline,
+        queue: JobQueue,
         redis: Redis | None = None,
     ) -> None:
         self.settings = settings
@@ -133,7 +138,14 @@ class Runtime:
         self.shared: SharedState = pipeline.control.shared
         self.worker: Worker | None = None
         self.admin = AdminBootstrap(None, None)
-        self.queue: JobQueue = open_queue(settings, store)
+        self.queue = queue
+        #: WebSocket tickets: Redis with scale-out (any API process redeems them), else memory
+        self.tickets: TicketStore = open_tickets(
+            settings.ws_ticket_ttl_s, redis=redis, prefix=settings.redis_prefix
+        )
+        #: alert rules, firing alerts and history (``active()``, ``history()``)
+        self.alerts = AlertManager(self)
+        self.metrics_server: MetricsServer | None = None
 
     @classmethod
     async def open(
@@ -198,9 +210,9 @@ class Runtime:
             providers=providers,
             bus=bus,
             pipeline=pipeline,
+            queue=queue,
             redis=redis,
         )
-        runtime.queue = queue
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
         return runtime
@@ -221,7 +233,25 @@ class Runtime:
             self.pipeline.local_worker = worker
         return worker
 
+    async def start_observability(self) -> None:
+        """Tracing (``OTEL_*``), the alert evaluator and, with ``metrics_bind``, the
+        metrics server: what a long-running process (``serve``, ``worker``) adds."""
+        from pixelgate.observability.tracing import configure_tracing
+
+        configure_tracing()
+        self.alerts.start()
+        if self.settings.metrics_bind and self.metrics_server is None:
+            from pixelgate.observability.server import MetricsServer
+
+            server = MetricsServer(self, self.settings.metrics_bind)
+            await server.start()
+            self.metrics_server = server
+
     async def close(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+        await self.alerts.close()
         self.pipeline.local_worker = None
         if self.worker is not None:
             await self.worker.stop(self.settings.shutdown_grace_s)

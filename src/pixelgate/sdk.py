@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelgate.config import Settings, load_settings
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import GenerationRequest, GenerationView
 from pixelgate.runtime import Runtime
 

@@ -210,3 +210,29 @@ def test_an_operator_can_always_enable_a_locked_out_admin_account(
     assert re.search(r"admin\s.*disabled", listed), listed
     run_cli(["accounts", "enable", "admin"], env=env, check=True)
     _wait_status(admin, "/admin/accounts", 200)
+
+
+def test_accounts_create_checks_the_webhook_url_like_the_api(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    env = {"PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    refused = run_cli(
+        ["accounts", "create", "hooky", "--webhook-url", "http://127.0.0.1:9/hook"], env=env
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--webhook-url" in refused.stderr and "non-public" in refused.stderr
+    assert "hooky" not in run_cli(["accounts", "list"], env=env, check=True).stdout
+    allowed = run_cli(
+        ["accounts", "create", "hooky", "--webhook-url", "http://127.0.0.1:9/hook"],
+        env={**env, "PIXELGATE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"},
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "hooky" in run_cli(["accounts", "list"], env=env, check=True).stdout
+
+
+def test_migrate_says_whether_it_migrated(run_cli: RunCli, tmp_path: Path) -> None:
+    env = {"PIXELGATE_DATA_DIR": str(tmp_path / "data")}
+    first = run_cli(["migrate"], env=env, check=True).stdout
+    assert "database migrated: schema empty -> " in first, first
+    again = run_cli(["migrate"], env=env, check=True).stdout
+    assert "database is up to date (revision " in again, again

@@ -265,6 +265,21 @@ async def test_cancel_a_batch_cancels_its_unfinished_members(
     assert again.status_code == 200 and again.json()["status"] == "canceled"
 
 
+async def test_a_completed_batch_cannot_be_canceled(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    caller, headers = await make_account("finisher", credits=10, tier="ENTERPRISE")
+    r = await client.post("/v1/batches", headers=headers, json={"requests": [_small("a")]})
+    batch_id = r.json()["id"]
+    assert (await wait_batch(client, batch_id, headers=headers))["status"] == "completed"
+    refused = await client.delete(f"/v1/batches/{batch_id}", headers=headers)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "already_finished"
+    after = (await client.get(f"/v1/batches/{batch_id}", headers=headers)).json()
+    assert after["status"] == "completed" and after["canceled_at"] is None
+    await _assert_ledger_consistent(runtime, caller.account_id)
+
+
 async def test_batches_are_scoped_to_the_account(
     client: httpx.AsyncClient, make_account: Any, runtime: Runtime
 ) -> None:

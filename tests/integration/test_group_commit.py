@@ -62,11 +62,7 @@ def counting() -> Iterator[_Counter]:
 @pytest.fixture
 def sqlite_only(backend: str) -> None:
     if backend != "sqlite":
-        pytest.fail(
-            "this test measures the embedded (SQLite) deployment; run it without "
-            "--backend scaleout",
-            pytrace=False,
-        )
+        pytest.skip("measures the embedded (SQLite) deployment's statements and commits")
 
 
 async def _generate(client: httpx.AsyncClient, i: int) -> None:

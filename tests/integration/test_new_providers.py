@@ -10,7 +10,7 @@ import pytest
 
 from pixelgate.api.app import create_app
 from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, redirect_options
 from tests.fakes import LoopbackServer
 from tests.providers._fakes_b import SECRET
 from tests.providers._fakes_c import RecraftFake, XAIFake, loopback_routes, real_png
@@ -30,7 +30,7 @@ def fakes() -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
 
 @pytest.fixture
 async def client(
-    make_settings: Any, fakes: tuple[LoopbackServer, LoopbackServer]
+    make_settings: Any, fakes: tuple[LoopbackServer, LoopbackServer], scaleout_services: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     recraft, xai = fakes
     settings = make_settings(
@@ -55,6 +55,7 @@ async def client(
             transport=httpx.ASGITransport(app=app),
             base_url="http://t",
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            **redirect_options(scaleout_services),
         ) as c:
             yield c
     finally:

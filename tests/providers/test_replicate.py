@@ -227,9 +227,24 @@ async def test_cancel_posts_to_the_cancel_route() -> None:
     assert [r.url.path for r in server.requests] == [f"/v1/predictions/{PRED_ID}/cancel"]
 
 
-async def test_cancel_never_raises() -> None:
-    server = FakeServer(lambda r: reply(404, {"detail": "Not found"}))
-    await make(server).cancel(PRED_ID)
+@pytest.mark.parametrize("status", [404, 500, 503])
+async def test_cancel_is_sent_and_never_raises(status: int) -> None:
+    """Cancel is best effort: whatever the provider answers, the cancel was asked for and
+    the caller (a deadline, a race loser) carries on."""
+    server = FakeServer(lambda r: reply(status, {"detail": "nope"}))
+    assert await make(server).cancel(PRED_ID) is None
+    assert [(r.method, r.url.path) for r in server.requests] == [
+        ("POST", f"/v1/predictions/{PRED_ID}/cancel")
+    ]
+
+
+async def test_cancel_survives_an_unreachable_provider() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    server = FakeServer(refuse)
+    assert await make(server).cancel(PRED_ID) is None
+    assert len(server.requests) == 1
 
 
 async def test_429_with_retry_after_header() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from pixelgate.resilience.breaker import Breakers, BreakerSnapshot
 from pixelgate.resilience.breaker_redis import RedisBreakers
-from pixelgate.resilience.storage import open_redis
+from pixelgate.resilience.counters import open_redis
 from tests.unit import test_breaker as unit
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,12 @@ async def test_requeue_after_an_expired_lease_enqueues_again(rt: Runtime, pg: Pg
     caller = await rt.local_caller()
     result = await rt.pipeline.admit(caller, GenerationRequest(prompt="lease", width=32, height=32))
     gen_id = result.generation.id
-    job = await rt.store.claim_id(gen_id, "host:1:dead", lease_s=0.01)
+    job = await rt.store.claim_id(gen_id, "host:1:dead", lease_s=1)
     assert job is not None
     pg.query("DELETE FROM procrastinate_jobs RETURNING id")
-    await asyncio.sleep(0.05)
+    assert gen_id not in await rt.store.reap()  # the lease still holds
+    claimed_at = rt.store.clock()
+    rt.store.clock = lambda: claimed_at + timedelta(seconds=2)  # the lease has expired
     assert gen_id in await rt.store.reap()
     assert _jobs_for(pg, gen_id) == [("todo", "pixelgate.run_generation", "generations")]
 

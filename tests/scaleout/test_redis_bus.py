@@ -26,9 +26,12 @@ async def test_a_publish_in_one_process_wakes_a_subscriber_in_another(redis_url:
         await api.request_cancel("gen_c")
         await asyncio.wait_for(cancel.wait(), 2.0)
         waiter = asyncio.create_task(worker.wait_for_jobs(5.0))
-        await asyncio.sleep(0.1)
-        await api.notify_jobs()
-        await asyncio.wait_for(waiter, 2.0)
+        for _ in range(40):  # until the waiter has subscribed and heard one
+            await api.notify_jobs()
+            await asyncio.wait([waiter], timeout=0.05)
+            if waiter.done():
+                break
+        assert waiter.done()  # woken: its own timeout is 5 s, this loop at most 2 s
         assert await api.ping()
     finally:
         await api.close()

@@ -26,13 +26,13 @@ from pixelgate.api.app import create_app
 from pixelgate.config import BreakerSettings, load_settings
 from pixelgate.resilience.breaker import BreakerState, Outcome
 from pixelgate.resilience.breaker_redis import RedisBreakers
+from pixelgate.resilience.counters import open_limits_storage, open_redis
 from pixelgate.resilience.gates_redis import RedisGates
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import OutboundLimiter, WaitInfo
 from pixelgate.resilience.pauses import RedisPauses
 from pixelgate.resilience.ratelimit import RateWindows
 from pixelgate.resilience.shared import open_shared_state
-from pixelgate.resilience.storage import open_limits_storage, open_redis
 from pixelgate.runtime import Runtime
 from tests.scaleout.services import PgDatabase, free_port
 
@@ -235,7 +235,7 @@ async def test_the_heartbeat_keeps_a_long_call_s_slot_past_the_ttl(
 CHILD = """
 import asyncio, sys
 from pixelgate.resilience.gates_redis import RedisGates
-from pixelgate.resilience.storage import open_redis
+from pixelgate.resilience.counters import open_redis
 
 async def main():
     url, prefix, ttl = sys.argv[1], sys.argv[2], float(sys.argv[3])

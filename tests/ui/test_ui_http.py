@@ -187,7 +187,13 @@ async def test_every_page_renders_for_an_admin(ui_client: UIClient, runtime: Run
     thumb = await c.get(f"/ui/thumbs/{view.images[0].id}")
     assert thumb.headers["content-type"] == "image/webp"
     admin = await c.get("/ui/admin")
-    assert "no alert source" in admin.text
+    assert 'id="no-alerts"' in admin.text
+    await runtime.alerts.store.raise_alert(
+        rule="provider_success_rate", subject="flaky", value=0.2, threshold=0.5,
+        message="flaky: success rate 20 % over 10 minutes", now=runtime.store.clock(),
+    )  # fmt: skip
+    admin = await c.get("/ui/admin")
+    assert 'class="alert-firing"' in admin.text and "flaky: success rate 20 %" in admin.text
     approve = await c.post(
         f"/ui/generations/{gen_id}/approval",
         data={"image_id": view.images[0].id, "approval": "approved", "csrf_token": csrf},

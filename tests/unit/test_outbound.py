@@ -12,10 +12,10 @@ import pytest
 from pixelgate.config import OutboundLimit, load_settings
 from pixelgate.errors import ValidationFailed
 from pixelgate.providers.registry import build_providers
-from pixelgate.resilience.control import RoutingControl, deep_merge
 from pixelgate.resilience.outbound import OutboundLimiter, WaitInfo
 from pixelgate.resilience.ratelimit import MemoryGates
 from pixelgate.resilience.retry import Clock
+from pixelgate.resilience.routing_control import RoutingControl, deep_merge
 
 
 class FakeTime:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from pixelgate.core.progress import (
@@ -12,8 +10,14 @@ from pixelgate.core.progress import (
     ProgressTicker,
     simulated_percent,
 )
+from tests.fakes import ManualClock
 
 INTERVAL = 0.02
+
+
+def _ticker(recorder: Recorder) -> tuple[ProgressTicker, ManualClock]:
+    clock = ManualClock()
+    return ProgressTicker(INTERVAL, recorder, clock=clock), clock
 
 
 class Recorder:
@@ -47,25 +51,26 @@ def test_a_start_at_or_above_the_ceiling_is_held_below_it() -> None:
 
 async def test_turned_off_tracks_nothing() -> None:
     recorder = Recorder()
-    ticker = ProgressTicker(0, recorder)
+    clock = ManualClock()
+    ticker = ProgressTicker(0, recorder, clock=clock)
     assert ticker.track("gen_a", JobProgress(), 1.0) is None
-    await asyncio.sleep(INTERVAL * 3)
-    assert recorder.batches == [] and ticker.tracked == 0
+    await clock.advance(INTERVAL * 3)
+    assert recorder.batches == [] and ticker.tracked == 0 and clock.sleepers == 0
 
 
 async def test_values_rise_once_per_interval_until_stopped() -> None:
     recorder = Recorder()
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     job = JobProgress()
     tracker = ticker.track("gen_a", job, expected_s=0.2)
     assert tracker is not None
-    await asyncio.sleep(INTERVAL * 6.5)
+    await clock.advance(INTERVAL * 6.5)
     tracker.stop()
     sent = recorder.values("gen_a")
-    assert 3 <= len(sent) <= 7
+    assert len(sent) == 6  # one value per tick
     assert sent == sorted(set(sent)) and sent[-1] < CEILING
     assert job.percent == sent[-1]
-    await asyncio.sleep(INTERVAL * 3)
+    await clock.advance(INTERVAL * 3)
     assert recorder.values("gen_a") == sent  # nothing after stop
     assert ticker.tracked == 0
     await ticker.close()
@@ -73,18 +78,18 @@ async def test_values_rise_once_per_interval_until_stopped() -> None:
 
 async def test_all_jobs_share_one_write_per_tick_and_racers_send_one_value() -> None:
     recorder = Recorder()
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     raced = JobProgress()
     trackers = [
         ticker.track("gen_a", raced, expected_s=0.1),
         ticker.track("gen_a", raced, expected_s=0.1),
         ticker.track("gen_b", JobProgress(), expected_s=0.1),
     ]
-    await asyncio.sleep(INTERVAL * 4.5)
+    await clock.advance(INTERVAL * 4.5)
     for tracker in trackers:
         assert tracker is not None
         tracker.stop()
-    assert recorder.batches
+    assert len(recorder.batches) == 4  # one write per tick for all three
     for batch in recorder.batches:
         ids = [gen for gen, _ in batch]
         assert len(ids) == len(set(ids))
@@ -94,16 +99,16 @@ async def test_all_jobs_share_one_write_per_tick_and_racers_send_one_value() -> 
 
 async def test_a_retry_continues_from_the_last_value() -> None:
     recorder = Recorder()
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     job = JobProgress()
     first = ticker.track("gen_a", job, expected_s=0.5)
-    await asyncio.sleep(INTERVAL * 3.5)
+    await clock.advance(INTERVAL * 3.5)
     assert first is not None
     first.stop()
     reached = job.percent
     assert reached > 0
     second = ticker.track("gen_a", job, expected_s=0.5)
-    await asyncio.sleep(INTERVAL * 2.5)
+    await clock.advance(INTERVAL * 2.5)
     assert second is not None
     second.stop()
     sent = recorder.values("gen_a")
@@ -122,12 +127,9 @@ async def test_real_progress_raises_the_floor() -> None:
 
 async def test_a_failed_write_does_not_stop_the_ticker() -> None:
     recorder = Recorder(fail_first=True)
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     tracker = ticker.track("gen_a", JobProgress(), expected_s=1.0)
-    for _ in range(200):  # logging the failure may take a while
-        if len(recorder.batches) >= 2:
-            break
-        await asyncio.sleep(INTERVAL)
+    await clock.advance(INTERVAL * 2.5)
     assert tracker is not None
     tracker.stop()
     assert len(recorder.batches) >= 2
@@ -136,10 +138,10 @@ async def test_a_failed_write_does_not_stop_the_ticker() -> None:
 
 async def test_close_forgets_everything() -> None:
     recorder = Recorder()
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     ticker.track("gen_a", JobProgress(), expected_s=0.1)
     await ticker.close()
-    await asyncio.sleep(INTERVAL * 2)
+    await clock.advance(INTERVAL * 2)
     assert recorder.batches == [] and ticker.tracked == 0
 
 
@@ -151,13 +153,9 @@ def test_a_zero_expected_latency_does_not_divide_by_zero(expected_s: float) -> N
 async def test_a_tick_of_many_jobs_is_written_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pixelgate.core.progress.EMIT_BATCH", 4)
     recorder = Recorder()
-    ticker = ProgressTicker(INTERVAL, recorder)
+    ticker, clock = _ticker(recorder)
     trackers = [ticker.track(f"gen_{i}", JobProgress(), expected_s=1.0) for i in range(10)]
-    for _ in range(100):
-        if recorder.batches:
-            break
-        await asyncio.sleep(INTERVAL / 2)
-    await asyncio.sleep(INTERVAL / 4)
+    await clock.advance(INTERVAL * 1.5)
     for tracker in trackers:
         assert tracker is not None
         tracker.stop()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +18,7 @@ from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
 from pixelgate.integrations.mcp_http import install_mcp
+from pixelgate.observability.http import MetricsMiddleware
 from pixelgate.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -42,6 +44,7 @@ class RequestIdMiddleware:
         if not request_id or not request_id.isprintable():
             request_id = new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)  # on its log lines
         header = (b"x-request-id", request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -73,6 +76,8 @@ def create_app(
         want_worker = settings.worker if run_worker is None else run_worker
         if want_worker and rt.worker is None:
             await rt.start_worker()
+        if own:
+            await rt.start_observability()
         try:
             yield {}
         finally:
@@ -102,17 +107,22 @@ def create_app(
     from pixelgate.api.routes import (
         account,
         admin_accounts,
+        admin_reports,
         admin_routing,
         admin_storage,
+        alerts,
         batches,
+        config,
         edits,
         files,
         generations,
         health,
         images,
+        metrics,
         providers,
         templates,
         webhooks,
+        ws,
     )
     from pixelgate.api.uploads import multipart_limit
     from pixelgate.ui.routes import router as ui_router
@@ -127,20 +137,26 @@ def create_app(
         seed004,
         account,
         admin_accounts,
+        admin_reports,
         admin_storage,
         edits,
         openai_compat,
         webhooks,
         admin_routing,
+        config,
         batches,
         templates,
         images,
+        ws,
+        metrics,
+        alerts,
     )
     routes = [route for module in modules for route in module.router.routes]
     document_errors(routes)
     for module in modules:
         app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
     app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])  # /ui
+    app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     install_mcp(app)  # /mcp for agents (with the mcp extra)
     app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
@@ -148,5 +164,6 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_multipart_bytes=multipart_limit(settings.max_image_bytes),
     )
-    app.add_middleware(RequestIdMiddleware)  # outermost: every answer has the request id
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app

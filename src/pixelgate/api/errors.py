@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixelgate import errors as e
+from pixelgate.money import format_usd
 
 __all__ = ["error_response", "install_error_handlers", "status_for"]
 
@@ -176,19 +176,15 @@ def rate_limit_headers(limit: int, remaining: int, reset_at: float) -> dict[str,
     }
 
 
-def _usd(value: Any) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
-
-
 def _details(exc: e.PixelgateError) -> dict[str, Any]:
     """Machine-readable details of money and quota errors."""
     if isinstance(exc, e.InsufficientCredits):
         return {"balance": exc.balance, "price": exc.price}
     if isinstance(exc, e.BudgetExceeded):
         return {
-            "budget_usd": _usd(exc.budget),
-            "spent_today_usd": _usd(exc.spent),
-            "estimate_usd": _usd(exc.estimate),
+            "budget_usd": format_usd(exc.budget),
+            "spent_today_usd": format_usd(exc.spent),
+            "estimate_usd": format_usd(exc.estimate),
             "resets_at": exc.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     if isinstance(exc, e.RateLimited):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pixelgate.core.models import GenerationView, ImageView, Status
 from pixelgate.logs import redact_text
+from pixelgate.money import format_usd
 
 __all__ = ["generation_body", "image_body", "iso"]
 
@@ -19,10 +19,6 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.isoformat().replace("+00:00", "Z")
-
-
-def _usd(value: Decimal | None) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
 
 
 def image_body(image: ImageView) -> dict[str, Any]:
@@ -70,8 +66,8 @@ def generation_body(view: GenerationView) -> dict[str, Any]:
         "error": error,
         "cost": {
             "credits": view.credits,
-            "usd": _usd(view.cost_usd),
-            "estimated_usd": _usd(view.estimated_usd),
+            "usd": format_usd(view.cost_usd),
+            "estimated_usd": format_usd(view.estimated_usd),
         },
         "timings": view.timings(),
         "images": [image_body(i) for i in view.images],

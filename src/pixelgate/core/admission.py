@@ -20,13 +20,15 @@ from pixelgate.core.finishing import Finisher
 from pixelgate.core.models import AccountView, GenerationRequest
 from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.pricing import CreditRules, credits_for
-from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit, format_usd
+from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit
 from pixelgate.core.templates import final_prompt, parse_template
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.db.billing import Quota
 from pixelgate.db.store import AdmitResult, BatchView, CacheLookup, NewGeneration, Store
 from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import SafeFetcher
+from pixelgate.money import format_usd
+from pixelgate.observability import metrics, tracing
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.inbound import RequestLimiter
 
@@ -135,6 +137,7 @@ class Admission:
         tier = self.settings.tier(account.tier)
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        tracing.inject(payload)  # the trace context travels with the job (after the hash)
         quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
         # a free slot of this process's worker: the job is admitted leased to it and
         # handed over in memory (no claim, no poll)
@@ -164,6 +167,7 @@ class Admission:
             if lease_to is not None and worker is not None:
                 worker.unreserve()
             raise
+        metrics.admitted(result, wants_cache(request, account))
         if result.job is not None and worker is not None:
             self.finisher.expect(result.job.id)
             worker.accept(result.job)

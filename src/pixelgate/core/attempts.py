@@ -21,10 +21,11 @@ from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import Candidate, RetryPolicy
 from pixelgate.db.store import Store
 from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
+from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
 from pixelgate.resilience.breaker import DEADLINE_EXCEEDED, Outcome, Transition, outcome_of
-from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.outbound import WaitInfo
+from pixelgate.resilience.routing_control import RoutingControl
 from pixelgate.storage.base import Storage
 
 __all__ = ["LATENCY_POLICY_PERCENTILE", "AttemptRunner"]
@@ -134,6 +135,7 @@ class AttemptRunner:
                 attempts.append({"attempt": attempt, "outcome": outcome})
                 raise
             ms = (time.monotonic() - sent) * 1000
+            observe.attempt_ended(name, candidate.model, sent, failure, attempt)
             transitions = await control.breakers.record(
                 name, permit, outcome_of(failure), failure.code if failure else None
             )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from pixelgate.core.bus import Subscription
-from pixelgate.resilience.storage import CONNECT_TIMEOUT_S, open_redis
+from pixelgate.resilience.counters import CONNECT_TIMEOUT_S, open_redis
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from pixelgate.config import OutboundLimit, RoutingSettings, Settings
-from pixelgate.core.eventbuffer import EventBuffer
+from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
 from pixelgate.core.progress import JobProgress, Tracker

@@ -42,7 +42,7 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import Provider, ProviderResult
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.control import RoutingControl
+from pixelgate.resilience.routing_control import RoutingControl
 
 __all__ = ["Executor"]
 

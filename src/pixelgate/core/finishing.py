@@ -4,7 +4,7 @@ Each finish (succeeded, failed, canceled) is one store transaction that also wri
 job's events still waiting in the buffer, and answers the final view. A finish that
 happened is announced by :meth:`Finisher.finished`: waiters wake (a waiter for a job
 this process runs gets the final view from memory: no read), then the finish hooks
-(webhooks, e-mail, cache followers; :mod:`pixelgate.core.finish` says what they are
+(webhooks, e-mail, cache followers; :mod:`pixelgate.core.finish_hooks` says what they are
 handed) run in the background.
 """
 
@@ -19,11 +19,12 @@ import structlog
 
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents, JobRun
-from pixelgate.core.finish import Finished, FinishHook
+from pixelgate.core.finish_hooks import Finished, FinishHook
 from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import ClaimedJob, NewImage, Store
 from pixelgate.errors import PixelgateError
+from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import ProviderResult
 from pixelgate.providers.placeholder import MODEL as PLACEHOLDER_MODEL
 
@@ -170,6 +171,7 @@ class Finisher:
         ``status``, ``job`` and the final ``view``, when the caller has them, spare the
         waiters and the hooks a read.
         """
+        observe.generation_finished(view)
         outcome = self._outcomes.pop(generation_id, None)
         if outcome is not None and not outcome.done():
             if view is not None:
@@ -230,6 +232,7 @@ class Finisher:
         """Cancel: a PENDING job ends at once (refunded); a running one is stopped by its worker."""
         view, ended = await self.store.cancel(generation_id, account_id=account_id)
         if ended:
+            observe.generation_finished(view)
             # it may have been handed to this process's worker: stop that run too
             await self.bus.request_cancel(generation_id)
             await self.finished(generation_id)

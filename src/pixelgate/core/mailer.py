@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 import structlog
 
 from pixelgate.config import Settings
-from pixelgate.core.finish import Finished
+from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
 

@@ -23,6 +23,7 @@ from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.media.images import EXTENSIONS, process_image
 from pixelgate.media.svg import is_svg, process_svg
+from pixelgate.observability import tracing
 from pixelgate.providers._http import download
 from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_IMAGE_TEXT",
     "Materializer",
     "provider_request",
+    "render_default_image",
 ]
 
 log = structlog.get_logger("pixelgate.pipeline")
@@ -42,6 +44,19 @@ _JOB_INPUTS: ContextVar[JobInputs | None] = ContextVar("pixelgate_job_inputs", d
 #: the provider name a generation answered by the default image shows (seed 001)
 DEFAULT_IMAGE_PROVIDER = "default"
 DEFAULT_IMAGE_TEXT = "Default Image"
+
+
+async def render_default_image(width: int, height: int, fmt: str = "png") -> bytes:
+    """The placeholder "Default Image" (seed 001) of a size: its one renderer."""
+    return await run_cpu(
+        render_placeholder,
+        DEFAULT_IMAGE_TEXT,
+        width=width,
+        height=height,
+        fmt=fmt,
+        seed=0,
+        label=DEFAULT_IMAGE_TEXT,
+    )
 
 
 def provider_request(request: GenerationRequest, model: str) -> ProviderRequest:
@@ -125,15 +140,7 @@ class Materializer:
         if request.format == "svg":  # the default image is a raster
             request = request.model_copy(update={"format": "png"})
         try:
-            data = await run_cpu(
-                render_placeholder,
-                DEFAULT_IMAGE_TEXT,
-                width=width,
-                height=height,
-                fmt=request.format,
-                seed=0,
-                label=DEFAULT_IMAGE_TEXT,
-            )
+            data = await render_default_image(width, height, request.format)
             return await self.store_image(
                 job,
                 request,
@@ -178,7 +185,8 @@ class Materializer:
             index=index,
             ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
         )
-        await self.storage.put(key, processed.data, processed.content_type)
+        with tracing.span("storage.put", **{"pixelgate.storage_key": key}):
+            await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(
             index=index,
             key=key,

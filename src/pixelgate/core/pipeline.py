@@ -25,9 +25,9 @@ from pixelgate.core.admission import Admission, Caller, Estimate
 from pixelgate.core.attempts import AttemptRunner
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents
-from pixelgate.core.eventbuffer import EventBuffer
+from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.execution import Executor
-from pixelgate.core.finish import Finished, FinishHook
+from pixelgate.core.finish_hooks import Finished, FinishHook
 from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
@@ -36,10 +36,12 @@ from pixelgate.core.pricing import CreditRules
 from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import RetryPolicy
 from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
+from pixelgate.errors import Conflict
 from pixelgate.media.fetch import SafeFetcher
+from pixelgate.observability import tracing
 from pixelgate.providers.registry import ProviderSet
-from pixelgate.resilience.control import RoutingControl
 from pixelgate.resilience.inbound import RequestLimiter
+from pixelgate.resilience.routing_control import RoutingControl
 from pixelgate.resilience.shared import SharedState
 from pixelgate.storage.base import Storage
 
@@ -180,13 +182,14 @@ class Pipeline:
         request_id: str | None = None,
     ) -> AdmitResult:
         """Validate, price and persist a request (one transaction), then wake a worker."""
-        return await self.admission.admit(
-            caller,
-            request,
-            source=source,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-        )
+        with tracing.span("generation.admit", **{"pixelgate.source": source}):
+            return await self.admission.admit(
+                caller,
+                request,
+                source=source,
+                idempotency_key=idempotency_key,
+                request_id=request_id,
+            )
 
     async def admit_batch(
         self,
@@ -211,7 +214,15 @@ class Pipeline:
         )
 
     async def cancel_batch(self, batch_id: str, account_id: str | None) -> BatchView:
-        """Cancel a batch's unfinished members (running ones by their workers)."""
+        """Cancel a batch's unfinished members (running ones by their workers).
+
+        Raises:
+            NotFound: no such batch for this account.
+            Conflict: ``already_finished``: every member had ended before the cancel.
+        """
+        batch = await self.store.get_batch(batch_id, account_id=account_id)
+        if batch.status == "completed":
+            raise Conflict("batch is already completed", code="already_finished")
         return await self.admission.cancel_batch(batch_id, account_id)
 
     async def prepare(self, caller: Caller, request: GenerationRequest) -> GenerationRequest:

@@ -29,7 +29,7 @@ from pixelgate.core.routing import (
 from pixelgate.providers.base import Provider
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.breaker import BreakerState
-from pixelgate.resilience.control import RoutingControl
+from pixelgate.resilience.routing_control import RoutingControl
 
 __all__ = ["RoutePlan", "RoutePlanner"]
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
+
+from pixelgate.resilience.retry import Clock
 
 __all__ = ["CEILING", "JobProgress", "ProgressTicker", "Tracker", "simulated_percent"]
 
@@ -79,12 +80,11 @@ class ProgressTicker:
     """Emits simulated progress for every tracked attempt once per ``interval_s``
     (``interval_s`` 0 turns it off); racing attempts of one job send one value."""
 
-    def __init__(
-        self, interval_s: float, emit: Emit, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, interval_s: float, emit: Emit, *, clock: Clock | None = None) -> None:
         self.interval_s = interval_s
         self._emit = emit
-        self._clock = clock
+        #: time and the wait between ticks (a test moves a manual clock instead of waiting)
+        self.clock = clock or Clock()
         self._trackers: list[Tracker] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +92,7 @@ class ProgressTicker:
         """Start simulating an attempt that has just begun; None when turned off."""
         if self.interval_s <= 0:
             return None
-        tracker = Tracker(generation_id, job, expected_s, self._clock(), job.percent)
+        tracker = Tracker(generation_id, job, expected_s, self.clock.now(), job.percent)
         self._trackers.append(tracker)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -114,8 +114,8 @@ class ProgressTicker:
 
     async def _run(self) -> None:
         while self._trackers:
-            await asyncio.sleep(self.interval_s)
-            values = self._collect(self._clock())
+            await self.clock.sleep(self.interval_s)
+            values = self._collect(self.clock.now())
             for start in range(0, len(values), EMIT_BATCH):
                 batch = values[start : start + EMIT_BATCH]
                 try:

@@ -35,6 +35,7 @@ from pixelgate.core.bounds import MAX_USD, ShortText
 from pixelgate.core.models import GenerationRequest
 from pixelgate.errors import PriceUnknown, ProviderError, ValidationFailed
 from pixelgate.media.svg import rasterizer_available
+from pixelgate.money import format_usd
 from pixelgate.providers.base import ModelInfo, Provider, ProviderRequest
 from pixelgate.providers.registry import PLACEHOLDER, ProviderSet
 from pixelgate.resilience.retry import Deadline, RetryPolicy
@@ -51,7 +52,6 @@ __all__ = [
     "RetryPolicy",
     "RouteOptions",
     "check_explicit",
-    "format_usd",
     "known_price",
     "plan_route",
     "resolve_options",
@@ -276,11 +276,6 @@ def known_price(provider: Provider, request: ProviderRequest) -> Decimal | None:
 
 def _log_unknown(provider: Provider, model: str | None, exc: PriceUnknown) -> None:
     log.info("price_unknown", provider=provider.name, model=model, reason=str(exc))
-
-
-def format_usd(value: Decimal | None) -> str | None:
-    """A USD amount as JSON text (``"0.04"``); None stays None."""
-    return None if value is None else format(Decimal(str(value)).normalize(), "f")
 
 
 def plan_route(

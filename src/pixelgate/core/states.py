@@ -7,6 +7,11 @@ A job handed to this process's worker at admission is ``PENDING`` under a lease 
 :mod:`pixelgate.db.admission`); its owner may end it straight from there
 (``PENDING → SUCCEEDED | FAILED | CANCELED``) when nothing was written while it ran: the
 store allows that only to the lease owner (:data:`OWNER_ONLY`).
+
+Two more users of ``PENDING → SUCCEEDED | FAILED``: a dedup follower (an identical
+request waiting for a running original) is ended by the original's own finishing
+transaction (``db/followers.py``), and a cache hit is created ``SUCCEEDED`` at admission
+(a new row, not a transition).
 """
 
 from __future__ import annotations

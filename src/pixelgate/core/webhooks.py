@@ -18,6 +18,7 @@ forge another's webhooks; ``GET /v1/webhooks/secret`` shows an account its own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -26,7 +27,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +42,12 @@ from tenacity import (
 )
 
 from pixelgate.config import Settings
-from pixelgate.core.finish import Finished
+from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.db.store import Store
-from pixelgate.errors import UnsafeURL
+from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import FetchFailed, SafeFetcher
+from pixelgate.observability import metrics
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -70,6 +72,29 @@ SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE_S = 300
 #: statuses worth another attempt; any other non-2xx is the receiver's final answer
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: how long checking a webhook URL may wait for DNS
+URL_CHECK_TIMEOUT_S = 5.0
+
+
+async def check_webhook_url(
+    fetcher: SafeFetcher, url: str, *, allow_hosts: Iterable[str], field: str
+) -> None:
+    """The one check of an account's webhook URL, whoever sets it (API, admin API, CLI).
+
+    Raises:
+        ValidationFailed: ``unsafe_url`` naming ``field``: bad syntax, a non-public
+            address, or a host that does not resolve (in time).
+    """
+    try:
+        async with asyncio.timeout(URL_CHECK_TIMEOUT_S):
+            await fetcher.check(url, allow_hosts=allow_hosts, what=field)
+    except UnsafeURL as exc:
+        raise ValidationFailed(
+            field, exc.message.removeprefix(f"{field}: "), code="unsafe_url"
+        ) from None
+    except TimeoutError:
+        raise ValidationFailed(field, "the host does not resolve", code="unsafe_url") from None
+
 MAX_ERROR_LENGTH = 500
 EVENTS: dict[Status, str] = {
     Status.SUCCEEDED: "generation.succeeded",
@@ -194,6 +219,7 @@ class WebhookNotifier:
                     state.number = attempt.retry_state.attempt_number
                     await self._attempt(state, secret)
         except (_RetryableFailure, _FinalFailure):
+            metrics.webhook_delivered(False)
             await self.store.record_webhook_attempt(
                 delivery_id,
                 status="failed",
@@ -209,6 +235,7 @@ class WebhookNotifier:
                 error=state.error,
             )
             return False
+        metrics.webhook_delivered(True)
         return True
 
     async def _attempt(self, state: _Attempt, secret: str) -> None:

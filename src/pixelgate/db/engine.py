@@ -219,3 +219,19 @@ def run_migrations_sync(url: str, revision: str = "head") -> None:
 async def run_migrations(url: str, revision: str = "head") -> None:
     """Apply migrations from async code (Alembic's async env needs its own loop)."""
     await asyncio.to_thread(run_migrations_sync, url, revision)
+
+
+async def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database is at, or ``None`` before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()

@@ -121,6 +121,33 @@ class ReadStore(AccountStore):
             for r in rows
         ]
 
+    async def account_events_after(
+        self, account_id: str, after_id: int, *, limit: int, up_to: int | None = None
+    ) -> list[EventView]:
+        """Events of every generation of the account after ``after_id`` (and at most
+        ``up_to``), oldest first."""
+        query = (
+            select(EVT.c.id, EVT.c.generation_id, EVT.c.type, EVT.c.data, EVT.c.created_at)
+            .join(GEN, GEN.c.id == EVT.c.generation_id)
+            .where(GEN.c.account_id == account_id, EVT.c.id > after_id)
+            .order_by(EVT.c.id)
+            .limit(limit)
+        )
+        if up_to is not None:
+            query = query.where(EVT.c.id <= up_to)
+        rows = await self.read(lambda c: c.execute(query).all())
+        return [
+            EventView(
+                id=r[0], generation_id=r[1], type=r[2], data=self._event_data(r[3]), created_at=r[4]
+            )
+            for r in rows
+        ]
+
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none): where a live-only stream starts."""
+        value = await self.read(lambda c: c.execute(select(func.max(EVT.c.id))).scalar())
+        return int(value or 0)
+
     async def get_image(self, image_id: str, *, account_id: str | None) -> tuple[ImageView, str]:
         """An image and its generation id; ``NotFound`` for another account's."""
         row = await self.read(lambda c: c.execute(select(IMG).where(IMG.c.id == image_id)).first())

@@ -11,12 +11,14 @@ from sqlalchemy import Connection, func, select
 from pixelgate.db.engine import Database
 from pixelgate.db.records import LEDGER
 from pixelgate.db.tables import Account, Generation, LedgerEntry, UsageDaily
+from pixelgate.money import format_usd
 
 __all__ = ["Reports"]
 
 
 def _usd(value: Any) -> str:
-    return format(Decimal(str(value or 0)).normalize(), "f")
+    """A summed amount: an empty sum is $0."""
+    return format_usd(value or 0) or "0"
 
 
 class Reports:

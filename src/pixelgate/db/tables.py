@@ -26,6 +26,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Account",
+    "Alert",
     "ApiKey",
     "Base",
     "Batch",
@@ -343,3 +344,27 @@ class EntityLink(Base):
     entity_type: Mapped[str] = mapped_column(String(64))
     entity_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(_ts())
+
+
+class Alert(Base):
+    """An alert raised by a rule (seed 001): firing until resolved, then history.
+
+    ``active_key`` is ``rule:subject`` while firing and NULL once resolved; being unique,
+    it lets every process evaluate the rules while only one of them raises an alert.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_raised", "raised_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    #: the provider, or "*" for rules over all providers
+    subject: Mapped[str] = mapped_column(String(64))
+    active_key: Mapped[str | None] = mapped_column(String(160), unique=True, nullable=True)
+    #: firing | resolved
+    status: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Numeric(18, 6, asdecimal=False))
+    threshold: Mapped[float] = mapped_column(Numeric(18, 6, asdecimal=False))
+    message: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(_ts())
+    resolved_at: Mapped[datetime | None] = mapped_column(_ts(), nullable=True)

@@ -8,9 +8,10 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pixelgate.errors import (
     InvalidRequest,
@@ -21,20 +22,27 @@ from pixelgate.errors import (
     Transient,
 )
 
+ErrorMapper = Callable[[httpx.Response], ProviderError]
+
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "ServerSentEvent",
+    "call",
     "download",
+    "error_body",
     "error_for_status",
+    "parse",
     "parse_retry_after",
     "poll_until",
     "request",
+    "request_within",
     "server_sent_events",
 ]
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 _MAX_MESSAGE = 500
-T = TypeVar("T")
+M = TypeVar("M")
+BM = TypeVar("BM", bound=BaseModel)
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -112,6 +120,71 @@ async def request(
         raise Transient(f"{provider}: {type(exc).__name__}", provider=provider) from exc
 
 
+async def request_within(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    deadline_s: float,
+    **kwargs: Any,
+) -> httpx.Response:
+    """:func:`request` under a total deadline (httpx's timeouts are per read, not per
+    request); past it, ``ProviderTimeout``."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await request(client, provider, method, url, timeout=deadline_s, **kwargs)
+    except TimeoutError:
+        raise ProviderTimeout(
+            f"{provider}: no answer within {deadline_s:g} s", provider=provider
+        ) from None
+
+
+def error_body(shape: type[BM], response: httpx.Response) -> BM:
+    """An error response's body as ``shape``, or an empty ``shape()`` if it is not one."""
+    try:
+        return shape.model_validate_json(response.content)
+    except ValidationError:
+        return shape()
+
+
+async def call(
+    client: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    error: ErrorMapper | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """:func:`request`, raising ``error(response)`` (default :func:`error_for_status`)
+    for a status of 400 or more."""
+    response = await request(client, provider, method, url, **kwargs)
+    if response.status_code >= 400:
+        raise error(response) if error else error_for_status(provider, response)
+    return response
+
+
+@overload
+def parse(provider: str, shape: type[BM], response: httpx.Response) -> BM: ...
+@overload
+def parse(provider: str, shape: TypeAdapter[M], response: httpx.Response) -> M: ...
+def parse(
+    provider: str, shape: type[BaseModel] | TypeAdapter[Any], response: httpx.Response
+) -> Any:
+    """The response body as ``shape``; a body of another shape is ``Transient``."""
+    try:
+        if isinstance(shape, TypeAdapter):
+            return shape.validate_json(response.content)
+        return shape.model_validate_json(response.content)
+    except ValidationError:
+        raise Transient(
+            f"{provider}: malformed response body",
+            provider=provider,
+            status_code=response.status_code,
+        ) from None
+
+
 async def download(
     client: httpx.AsyncClient,
     provider: str,
@@ -145,13 +218,17 @@ async def download(
 
 
 async def poll_until(
-    check: Callable[[], Awaitable[T | None]],
+    check: Callable[[], Awaitable[M | None]],
     *,
     provider: str,
     interval: float,
     timeout: float,
-) -> T:
-    """Call ``check`` every ``interval`` seconds until it returns a value or ``timeout`` passes."""
+) -> M:
+    """Call ``check`` every ``interval`` seconds until it returns a value or ``timeout`` passes.
+
+    A plain loop for a poll that needs none of :mod:`pixelgate.providers._jobs` (no job id
+    to save, nothing to resume); submit-then-poll jobs use ``run_polling_job``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = await check()

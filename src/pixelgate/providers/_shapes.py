@@ -1,15 +1,24 @@
-"""Helpers adapters share: the nearest allowed aspect ratio, and n calls kept partially."""
+"""Helpers adapters share: the nearest allowed aspect ratio, n calls kept partially, and
+images that arrive as base64 or ``data:`` URIs."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from pixelgate.errors import ProviderError, Refused
+from pixelgate.errors import ProviderError, Refused, Transient
 
-__all__ = ["gather_partial", "nearest_aspect_ratio"]
+__all__ = [
+    "decode_data_uri",
+    "decode_image",
+    "gather_partial",
+    "nearest_aspect_ratio",
+    "sniff_image_type",
+]
 
 T = TypeVar("T")
 
@@ -61,3 +70,32 @@ async def gather_partial(
         others = [f for f in failures if not isinstance(f, Refused)]
         raise (others or failures)[0]
     return results, failures
+
+
+def decode_image(provider: str, data: str) -> bytes:
+    """Bytes of a base64 image; a malformed or empty one is ``Transient``."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Transient(f"{provider}: image is not valid base64", provider=provider) from None
+    if not raw:
+        raise Transient(f"{provider}: empty image", provider=provider)
+    return raw
+
+
+def decode_data_uri(provider: str, uri: str) -> tuple[bytes, str | None]:
+    """Bytes and declared content type of a ``data:<type>;base64,<payload>`` URI."""
+    header, _, payload = uri.partition(",")
+    content_type = header.removeprefix("data:").split(";")[0] or None
+    return decode_image(provider, payload), content_type
+
+
+def sniff_image_type(data: bytes, default: str = "application/octet-stream") -> str:
+    """The content type that an image's first bytes announce (PNG, JPEG, WebP)."""
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return default

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -48,6 +48,8 @@ __all__ = [
     "Transient",
 ]
 
+T = TypeVar("T")
+
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_POLL_INTERVAL_S = 2.0
 #: preview images a request may ask for (OpenAI's ``partial_images``)
@@ -69,6 +71,8 @@ class ProviderSettings(BaseModel):
     default_model: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    #: polls of a long job back off up to this (default: five times ``poll_interval_s``)
+    poll_max_interval_s: float | None = None
     enabled: bool = True
 
 
@@ -181,10 +185,6 @@ class JobContext(Protocol):
         """
 
 
-ProviderFactory = Callable[[str, Any, httpx.AsyncClient], "Provider"]
-HealthCheck = Callable[[], Awaitable[Health]]
-
-
 class Provider(abc.ABC):
     """One configured provider instance (``name``) of an adapter ``kind``."""
 
@@ -234,23 +234,43 @@ class Provider(abc.ABC):
             raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
         return info
 
+    def checked_model(self, request: ProviderRequest) -> tuple[str, ModelInfo]:
+        """The request's model and its info, once ``n`` is within what the model makes.
+
+        Raises:
+            InvalidRequest: an unknown model, or ``n`` out of range.
+        """
+        model = request.model or self.default_model
+        info = self.model_info(model)
+        if not 1 <= request.n <= info.capabilities.max_n:
+            raise InvalidRequest(
+                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
+                provider=self.name,
+            )
+        return model, info
+
     def price(self, request: ProviderRequest) -> Decimal:
         """Estimated USD for the request (per image price x n by default)."""
         return self.model_info(request.model).price_usd * request.n
 
+    def _redact(self, text: str) -> str:
+        """``text`` with this instance's API key blanked out."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        return text.replace(key, "***") if key else text
+
     def _scrub(self, exc: ProviderError) -> None:
         """Blank this instance's API key out of an error (some providers quote it back)."""
-        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
-        if key and key in exc.message:
-            exc.message = exc.message.replace(key, "***")
+        redacted = self._redact(exc.message)
+        if redacted != exc.message:
+            exc.message = redacted
             exc.args = (exc.message,)
 
     async def _run_job(
         self,
-        run: Callable[[], Awaitable[ProviderResult]],
-        job_id: Callable[[], str | None],
-    ) -> ProviderResult:
-        """Run an asynchronous provider job within ``timeout_s``.
+        run: Callable[[], Awaitable[T]],
+        job_id: Callable[[], str | None] = lambda: None,
+    ) -> T:
+        """Run a provider call or job within ``timeout_s``, our key scrubbed from its errors.
 
         Past the deadline the provider job (``job_id()``, once submitted) is cancelled at
         the provider — best effort — and ``ProviderTimeout`` raised; a plain task

@@ -27,17 +27,24 @@ import copy
 import json
 import random
 import uuid
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
-from pixelgate.providers._http import download, error_for_status, request
+from pixelgate.providers._http import call, download, error_for_status, parse
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
 from pixelgate.providers.base import (
     Capabilities,
     Health,
@@ -60,13 +67,11 @@ log = structlog.get_logger(__name__)
 WORKFLOW_MODEL = "workflow"
 SEED_LIMIT = 2**32
 LATENT_STEP = 8
-CANCEL_TIMEOUT_S = 10.0
 HEALTH_TIMEOUT_S = 5.0
 WS_CONNECT_TIMEOUT_S = 2.0
 #: consecutive polls a prompt may be in neither the queue nor the history
 MAX_MISSING_POLLS = 3
 ALIASES = {"n": "batch_size"}
-T = TypeVar("T")
 
 #: txt2img: CheckpointLoaderSimple -> CLIPTextEncode x2 -> EmptyLatentImage -> KSampler
 #: -> VAEDecode -> SaveImage (ComfyUI's own default graph, in API format)
@@ -216,15 +221,6 @@ _SUBMITTED = TypeAdapter(_Submitted)
 _QUEUE = TypeAdapter(_Queue)
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-    #: a websocket is connected and reports step progress for this prompt
-    live: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class ComfyUIProvider(Provider):
     """A self-hosted ComfyUI server running a configurable workflow; needs no key."""
 
@@ -260,12 +256,21 @@ class ComfyUIProvider(Provider):
         }
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        if not self.settings.base_url:
+            raise InvalidRequest(f"{self.name}: base_url is not configured", provider=self.name)
+        model = request.model or self.default_model
+        self.model_info(model)
+        job = _Prompt(self, request, model)
+        try:
+            # Polling and the websocket both report: never let progress go backwards.
+            return await run_polling_job(self, ctx, job, monotonic=True)
+        finally:
+            if job.follower is not None:
+                await _stop(job.follower)
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort: drop the prompt from the queue, or interrupt it if running."""
-        await self._cancel_quietly(provider_job_id)
+        await cancel_quietly(self.name, provider_job_id, lambda: self._cancel(provider_job_id))
 
     async def health(self) -> Health:
         if not self.configured:
@@ -283,38 +288,6 @@ class ComfyUIProvider(Provider):
             return {}
         # For a ComfyUI behind an authenticating reverse proxy.
         return {"Authorization": f"Bearer {self.settings.api_key.get_secret_value()}"}
-
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        if not self.settings.base_url:
-            raise InvalidRequest(f"{self.name}: base_url is not configured", provider=self.name)
-        model = request.model or self.default_model
-        self.model_info(model)
-        seed = request.seed if request.seed is not None else random.randrange(SEED_LIMIT)
-        follower: asyncio.Task[None] | None = None
-        try:
-            if ctx.provider_job_id:
-                job.id = ctx.provider_job_id
-            else:
-                graph = self._graph(model, request, seed)
-                client_id = uuid.uuid4().hex
-                follower = await self._start_follower(client_id, job, ctx)
-                response = await self._call(
-                    "POST", "/prompt", json={"prompt": graph, "client_id": client_id}
-                )
-                job.id = self._parse(_SUBMITTED, response).prompt_id
-                await ctx.save_provider_job(job.id)
-            entry = await self._wait(job.id, job, ctx)
-            images = await self._collect(entry, seed)
-        finally:
-            if follower is not None:
-                await _stop(follower)
-        return ProviderResult(
-            images=images,
-            model=model,
-            cost_usd=self.settings.price_usd * len(images),
-            provider_job_id=job.id,
-            metadata={"seed": seed},
-        )
 
     # workflow ----------------------------------------------------------------------
 
@@ -408,37 +381,9 @@ class ComfyUIProvider(Provider):
 
     # waiting -----------------------------------------------------------------------
 
-    async def _wait(self, prompt_id: str, job: _Job, ctx: JobContext) -> _Entry:
-        missing = 0
-        while True:
-            response = await self._call("GET", f"/history/{prompt_id}")
-            entry = self._parse(_HISTORY, response).get(prompt_id)
-            if entry is not None:
-                return entry
-            position = await self._position(prompt_id)
-            if position is None:
-                # It may have finished between the two calls: only give up after a few.
-                missing += 1
-                if missing > MAX_MISSING_POLLS:
-                    raise Transient(
-                        f"{self.name}: prompt {prompt_id} is neither queued nor in the history",
-                        provider=self.name,
-                    )
-            else:
-                missing = 0
-                if position > 0:
-                    await self._report(
-                        ctx, job, max(1, 10 - position), f"queue position {position}"
-                    )
-                elif not job.live:
-                    await self._report(ctx, job, 50, "running")
-            job.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job.wake.wait(), self.settings.poll_interval_s)
-
     async def _position(self, prompt_id: str) -> int | None:
         """0 while running, 1.. while pending, None when the queue does not hold it."""
-        queue = self._parse(_QUEUE, await self._call("GET", "/queue"))
+        queue = parse(self.name, _QUEUE, await self._call("GET", "/queue"))
         if any(_item_id(item) == prompt_id for item in queue.queue_running):
             return 0
         pending = sorted(queue.queue_pending, key=_item_number)
@@ -447,25 +392,14 @@ class ComfyUIProvider(Provider):
                 return index + 1
         return None
 
-    async def _report(self, ctx: JobContext, job: _Job, percent: int, message: str) -> None:
-        update = (percent, message)
-        # Polling and the websocket both report: never let progress go backwards.
-        if job.last_progress is not None and percent < job.last_progress[0]:
-            return
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(percent, message)
-
-    async def _start_follower(
-        self, client_id: str, job: _Job, ctx: JobContext
-    ) -> asyncio.Task[None] | None:
+    async def _start_follower(self, client_id: str, job: _Prompt, run: JobRun) -> None:
         if not self.settings.websocket:
-            return None
+            return
         try:
             from websockets.asyncio.client import connect
             from websockets.exceptions import WebSocketException
         except ImportError:
-            return None
+            return
         ready = asyncio.Event()
         url = self._ws_url(client_id)
 
@@ -476,7 +410,7 @@ class ComfyUIProvider(Provider):
                     ready.set()
                     async for raw in socket:
                         if isinstance(raw, str):
-                            await self._on_message(raw, job, ctx)
+                            await self._on_message(raw, run)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 # Websocket trouble only costs live progress: polling carries on.
                 log.debug(
@@ -486,29 +420,28 @@ class ComfyUIProvider(Provider):
                 job.live = False
                 ready.set()
 
-        task = asyncio.create_task(follow())
+        job.follower = asyncio.create_task(follow())
         # Connect before submitting, so no progress message is missed.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), WS_CONNECT_TIMEOUT_S)
-        return task
 
-    async def _on_message(self, raw: str, job: _Job, ctx: JobContext) -> None:
+    async def _on_message(self, raw: str, run: JobRun) -> None:
         try:
             message = _WsMessage.model_validate_json(raw)
         except ValidationError:
             return
         data = message.data
-        if job.id is None or data.prompt_id != job.id:
+        if run.job_id is None or data.prompt_id != run.job_id:
             return
         if message.type == "progress" and data.value is not None and data.max:
             percent = 10 + int(85 * min(1.0, data.value / data.max))
-            await self._report(ctx, job, percent, f"step {data.value:g}/{data.max:g}")
+            await run.report(percent, f"step {data.value:g}/{data.max:g}")
         elif message.type == "execution_start":
-            await self._report(ctx, job, 10, "running")
+            await run.report(10, "running")
         elif message.type in ("execution_success", "execution_error", "execution_interrupted") or (
             message.type == "executing" and data.node is None
         ):
-            job.wake.set()
+            run.wake.set()
 
     def _ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
@@ -563,12 +496,11 @@ class ComfyUIProvider(Provider):
     # HTTP --------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = self._headers()
         url = f"{self.base_url}{path}"
-        response = await request(self.http, self.name, method, url, headers=headers, **kwargs)
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+        headers = self._headers()
+        return await call(
+            self.http, self.name, method, url, headers=headers, error=self._error, **kwargs
+        )
 
     def _error(self, response: httpx.Response) -> ProviderError:
         if response.status_code != 400:
@@ -587,34 +519,70 @@ class ComfyUIProvider(Provider):
         message = "; ".join(p for p in parts if p)[:500]
         return InvalidRequest(f"{self.name}: {message}", provider=self.name, status_code=400)
 
-    def _parse(self, adapter: TypeAdapter[T], response: httpx.Response) -> T:
-        try:
-            return adapter.validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
+    async def _cancel(self, prompt_id: str) -> None:
+        position = await self._position(prompt_id)
+        if position is None:
+            return
+        if position > 0:
+            await self._call("POST", "/queue", json={"delete": [prompt_id]})
+        else:
+            # Newer servers interrupt only this prompt; older ones ignore the body.
+            await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
 
-    async def _cancel_quietly(self, prompt_id: str) -> None:
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                position = await self._position(prompt_id)
-                if position is None:
-                    return
-                if position > 0:
-                    await self._call("POST", "/queue", json={"delete": [prompt_id]})
-                else:
-                    # Newer servers interrupt only this prompt; older ones ignore the body.
-                    await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
-        except (ProviderError, TimeoutError) as exc:
-            log.warning(
-                "provider_cancel_failed",
-                provider=self.name,
-                job_id=prompt_id,
-                error=type(exc).__name__,
-            )
+
+class _Prompt(PollingJob[_Entry]):
+    """A prompt: its graph queued (websocket follower first), its history polled."""
+
+    def __init__(self, provider: ComfyUIProvider, request: ProviderRequest, model: str) -> None:
+        self.provider = provider
+        self.request = request
+        self.model = model
+        self.seed = request.seed if request.seed is not None else random.randrange(SEED_LIMIT)
+        self.follower: asyncio.Task[None] | None = None
+        #: a websocket is connected and reports step progress for this prompt
+        self.live = False
+        #: consecutive polls that found the prompt neither queued nor in the history
+        self.missing = 0
+
+    async def submit(self, run: JobRun) -> Submitted[_Entry]:
+        comfy = self.provider
+        graph = comfy._graph(self.model, self.request, self.seed)
+        client_id = uuid.uuid4().hex
+        await comfy._start_follower(client_id, self, run)
+        body = {"prompt": graph, "client_id": client_id}
+        response = await comfy._call("POST", "/prompt", json=body)
+        return Submitted(parse(comfy.name, _SUBMITTED, response).prompt_id)
+
+    async def poll(self, run: JobRun, job_id: str) -> _Entry | Pending:
+        comfy = self.provider
+        response = await comfy._call("GET", f"/history/{job_id}")
+        entry = parse(comfy.name, _HISTORY, response).get(job_id)
+        if entry is not None:
+            return entry
+        position = await comfy._position(job_id)
+        if position is None:
+            # It may have finished between the two calls: only give up after a few.
+            self.missing += 1
+            if self.missing > MAX_MISSING_POLLS:
+                raise Transient(
+                    f"{comfy.name}: prompt {job_id} is neither queued nor in the history",
+                    provider=comfy.name,
+                )
+            return Pending()
+        self.missing = 0
+        if position > 0:
+            return Pending(max(1, 10 - position), f"queue position {position}")
+        return Pending() if self.live else Pending(50, "running")
+
+    async def result(self, run: JobRun, job_id: str, done: _Entry) -> ProviderResult:
+        images = await self.provider._collect(done, self.seed)
+        return ProviderResult(
+            images=images,
+            model=self.model,
+            cost_usd=self.provider.settings.price_usd * len(images),
+            provider_job_id=job_id,
+            metadata={"seed": self.seed},
+        )
 
 
 async def _stop(follower: asyncio.Task[None]) -> None:

@@ -9,33 +9,36 @@ restarted worker (or :meth:`FalProvider.cancel`) needs to rebuild the three URLs
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from pixelgate.providers._http import error_for_status, request
-from pixelgate.providers._shapes import nearest_aspect_ratio
+from pixelgate.providers._http import call, error_body, error_for_status, parse
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
+from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
+from pixelgate.providers._shapes import decode_data_uri, nearest_aspect_ratio
 from pixelgate.providers.base import (
-    Capabilities,
     InvalidRequest,
     JobContext,
     ModelInfo,
-    Provider,
     ProviderError,
     ProviderImage,
     ProviderRequest,
     ProviderResult,
-    ProviderSettings,
     Refused,
     Transient,
 )
@@ -45,7 +48,6 @@ __all__ = ["FalModel", "FalProvider", "FalSettings"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_SYNC_BASE_URL = "https://fal.run"
-CANCEL_TIMEOUT_S = 10.0
 MEGAPIXEL = 1024 * 1024
 _REFUSAL = re.compile(r"content.?policy|nsfw|safety|unsafe|moderat|prohibited", re.IGNORECASE)
 #: app ids whose namespace prefix is part of the app root (PROVIDERS.md §6)
@@ -54,29 +56,17 @@ _NAMESPACES = ("workflows", "comfy")
 NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16")
 
 InputStyle = Literal["generic", "flux", "nano_banana"]
-M = TypeVar("M", bound=BaseModel)
 
 
-class FalModel(BaseModel):
+class FalModel(TableModel):
     """One fal app offered by an instance (built in or from ``[providers.X.models]``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    price_usd: Decimal = Decimal("0")
     #: the price is per megapixel of output rather than per image
     per_megapixel: bool = False
     input_style: InputStyle = "generic"
-    aspect_ratios: tuple[str, ...] = ()
-    max_n: int = 1
-    output_formats: tuple[str, ...] = ("png",)
-    seed: bool = False
-    negative_prompt: bool = False
-    #: fixed arguments merged into every call of this app
-    input: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
 
 
-class FalSettings(ProviderSettings):
+class FalSettings(TableSettings):
     """Settings of a ``kind = "fal"`` instance; ``base_url`` is the queue host."""
 
     kind: str = "fal"
@@ -84,10 +74,8 @@ class FalSettings(ProviderSettings):
     sync_base_url: str | None = None
     #: ask the status endpoint for logs (their last line becomes the progress message)
     logs: bool = True
+    #: extra or overriding apps by id; with ``allow_any_model``, any ``owner/alias[/path]``
     models: dict[str, FalModel] = Field(default_factory=dict)
-    #: accept any ``owner/alias[/path]`` app id with generic capabilities
-    allow_any_model: bool = True
-    generic_price_usd: Decimal = Decimal("0.05")
 
 
 # Prices, PROVIDERS.md §6 (fal-client snapshot 2026-08; unconfirmed dated hints):
@@ -175,13 +163,7 @@ class _Urls:
     cancel: str
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-
-
-class FalProvider(Provider):
+class FalProvider(TableProvider[FalModel]):
     """fal.ai apps through the queue (default, resumable) or the synchronous host."""
 
     kind = "fal"
@@ -190,14 +172,6 @@ class FalProvider(Provider):
     default_base_url = "https://queue.fal.run"
 
     settings: FalSettings
-
-    @property
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: self._info(name, spec) for name, spec in self._table().items()}
-
-    def model_info(self, model: str | None) -> ModelInfo:
-        name = model or self.default_model
-        return self._info(name, self._spec(name))
 
     def price(self, request: ProviderRequest) -> Decimal:
         spec = self._spec(request.model or self.default_model)
@@ -208,73 +182,38 @@ class FalProvider(Provider):
         return (self.settings.sync_base_url or DEFAULT_SYNC_BASE_URL).rstrip("/")
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        model = request.model or self.default_model
+        spec = self._spec(model)
+        if self.settings.mode == "sync" and not ctx.provider_job_id:
+            return await self._run_job(lambda: self._sync(model, spec, request), lambda: None)
+        return await run_polling_job(self, ctx, _Queued(self, model, spec, request))
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``PUT …/requests/{id}/cancel``; never raises."""
-        await self._cancel_quietly(self._urls_for(provider_job_id).cancel)
+        url = self._urls_for(provider_job_id).cancel
+        await cancel_quietly(self.name, provider_job_id, lambda: self._call("PUT", url))
 
     # -- internals -----------------------------------------------------------------
 
     def _table(self) -> dict[str, FalModel]:
         return {**BUILTIN_MODELS, **self.settings.models}
 
-    def _spec(self, name: str) -> FalModel:
-        spec = self._table().get(name)
-        if spec is not None:
-            return spec
+    def _generic(self, name: str) -> FalModel | None:
         parts = name.split("/")
-        if self.settings.allow_any_model and len(parts) >= 2 and all(parts):
+        if len(parts) >= 2 and all(parts):
             return FalModel(price_usd=self.settings.generic_price_usd)
-        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
+        return None
 
-    @staticmethod
-    def _info(name: str, spec: FalModel) -> ModelInfo:
-        caps = Capabilities(
-            negative_prompt=spec.negative_prompt,
-            seed=spec.seed,
-            aspect_ratios=spec.aspect_ratios,
-            max_n=spec.max_n,
-            output_formats=spec.output_formats,
-        )
-        return ModelInfo(name, caps, _unit_price(spec, 1024, 1024), spec.description)
+    def _info(self, name: str, spec: FalModel) -> ModelInfo:
+        return spec.info(name, _unit_price(spec, 1024, 1024))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.api_key()}"}
 
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        model = request.model or self.default_model
-        spec = self._spec(model)
-        if self.settings.mode == "sync" and not ctx.provider_job_id:
-            url = f"{self.sync_base_url}/{model}"
-            body = _build_input(spec, request)
-            response = await self._call("POST", url, headers=self._headers(), json=body)
-            return self._finish(model, spec, request, self._parse(_Result, response), None)
-        if ctx.provider_job_id:
-            job.id = ctx.provider_job_id
-            urls = self._urls_for(job.id)
-        else:
-            body = _build_input(spec, request)
-            url = f"{self.base_url}/{model}"
-            response = await self._call("POST", url, headers=self._headers(), json=body)
-            submitted = self._parse(_Submitted, response)
-            urls = self._urls_from(model, submitted)
-            job.id = urlsplit(urls.response).path.strip("/")
-            await ctx.save_provider_job(job.id)
-        status_url = f"{urls.status}?logs={int(self.settings.logs)}"
-        while True:
-            status = self._parse(
-                _Status, await self._call("GET", status_url, headers=self._headers())
-            )
-            if status.status == "COMPLETED":
-                break
-            await self._report(ctx, job, status)
-            await asyncio.sleep(self.settings.poll_interval_s)
-        if status.error and _REFUSAL.search(f"{status.error} {status.error_type or ''}"):
-            raise Refused(f"{self.name}: {status.error[:500]}", provider=self.name)
-        response = await self._call("GET", urls.response, headers=self._headers())
-        return self._finish(model, spec, request, self._parse(_Result, response), job.id)
+    async def _sync(self, model: str, spec: FalModel, request: ProviderRequest) -> ProviderResult:
+        url = f"{self.sync_base_url}/{model}"
+        response = await self._call("POST", url, json=_build_input(spec, request))
+        return self._finish(model, spec, request, parse(self.name, _Result, response), None)
 
     def _urls_from(self, model: str, submitted: _Submitted) -> _Urls:
         """The URLs of the submit response when they point at our queue host."""
@@ -294,21 +233,6 @@ class FalProvider(Provider):
     def _urls_for(self, job_id: str) -> _Urls:
         base = f"{self.base_url}/{job_id.strip('/')}"
         return _Urls(status=f"{base}/status", response=base, cancel=f"{base}/cancel")
-
-    async def _report(self, ctx: JobContext, job: _Job, status: _Status) -> None:
-        if status.status == "IN_QUEUE":
-            position = status.queue_position
-            update: tuple[int, str | None] = (
-                (max(1, 10 - position), f"queue position {position}")
-                if position is not None
-                else (5, "queued")
-            )
-        else:
-            last = next((log.message for log in reversed(status.logs or []) if log.message), None)
-            update = (50, last[:200] if last else "processing")
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(*update)
 
     def _finish(
         self,
@@ -336,28 +260,19 @@ class FalProvider(Provider):
 
     def _image(self, image: _Image, seed: int | None) -> ProviderImage:
         if image.url.startswith("data:"):
-            header, _, payload = image.url.partition(",")
-            try:
-                data = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise Transient(f"{self.name}: malformed data URI", provider=self.name) from None
-            content_type = header.removeprefix("data:").split(";")[0] or image.content_type
+            data, content_type = decode_data_uri(self.name, image.url)
+            content_type = content_type or image.content_type
             return ProviderImage(data=data, content_type=content_type, seed=seed)
         if not image.url.startswith(("https://", "http://")):
             raise Transient(f"{self.name}: image url is not a URL", provider=self.name)
         return ProviderImage(url=image.url, content_type=image.content_type, seed=seed)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(self.http, self.name, method, url, **kwargs)
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+        kwargs.setdefault("headers", self._headers())
+        return await call(self.http, self.name, method, url, error=self._error, **kwargs)
 
     def _error(self, response: httpx.Response) -> ProviderError:
-        try:
-            body = _ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            body = _ErrorBody()
+        body = error_body(_ErrorBody, response)
         error_type = body.error_type or response.headers.get("x-fal-error-type") or ""
         if isinstance(body.detail, list):
             messages = "; ".join(
@@ -377,22 +292,50 @@ class FalProvider(Provider):
             )
         return error_for_status(self.name, response)
 
-    def _parse(self, model: type[M], response: httpx.Response) -> M:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
 
-    async def _cancel_quietly(self, url: str) -> None:
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await self._call("PUT", url, headers=self._headers())
-        except (ProviderError, TimeoutError) as exc:
-            log.warning("provider_cancel_failed", provider=self.name, error=type(exc).__name__)
+class _Queued(PollingJob[_Status]):
+    """A queue request: submitted, its status polled (with logs), then its result fetched."""
+
+    def __init__(
+        self, provider: FalProvider, model: str, spec: FalModel, request: ProviderRequest
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.spec = spec
+        self.request = request
+        self.urls: _Urls | None = None
+
+    async def submit(self, run: JobRun) -> Submitted[_Status]:
+        fal = self.provider
+        url = f"{fal.base_url}/{self.model}"
+        response = await fal._call("POST", url, json=_build_input(self.spec, self.request))
+        self.urls = fal._urls_from(self.model, parse(fal.name, _Submitted, response))
+        return Submitted(urlsplit(self.urls.response).path.strip("/"))
+
+    def _urls(self, job_id: str) -> _Urls:
+        return self.urls or self.provider._urls_for(job_id)
+
+    async def poll(self, run: JobRun, job_id: str) -> _Status | Pending:
+        fal = self.provider
+        url = f"{self._urls(job_id).status}?logs={int(fal.settings.logs)}"
+        status = parse(fal.name, _Status, await fal._call("GET", url))
+        if status.status == "COMPLETED":
+            return status
+        if status.status == "IN_QUEUE":
+            position = status.queue_position
+            if position is None:
+                return Pending(5, "queued")
+            return Pending(max(1, 10 - position), f"queue position {position}")
+        last = next((log.message for log in reversed(status.logs or []) if log.message), None)
+        return Pending(50, last[:200] if last else "processing")
+
+    async def result(self, run: JobRun, job_id: str, done: _Status) -> ProviderResult:
+        fal = self.provider
+        if done.error and _REFUSAL.search(f"{done.error} {done.error_type or ''}"):
+            raise Refused(f"{fal.name}: {done.error[:500]}", provider=fal.name)
+        response = await fal._call("GET", self._urls(job_id).response)
+        result = parse(fal.name, _Result, response)
+        return fal._finish(self.model, self.spec, self.request, result, job_id)
 
 
 def _app_root(app: str) -> str:
@@ -429,8 +372,5 @@ def _build_input(spec: FalModel, request: ProviderRequest) -> dict[str, Any]:
         data["seed"] = request.seed
     if request.negative_prompt and spec.negative_prompt:
         data["negative_prompt"] = request.negative_prompt
-    data.update(spec.input)
-    extra = request.options.get("input")
-    if isinstance(extra, dict):
-        data.update(extra)
+    merge_input(data, spec.input, request)
     return data

@@ -7,9 +7,7 @@ Wire protocol: PROVIDERS.md §2 (and §3 for the shared envelope).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
 import re
 import time
 from decimal import Decimal
@@ -20,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from pixelgate.providers import _http
-from pixelgate.providers._shapes import gather_partial, nearest_aspect_ratio
+from pixelgate.providers._shapes import (
+    decode_image,
+    gather_partial,
+    nearest_aspect_ratio,
+    sniff_image_type,
+)
 from pixelgate.providers.base import (
     Capabilities,
     Health,
@@ -35,7 +38,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -191,28 +193,15 @@ class GoogleAPIProvider(Provider):
         """One call under a total deadline (httpx's timeouts are per read, not per request)."""
         limit = deadline_s if deadline_s is not None else self.settings.timeout_s
         headers = {"x-goog-api-key": self.api_key()}
-        try:
-            async with asyncio.timeout(limit):
-                return await _http.request(
-                    self.http,
-                    self.name,
-                    method,
-                    self.base_url + path,
-                    timeout=limit,
-                    headers=headers,
-                    **kwargs,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {limit:g} s", provider=self.name
-            ) from None
-
-    def _redact(self, text: str) -> str:
-        if self.settings.api_key is not None:
-            secret = self.settings.api_key.get_secret_value()
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return await _http.request_within(
+            self.http,
+            self.name,
+            method,
+            self.base_url + path,
+            deadline_s=limit,
+            headers=headers,
+            **kwargs,
+        )
 
     def _error(self, response: httpx.Response) -> ProviderError:
         """Map Google's ``{"error": {code, message, status, details}}`` onto the taxonomy."""
@@ -237,15 +226,6 @@ class GoogleAPIProvider(Provider):
             return ProviderRateLimited(message, retry_after=delay, **kwargs)
         base = _http.error_for_status(self.name, response)
         return type(base)(message, retry_after=base.retry_after, **kwargs)
-
-    def _decode(self, data: str) -> bytes:
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise Transient(f"{self.name}: image is not valid base64", provider=self.name) from None
-        if not raw:
-            raise Transient(f"{self.name}: empty image", provider=self.name)
-        return raw
 
 
 class GeminiProvider(GoogleAPIProvider):
@@ -285,13 +265,7 @@ class GeminiProvider(GoogleAPIProvider):
         }
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        model = request.model or self.default_model
-        info = self.model_info(model)
-        if not 1 <= request.n <= info.capabilities.max_n:
-            raise InvalidRequest(
-                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
-                provider=self.name,
-            )
+        model, _ = self.checked_model(request)
         if request.mask is not None:
             raise InvalidRequest(f"{self.name}: {model} takes no mask", provider=self.name)
         self.api_key()
@@ -322,7 +296,7 @@ class GeminiProvider(GoogleAPIProvider):
                 parts.append(
                     {
                         "inlineData": {
-                            "mimeType": _sniff(data),
+                            "mimeType": sniff_image_type(data),
                             "data": base64.b64encode(data).decode("ascii"),
                         }
                     }
@@ -358,7 +332,7 @@ class GeminiProvider(GoogleAPIProvider):
                 if inline is not None and (inline.mime_type or "image/").startswith("image/"):
                     images.append(
                         ProviderImage(
-                            data=self._decode(inline.data),
+                            data=decode_image(self.name, inline.data),
                             content_type=inline.mime_type or "image/png",
                         )
                     )
@@ -406,13 +380,3 @@ class GeminiProvider(GoogleAPIProvider):
 def _seconds(delay: str | None) -> float | None:
     match = _RETRY_DELAY.match(delay or "")
     return float(match.group(1)) if match else None
-
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/png"

@@ -11,18 +11,23 @@ the key ``0000000000`` (lowest priority, small sizes only).
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import structlog
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from pixelgate.providers._http import error_for_status, parse_retry_after, request
+from pixelgate.providers._http import call, error_body, error_for_status, parse, parse_retry_after
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
+from pixelgate.providers._shapes import decode_image
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -51,12 +56,10 @@ SIZE_STEP = 64
 MIN_SIZE = 64
 MAX_SIZE = 3072
 MAX_N = 20
-CANCEL_TIMEOUT_S = 10.0
 #: Horde error codes (``rc``) that are a refusal of the prompt's content
 REFUSAL_RC = frozenset({"CorruptPrompt", "Profanity"})
 AUTH_RC = frozenset({"InvalidAPIKey", "WrongCredentials", "SharedKeyExpired", "SharedKeyEmpty"})
 RATE_RC = frozenset({"TooManyPrompts", "TimeoutIP"})
-M = TypeVar("M", bound=BaseModel)
 
 #: well-known Horde model names; any other name is passed through as-is
 KNOWN_MODELS = (
@@ -128,12 +131,6 @@ class _ErrorBody(BaseModel):
     rc: str | None = None
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-
-
 class HordeProvider(Provider):
     """AI Horde text-to-image; works anonymously, free (kudos-based priority)."""
 
@@ -158,45 +155,17 @@ class HordeProvider(Provider):
         return self.settings.api_key.get_secret_value()
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        return await run_polling_job(self, ctx, _HordeJob(self, request))
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``DELETE /v2/generate/status/{id}``; never raises."""
-        await self._cancel_quietly(provider_job_id)
+        url = f"{self.base_url}/v2/generate/status/{provider_job_id}"
+        await cancel_quietly(self.name, provider_job_id, lambda: self._call("DELETE", url))
 
     # -- internals -----------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
         return {"apikey": self.api_key(), "Client-Agent": self.settings.client_agent}
-
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        model = request.model or self.default_model
-        if ctx.provider_job_id:
-            job.id = ctx.provider_job_id
-        else:
-            url = f"{self.base_url}/v2/generate/async"
-            response = await self._call("POST", url, json=self._body(model, request))
-            job.id = self._parse(_Submitted, response).id
-            await ctx.save_provider_job(job.id)
-        while True:
-            url = f"{self.base_url}/v2/generate/check/{job.id}"
-            check = self._parse(_Check, await self._call("GET", url))
-            if check.faulted:
-                raise Transient(f"{self.name}: generation {job.id} faulted", provider=self.name)
-            if check.done:
-                break
-            if not check.is_possible:
-                await self._cancel_quietly(job.id)
-                raise Transient(
-                    f"{self.name}: no worker can serve this request (model or size)",
-                    provider=self.name,
-                )
-            await self._report(ctx, job, check, request.n)
-            await asyncio.sleep(self.settings.poll_interval_s)
-        url = f"{self.base_url}/v2/generate/status/{job.id}"
-        status = self._parse(_Status, await self._call("GET", url))
-        return self._finish(model, job.id, status)
 
     def _body(self, model: str, request: ProviderRequest) -> dict[str, Any]:
         prompt = request.prompt
@@ -230,22 +199,6 @@ class HordeProvider(Provider):
             body["models"] = [model]
         return body
 
-    async def _report(self, ctx: JobContext, job: _Job, check: _Check, n: int) -> None:
-        if check.processing or check.finished:
-            total = max(n, check.finished + check.processing + check.waiting, 1)
-            update: tuple[int, str | None] = (
-                10 + int(85 * check.finished / total),
-                f"{check.finished}/{total} done, {check.processing} processing",
-            )
-        else:
-            update = (
-                max(1, 9 - min(check.queue_position, 8)),
-                f"queue position {check.queue_position}, about {check.wait_time:.0f} s",
-            )
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(*update)
-
     def _finish(self, model: str, job_id: str, status: _Status) -> ProviderResult:
         if status.faulted:
             raise Transient(f"{self.name}: generation {job_id} faulted", provider=self.name)
@@ -274,28 +227,17 @@ class HordeProvider(Provider):
         seed = int(gen.seed) if gen.seed and gen.seed.isdigit() else None
         if gen.img.startswith(("https://", "http://")):
             return ProviderImage(url=gen.img, content_type="image/webp", seed=seed)
-        try:
-            data = base64.b64decode(gen.img, validate=True)
-        except (binascii.Error, ValueError):
-            raise Transient(f"{self.name}: malformed image payload", provider=self.name) from None
-        if not data:
-            raise Transient(f"{self.name}: empty image payload", provider=self.name)
+        data = decode_image(self.name, gen.img)
         return ProviderImage(data=data, content_type="image/webp", seed=seed)
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(
-            self.http, self.name, method, url, headers=self._headers(), **kwargs
+        return await call(
+            self.http, self.name, method, url, headers=self._headers(), error=self._error, **kwargs
         )
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
 
     def _error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
-        try:
-            body = _ErrorBody.model_validate_json(response.content)
-        except ValidationError:
-            body = _ErrorBody()
+        body = error_body(_ErrorBody, response)
         rc = body.rc or ""
         message = f"{self.name}: HTTP {status}: {(body.message or response.reason_phrase)[:500]}"
         if rc:
@@ -318,28 +260,51 @@ class HordeProvider(Provider):
             return InvalidRequest(message, **kwargs)
         return error_for_status(self.name, response)
 
-    def _parse(self, model: type[M], response: httpx.Response) -> M:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
 
-    async def _cancel_quietly(self, job_id: str) -> None:
-        url = f"{self.base_url}/v2/generate/status/{job_id}"
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await self._call("DELETE", url)
-        except (ProviderError, TimeoutError) as exc:
-            log.warning(
-                "provider_cancel_failed",
-                provider=self.name,
-                job_id=job_id,
-                error=type(exc).__name__,
+class _HordeJob(PollingJob[_Check]):
+    """An async request: submitted, ``check``-polled (cheap), its ``status`` read once done."""
+
+    def __init__(self, provider: HordeProvider, request: ProviderRequest) -> None:
+        self.provider = provider
+        self.request = request
+        self.model = request.model or provider.default_model
+
+    async def submit(self, run: JobRun) -> Submitted[_Check]:
+        horde = self.provider
+        url = f"{horde.base_url}/v2/generate/async"
+        response = await horde._call("POST", url, json=horde._body(self.model, self.request))
+        return Submitted(parse(horde.name, _Submitted, response).id)
+
+    async def poll(self, run: JobRun, job_id: str) -> _Check | Pending:
+        horde = self.provider
+        url = f"{horde.base_url}/v2/generate/check/{job_id}"
+        check = parse(horde.name, _Check, await horde._call("GET", url))
+        if check.faulted:
+            raise Transient(f"{horde.name}: generation {job_id} faulted", provider=horde.name)
+        if check.done:
+            return check
+        if not check.is_possible:
+            await horde.cancel(job_id)
+            raise Transient(
+                f"{horde.name}: no worker can serve this request (model or size)",
+                provider=horde.name,
             )
+        if check.processing or check.finished:
+            total = max(self.request.n, check.finished + check.processing + check.waiting, 1)
+            return Pending(
+                10 + int(85 * check.finished / total),
+                f"{check.finished}/{total} done, {check.processing} processing",
+            )
+        return Pending(
+            max(1, 9 - min(check.queue_position, 8)),
+            f"queue position {check.queue_position}, about {check.wait_time:.0f} s",
+        )
+
+    async def result(self, run: JobRun, job_id: str, done: _Check) -> ProviderResult:
+        horde = self.provider
+        url = f"{horde.base_url}/v2/generate/status/{job_id}"
+        status = parse(horde.name, _Status, await horde._call("GET", url))
+        return horde._finish(self.model, job_id, status)
 
 
 def _info(name: str) -> ModelInfo:

@@ -8,7 +8,6 @@ and are dropped; when every image is unsafe the call is a refusal.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -19,7 +18,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import error_for_status, parse, request
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -31,7 +30,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
     Refused,
     Transient,
 )
@@ -121,24 +119,13 @@ class IdeogramProvider(Provider):
         spec = MODELS.get(model)
         if spec is None:
             raise InvalidRequest(f"{self.name}: unknown model {model!r}", provider=self.name)
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                if spec.api == "v3":
-                    response = await self._call(
-                        V3_PATH, files=_v3_parts(spec, request, self.settings)
-                    )
-                else:
-                    response = await self._call(
-                        V2_PATH, json=_v2_body(spec, request, self.settings)
-                    )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
-        return self._finish(model, spec, response)
+
+        async def send() -> httpx.Response:
+            if spec.api == "v3":
+                return await self._call(V3_PATH, files=_v3_parts(spec, request, self.settings))
+            return await self._call(V2_PATH, json=_v2_body(spec, request, self.settings))
+
+        return self._finish(model, spec, await self._run_job(send))
 
     # -- internals -----------------------------------------------------------------
 
@@ -164,14 +151,7 @@ class IdeogramProvider(Provider):
         return error_for_status(self.name, response)
 
     def _finish(self, model: str, spec: _Model, response: httpx.Response) -> ProviderResult:
-        try:
-            body = _Response.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
+        body = parse(self.name, _Response, response)
         safe = [img for img in body.data if img.is_image_safe and img.url]
         if not safe:
             if body.data:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
-from pixelgate.providers._shapes import nearest_aspect_ratio
+from pixelgate.providers._shapes import decode_image, nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -105,13 +105,7 @@ class ImagenProvider(GoogleAPIProvider):
         }
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        model = request.model or self.default_model
-        info = self.model_info(model)
-        if not 1 <= request.n <= info.capabilities.max_n:
-            raise InvalidRequest(
-                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
-                provider=self.name,
-            )
+        model, info = self.checked_model(request)
         if request.edit_image is not None or request.reference_image is not None:
             raise InvalidRequest(f"{self.name}: {model} takes no input image", provider=self.name)
         ratio = nearest_aspect_ratio(
@@ -135,7 +129,7 @@ class ImagenProvider(GoogleAPIProvider):
             if prediction.bytes_base64_encoded:
                 images.append(
                     ProviderImage(
-                        data=self._decode(prediction.bytes_base64_encoded),
+                        data=decode_image(self.name, prediction.bytes_base64_encoded),
                         content_type=prediction.mime_type or _MIME.get(request.format, "image/png"),
                     )
                 )

@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from pixelgate.providers import _http
+from pixelgate.providers._shapes import decode_image, sniff_image_type
 from pixelgate.providers.base import (
     Capabilities,
     Health,
@@ -256,14 +257,8 @@ class OpenAIProvider(Provider):
         return self._unit_price(model, spec, request.quality, size) * request.n
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        model = request.model or self.default_model
-        info = self.model_info(model)
+        model, info = self.checked_model(request)
         spec = self._spec(model)
-        if not 1 <= request.n <= info.capabilities.max_n:
-            raise InvalidRequest(
-                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
-                provider=self.name,
-            )
         size = self._size(spec, request)
         use_edit = request.edit_image is not None or (
             request.reference_image is not None and spec.family in ("gpt-image", "compat")
@@ -381,7 +376,7 @@ class OpenAIProvider(Provider):
         if part == "image":
             images = images[:1]
         files: list[tuple[str, Any]] = [
-            (part, (f"image{i}.{_extension(data)}", data, _sniff(data)))
+            (part, (f"image{i}.{_extension(data)}", data, sniff_image_type(data)))
             for i, data in enumerate(images)
         ]
         if request.mask is not None:
@@ -403,21 +398,15 @@ class OpenAIProvider(Provider):
     ) -> httpx.Response:
         """One call under a total deadline (httpx's timeouts are per read, not per request)."""
         limit = deadline_s if deadline_s is not None else self.settings.timeout_s
-        try:
-            async with asyncio.timeout(limit):
-                return await _http.request(
-                    self.http,
-                    self.name,
-                    method,
-                    self.base_url + path,
-                    timeout=limit,
-                    headers=self._headers(),
-                    **kwargs,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {limit:g} s", provider=self.name
-            ) from None
+        return await _http.request_within(
+            self.http,
+            self.name,
+            method,
+            self.base_url + path,
+            deadline_s=limit,
+            headers=self._headers(),
+            **kwargs,
+        )
 
     async def _stream(
         self, path: str, ctx: JobContext, sent_format: str, **kwargs: Any
@@ -510,7 +499,9 @@ class OpenAIProvider(Provider):
         for item in body.data:
             if item.b64_json:
                 images.append(
-                    ProviderImage(data=self._decode(item.b64_json), content_type=content_type)
+                    ProviderImage(
+                        data=decode_image(self.name, item.b64_json), content_type=content_type
+                    )
                 )
             elif item.url:
                 images.append(ProviderImage(url=item.url))
@@ -551,24 +542,8 @@ class OpenAIProvider(Provider):
             return token_price * tokens
         return self._unit_price(model, spec, request.quality, size) * count
 
-    def _decode(self, data: str) -> bytes:
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise Transient(f"{self.name}: image is not valid base64", provider=self.name) from None
-        if not raw:
-            raise Transient(f"{self.name}: empty image", provider=self.name)
-        return raw
-
     def _reachable_is_healthy(self, response: httpx.Response) -> bool:
         return False
-
-    def _redact(self, text: str) -> str:
-        if self.settings.api_key is not None:
-            secret = self.settings.api_key.get_secret_value()
-            if secret:
-                text = text.replace(secret, "***")
-        return text
 
     def _error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
@@ -711,15 +686,7 @@ def _b64(data: str | None) -> bytes | None:
         return None
 
 
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
-
-
 def _extension(data: bytes) -> str:
-    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(_sniff(data), "png")
+    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+        sniff_image_type(data), "png"
+    )

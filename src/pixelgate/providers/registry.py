@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from pixelgate.config import Settings
+from pixelgate.config import PROVIDER_ENTRY_POINTS, Settings
 from pixelgate.errors import ConfigError, NotFound
 from pixelgate.providers.base import Provider
 
 __all__ = ["BUILTIN_KINDS", "ENTRY_POINT_GROUP", "ProviderSet", "build_providers", "load_kind"]
 
-ENTRY_POINT_GROUP = "pixelgate.providers"
+ENTRY_POINT_GROUP = PROVIDER_ENTRY_POINTS
 PLACEHOLDER = "placeholder"
 
 BUILTIN_KINDS: dict[str, str] = {
@@ -43,6 +43,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "openrouter": "pixelgate.providers.openrouter:OpenRouterProvider",
     "xai": "pixelgate.providers.xai:XAIProvider",
     "recraft": "pixelgate.providers.recraft:RecraftProvider",
+    "bfl": "pixelgate.providers.bfl:BflProvider",
 }
 
 #: kinds that get an instance of the same name even without a config table
@@ -60,6 +61,7 @@ DEFAULT_INSTANCES = (
     "openrouter",
     "xai",
     "recraft",
+    "bfl",
 )
 
 
@@ -79,14 +81,20 @@ def available_kinds() -> dict[str, str]:
     return kinds
 
 
-def load_kind(kind: str) -> type[Provider]:
+def load_kind(kind: str, name: str | None = None) -> type[Provider]:
+    """The provider class of ``kind``; ``name`` (the instance) puts its key path in the error.
+
+    Raises:
+        ConfigError: an unknown kind, or one whose module cannot be imported.
+    """
+    where = f"config error: providers.{name}.kind: " if name is not None else ""
     target = available_kinds().get(kind)
     if target is None:
-        raise ConfigError(f"unknown provider kind {kind!r}")
+        raise ConfigError(f"{where}unknown provider kind {kind!r}")
     try:
         return _import(target)
     except ImportError as exc:
-        raise ConfigError(f"provider kind {kind!r} cannot be loaded: {exc}") from None
+        raise ConfigError(f"{where}provider kind {kind!r} cannot be loaded: {exc}") from None
 
 
 class ProviderSet:
@@ -162,7 +170,7 @@ def validate_provider_tables(settings: Settings) -> None:
     for name, table in settings.providers.items():
         if not isinstance(table, dict) or "kind" not in table:
             raise ConfigError(f"config error: providers.{name}.kind: field required")
-        cls = load_kind(str(table["kind"]))
+        cls = load_kind(str(table["kind"]), name)
         _instance_settings(name, table, cls, settings.provider_env)
     known = set(settings.providers) | set(DEFAULT_INSTANCES) | {PLACEHOLDER}
     for name in settings.routing.default:
@@ -187,7 +195,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> ProviderSet:
 
     providers: dict[str, Provider] = {}
     for name, table in tables.items():
-        cls = load_kind(str(table["kind"]))
+        cls = load_kind(str(table["kind"]), name)
         instance_settings = _instance_settings(name, table, cls, settings.provider_env)
         providers[name] = cls(name, instance_settings, http)
 

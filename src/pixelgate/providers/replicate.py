@@ -8,35 +8,36 @@ returned as-is (``replicate.delivery`` needs no auth); the pipeline downloads th
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import contextlib
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
-from pixelgate.providers._shapes import nearest_aspect_ratio
+from pixelgate.providers._http import call, error_for_status, parse
+from pixelgate.providers._jobs import (
+    JobRun,
+    Pending,
+    PollingJob,
+    Submitted,
+    cancel_quietly,
+    run_polling_job,
+)
+from pixelgate.providers._setup import TableModel, TableProvider, TableSettings, merge_input
+from pixelgate.providers._shapes import decode_data_uri, nearest_aspect_ratio
 from pixelgate.providers.base import (
-    Capabilities,
     InvalidRequest,
     JobContext,
-    ModelInfo,
-    Provider,
     ProviderAuthError,
     ProviderError,
     ProviderImage,
     ProviderRateLimited,
     ProviderRequest,
     ProviderResult,
-    ProviderSettings,
     Refused,
     Transient,
 )
@@ -46,7 +47,6 @@ __all__ = ["ReplicateModel", "ReplicateProvider", "ReplicateSettings"]
 log = structlog.get_logger(__name__)
 
 MAX_WAIT_S = 60
-CANCEL_TIMEOUT_S = 10.0
 #: headroom on top of ``Prefer: wait`` for the create call's HTTP timeout
 WAIT_HEADROOM_S = 10.0
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -88,27 +88,16 @@ FLUX_PRO_RATIOS = ("1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:
 InputStyle = Literal["generic", "flux_schnell", "flux_pro", "nano_banana", "ideogram"]
 
 
-class ReplicateModel(BaseModel):
+class ReplicateModel(TableModel):
     """One model offered by a Replicate instance (built in or from ``[providers.X.models]``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     #: ``owner/name:<64-hex>`` or ``<64-hex>`` to pin a version (POST /predictions)
     version: str | None = None
-    price_usd: Decimal = Decimal("0")
     #: how pixelgate's request fields are translated into the model's input
     input_style: InputStyle = "generic"
-    aspect_ratios: tuple[str, ...] = ()
-    max_n: int = 1
-    output_formats: tuple[str, ...] = ("png",)
-    seed: bool = False
-    negative_prompt: bool = False
-    #: fixed inputs merged into every prediction of this model
-    input: dict[str, Any] = Field(default_factory=dict)
-    description: str = ""
 
 
-class ReplicateSettings(ProviderSettings):
+class ReplicateSettings(TableSettings):
     """Settings of a ``kind = "replicate"`` instance."""
 
     kind: str = "replicate"
@@ -116,12 +105,9 @@ class ReplicateSettings(ProviderSettings):
     wait_s: int = Field(default=MAX_WAIT_S, ge=0, le=MAX_WAIT_S)
     #: server-side deadline header (``Cancel-After: 5m``), unset by default
     cancel_after: str | None = None
-    #: extra or overriding models by name (``owner/name``)
+    #: extra or overriding models by name; with ``allow_any_model``, any ``owner/name``
+    #: (or version) model string
     models: dict[str, ReplicateModel] = Field(default_factory=dict)
-    #: accept any ``owner/name`` (or version) model string with generic capabilities
-    allow_any_model: bool = True
-    #: price estimate for models outside the table
-    generic_price_usd: Decimal = Decimal("0.05")
 
 
 # Prices per output image, PROVIDERS.md §5 and replicate.com model pages as of 2026-08
@@ -186,13 +172,7 @@ class _ErrorBody(BaseModel):
     retry_after: float | None = None
 
 
-@dataclass
-class _Job:
-    id: str | None = None
-    last_progress: tuple[int, str | None] | None = None
-
-
-class ReplicateProvider(Provider):
+class ReplicateProvider(TableProvider[ReplicateModel]):
     """Replicate predictions: built-in model table plus any ``owner/name`` or version."""
 
     kind = "replicate"
@@ -202,65 +182,27 @@ class ReplicateProvider(Provider):
 
     settings: ReplicateSettings
 
-    @property
-    def models(self) -> dict[str, ModelInfo]:
-        return {name: self._info(name, spec) for name, spec in self._table().items()}
-
-    def model_info(self, model: str | None) -> ModelInfo:
-        name = model or self.default_model
-        return self._info(name, self._spec(name))
-
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        job = _Job()
-        return await self._run_job(lambda: self._run(request, ctx, job), lambda: job.id)
+        return await run_polling_job(self, ctx, _Predict(self, request))
 
     async def cancel(self, provider_job_id: str) -> None:
         """Best-effort ``POST /predictions/{id}/cancel``; never raises."""
-        await self._cancel_quietly(provider_job_id)
+        url = f"{self.base_url}/predictions/{provider_job_id}/cancel"
+        await cancel_quietly(self.name, provider_job_id, lambda: self._call("POST", url))
 
     # -- internals -----------------------------------------------------------------
 
     def _table(self) -> dict[str, ReplicateModel]:
         return {**BUILTIN_MODELS, **self.settings.models}
 
-    def _spec(self, name: str) -> ReplicateModel:
-        spec = self._table().get(name)
-        if spec is not None:
-            return spec
-        if self.settings.allow_any_model and _is_model_ref(name):
-            version = name if (":" in name or _HEX_VERSION.match(name)) else None
-            return ReplicateModel(version=version, price_usd=self.settings.generic_price_usd)
-        raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
-
-    @staticmethod
-    def _info(name: str, spec: ReplicateModel) -> ModelInfo:
-        caps = Capabilities(
-            negative_prompt=spec.negative_prompt,
-            seed=spec.seed,
-            aspect_ratios=spec.aspect_ratios,
-            max_n=spec.max_n,
-            output_formats=spec.output_formats,
-        )
-        return ModelInfo(name, caps, spec.price_usd, spec.description)
+    def _generic(self, name: str) -> ReplicateModel | None:
+        if not _is_model_ref(name):
+            return None
+        version = name if (":" in name or _HEX_VERSION.match(name)) else None
+        return ReplicateModel(version=version, price_usd=self.settings.generic_price_usd)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key()}"}
-
-    async def _run(self, request: ProviderRequest, ctx: JobContext, job: _Job) -> ProviderResult:
-        model = request.model or self.default_model
-        spec = self._spec(model)
-        if ctx.provider_job_id:
-            job.id = ctx.provider_job_id
-            prediction = await self._get(job.id)
-        else:
-            prediction = await self._create(model, spec, request)
-            job.id = prediction.id
-            await ctx.save_provider_job(prediction.id)
-        while prediction.status not in TERMINAL:
-            await self._report(ctx, job, prediction)
-            await asyncio.sleep(self.settings.poll_interval_s)
-            prediction = await self._get(job.id)
-        return self._finish(model, spec, prediction)
 
     async def _create(
         self, model: str, spec: ReplicateModel, request: ProviderRequest
@@ -281,31 +223,11 @@ class ReplicateProvider(Provider):
         response = await self._call(
             "POST", url, headers=headers, json=body, timeout=max(wait, 0) + WAIT_HEADROOM_S
         )
-        return self._parse(response)
+        return parse(self.name, _Prediction, response)
 
     async def _get(self, prediction_id: str) -> _Prediction:
         url = f"{self.base_url}/predictions/{prediction_id}"
-        return self._parse(await self._call("GET", url, headers=self._headers()))
-
-    def _parse(self, response: httpx.Response) -> _Prediction:
-        try:
-            return _Prediction.model_validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed prediction body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
-
-    async def _report(self, ctx: JobContext, job: _Job, prediction: _Prediction) -> None:
-        if prediction.status == "starting":
-            update: tuple[int, str | None] = (5, "starting")
-        else:
-            percent = _log_percent(prediction.logs)
-            update = (10 + int(percent * 0.85), "processing") if percent else (50, "processing")
-        if update != job.last_progress:
-            job.last_progress = update
-            await ctx.progress(*update)
+        return parse(self.name, _Prediction, await self._call("GET", url))
 
     def _finish(self, model: str, spec: ReplicateModel, prediction: _Prediction) -> ProviderResult:
         if prediction.status == "failed":
@@ -340,7 +262,8 @@ class ReplicateProvider(Provider):
 
     def _image(self, output: str) -> ProviderImage:
         if output.startswith("data:"):
-            return _data_uri_image(self.name, output)
+            data, content_type = decode_data_uri(self.name, output)
+            return ProviderImage(data=data, content_type=content_type)
         if not output.startswith(("https://", "http://")):
             raise Transient(f"{self.name}: output is not a URL", provider=self.name)
         return ProviderImage(url=output)
@@ -362,24 +285,38 @@ class ReplicateProvider(Provider):
             return ProviderAuthError(error.message, provider=self.name, status_code=402)
         return error
 
-    async def _cancel_quietly(self, prediction_id: str) -> None:
-        url = f"{self.base_url}/predictions/{prediction_id}/cancel"
-        try:
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await self._call("POST", url, headers=self._headers())
-        except (ProviderError, TimeoutError) as exc:
-            log.warning(
-                "provider_cancel_failed",
-                provider=self.name,
-                job_id=prediction_id,
-                error=type(exc).__name__,
-            )
-
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await request(self.http, self.name, method, url, **kwargs)
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
+        kwargs.setdefault("headers", self._headers())
+        return await call(self.http, self.name, method, url, error=self._error, **kwargs)
+
+
+class _Predict(PollingJob[_Prediction]):
+    """A prediction: created (maybe already finished, thanks to ``Prefer: wait``), polled."""
+
+    def __init__(self, provider: ReplicateProvider, request: ProviderRequest) -> None:
+        self.provider = provider
+        self.request = request
+        self.model = request.model or provider.default_model
+        self.spec = provider._spec(self.model)
+
+    async def submit(self, run: JobRun) -> Submitted[_Prediction]:
+        prediction = await self.provider._create(self.model, self.spec, self.request)
+        return Submitted(prediction.id, self._state(prediction))
+
+    async def poll(self, run: JobRun, job_id: str) -> _Prediction | Pending:
+        return self._state(await self.provider._get(job_id))
+
+    async def result(self, run: JobRun, job_id: str, done: _Prediction) -> ProviderResult:
+        return self.provider._finish(self.model, self.spec, done)
+
+    @staticmethod
+    def _state(prediction: _Prediction) -> _Prediction | Pending:
+        if prediction.status in TERMINAL:
+            return prediction
+        if prediction.status == "starting":
+            return Pending(5, "starting")
+        percent = _log_percent(prediction.logs)
+        return Pending(10 + int(percent * 0.85) if percent else 50, "processing")
 
 
 def _is_model_ref(name: str) -> bool:
@@ -427,10 +364,7 @@ def _build_input(spec: ReplicateModel, request: ProviderRequest) -> dict[str, An
             data["seed"] = request.seed
         if request.negative_prompt and spec.negative_prompt:
             data["negative_prompt"] = request.negative_prompt
-    data.update(spec.input)
-    extra = request.options.get("input")
-    if isinstance(extra, dict):
-        data.update(extra)
+    merge_input(data, spec.input, request)
     return data
 
 
@@ -439,13 +373,3 @@ def _log_percent(logs: str | None) -> int:
         return 0
     found = _LOG_PERCENT.findall(logs)
     return min(100, int(found[-1])) if found else 0
-
-
-def _data_uri_image(provider: str, uri: str) -> ProviderImage:
-    header, _, payload = uri.partition(",")
-    content_type = header.removeprefix("data:").split(";")[0] or None
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise Transient(f"{provider}: malformed data URI output", provider=provider) from None
-    return ProviderImage(data=data, content_type=content_type)

@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 
 from pixelgate.providers import _http
-from pixelgate.providers._shapes import gather_partial, nearest_aspect_ratio
+from pixelgate.providers._shapes import gather_partial, nearest_aspect_ratio, sniff_image_type
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -178,14 +178,8 @@ class StabilityProvider(Provider):
         }
 
     async def generate(self, request: ProviderRequest, ctx: JobContext) -> ProviderResult:
-        model = request.model or self.default_model
-        info = self.model_info(model)
+        model, _ = self.checked_model(request)
         spec = _MODELS[model]
-        if not 1 <= request.n <= info.capabilities.max_n:
-            raise InvalidRequest(
-                f"{self.name}: {model} makes 1 to {info.capabilities.max_n} images per request",
-                provider=self.name,
-            )
         if request.edit_image is not None or request.mask is not None:
             raise InvalidRequest(f"{self.name}: {model} cannot edit images", provider=self.name)
         if request.reference_image is not None and not spec.image_input:
@@ -246,7 +240,7 @@ class StabilityProvider(Provider):
         # multipart even without a file: the API rejects url-encoded bodies, hence the
         # empty ``none`` part of Stability's own example
         if image is not None:
-            files = [("image", ("image", image, _sniff(image)))]
+            files = [("image", ("image", image, sniff_image_type(image, "image/png")))]
         else:
             files = [("none", ("none", b"", "application/octet-stream"))]
         headers = {"authorization": f"Bearer {self.api_key()}", "accept": "image/*"}
@@ -329,18 +323,3 @@ class StabilityProvider(Provider):
             return ProviderAuthError(message, **kwargs)
         base = _http.error_for_status(self.name, response)
         return type(base)(message, retry_after=base.retry_after, **kwargs)
-
-    def _redact(self, text: str) -> str:
-        if self.settings.api_key is not None:
-            secret = self.settings.api_key.get_secret_value()
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
-
-def _sniff(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/png"

@@ -20,7 +20,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._http import error_for_status, parse, request
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -34,8 +34,6 @@ from pixelgate.providers.base import (
     ProviderRequest,
     ProviderResult,
     ProviderSettings,
-    ProviderTimeout,
-    Transient,
 )
 
 __all__ = ["UnsplashProvider", "UnsplashSettings"]
@@ -134,16 +132,7 @@ class UnsplashProvider(Provider):
         query = str(request.options.get("query") or request.prompt).strip()
         if not query:
             raise InvalidRequest(f"{self.name}: empty query", provider=self.name)
-        try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                photos = await self._find(query, request)
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {self.settings.timeout_s:g} s", provider=self.name
-            ) from None
-        except ProviderError as exc:
-            self._scrub(exc)
-            raise
+        photos = await self._run_job(lambda: self._find(query, request))
         if not photos:
             raise InvalidRequest(f"{self.name}: no stock photo matches", provider=self.name)
         await asyncio.gather(*(self._track(photo) for photo in photos))
@@ -262,14 +251,7 @@ class UnsplashProvider(Provider):
         return error_for_status(self.name, response)
 
     def _parse(self, adapter: TypeAdapter[T], response: httpx.Response) -> T:
-        try:
-            return adapter.validate_json(response.content)
-        except ValidationError:
-            raise Transient(
-                f"{self.name}: malformed response body",
-                provider=self.name,
-                status_code=response.status_code,
-            ) from None
+        return parse(self.name, adapter, response)
 
 
 def _orientation(width: int, height: int) -> str:

@@ -105,9 +105,10 @@ def open_queue(settings: Settings, store: Store) -> JobQueue:
     return EmbeddedQueue(store)
 
 
-async def prepare_queue(settings: Settings) -> None:
-    """Create the engine's schema, if it has one (``pixelgate migrate``)."""
+async def prepare_queue(settings: Settings) -> bool:
+    """Create the engine's schema, if it has one (``pixelgate migrate``); whether it changed."""
     if settings.resolved_queue == "procrastinate":
         from pixelgate.queue.engine import install_schema, psycopg_conninfo
 
-        await install_schema(psycopg_conninfo(settings.resolved_database_url))
+        return await install_schema(psycopg_conninfo(settings.resolved_database_url))
+    return False

@@ -255,11 +255,14 @@ class ProcrastinateQueue:
             self._app = None
 
 
-async def install_schema(conninfo: str) -> None:
+async def install_schema(conninfo: str) -> bool:
     """Install or upgrade procrastinate's schema and our trigger, once per version.
 
     Runs at ``pixelgate migrate`` and at every start-up, under an advisory lock so
     that processes starting together do not race; a no-op when up to date.
+
+    Returns:
+        Whether anything was installed or upgraded.
     """
     import psycopg
     from procrastinate.schema import SchemaManager
@@ -270,7 +273,7 @@ async def install_schema(conninfo: str) -> None:
         try:
             installed = await _installed_versions(conn)
             if installed.get("glue") == GLUE_VERSION and installed.get("procrastinate") == current:
-                return
+                return False
             cur = await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
             row = await cur.fetchone()
             has_schema = bool(row and row[0])
@@ -288,6 +291,7 @@ async def install_schema(conninfo: str) -> None:
                         "DO UPDATE SET version = EXCLUDED.version",
                         (component, value),
                     )
+            return True
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 

@@ -19,6 +19,7 @@ import structlog
 from pixelgate.core.bus import EventBus
 from pixelgate.core.pipeline import Pipeline
 from pixelgate.db.store import ClaimedJob, Store
+from pixelgate.observability import tracing
 
 __all__ = ["Worker"]
 
@@ -170,7 +171,8 @@ class Worker:
                     f"the job was interrupted {job.deliveries - 1} times; giving up",
                 )
                 return
-            await self.pipeline.execute(job, self.owner)
+            with tracing.job_span(job.id, job.request):
+                await self.pipeline.execute(job, self.owner)
         except asyncio.CancelledError:
             if job.id in self._canceling:
                 await asyncio.shield(self.pipeline.cancel_running(job, self.owner))

@@ -21,8 +21,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from pixelgate.config import Settings
 from pixelgate.errors import RateLimited
+from pixelgate.resilience.counters import open_limits_storage
 from pixelgate.resilience.outage import Outage
-from pixelgate.resilience.storage import open_limits_storage
 
 __all__ = ["RequestLimiter"]
 

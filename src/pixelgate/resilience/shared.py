@@ -1,7 +1,7 @@
 """The resilience state a process shares with the other processes of its deployment.
 
 :func:`open_shared_state` is the one place that chooses, by
-:func:`~pixelgate.resilience.storage.shared_state_backend`:
+:func:`~pixelgate.resilience.counters.shared_state_backend`:
 
 ==================  ===========================  ===============================
                     memory (embedded)            Redis (``PIXELGATE_REDIS_URL``)
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 from pixelgate.config import Settings
 from pixelgate.resilience.breaker import Breakers, MemoryBreakers
+from pixelgate.resilience.counters import open_limits_storage, open_redis, shared_state_backend
 from pixelgate.resilience.pauses import MemoryPauses, Pauses
 from pixelgate.resilience.ratelimit import Gates, MemoryGates, RateWindows
 from pixelgate.resilience.retry import Clock
-from pixelgate.resilience.storage import open_limits_storage, open_redis, shared_state_backend
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage

@@ -7,7 +7,6 @@ accounts, keys, credits, tiers), so validation and side effects are the API's.
 from __future__ import annotations
 
 import difflib
-import inspect
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,21 +54,14 @@ def _model(cls: type[BaseModel], data: dict[str, Any]) -> Any:
         raise ValidationFailed(where, str(first["msg"])) from None
 
 
-async def _alerts(runtime: Runtime) -> list[dict[str, Any]] | None:
-    """``runtime.alerts`` when an alert source is installed: a list of dicts, or an object
-    whose ``current()`` (sync or async) returns one; None: no alert source."""
-    source = getattr(runtime, "alerts", None)
-    if source is None:
-        return None
-    if isinstance(source, list | tuple):
-        return list(source)
-    current = getattr(source, "current", None)
-    if callable(current):
-        found = current()
-        if inspect.isawaitable(found):
-            found = await found
-        return list(found)
-    return []
+#: alerts listed on the admin page (the firing ones and the latest resolved)
+ALERTS_SHOWN = 20
+
+
+async def _alerts(runtime: Runtime) -> list[dict[str, Any]]:
+    """Firing alerts first, then the recently resolved ones (``runtime.alerts``)."""
+    recent = await runtime.alerts.history(limit=ALERTS_SHOWN)
+    return sorted(recent, key=lambda a: a["status"] != "firing")
 
 
 def _config_diff(history: list[dict[str, Any]], a: int | None, b: int | None) -> str | None:

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from pixelgate.api.errors import error_response, request_id_of, status_for
 from pixelgate.errors import PixelgateError, ValidationFailed
+from pixelgate.money import format_usd
 
 __all__ = [
     "SECURITY_HEADERS",
@@ -48,9 +49,8 @@ def _when(value: datetime | str | None) -> str:
 
 
 def _usd(value: Decimal | str | None) -> str:
-    if value is None:
-        return "—"
-    return f"${Decimal(str(value)):.4f}"
+    shown = format_usd(value)
+    return "—" if shown is None else f"${shown}"
 
 
 _env = Environment(

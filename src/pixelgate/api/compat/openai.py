@@ -16,7 +16,6 @@ See ``docs/api-openai.md``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +30,7 @@ from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, Runtime
 from pixelgate.api.errors import CODE_STATUS
 from pixelgate.api.uploads import Uploads, default_size, form_fields, form_uploads, read_form
 from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import (
     MAX_PROVIDERS,
     PROJECT_PATTERN,
@@ -44,6 +43,7 @@ from pixelgate.core.partials import PARTIAL_IMAGE
 from pixelgate.core.pipeline import AdmitResult, Caller
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import NotFound, StorageError, ValidationFailed
+from pixelgate.media.cpu import b64encode_text
 from pixelgate.media.fetch import MAX_URL_LENGTH
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.runtime import Runtime
@@ -363,7 +363,7 @@ async def _images_body(
             data.append({"url": image.url})
         else:
             stored = await runtime.storage.get(image.key)
-            data.append({"b64_json": base64.b64encode(stored.data).decode("ascii")})
+            data.append({"b64_json": await b64encode_text(stored.data)})
     first = view.images[0]
     out: dict[str, Any] = {
         "created": int(view.created_at.timestamp()),
@@ -457,7 +457,7 @@ async def _partial_payload(
         return None  # a preview that is gone is not worth failing the stream for
     return {
         "type": f"{prefix}.partial_image",
-        "b64_json": base64.b64encode(stored.data).decode("ascii"),
+        "b64_json": await b64encode_text(stored.data),
         "created_at": int(event.created_at.timestamp()),
         "size": body.size or "auto",
         **_echo(body),

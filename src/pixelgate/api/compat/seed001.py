@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.compat._common import drop_none, resolve_instance
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.core.materialize import render_default_image
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.runtime import Runtime
 
@@ -36,20 +37,9 @@ class Seed001Request(BaseModel):
 
 async def default_image_url(runtime: Runtime, width: int, height: int) -> str:
     """The placeholder "Default Image" of the size asked, rendered and stored once."""
-    from pixelgate.media.cpu import run_cpu
-    from pixelgate.providers.placeholder import render_placeholder
-
     key = f"{runtime.settings.storage_prefix or 'ai'}/default/{width}x{height}.png"
     if not await runtime.storage.exists(key):
-        data = await run_cpu(
-            render_placeholder,
-            "Default Image",
-            width=width,
-            height=height,
-            fmt="png",
-            seed=0,
-            label="Default Image",
-        )
+        data = await render_default_image(width, height)
         await runtime.storage.put(key, data, "image/png")
     return runtime.storage.url(key, runtime.settings.base_url())
 

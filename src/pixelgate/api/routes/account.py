@@ -14,14 +14,11 @@ from pixelgate.api.schemas import iso
 from pixelgate.core.models import AccountView, GenerationRequest
 from pixelgate.db.billing import Quota, utc_midnight
 from pixelgate.db.reports import Reports, day_range
+from pixelgate.money import format_usd
 from pixelgate.runtime import Runtime
 
 router = APIRouter(tags=["account"])
 MAX_USAGE_DAYS = 366
-
-
-def _usd(value: Any) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
 
 
 async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]:
@@ -33,9 +30,9 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
     budget = None
     if account.daily_budget_usd is not None:
         budget = {
-            "daily_usd": _usd(account.daily_budget_usd),
-            "spent_today_usd": _usd(spent),
-            "remaining_usd": _usd(max(account.daily_budget_usd - spent, Decimal(0))),
+            "daily_usd": format_usd(account.daily_budget_usd),
+            "spent_today_usd": format_usd(spent),
+            "remaining_usd": format_usd(max(account.daily_budget_usd - spent, Decimal(0))),
             "resets_at": iso(utc_midnight(now) + timedelta(days=1)),
         }
     return {
@@ -57,7 +54,7 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
             "requests_per_minute": tier.requests_per_minute,
         },
         "budget": budget,
-        "spent_today_usd": _usd(spent),
+        "spent_today_usd": format_usd(spent),
         "preferred_providers": account.preferred_providers,
         "projects": await Reports(runtime.db).projects(account.id),
         "email": account.email,
@@ -76,7 +73,7 @@ async def estimate(
     return JSONResponse(
         {
             "credits": result.credits,
-            "usd": _usd(result.usd),
+            "usd": format_usd(result.usd),
             "provider": result.provider,
             "model": result.model,
             "candidates": result.candidates,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -15,14 +13,12 @@ from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import MAX_CREDITS, MAX_USD
-from pixelgate.db.reports import Reports, day_range
-from pixelgate.errors import NotFound, UnsafeURL, ValidationFailed
+from pixelgate.core.webhooks import check_webhook_url
+from pixelgate.errors import NotFound, ValidationFailed
 from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MAX_STATS_DAYS = 366
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 class AccountCreate(BaseModel):
@@ -68,24 +64,13 @@ class KeyCreate(BaseModel):
 
 
 CLEARABLE = frozenset({"email", "webhook_url"})
-WEBHOOK_CHECK_TIMEOUT_S = 5.0
-
-
 async def _check_webhook_url(runtime: Runtime, url: str) -> None:
-    """The same public-address rule as request and account webhook URLs (422 naming it)."""
-    try:
-        async with asyncio.timeout(WEBHOOK_CHECK_TIMEOUT_S):
-            await runtime.pipeline.fetcher.check(
-                url, allow_hosts=runtime.settings.webhook_allow_hosts, what="webhook_url"
-            )
-    except UnsafeURL as exc:
-        raise ValidationFailed(
-            "webhook_url", exc.message.removeprefix("webhook_url: "), code="unsafe_url"
-        ) from None
-    except TimeoutError:
-        raise ValidationFailed(
-            "webhook_url", "the host does not resolve", code="unsafe_url"
-        ) from None
+    await check_webhook_url(
+        runtime.pipeline.fetcher,
+        url,
+        allow_hosts=runtime.settings.webhook_allow_hosts,
+        field="webhook_url",
+    )
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
@@ -219,24 +204,3 @@ async def revoke_key(
     key_hash = await runtime.store.revoke_key(key_id)
     request.app.state.key_cache.drop(key_hash)  # this process at once; others within the TTL
     return JSONResponse({"id": key_id, "revoked": True})
-
-
-@router.get("/stats")
-async def stats(
-    runtime: RuntimeDep,
-    _admin: AdminCaller,
-    days: Annotated[int | None, Query(ge=1, le=MAX_STATS_DAYS)] = None,
-    date_: Annotated[
-        str | None, Query(alias="date", pattern=DATE_PATTERN, json_schema_extra={"format": "date"})
-    ] = None,
-) -> JSONResponse:
-    if date_ is not None and days is not None:
-        raise ValidationFailed("date", "give days or date, not both")
-    if date_ is not None:
-        try:
-            first = last = date.fromisoformat(date_)
-        except ValueError:
-            raise ValidationFailed("date", "not a calendar date (YYYY-MM-DD)") from None
-    else:
-        first, last = day_range(days or 7, runtime.store.clock())
-    return JSONResponse(await Reports(runtime.db).stats(first_day=first, last_day=last))

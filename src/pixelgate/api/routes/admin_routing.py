@@ -1,6 +1,5 @@
-"""Routing and resilience over HTTP: seed 001's admin routes, hot configuration, ``/config``.
+"""Routing and resilience over HTTP: seed 001's admin routes and the hot configuration.
 
-- ``GET /config`` — the public settings (any key; never a secret);
 - ``GET|PUT /admin/config`` — hot configuration of routing, retries, breakers and limits
   (validated, versioned, applied to the next job without a restart);
 - ``GET|POST /admin/circuit-breaker`` — breaker states; ``reset`` / ``reset-all``;
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, ValidationError
 
 from pixelgate import __version__
-from pixelgate.api.deps import AdminCaller, CurrentCaller, RuntimeDep
+from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.errors import error_response
 from pixelgate.api.routes.health import health
 from pixelgate.api.routes.providers import check_health
@@ -30,7 +29,6 @@ from pixelgate.errors import NotFound, ValidationFailed
 from pixelgate.providers.base import Health
 from pixelgate.resilience.breaker import BreakerState
 from pixelgate.runtime import Runtime
-from pixelgate.storage.base import CACHE_CONTROL
 
 router = APIRouter(tags=["admin"])
 
@@ -45,63 +43,6 @@ class AccountRoutingUpdate(AccountRouting):
 
 def _bad_request(request: Request, field: str, message: str) -> JSONResponse:
     return error_response(request, 400, "invalid_request", f"{field}: {message}", field=field)
-
-
-# Public configuration -----------------------------------------------------------------
-
-
-@router.get("/config")
-async def public_config(runtime: RuntimeDep, _caller: CurrentCaller) -> JSONResponse:
-    """Seed 001's ``GET /config``: what a client may know, no keys, tokens or URLs."""
-    control = runtime.pipeline.control
-    routing = await control.current()
-    providers: dict[str, Any] = {}
-    for provider in runtime.providers:
-        override = routing.providers.get(provider.name)
-        attempts = control.retry_for(provider.name).attempts
-        providers[provider.name] = {
-            "kind": provider.kind,
-            "configured": provider.configured,
-            "enabled": provider.configured and control.enabled(provider.name),
-            "timeout": int(control.timeout_for(provider.name) * 1000),
-            "retries": attempts - 1,
-            "priority": control.priority(provider.name),
-            "default_model": provider.default_model if provider.models else None,
-            "quality": override.quality if override else None,
-        }
-    settings = runtime.settings
-    return JSONResponse(
-        {
-            "service": "pixelgate",
-            "version": __version__,
-            "config_version": control.version,
-            "routing": {
-                "chain": control.chain(),
-                **routing.model_dump(
-                    mode="json",
-                    include={
-                        "policy",
-                        "fallback_image",
-                        "fallback_on_refusal",
-                        "deadline_s",
-                        "race",
-                        "hedge",
-                        "retry",
-                        "breaker",
-                        "outbound",
-                    },
-                ),
-            },
-            "providers": providers,
-            "r2": {"pathPrefix": settings.storage_prefix, "cacheControl": CACHE_CONTROL},
-            "defaults": {
-                "timeout": int(settings.sync_timeout_s * 1000),
-                "max_n": settings.max_n,
-                "max_dimension": settings.max_dimension,
-                "formats": ["png", "jpeg", "webp"],
-            },
-        }
-    )
 
 
 # Hot configuration ---------------------------------------------------------------------

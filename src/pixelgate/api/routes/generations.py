@@ -21,7 +21,7 @@ from pixelgate.api.deps import (
 )
 from pixelgate.api.errors import rate_limit_headers
 from pixelgate.api.schemas import generation_body, iso
-from pixelgate.core.events import follow_events
+from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import ValidationFailed

@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import URL_PATTERN
-from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret
+from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret, check_webhook_url
 from pixelgate.db.store import WebhookDeliveryView
-from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import MAX_URL_LENGTH
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -42,17 +41,12 @@ async def set_webhook(
 ) -> JSONResponse:
     """Set (or, with ``null``, clear) the account's default webhook URL."""
     if body.url:
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT_S):
-                await runtime.pipeline.fetcher.check(
-                    body.url, allow_hosts=runtime.settings.webhook_allow_hosts, what="url"
-                )
-        except UnsafeURL as exc:
-            raise ValidationFailed(
-                "url", exc.message.removeprefix("url: "), code="unsafe_url"
-            ) from None
-        except TimeoutError:
-            raise ValidationFailed("url", "the host does not resolve", code="unsafe_url") from None
+        await check_webhook_url(
+            runtime.pipeline.fetcher,
+            body.url,
+            allow_hosts=runtime.settings.webhook_allow_hosts,
+            field="url",
+        )
     account = await runtime.store.update_account(caller.account_id, webhook_url=body.url or None)
     return JSONResponse(_setting_body(account.webhook_url))
 

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from pixelgate.db.store import RunningEvent
+from pixelgate.resilience.retry import Clock
 
 __all__ = ["EventBuffer"]
 
@@ -43,8 +44,12 @@ Announce = Callable[[str], Awaitable[None]]
 class EventBuffer:
     """Holds running jobs' events for at most ``interval_s``, then writes them together."""
 
-    def __init__(self, interval_s: float, write: Write, announce: Announce) -> None:
+    def __init__(
+        self, interval_s: float, write: Write, announce: Announce, *, clock: Clock | None = None
+    ) -> None:
         self.interval_s = interval_s
+        #: its ``sleep`` times the flushes (a test moves a manual clock instead of waiting)
+        self.clock = clock or Clock()
         self._write = write
         self._announce = announce
         self._pending: list[RunningEvent] = []
@@ -99,7 +104,7 @@ class EventBuffer:
 
     async def _run(self) -> None:
         while self._pending:
-            await asyncio.sleep(self.interval_s)
+            await self.clock.sleep(self.interval_s)
             try:
                 await self.flush()
             except Exception:  # the next flush goes on; these events are lost, not the jobs

@@ -1,11 +1,12 @@
-"""Group commit of running jobs' events (core/eventbuffer.py)."""
+"""Group commit of running jobs' events (core/event_writer.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from pixelgate.core.eventbuffer import FLUSH_BATCH, EventBuffer
+from pixelgate.core.event_writer import FLUSH_BATCH, EventBuffer
 from pixelgate.db.store import RunningEvent
+from tests.fakes import ManualClock
 
 
 class Recorder:
@@ -27,12 +28,14 @@ def _event(gen: str, n: int) -> RunningEvent:
 
 async def test_events_of_many_jobs_are_written_together_once_per_interval() -> None:
     rec = Recorder()
-    buffer = EventBuffer(0.05, rec.write, rec.announce)
+    clock = ManualClock()
+    buffer = EventBuffer(0.05, rec.write, rec.announce, clock=clock)
     for n in range(3):
         await buffer.add(_event("gen_a", n))
         await buffer.add(_event("gen_b", n))
+    await clock.advance(0.049)
     assert rec.writes == [] and buffer.waiting == 6
-    await asyncio.sleep(0.15)
+    await clock.advance(0.002)
     assert len(rec.writes) == 1 and len(rec.writes[0]) == 6
     # in the order reported, and each generation announced once per write
     assert [e.data["progress"] for e in rec.writes[0] if e.generation_id == "gen_a"] == [0, 1, 2]
@@ -55,9 +58,11 @@ async def test_a_finishing_job_takes_its_own_waiting_events() -> None:
 
 async def test_a_finishing_job_waits_for_the_flush_writing_its_events() -> None:
     release = asyncio.Event()
+    started = asyncio.Event()
     rec = Recorder()
 
     async def slow_write(events: list[RunningEvent]) -> list[str]:
+        started.set()
         await release.wait()
         return await rec.write(events)
 
@@ -65,9 +70,11 @@ async def test_a_finishing_job_waits_for_the_flush_writing_its_events() -> None:
     await buffer.add(_event("gen_b", 1))
     await buffer.add(_event("gen_a", 1))
     flushing = asyncio.create_task(buffer.flush())
-    await asyncio.sleep(0.01)
+    while not started.is_set():  # the flush is inside its write
+        await started.wait()
     taking = asyncio.create_task(buffer.take("gen_a"))
-    await asyncio.sleep(0.01)
+    for _ in range(20):  # turns of the loop, not time: take is blocked on the flush
+        await asyncio.sleep(0)
     assert not taking.done()  # gen_a's event is being written: its finish must wait
     release.set()
     assert await taking == [] and (await flushing) is None

@@ -1,0 +1,1 @@
+"""Bridges from other job systems into the pipeline (BullMQ: ``pixelgate bullmq``)."""
