@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import re
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent
 from PIL import Image as PILImage
 
-from tests.acceptance.conftest import ADMIN_KEY, Launcher, Server, base_env, placeholder_config
+from tests.acceptance.conftest import ADMIN_KEY, Launcher, Server, placeholder_config
 
 CONFIG = placeholder_config(latency_ms=300)
 TIMEOUT = httpx2.Timeout(30.0, read=120.0)
@@ -225,13 +223,3 @@ def test_stdio_refuses_a_bad_key(run_cli: Callable[..., Any], tmp_path: Path) ->
     assert result.returncode == 1
     assert "invalid API key" in result.stderr and result.stdout == ""
 
-
-def test_the_python_example_of_the_doc_runs(server: Server, keys: dict[str, str],
-                                             tmp_path: Path) -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "mcp.md").read_text()
-    [example] = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    env = {**base_env(), "PIXELGATE_URL": server.base_url, "PIXELGATE_API_KEY": keys["agent"]}
-    result = subprocess.run([sys.executable, "-c", example], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "generate_image" in result.stdout and "/files/" in result.stdout
