@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from pixelgate.cli_support import (
     err,
     out,
     run_command,
+    warn_if_down,
     with_runtime,
 )
 from pixelgate.config import Settings
@@ -32,6 +34,26 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
 app.command(name="bullmq")(bullmq_command)
 app.command(name="mcp")(mcp_command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pixelgate import __version__
+
+        out.print(f"pixelgate {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="print the version and exit", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """pixelgate: one API over every image provider."""
 
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
 #: clients connecting at once is not refused (uvicorn's default is 2048)
@@ -84,9 +106,11 @@ def serve(
 
     async def bootstrap(runtime: Any) -> None:
         # migrations, the admin key and the database are checked (and the key announced) by
-        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn
-        return None
+        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn;
+        # storage and Redis may come up later (/health says so), but say now why they are down
+        await warn_if_down(runtime)
 
+    sock = _listen_socket(settings.host, settings.port)
     run_command(lambda: with_runtime(settings, bootstrap))
     uv_config = uvicorn.Config(
         create_app(settings, migrate=False),
@@ -102,15 +126,39 @@ def serve(
         lifespan="on",
     )
     server = _graceful_server_class()(uv_config)
+    port = sock.getsockname()[1]
     err.print(
-        f"pixelgate listening on http://{settings.host}:{settings.port} "
+        f"pixelgate listening on http://{settings.host}:{port} "
         f"(database: {'sqlite' if settings.is_sqlite else 'postgresql'}, "
-        f"worker: {'on' if settings.worker else 'off'})",
+        f"worker: {'on' if settings.worker else 'off'}, data: {settings.data_dir.resolve()})",
         highlight=False,
+        soft_wrap=True,
     )
-    server.run()
+    server.run(sockets=[sock])
     if getattr(server, "started", True) is False:
         raise typer.Exit(1)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the server's socket before announcing it: a taken port is one line and exit 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        err.print(
+            f"[red]error:[/red] cannot listen on {host}:{port}: {reason} "
+            "(choose another with --port or PIXELGATE_PORT)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
 
 
 @app.command()
@@ -128,6 +176,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await warn_if_down(runtime)
         await runtime.start_worker()
         await runtime.start_observability()
         err.print(
@@ -259,12 +308,7 @@ def generate(
             return 1
         for image in view.images:
             obj = await runtime.storage.get(image.key)
-            if output is None:
-                target = Path(f"{gen_id}-{image.index}.{image.key.rsplit('.', 1)[-1]}")
-            elif len(view.images) == 1:
-                target = output
-            else:
-                target = output.with_name(f"{output.stem}-{image.index}{output.suffix}")
+            target = output_path(output, gen_id, image.index, image.key, len(view.images))
             target.write_bytes(obj.data)
             out.print(
                 f"{target} ({image.width}x{image.height} {image.format}, "
@@ -275,6 +319,18 @@ def generate(
 
     code = run_command(lambda: with_runtime(settings, main))
     raise typer.Exit(code)
+
+
+def output_path(output: Path | None, gen_id: str, index: int, key: str, count: int) -> Path:
+    """Where ``generate`` writes image ``index``: ``-o out`` gains the image's extension
+    (``out.png``; ``out-0.png``, ``out-1.png`` for several), ``-o out.png`` keeps its own."""
+    ext = "." + key.rsplit(".", 1)[-1]
+    if output is None:
+        return Path(f"{gen_id}-{index}{ext}")
+    suffix = output.suffix or ext
+    if count == 1:
+        return output if output.suffix else output.with_name(output.name + ext)
+    return output.with_name(f"{output.stem}-{index}{suffix}")
 
 
 def _generate_file(
@@ -378,13 +434,13 @@ def providers(
     config: ConfigOpt = None,
 ) -> None:
     """The provider catalog and each provider's health."""
-    from pixelgate.api.routes.providers import check_health, provider_body
+    from pixelgate.api.routes.providers import provider_body, provider_healths
 
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> list[dict[str, Any]]:
         items = list(runtime.providers)
-        healths = await asyncio.gather(*(check_health(p) for p in items))
+        healths = await provider_healths(runtime, items)
         return [provider_body(p, h) for p, h in zip(items, healths, strict=True)]
 
     rows = run_command(lambda: with_runtime(settings, main))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixelgate.config import Settings, load_settings
+from pixelgate.datadir import data_dir_notice
 from pixelgate.errors import PixelgateError
 from pixelgate.logs import configure_logging
 
@@ -25,6 +26,7 @@ __all__ = [
     "out",
     "rows_of",
     "run_command",
+    "warn_if_down",
     "with_runtime",
 ]
 
@@ -94,12 +96,27 @@ async def with_runtime(settings: Settings, fn: Callable[[Any], Awaitable[T]]) ->
     from pixelgate.runtime import Runtime
 
     runtime = await Runtime.open(settings)
+    if runtime.data_dir_created:
+        err.print(data_dir_notice(settings), highlight=False, soft_wrap=True)
     # whichever command starts first on a new data directory creates the admin key
     announce_admin(runtime)
     try:
         return await fn(runtime)
     finally:
         await runtime.close()
+
+
+async def warn_if_down(runtime: Any) -> None:
+    """At start-up, one line for each dependency that is down, saying why."""
+    from pixelgate.probes import check_all
+
+    for name, check in (await check_all(runtime)).items():
+        if check["status"] != "ok":
+            err.print(
+                f"[yellow]warning:[/yellow] {name} down: {check['reason']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def announce_admin(runtime: Any) -> None:

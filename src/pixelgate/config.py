@@ -250,13 +250,16 @@ class RoutingSettings(BaseModel):
 
 
 class TierSettings(BaseModel):
-    """A tier's quotas: generations per sliding window, and API requests per minute."""
+    """A tier's quotas: generations per window, and API requests per minute."""
 
     model_config = ConfigDict(extra="forbid")
 
     #: generations admitted per ``window_s`` (None: unlimited)
     daily_limit: int | None = Field(None, ge=0)
     window_s: int = Field(86_400, ge=1)
+    #: "fixed": windows aligned to the Unix epoch, so a day's limit resets at UTC midnight
+    #: (seed 004's ``resetTime``); "sliding": the last ``window_s`` seconds
+    window: Literal["fixed", "sliding"] = "fixed"
     #: API requests per minute per account (None: unlimited)
     requests_per_minute: int | None = Field(None, ge=1)
 
@@ -321,7 +324,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    data_dir: Path = Path("./pixelgate-data")
+    #: unset: the platform's user data directory (:func:`default_data_dir`)
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     database_url: str | None = None
     storage_url: str | None = None
     storage_prefix: str = "ai"
@@ -371,6 +375,12 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(120.0, gt=0)
     #: life of a WebSocket ticket (``POST /v1/events/tickets``); each is redeemable once
     ws_ticket_ttl_s: float = Field(30.0, gt=0, le=3600)
+    #: seed 000's ``DEFAULT_INSTANCE_ID``: the account an admin key's request without
+    #: ``instance_id`` acts for (also read from ``DEFAULT_INSTANCE_ID``)
+    default_instance: str | None = None
+    #: a seed request naming a model that no configured provider offers: refused (False),
+    #: or run on the default chain with the response saying so (True)
+    substitute_unconfigured_models: bool = False
     #: largest request body (JSON or other) read at all; bigger ones get 413 before any
     #: parsing. Multipart uploads are bounded by ``max_image_bytes`` instead (3 images + 1 MiB)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024**3)
@@ -486,6 +496,22 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
+#: where versions before 0.2 kept their data, relative to the working directory
+LEGACY_DATA_DIR = Path("pixelgate-data")
+
+
+def default_data_dir() -> Path:
+    """The data directory when ``PIXELGATE_DATA_DIR`` is unset: the platform's user data
+    directory (``$XDG_DATA_HOME/pixelgate``, usually ``~/.local/share/pixelgate``), the same
+    for ``serve``, ``generate`` and the Python API wherever they run. A ``./pixelgate-data``
+    that already holds a database (an earlier version's default) is still used."""
+    if (LEGACY_DATA_DIR / "pixelgate.db").is_file():
+        return LEGACY_DATA_DIR.resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("pixelgate", appauthor=False))
+
+
 _CONFIG_PATH_OVERRIDE: list[Path] = []
 
 
@@ -554,6 +580,8 @@ def load_settings(**overrides: Any) -> Settings:
     for tier_name, fields in _seed004_tier_env().items():
         current = settings.tiers.get(tier_name, TierSettings())
         settings.tiers[tier_name] = current.model_copy(update=fields)
+    if settings.default_instance is None and os.environ.get("DEFAULT_INSTANCE_ID"):
+        settings.default_instance = os.environ["DEFAULT_INSTANCE_ID"]
     if settings.queue == "procrastinate" and settings.is_sqlite:
         raise ConfigError(
             "config error: queue: procrastinate needs PostgreSQL (PIXELGATE_DATABASE_URL)"

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from pixelgate.config import Settings
 
-__all__ = ["DIR_MODE", "FILE_MODE", "prepare_data_dir", "sqlite_path"]
+__all__ = ["DIR_MODE", "FILE_MODE", "data_dir_notice", "prepare_data_dir", "sqlite_path"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -51,16 +51,29 @@ def _restrict_file(path: Path) -> None:
         os.chmod(path, FILE_MODE)
 
 
-def prepare_data_dir(settings: Settings) -> None:
+def data_dir_notice(settings: Settings) -> str:
+    """The line said on a data directory's first use: where it is and how to choose another."""
+    return (
+        f"pixelgate: created the data directory {settings.data_dir.resolve()} "
+        "(database, images, admin key); PIXELGATE_DATA_DIR chooses another"
+    )
+
+
+def prepare_data_dir(settings: Settings) -> bool:
     """Create the data directory (0700), local image directory (0700) and the SQLite
-    database file (0600) when missing, and tighten existing database files to 0600."""
+    database file (0600) when missing, and tighten existing database files to 0600.
+
+    Returns:
+        True when the data directory itself was created now (its first use).
+    """
+    created = not settings.data_dir.resolve().exists()
     _make_dir(settings.data_dir.resolve())
     storage = settings.resolved_storage_url
     if storage.startswith("file://"):
         _make_dir(Path(storage.removeprefix("file://")))  # as open_storage reads it
     db_file = sqlite_path(settings.resolved_database_url)
     if db_file is None:
-        return
+        return created
     _make_dir(db_file.parent)
     with contextlib.suppress(FileExistsError):
         _restrict_file(db_file)
@@ -68,3 +81,4 @@ def prepare_data_dir(settings: Settings) -> None:
         side = db_file.with_name(db_file.name + suffix)
         if side.exists() and side.stat().st_mode & 0o077:
             os.chmod(side, FILE_MODE)
+    return created

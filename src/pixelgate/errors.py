@@ -14,6 +14,7 @@ human message. HTTP status mapping lives in ``pixelgate.api.errors``, not here.
     ├── BudgetExceeded              the account's daily USD budget would be passed
     ├── RateLimited                 a limit of ours was hit (retry_after seconds)
     ├── StorageError                the image store failed
+    ├── DependencyDown              the database, Redis or the store cannot be used (says why)
     ├── UnsafeURL                   a user URL points at a non-public address
     ├── ImageRejected               bytes are not an acceptable image (bomb, size, format)
     └── ProviderError               an image provider failed; the router decides what to do
@@ -34,6 +35,7 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "Conflict",
+    "DependencyDown",
     "Forbidden",
     "ImageRejected",
     "InsufficientCredits",
@@ -138,6 +140,13 @@ class RateLimited(PixelgateError):
 
 class StorageError(PixelgateError):
     code = "storage_error"
+
+
+class DependencyDown(PixelgateError):
+    """A service pixelgate needs (PostgreSQL, Redis, the S3 store) cannot be used; the
+    message says why in one line and names the setting."""
+
+    code = "dependency_down"
 
 
 class UnsafeURL(PixelgateError):

@@ -30,6 +30,7 @@ from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
 from pixelgate.media.images import harden_image_decoding
 from pixelgate.observability.alerts import AlertManager
+from pixelgate.probes import database_down
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
@@ -146,6 +147,8 @@ class Runtime:
         #: alert rules, firing alerts and history (``active()``, ``history()``)
         self.alerts = AlertManager(self)
         self.metrics_server: MetricsServer | None = None
+        #: this start created the data directory (its first use: the CLI says where it is)
+        self.data_dir_created = False
 
     @classmethod
     async def open(
@@ -154,9 +157,13 @@ class Runtime:
         """Migrate, connect and wire everything (the worker is started separately)."""
         harden_image_decoding()
         hide_statement_parameters()
-        prepare_data_dir(settings)
+        data_dir_created = prepare_data_dir(settings)
         if migrate:
-            await run_migrations(settings.resolved_database_url)
+            try:
+                await run_migrations(settings.resolved_database_url)
+            except Exception as exc:
+                # unreachable host, refused password, missing database: one line, not a trace
+                raise database_down(settings, exc) from exc
         db = Database(
             settings.resolved_database_url,
             pool_size=settings.db_pool_size,
@@ -213,6 +220,7 @@ class Runtime:
             queue=queue,
             redis=redis,
         )
+        runtime.data_dir_created = data_dir_created
         if bootstrap_admin:
             runtime.admin = await runtime._bootstrap_admin()
         return runtime

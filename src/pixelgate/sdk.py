@@ -14,6 +14,7 @@ async with pixelgate.Pixelgate() as pg:
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,10 @@ class Pixelgate:
     async def open(self) -> Pixelgate:
         if self._runtime is None:
             self._runtime = await Runtime.open(self.settings)
+            if self._runtime.data_dir_created:
+                from pixelgate.datadir import data_dir_notice
+
+                print(data_dir_notice(self.settings), file=sys.stderr)
             await self._runtime.start_worker()
         return self
 

@@ -1,7 +1,8 @@
 """One live ``pixelgate serve`` for every example of the docs, shared by the whole session.
 
 The server runs as a user's would after the README's quick start: in its own working
-directory, data in ``./pixelgate-data``, the admin key generated there. An ``openai``
+directory, data in the default ``~/.local/share/pixelgate`` (``~`` is the site root), the
+admin key generated there. An ``openai``
 instance points at a fake of OpenAI's Images API on loopback (tests/fakes.py), so the
 examples that name OpenAI models run without a real key.
 """
@@ -23,7 +24,8 @@ from PIL import Image
 from tests.acceptance.conftest import Launcher, base_env
 from tests.fakes import FakeOpenAIImages, LoopbackServer
 
-DATA_DIR = "pixelgate-data"
+#: the default data directory of a user whose home is the site root (platformdirs)
+DATA_DIR = ".local/share/pixelgate"
 #: files the examples open, made here (PNG, 64x64; the mask's upper half transparent)
 IMAGES = ("me.png", "room.png")
 MASKS = ("hat-mask.png", "mask.png")
@@ -90,6 +92,9 @@ def _shell_env(root: Path, key: str, generation_id: str, config: Path) -> dict[s
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         CURL_HOME=str(curl_home),
+        # "~" of the examples is the site root: their default data directory is the server's
+        HOME=str(root),
+        XDG_DATA_HOME=str(root / ".local" / "share"),
         KEY=key,
         ID=generation_id,
         PIXELGATE_CONFIG=str(config),

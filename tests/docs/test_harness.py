@@ -17,12 +17,14 @@ from tests.docs.checks import (
 
 
 def test_every_page_under_docs_is_covered_recursively(tmp_path: Path) -> None:
-    (tmp_path / "docs" / "migrate").mkdir(parents=True)
+    for folder in ("docs/ops", "docs/migrate"):
+        (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "README.md").write_text("# r\n")
     (tmp_path / "docs" / "a.md").write_text("# a\n")
-    (tmp_path / "docs" / "migrate" / "b.md").write_text("# b\n")
+    (tmp_path / "docs" / "ops" / "b.md").write_text("# b\n")
+    (tmp_path / "docs" / "migrate" / "c.md").write_text("# c\n")  # its own test runs it
     names = [p.relative_to(tmp_path).as_posix() for p in pages(tmp_path)]
-    assert names == ["README.md", "docs/a.md", "docs/migrate/b.md"]
+    assert names == ["README.md", "docs/a.md", "docs/ops/b.md"]
 
 
 def test_markers_are_read_before_fences_also_indented_ones(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -192,9 +192,10 @@ async def test_cancel_before_start_refunds_once(settings: Settings) -> None:
         await runtime.close()
 
 
-async def test_free_tier_second_generation_is_429_until_the_window_passes(
+async def test_free_tier_second_generation_is_429_until_utc_midnight(
     client: httpx.AsyncClient, make_account: Any, runtime: Runtime
 ) -> None:
+    # seed 004: daily limits reset at UTC midnight (``resetTime`` ``…T00:00:00Z``)
     now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     runtime.store.clock = lambda: now
     caller, headers = await make_account("free", tier="FREE")
@@ -204,20 +205,49 @@ async def test_free_tier_second_generation_is_429_until_the_window_passes(
     assert first.headers["x-ratelimit-remaining"] == "0"
     second = await client.post("/api/generate", headers=headers, json={"prompt": "two"})
     assert second.status_code == 429
-    assert int(second.headers["retry-after"]) == 86_400
+    assert int(second.headers["retry-after"]) == 14 * 3600
     body = second.json()
     assert body["remaining"] == 0
-    assert body["resetTime"] == "2026-03-02T10:00:00Z"
+    assert body["resetTime"] == "2026-03-02T00:00:00Z"
     assert body["error"].startswith("Rate limit exceeded for your tier")
     native = await client.post("/v1/generations", headers=headers, json={"prompt": "two"})
     assert native.status_code == 429
     assert native.json()["error"]["code"] == "rate_limited"
-    assert native.headers["x-ratelimit-reset"] == str(int((now + timedelta(days=1)).timestamp()))
+    midnight = datetime(2026, 3, 2, tzinfo=UTC)
+    assert native.headers["x-ratelimit-reset"] == str(int(midnight.timestamp()))
     assert await _generation_count(runtime, caller.account_id) == 1
 
-    now = datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)  # one window later
+    now = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)  # still the same UTC day
+    late = await client.post("/api/generate", headers=headers, json={"prompt": "x"})
+    assert late.status_code == 429
+    now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)  # a new UTC day
     again = await client.post("/api/generate", headers=headers, json={"prompt": "three"})
     assert again.status_code == 202
+
+
+async def test_a_sliding_window_is_configurable_per_tier(
+    make_settings: Any, tmp_path: Any
+) -> None:
+    from pixelgate.core.models import GenerationRequest
+    from pixelgate.core.pipeline import Caller
+    from pixelgate.errors import RateLimited
+
+    settings = make_settings(tiers={"FREE": {"daily_limit": 1, "window": "sliding"}})
+    runtime = await Runtime.open(settings)
+    try:
+        now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+        runtime.store.clock = lambda: now
+        account = await runtime.store.create_account("f", tier="FREE")
+        caller = Caller(account_id=account.id, account_name="f")
+        await runtime.pipeline.admit(caller, GenerationRequest(prompt="x"))
+        now = datetime(2026, 3, 2, 0, 0, 1, tzinfo=UTC)  # past midnight, inside 24 h
+        with pytest.raises(RateLimited) as refused:
+            await runtime.pipeline.admit(caller, GenerationRequest(prompt="y"))
+        assert refused.value.reset_at == datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
+        now = datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC)
+        await runtime.pipeline.admit(caller, GenerationRequest(prompt="z"))
+    finally:
+        await runtime.close()
 
 
 async def test_seed004_tier_variables_are_honoured(

@@ -18,7 +18,11 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 # seed 000 ----------------------------------------------------------------------
 
 
-async def test_seed000_readme_request_example(client: httpx.AsyncClient, make_account: Any) -> None:
+async def test_seed000_readme_request_example(
+    client: httpx.AsyncClient, make_account: Any, runtime: Runtime
+) -> None:
+    # the example names ideogram-v2 and no Ideogram key is set: substitution must be asked for
+    runtime.settings.substitute_unconfigured_models = True
     _, headers = await make_account("production")
     example = {
         "prompt": "A serene mountain landscape at sunset",
@@ -39,6 +43,8 @@ async def test_seed000_readme_request_example(client: httpx.AsyncClient, make_ac
     assert meta["dimensions"] == "1024x576"  # 16:9
     assert meta["format"] == "png"
     assert meta["provider"] == "fast"  # ideogram is not configured: the fallback chain ran
+    assert meta["requested_model"] == "ideogram-v2"
+    assert "'ideogram' or" in meta["substituted"] or "'ideogram'" in meta["substituted"]
     assert isinstance(meta["generation_time_ms"], int)
 
 

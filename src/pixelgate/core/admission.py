@@ -138,7 +138,7 @@ class Admission:
         payload = request.model_dump(mode="json", exclude_none=True)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         tracing.inject(payload)  # the trace context travels with the job (after the hash)
-        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+        quota = Quota.of_tier(tier)
         # a free slot of this process's worker: the job is admitted leased to it and
         # handed over in memory (no claim, no poll)
         worker = self.local_worker
@@ -238,7 +238,7 @@ class Admission:
                 )
             )
         tier = self.settings.tier(account.tier)
-        quota = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+        quota = Quota.of_tier(tier)
         digest = hashlib.sha256(
             json.dumps(
                 [concurrency, metadata or {}, *(m.request for m in members)], sort_keys=True

@@ -14,12 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, case, func, select
 
 from pixelgate.core.models import Status
 from pixelgate.db.tables import Account, Generation
 from pixelgate.errors import BudgetExceeded, RateLimited
+
+if TYPE_CHECKING:
+    from pixelgate.config import TierSettings
 
 __all__ = [
     "LockedAccount",
@@ -34,10 +38,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Quota:
-    """At most ``limit`` generations per sliding ``window_s`` seconds."""
+    """At most ``limit`` generations per ``window_s`` seconds: fixed windows aligned to the
+    Unix epoch (a day's resets at UTC midnight, as seed 004's) or the sliding last
+    ``window_s`` seconds."""
 
     limit: int
     window_s: int
+    fixed: bool = False
+
+    @classmethod
+    def of_tier(cls, tier: TierSettings) -> Quota | None:
+        """A tier's generation quota; None for an unlimited tier."""
+        if tier.daily_limit is None:
+            return None
+        return cls(tier.daily_limit, tier.window_s, fixed=tier.window == "fixed")
 
 
 @dataclass(frozen=True)
@@ -84,17 +98,30 @@ def lock_account(c: Connection, account_id: str, *, always: bool = True) -> Lock
     return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 
 
+def window_start(now: datetime, window_s: int) -> datetime:
+    """Start of the fixed window holding ``now``: windows are aligned to the Unix epoch, so
+    a 86 400 s one starts at UTC midnight."""
+    seconds = int(now.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % window_s, tz=UTC)
+
+
 def quota_state(c: Connection, account_id: str, quota: Quota, now: datetime) -> QuotaState:
-    since = now - timedelta(seconds=quota.window_s)
+    if quota.fixed:
+        start = window_start(now, quota.window_s)
+        since_clause = Generation.created_at >= start
+    else:
+        since_clause = Generation.created_at > now - timedelta(seconds=quota.window_s)
     row = c.execute(
         select(func.count(), func.min(Generation.created_at)).where(
-            Generation.account_id == account_id, Generation.created_at > since
+            Generation.account_id == account_id, since_clause
         )
     ).one()
     used, oldest = int(row[0]), row[1]
     if oldest is not None and oldest.tzinfo is None:  # aggregate results skip the type
         oldest = oldest.replace(tzinfo=UTC)
-    reset_at = (oldest or now) + timedelta(seconds=quota.window_s)
+    reset_at = (
+        start if quota.fixed else (oldest or now)
+    ) + timedelta(seconds=quota.window_s)
     return QuotaState(
         limit=quota.limit,
         remaining=max(0, quota.limit - used),

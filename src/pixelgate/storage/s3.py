@@ -90,7 +90,10 @@ class S3Storage:
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options={
-                "allow_http": settings.s3_allow_http,
+                # an endpoint written as http:// (MinIO, moto on a private network) is an
+                # explicit choice: allowed without also setting PIXELGATE_S3_ALLOW_HTTP
+                "allow_http": settings.s3_allow_http
+                or (s3.endpoint_url or "").lower().startswith("http://"),
                 "connect_timeout": timedelta(seconds=S3_CONNECT_TIMEOUT_S),
                 "timeout": timedelta(seconds=S3_REQUEST_TIMEOUT_S),
             },
@@ -148,6 +151,21 @@ class S3Storage:
             return
         except Exception as exc:
             raise _storage_error("delete", key, exc) from exc
+
+    async def check(self) -> None:
+        """List at most one object: unlike a HEAD of a missing key, this tells a missing
+        bucket (404) and refused credentials (403) apart from a healthy store.
+
+        Raises:
+            StorageError: with the store's first line of explanation.
+        """
+        import obstore
+
+        try:
+            async for _ in obstore.list(self.store, None, chunk_size=1):
+                break
+        except Exception as exc:
+            raise _storage_error("list", self.prefix or "/", exc) from exc
 
     async def exists(self, key: str) -> bool:
         import obstore

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelgate.api.compat._common import drop_none, provider_for_model, resolve_instance
+from pixelgate.api.compat._common import drop_none, resolve_instance, route_for_model
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS, error_body
 from pixelgate.api.schemas import iso
@@ -48,10 +48,9 @@ async def generate(
 ) -> JSONResponse:
     instance = body.instance_id or None
     account = await resolve_instance(runtime, caller, instance)
+    route = route_for_model(runtime, None if body.provider else body.model)
     provider, model = (
-        (body.provider, body.model)
-        if body.provider
-        else provider_for_model(runtime.providers, body.model)
+        (body.provider, body.model) if body.provider else (route.provider, route.model)
     )
     opts = body.options
     extra: dict[str, Any] = dict(opts.model_extra or {})
@@ -76,6 +75,7 @@ async def generate(
                         "instance_id": instance,
                         "project_id": body.project_id,
                         "requested_model": body.model,
+                        "substituted": route.substituted,
                     }
                 ),
             }
@@ -97,6 +97,11 @@ async def generate(
                     "dimensions": f"{image.width}x{image.height}",
                     "format": image.format,
                     "generation_time_ms": timings["total_ms"],
+                    **(
+                        {"requested_model": body.model, "substituted": route.substituted}
+                        if route.substituted
+                        else {}
+                    ),
                 },
                 "generation_id": view.id,
                 "request_id": request_id,

@@ -25,7 +25,7 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
     """Balance, tier, limits left and today's budget of one account."""
     now = runtime.store.clock()
     tier = runtime.settings.tier(account.tier)
-    limit = Quota(tier.daily_limit, tier.window_s) if tier.daily_limit is not None else None
+    limit = Quota.of_tier(tier)
     spent, quota = await runtime.store.spending(account.id, limit, now)
     budget = None
     if account.daily_budget_usd is not None:

@@ -12,9 +12,18 @@ from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
 from pixelgate.providers.base import Health, Provider
+from pixelgate.resilience.breaker import BreakerSnapshot, BreakerState
+from pixelgate.resilience.stats import ProviderStats
+from pixelgate.runtime import Runtime
 
 router = APIRouter(tags=["providers"])
 HEALTH_TIMEOUT_S = 5.0
+#: recent attempts needed before their success rate decides a provider's health
+MIN_RECENT_ATTEMPTS = 3
+#: below this recent success rate a provider is "failing" (unhealthy)
+FAILING_RATE = 0.5
+#: below this one it is "degraded" (still healthy: it is chosen, with fallbacks behind it)
+DEGRADED_RATE = 0.9
 
 
 async def check_health(provider: Provider) -> Health:
@@ -22,6 +31,39 @@ async def check_health(provider: Provider) -> Health:
         return await asyncio.wait_for(provider.health(), HEALTH_TIMEOUT_S)
     except Exception as exc:
         return Health(healthy=False, status="error", detail=type(exc).__name__)
+
+
+def observed_health(health: Health, breaker: BreakerSnapshot, recent: ProviderStats) -> Health:
+    """A provider's health as it really is: its own check, then its circuit breaker, then
+    the success rate of its recent attempts (a provider failing every call is not
+    "operational" because its key is set)."""
+    if not health.healthy:
+        return health
+    if breaker.state == BreakerState.OPEN:
+        return Health(False, "circuit_open", breaker.last_failure, health.latency_ms)
+    if breaker.state == BreakerState.HALF_OPEN:
+        return Health(False, "recovering", breaker.last_failure, health.latency_ms)
+    if recent.attempts >= MIN_RECENT_ATTEMPTS and recent.success_rate is not None:
+        detail = (
+            f"{recent.succeeded} of {recent.attempts} recent attempts succeeded"
+            + (f"; last error: {recent.last_error}" if recent.last_error else "")
+        )
+        if recent.success_rate < FAILING_RATE:
+            return Health(False, "failing", detail, health.latency_ms)
+        if recent.success_rate < DEGRADED_RATE:
+            return Health(True, "degraded", detail, health.latency_ms)
+    return health
+
+
+async def provider_healths(runtime: Runtime, providers: list[Provider]) -> list[Health]:
+    """Each provider's :func:`observed_health` (configuration, breaker, recent outcomes)."""
+    control = runtime.pipeline.control
+    checks = await asyncio.gather(*(check_health(p) for p in providers))
+    breakers = await control.breakers.snapshots([p.name for p in providers])
+    return [
+        observed_health(h, breakers[p.name], control.stats.summary(p.name))
+        for p, h in zip(providers, checks, strict=True)
+    ]
 
 
 def provider_body(provider: Provider, health: Health) -> dict[str, Any]:
@@ -50,7 +92,7 @@ def provider_body(provider: Provider, health: Health) -> dict[str, Any]:
 @router.get("/v1/providers")
 async def list_providers(runtime: RuntimeDep, _caller: CurrentCaller) -> JSONResponse:
     providers = list(runtime.providers)
-    healths = await asyncio.gather(*(check_health(p) for p in providers))
+    healths = await provider_healths(runtime, providers)
     return JSONResponse(
         {
             "object": "list",
@@ -63,7 +105,7 @@ async def list_providers(runtime: RuntimeDep, _caller: CurrentCaller) -> JSONRes
 @router.get("/api/health/providers")
 async def seed004_provider_health(runtime: RuntimeDep, _caller: CurrentCaller) -> JSONResponse:
     providers = list(runtime.providers)
-    healths = await asyncio.gather(*(check_health(p) for p in providers))
+    healths = await provider_healths(runtime, providers)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body: dict[str, Any] = {"providers": {}, "configured": {}}
     for provider, health in zip(providers, healths, strict=True):
@@ -74,6 +116,7 @@ async def seed004_provider_health(runtime: RuntimeDep, _caller: CurrentCaller) -
                 "healthy": health.healthy,
                 "status": health.status,
                 "lastCheck": now,
+                **({"detail": health.detail} if health.detail else {}),
             }
     healthy = [p["healthy"] for p in body["providers"].values()]
     body["status"] = (
