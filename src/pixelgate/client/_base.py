@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from pixelgate import __version__
 from pixelgate.client._errors import APIError, BadRequestError, DownloadFailed, error_for_status
 from pixelgate.client._models import Event, Image
 from pixelgate.core.models import GenerationRequest
@@ -34,7 +35,7 @@ SSE_READ_TIMEOUT_S = 45.0
 POLL_START_S = 0.1
 POLL_MAX_S = 1.0
 RETRY_STATUSES = frozenset({429, 503})
-USER_AGENT = "pixelgate-client/0.1.0"
+USER_AGENT = f"pixelgate-client/{__version__}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
+from pixelgate import __version__
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.routes.providers import check_health, provider_body
 from pixelgate.api.schemas import generation_body
@@ -68,7 +69,7 @@ Negative = Annotated[str | None, Field(description="what the image must not show
 
 def build_mcp_server(resolve: Resolver) -> MCPServer:
     """An ``MCPServer`` with pixelgate's tools; ``resolve`` says who calls, per request."""
-    server: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version="0.1.0")
+    server: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=__version__)
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(title="Generate an image")
