@@ -26,12 +26,14 @@ from pixelgate.cli_support import (
 )
 from pixelgate.config import Settings
 from pixelgate.errors import PixelgateError
+from pixelgate.integrations.mcp_stdio import mcp_command
 
 app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(credits_app, name="credits")
 app.command(name="bullmq")(bullmq_command)
+app.command(name="mcp")(mcp_command)
 
 
 def _print_version(value: bool) -> None:

@@ -17,6 +17,7 @@ from pixelgate.api.errors import install_error_handlers
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
+from pixelgate.integrations.mcp_http import install_mcp
 from pixelgate.observability.http import MetricsMiddleware
 from pixelgate.runtime import Runtime
 
@@ -156,6 +157,7 @@ def create_app(
         app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
     app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])  # /ui
     app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
+    install_mcp(app)  # /mcp for agents (with the mcp extra)
     app.add_middleware(AllowMiddleware, routes=routes)
     app.add_middleware(
         BodyLimitMiddleware,

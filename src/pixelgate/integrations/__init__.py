@@ -1,0 +1,1 @@
+"""Entry points that bring pixelgate to where its users already are (agents over MCP, queues)."""
