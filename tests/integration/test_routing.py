@@ -45,6 +45,16 @@ class FakeTime:
         control.clock.sleep = self.sleep
 
 
+@pytest.fixture
+def embedded_clock(backend: str) -> None:
+    """Tests that move the routing's clock: with scale-out the breakers' and pauses' time
+    is Redis's own (their scale-out tests: tests/scaleout/test_breaker_redis.py and
+    test_shared_resilience.py)."""
+    if backend != "sqlite":
+        pytest.skip("moves the in-memory routing clock; scale-out breakers and pauses keep "
+                    "Redis time (tests/scaleout/test_breaker_redis.py, test_shared_resilience.py)")
+
+
 @pytest.fixture(autouse=True)
 def logs(monkeypatch: pytest.MonkeyPatch) -> dict[str, ScriptLog]:
     """``kind = "scripted"`` for every test here; what each instance went through."""
@@ -123,7 +133,7 @@ async def test_a_provider_that_is_down_falls_back_to_the_next(gateway: Any) -> N
 
 
 async def test_breaker_opens_skips_the_provider_then_a_probe_closes_it(
-    gateway: Any, logs: dict[str, ScriptLog]
+    gateway: Any, logs: dict[str, ScriptLog], embedded_clock: None
 ) -> None:
     fake = FakeTime()
     async with gateway(
@@ -180,7 +190,7 @@ async def test_only_transient_failures_count_for_the_breaker(gateway: Any) -> No
 
 
 async def test_a_429_with_retry_after_3s_is_waited_out_not_hammered(
-    gateway: Any, logs: dict[str, ScriptLog]
+    gateway: Any, logs: dict[str, ScriptLog], embedded_clock: None
 ) -> None:
     fake = FakeTime()
     async with gateway(
