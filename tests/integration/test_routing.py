@@ -692,4 +692,7 @@ async def test_admin_providers_and_status_report_recent_attempts(gateway: Any) -
         assert status["status"] == "degraded"
         assert status["providers"]["open_breakers"] == ["flaky"]
         assert status["providers"]["usable"] == ["fast"]
+        # a provider failing every call is not counted healthy (its key alone says nothing)
+        assert "flaky" not in status["providers"]["healthy"]
+        assert "fast" in status["providers"]["healthy"]
         assert status["config"]["valid"] is True

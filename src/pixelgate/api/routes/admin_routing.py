@@ -23,7 +23,7 @@ from pixelgate import __version__
 from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.errors import error_response
 from pixelgate.api.routes.health import health
-from pixelgate.api.routes.providers import check_health
+from pixelgate.api.routes.providers import check_health, provider_healths
 from pixelgate.core.routing import AccountRouting
 from pixelgate.errors import NotFound, ValidationFailed
 from pixelgate.providers.base import Health
@@ -240,7 +240,10 @@ async def admin_status(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse
     infra = json.loads(bytes((await health(runtime)).body))
     chain = control.chain()
     breakers = await _breakers(runtime)
-    healths = await _health(runtime, True)
+    # each provider's own check, its breaker and its recent outcomes, as /v1/providers says
+    configured_providers = runtime.providers.configured()
+    observed = await provider_healths(runtime, configured_providers)
+    healthy = [p.name for p, h in zip(configured_providers, observed, strict=True) if h.healthy]
     problems: list[str] = []
     usable: list[str] = []
     for name in chain:
@@ -280,7 +283,7 @@ async def admin_status(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse
             },
             "providers": {
                 "configured": configured,
-                "healthy": [n for n in configured if healths[n].healthy],
+                "healthy": healthy,
                 "usable": usable,
                 "open_breakers": open_breakers,
             },
