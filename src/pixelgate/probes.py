@@ -57,17 +57,23 @@ _NO_BUCKET = re.compile(r"nosuchbucket|404 not found|status code: 404", re.I)
 
 
 @dataclass(frozen=True)
-class Dependency:
-    """One service: its name in ``/health``, where it is, the setting that points at it,
-    and the check."""
+class Service:
+    """A service this process uses: its name in ``/health``, where it is, and the setting
+    that points at it (what a one-line explanation of its failure names)."""
 
     name: str
     target: str
     setting: str
+
+
+@dataclass(frozen=True)
+class Dependency(Service):
+    """A :class:`Service` and its health check."""
+
     check: Callable[[], Awaitable[dict[str, Any]]]
 
 
-def explain(exc: BaseException, dep: Dependency) -> str:
+def explain(exc: BaseException, dep: Service) -> str:
     """Why ``dep`` is down, in one line ending with the setting to look at."""
     texts = [f"{type(e).__name__}: {e}" for e in _chain(exc)]
     joined = " | ".join(texts)
@@ -124,12 +130,8 @@ def database_target(settings: Settings) -> str:
 
 def database_down(settings: Settings, exc: BaseException) -> DependencyDown:
     """The one-line error of a database that cannot be reached at start-up."""
-    dep = Dependency("database", database_target(settings), "PIXELGATE_DATABASE_URL", _never)
+    dep = Service("database", database_target(settings), "PIXELGATE_DATABASE_URL")
     return DependencyDown(f"database down: {explain(exc, dep)}")
-
-
-async def _never() -> dict[str, Any]:  # a Dependency that is only explained, never checked
-    raise NotImplementedError
 
 
 def dependencies(runtime: Runtime) -> list[Dependency]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -165,10 +165,11 @@ async def test_entra_token_is_refreshed_before_it_expires() -> None:
     assert server.requests[-1].headers["authorization"] == "Bearer entra-2"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("azure") is not None, reason="azure-identity installed"
-)
-async def test_entra_without_azure_identity_says_which_extra_to_install() -> None:
+async def test_entra_without_azure_identity_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("azure.identity", "azure.identity.aio"):  # as if the extra were missing
+        monkeypatch.setitem(sys.modules, name, None)
     server = FakeServer(AzureFake())
     p = make(server, api_key=None, entra_id=True)
     with pytest.raises(ProviderAuthError, match=r"pixelgate\[azure\]"):
