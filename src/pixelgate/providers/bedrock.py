@@ -17,7 +17,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from pixelgate.providers import _http
+from pixelgate.providers._aws import Auth, AwsAuth, sign
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
@@ -48,10 +49,7 @@ from pixelgate.providers.base import (
 
 __all__ = ["BedrockProvider", "BedrockSettings"]
 
-SIGNING_NAME = "bedrock"
-DEFAULT_REGION = "us-east-1"
 HEALTH_TIMEOUT_S = 5.0
-CREDENTIALS_TIMEOUT_S = 30.0
 NOVA = "amazon.nova-canvas-v1:0"
 TITAN = "amazon.titan-image-generator-v2:0"
 SD35 = "stability.sd3-5-large-v1:0"
@@ -151,15 +149,6 @@ class BedrockSettings(ProviderSettings):
     image_strength: float = 0.7
 
 
-@dataclass(frozen=True)
-class _Auth:
-    """What one call is signed with: bearer key, or frozen SigV4 credentials."""
-
-    region: str
-    bearer: str | None = None
-    credentials: Any = None
-
-
 class _StabilityResponse(BaseModel):
     images: list[str] = []
     seeds: list[int | None] = []
@@ -194,9 +183,8 @@ class BedrockProvider(Provider):
         if not isinstance(settings, BedrockSettings):
             settings = BedrockSettings.model_validate(settings.model_dump())
         super().__init__(name, settings, http)
-        self._chain: Any = None
-        self._region: str | None = settings.region
-        self._lock = asyncio.Lock()
+        #: the Bedrock API key, explicit keys or the AWS chain; SigV4 signing
+        self._aws = AwsAuth(name, settings)
 
     @property
     def models(self) -> dict[str, ModelInfo]:
@@ -286,7 +274,7 @@ class BedrockProvider(Provider):
         model = self.default_model
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_S):
-                auth = await self._auth()
+                auth = await self._aws.auth()
                 base = self.settings.control_base_url or self.settings.base_url
                 base = (base or f"https://bedrock.{auth.region}.amazonaws.com").rstrip("/")
                 url = f"{base}/foundation-models/{quote(model, safe='')}"
@@ -474,7 +462,7 @@ class BedrockProvider(Provider):
         payload = json.dumps(body, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout(limit):
-                auth = await self._auth()
+                auth = await self._aws.auth()
                 base = (
                     self.settings.base_url or f"https://bedrock-runtime.{auth.region}.amazonaws.com"
                 )
@@ -490,13 +478,13 @@ class BedrockProvider(Provider):
         return response.content
 
     async def _send(
-        self, method: str, url: str, payload: bytes, auth: _Auth, limit: float
+        self, method: str, url: str, payload: bytes, auth: Auth, limit: float
     ) -> httpx.Response:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth.bearer is not None:
             headers["Authorization"] = f"Bearer {auth.bearer}"
         else:
-            headers = _sign(method, url, payload, headers, auth)
+            headers = sign(method, url, payload, headers, auth)
         return await _http.request(
             self.http,
             self.name,
@@ -506,73 +494,6 @@ class BedrockProvider(Provider):
             headers=headers,
             content=payload or None,
         )
-
-    async def _auth(self) -> _Auth:
-        """The bearer key, or SigV4 credentials from the settings or the AWS chain."""
-        s = self.settings
-        if s.api_key is not None:
-            return _Auth(region=await self._resolve_region(), bearer=s.api_key.get_secret_value())
-        if s.aws_access_key_id and s.aws_secret_access_key:
-            from botocore.credentials import ReadOnlyCredentials
-
-            token = s.aws_session_token.get_secret_value() if s.aws_session_token else None
-            frozen = ReadOnlyCredentials(
-                s.aws_access_key_id, s.aws_secret_access_key.get_secret_value(), token
-            )
-            return _Auth(region=await self._resolve_region(), credentials=frozen)
-        async with self._lock:
-            if self._chain is None:
-                self._chain = await self._in_thread(self._load_chain)
-        # refreshable credentials (SSO, roles) may refresh here: keep it off the loop
-        frozen = await self._in_thread(self._chain.get_frozen_credentials)
-        return _Auth(region=self._region or DEFAULT_REGION, credentials=frozen)
-
-    async def _resolve_region(self) -> str:
-        if self._region is None:
-            import botocore.session
-
-            def region() -> str | None:
-                session = botocore.session.Session(profile=self.settings.profile)
-                value = session.get_config_variable("region")
-                return str(value) if value else None
-
-            self._region = await self._in_thread(region) or DEFAULT_REGION
-        return self._region
-
-    def _load_chain(self) -> Any:
-        import botocore.session
-
-        session = botocore.session.Session(profile=self.settings.profile)
-        self._region = self._region or session.get_config_variable("region")
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise ProviderAuthError(
-                f"{self.name}: no AWS credentials found (environment, profile, SSO, "
-                "container or instance role) and no Bedrock API key",
-                provider=self.name,
-            )
-        return credentials
-
-    async def _in_thread(self, work: Any) -> Any:
-        try:
-            import botocore.exceptions
-        except ImportError:
-            raise ProviderAuthError(
-                f"{self.name}: botocore is not installed (pip install 'pixelgate[bedrock]')",
-                provider=self.name,
-            ) from None
-        try:
-            async with asyncio.timeout(CREDENTIALS_TIMEOUT_S):
-                return await asyncio.to_thread(work)
-        except TimeoutError:
-            raise ProviderTimeout(
-                f"{self.name}: no AWS credentials within {CREDENTIALS_TIMEOUT_S:g} s",
-                provider=self.name,
-            ) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise ProviderAuthError(
-                f"{self.name}: AWS credentials: {exc}", provider=self.name
-            ) from None
 
     def _error(self, response: httpx.Response) -> ProviderError:
         """Map a Bedrock error (``x-amzn-ErrorType`` + ``{"message"}``) onto the taxonomy."""
@@ -598,19 +519,6 @@ class BedrockProvider(Provider):
             return Transient(message, **kwargs)
         base = _http.error_for_status(self.name, response)
         return type(base)(message, retry_after=base.retry_after, **kwargs)
-
-
-def _sign(
-    method: str, url: str, payload: bytes, headers: dict[str, str], auth: _Auth
-) -> dict[str, str]:
-    """SigV4 headers for exactly these bytes (botocore's signer; service ``bedrock``)."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    request = AWSRequest(method=method, url=url, data=payload, headers=headers)
-    SigV4Auth(auth.credentials, SIGNING_NAME, auth.region).add_auth(request)
-    # httpx sets Host itself from the same URL
-    return {k: v for k, v in request.headers.items() if k.lower() != "host"}
 
 
 def _error_name(response: httpx.Response) -> tuple[str | None, str]:
