@@ -119,7 +119,7 @@ class OpenAIProvider(Provider):
         super().__init__(name, settings, http)
 
     def offers(self, model: str) -> bool:
-        return model in _SPECS
+        return model in SPECS
 
     @property
     def models(self) -> dict[str, ModelInfo]:
