@@ -32,7 +32,8 @@ __all__ = ["EventBuffer"]
 
 log = structlog.get_logger("pixelgate.events")
 
-#: events per write transaction (keeps one flush from holding the write lock for long)
+#: events per write transaction, about (a job's are never split): keeps one flush from
+#: holding the write lock for long
 FLUSH_BATCH = 500
 
 #: writes events and returns the generation ids that got one (``Store.add_running_events``)
@@ -52,7 +53,10 @@ class EventBuffer:
         self.clock = clock or Clock()
         self._write = write
         self._announce = announce
-        self._pending: list[RunningEvent] = []
+        #: waiting events by job, each job's in the order reported (a finishing job takes
+        #: its own without walking everyone's: thousands of jobs report at once)
+        self._pending: dict[str, list[RunningEvent]] = {}
+        self._waiting = 0
         self._task: asyncio.Task[None] | None = None
         #: generation ids of the flush being written, and its end
         self._flushing: set[str] = set()
@@ -63,7 +67,8 @@ class EventBuffer:
         if self.interval_s <= 0:
             await self._flush([event])
             return
-        self._pending.append(event)
+        self._pending.setdefault(event.generation_id, []).append(event)
+        self._waiting += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -72,14 +77,13 @@ class EventBuffer:
         writes them before its final event), after any flush writing some of them."""
         while generation_id in self._flushing:
             await self._flushed.wait()
-        mine = [e for e in self._pending if e.generation_id == generation_id]
-        if mine:
-            self._pending = [e for e in self._pending if e.generation_id != generation_id]
+        mine = self._pending.pop(generation_id, [])
+        self._waiting -= len(mine)
         return mine
 
     @property
     def waiting(self) -> int:
-        return len(self._pending)
+        return self._waiting
 
     async def close(self) -> None:
         """Write what is waiting and stop (shutdown)."""
@@ -93,7 +97,10 @@ class EventBuffer:
     async def flush(self) -> None:
         """Write everything waiting now."""
         while self._pending:
-            batch, self._pending = self._pending[:FLUSH_BATCH], self._pending[FLUSH_BATCH:]
+            batch: list[RunningEvent] = []
+            while self._pending and len(batch) < FLUSH_BATCH:  # whole jobs, oldest first
+                batch += self._pending.pop(next(iter(self._pending)))
+            self._waiting -= len(batch)
             self._flushing = {e.generation_id for e in batch}
             self._flushed.clear()
             try:
