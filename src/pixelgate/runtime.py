@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
+from pixelgate.core.ports import RecordStore
 from pixelgate.core.tickets import TicketStore, open_tickets
 from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
@@ -172,6 +173,8 @@ class Runtime:
         storage = open_storage(settings)
         base = settings.base_url()
         store = Store(db, url_for=lambda key: storage.url(key, base))
+        # core sees the store only through its protocols: this line is mypy's proof
+        records: RecordStore = store
         # one connection per job in flight: a pool smaller than the worker's concurrency
         # would queue provider calls behind each other
         limits = httpx.Limits(
@@ -200,7 +203,7 @@ class Runtime:
             raise
         pipeline = Pipeline(
             settings=settings,
-            store=store,
+            store=records,
             storage=storage,
             providers=providers,
             bus=bus,

@@ -17,9 +17,9 @@ import httpx
 from pixelgate.config import Settings
 from pixelgate.core.context import AttemptContext, JobEvents, JobRun
 from pixelgate.core.materialize import provider_request
+from pixelgate.core.ports import AttemptRecords
 from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import Candidate, RetryPolicy
-from pixelgate.db.store import Store
 from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
@@ -41,7 +41,7 @@ class AttemptRunner:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: AttemptRecords,
         storage: Storage,
         control: RoutingControl,
         events: JobEvents,

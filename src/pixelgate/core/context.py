@@ -18,9 +18,10 @@ from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
+from pixelgate.core.ports import JobWrites
 from pixelgate.core.progress import JobProgress, Tracker
+from pixelgate.core.records import ClaimedJob, RunningEvent
 from pixelgate.core.routing import Candidate, Deadline, RouteOptions
-from pixelgate.db.store import ClaimedJob, RunningEvent, Store
 from pixelgate.providers.base import ProviderResult
 from pixelgate.storage.base import Storage
 
@@ -106,7 +107,7 @@ class AttemptContext:
         *,
         http: httpx.AsyncClient,
         settings: Settings,
-        store: Store,
+        store: JobWrites,
         storage: Storage,
         events: JobEvents,
     ) -> None:

@@ -19,7 +19,7 @@ import structlog
 from pixelgate.config import Settings
 from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import Store
+from pixelgate.core.ports import AccountReads
 
 __all__ = ["FailureMailer", "failure_message"]
 
@@ -58,7 +58,7 @@ def failure_message(view: GenerationView, *, sender: str, recipient: str) -> Ema
 class FailureMailer:
     """The finish hook that e-mails the account about a FAILED generation."""
 
-    def __init__(self, *, settings: Settings, store: Store) -> None:
+    def __init__(self, *, settings: Settings, store: AccountReads) -> None:
         self.settings = settings
         self.store = store
 

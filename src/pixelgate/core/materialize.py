@@ -17,7 +17,7 @@ import structlog
 from pixelgate.config import Settings
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import GenerationRequest
-from pixelgate.db.store import ClaimedJob, NewImage
+from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.errors import ImageRejected, ProviderError, StorageError
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher

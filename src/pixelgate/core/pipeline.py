@@ -32,10 +32,11 @@ from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
 from pixelgate.core.planning import RoutePlanner
+from pixelgate.core.ports import RecordStore
 from pixelgate.core.pricing import CreditRules
 from pixelgate.core.progress import ProgressTicker
+from pixelgate.core.records import AdmitResult, BatchView, ClaimedJob, RunningEvent
 from pixelgate.core.routing import RetryPolicy
-from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
 from pixelgate.errors import Conflict
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.observability import tracing
@@ -58,7 +59,7 @@ class Pipeline:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: RecordStore,
         storage: Storage,
         providers: ProviderSet,
         bus: EventBus,

@@ -44,7 +44,7 @@ from tenacity import (
 from pixelgate.config import Settings
 from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import Store
+from pixelgate.core.ports import DeliveryRecords
 from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import FetchFailed, SafeFetcher
 from pixelgate.observability import metrics
@@ -94,6 +94,7 @@ async def check_webhook_url(
         ) from None
     except TimeoutError:
         raise ValidationFailed(field, "the host does not resolve", code="unsafe_url") from None
+
 
 MAX_ERROR_LENGTH = 500
 EVENTS: dict[Status, str] = {
@@ -161,7 +162,7 @@ class WebhookNotifier:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: DeliveryRecords,
         fetcher: SafeFetcher,
         render: Callable[[GenerationView], dict[str, Any]],
     ) -> None:
