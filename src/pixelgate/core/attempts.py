@@ -12,8 +12,6 @@ import time
 from functools import partial
 from typing import Any
 
-import httpx
-
 from pixelgate.config import Settings
 from pixelgate.core.context import AttemptContext, JobEvents, JobRun
 from pixelgate.core.materialize import provider_request
@@ -22,7 +20,7 @@ from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import Candidate, RetryPolicy
 from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from pixelgate.observability import hooks as observe
-from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
+from pixelgate.providers.base import HttpClient, Provider, ProviderRequest, ProviderResult
 from pixelgate.resilience.breaker import DEADLINE_EXCEEDED, Outcome, Transition, outcome_of
 from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.resilience.routing_control import RoutingControl
@@ -46,7 +44,7 @@ class AttemptRunner:
         control: RoutingControl,
         events: JobEvents,
         ticker: ProgressTicker,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings

@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.models import GenerationRequest
@@ -22,7 +20,7 @@ from pixelgate.core.ports import JobWrites
 from pixelgate.core.progress import JobProgress, Tracker
 from pixelgate.core.records import ClaimedJob, RunningEvent
 from pixelgate.core.routing import Candidate, Deadline, RouteOptions
-from pixelgate.providers.base import ProviderResult
+from pixelgate.providers.base import HttpClient, ProviderResult
 from pixelgate.storage.base import Storage
 
 __all__ = ["AttemptContext", "JobEvents", "JobRun", "RunState"]
@@ -105,7 +103,7 @@ class AttemptContext:
         provider: str,
         state: RunState,
         *,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         settings: Settings,
         store: JobWrites,
         storage: Storage,
@@ -126,7 +124,7 @@ class AttemptContext:
         self.simulated: Tracker | None = None
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpClient:
         return self._http
 
     @property
