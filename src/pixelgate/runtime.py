@@ -22,10 +22,12 @@ from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
 from pixelgate.core.ports import RecordStore
+from pixelgate.core.services import Services
 from pixelgate.core.tickets import MemoryTickets, TicketStore
 from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.quiet import hide_statement_parameters
+from pixelgate.db.reports import Reports
 from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
@@ -143,6 +145,8 @@ class Runtime:
         self.providers = providers
         self.bus = bus
         self.pipeline = pipeline
+        #: what routes call besides the pipeline (they never hold the store)
+        self.services = Services(settings=settings, records=store, reports=Reports(db))
         #: the process's Redis client (scale-out), shared by the bus and the shared state
         self.redis = redis
         self.shared: SharedState = pipeline.control.shared

@@ -12,12 +12,13 @@ survives restarts — which an in-memory counter would not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, case, func, select
 
+from pixelgate.core.calendar import utc_midnight
 from pixelgate.core.models import Status
 from pixelgate.core.records import Quota, QuotaState
 from pixelgate.db.tables import Account, Generation
@@ -120,10 +121,6 @@ def check_quota(c: Connection, account_id: str, quota: Quota, now: datetime) -> 
         reset_at=state.reset_at,
         window_s=quota.window_s,
     )
-
-
-def utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
 
 
 def spent_today(c: Connection, account_id: str, now: datetime) -> Decimal:

@@ -16,8 +16,9 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from pixelgate.api.routes import admin_accounts, admin_routing
+from pixelgate.core.calendar import day_range
 from pixelgate.core.models import Status
-from pixelgate.db.reports import Reports, day_range
+from pixelgate.db.reports import Reports
 from pixelgate.errors import PixelgateError, ValidationFailed
 from pixelgate.runtime import Runtime
 from pixelgate.ui.auth import AdminUser, PostingAdmin, UIUser

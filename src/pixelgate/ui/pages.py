@@ -19,9 +19,10 @@ from pixelgate.api.routes import account as account_routes
 from pixelgate.api.routes.providers import provider_body
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import Uploads, form_uploads
+from pixelgate.core.calendar import day_range
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.reports import Reports, day_range
+from pixelgate.db.reports import Reports
 from pixelgate.db.store import hash_key
 from pixelgate.errors import AuthenticationFailed, ValidationFailed
 from pixelgate.providers.base import Health
