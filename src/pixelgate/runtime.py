@@ -34,6 +34,7 @@ from pixelgate.media.cpu import shutdown_cpu_pool
 from pixelgate.media.images import harden_image_decoding
 from pixelgate.observability.alerts import AlertManager
 from pixelgate.probes import database_down
+from pixelgate.providers._pool import pooled_client
 from pixelgate.providers.registry import ProviderSet, build_providers
 from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
@@ -55,7 +56,6 @@ ADMIN_ACCOUNT = "admin"
 ADMIN_KEY_FILE = "admin_key"
 #: outbound connections beyond one per job a worker runs (downloads, webhooks, health)
 HTTP_SPARE_CONNECTIONS = 100
-HTTP_KEEPALIVE = 200
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
@@ -187,11 +187,9 @@ class Runtime:
         records: RecordStore = store
         # one connection per job in flight: a pool smaller than the worker's concurrency
         # would queue provider calls behind each other
-        limits = httpx.Limits(
-            max_connections=settings.concurrency + HTTP_SPARE_CONNECTIONS,
-            max_keepalive_connections=HTTP_KEEPALIVE,
+        http = pooled_client(
+            max_connections=settings.concurrency + HTTP_SPARE_CONNECTIONS, timeout=HTTP_TIMEOUT
         )
-        http = httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT, follow_redirects=True)
         try:
             providers = build_providers(settings, http)
         except ConfigError:

@@ -127,11 +127,18 @@ async def test_a_failing_function_in_a_batch_fails_alone(runtime: Runtime) -> No
     from sqlalchemy import text
 
     writer = GroupWriter(runtime.db)  # its own: the worker's lease renewals write too
+    await writer.run(lambda c: c.execute(text("CREATE TABLE gc_probe (n INTEGER)")))
+    insert = text("INSERT INTO gc_probe VALUES (:n)")
 
     def ok(n: int) -> Any:
-        return lambda c: c.execute(text("SELECT CAST(:n AS INTEGER)"), {"n": n}).scalar()
+        def write(c: Any) -> Any:
+            c.execute(insert, {"n": n})
+            return n
+
+        return write
 
     def broken(c: Any) -> Any:
+        c.execute(insert, {"n": 2})  # written, then undone with its savepoint
         c.execute(text("INSERT INTO no_such_table VALUES (1)"))
 
     results = await asyncio.gather(
@@ -139,7 +146,9 @@ async def test_a_failing_function_in_a_batch_fails_alone(runtime: Runtime) -> No
     )
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], Exception) and "no_such_table" in str(results[1])
-    assert writer.commits == 1  # all three shared one transaction
+    assert writer.commits == 2  # the table, then all three in one transaction
+    rows = await runtime.db.run(lambda c: c.execute(text("SELECT n FROM gc_probe")).scalars().all())
+    assert sorted(rows) == [1, 3]
 
 
 async def test_a_rejected_admission_in_a_batch_leaves_its_neighbours_admitted(

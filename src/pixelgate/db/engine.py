@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,11 @@ def _run_items(
         except Exception as exc:
             raise _SoleFailure(exc) from exc
     else:
+        savepoint = _driver_savepoint if conn.dialect.name == "sqlite" else _nested
         for fn in fns:
             mark = len(dispatched)
             try:
-                with conn.begin_nested():
+                with savepoint(conn):
                     outcomes.append((True, fn(conn)))
             except Exception as exc:
                 del dispatched[mark:]  # rolled back with its savepoint
@@ -177,6 +179,29 @@ def _run_items(
         dispatcher(conn, list(dispatched))
     dispatched.clear()
     return outcomes
+
+
+@contextmanager
+def _nested(conn: Connection) -> Iterator[None]:
+    with conn.begin_nested():
+        yield
+
+
+@contextmanager
+def _driver_savepoint(conn: Connection) -> Iterator[None]:
+    """A savepoint said to sqlite3 itself: SQLAlchemy's nested transaction costs ~48 µs
+    of CPU here against ~2 µs for the driver's two statements (measured on SQLite), and
+    nothing in a transaction function needs SQLAlchemy to know about this one."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("SAVEPOINT pixelgate_item")
+    try:
+        yield
+    except BaseException:
+        driver.execute("ROLLBACK TO pixelgate_item")
+        driver.execute("RELEASE pixelgate_item")
+        raise
+    driver.execute("RELEASE pixelgate_item")
 
 
 def _batch_in_thread(

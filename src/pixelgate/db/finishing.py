@@ -15,7 +15,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, literal, select, update
 
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.core.states import OWNER_ONLY, sources_of
@@ -64,12 +64,13 @@ def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> An
     """The finishing UPDATE for a set of columns, built once per shape: construction and
     cache-key generation cost more than the execution (a job's finish runs it)."""
     sources = sources_of(to)
+    if not by_owner:
+        sources = tuple(s for s in sources if (Status(s), to) not in OWNER_ONLY)
+    # one bound value per status, not an "expanding" IN that is rewritten on every run
+    cond: list[ColumnElement[bool]] = [GEN.c.status.in_([literal(s) for s in sources])]
     if by_owner:
         # a handed-over job still PENDING may end here, but only by its lease owner
-        cond = [GEN.c.status.in_(sources), GEN.c.lease_owner == bindparam("owner")]
-    else:
-        anyone = [s for s in sources if (Status(s), to) not in OWNER_ONLY]
-        cond = [GEN.c.status.in_(anyone)]
+        cond.append(GEN.c.lease_owner == bindparam("owner"))
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
     # a job quicker than its first event flush starts and ends in this statement
     started = bindparam("v_started_at", type_=GEN.c.started_at.type)

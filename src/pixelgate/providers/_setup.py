@@ -83,6 +83,14 @@ class TableProvider(Provider, Generic[S]):
     def models(self) -> dict[str, ModelInfo]:
         return {name: self._info(name, spec) for name, spec in self._table().items()}
 
+    # Both are on every request's path: they look at the table, not at every model's info.
+    def offers(self, model: str) -> bool:
+        return model in self._table()
+
+    @property
+    def default_model(self) -> str:
+        return self.settings.default_model or next(iter(self._table()))
+
     def model_info(self, model: str | None) -> ModelInfo:
         name = model or self.default_model
         return self._info(name, self._spec(name))

@@ -131,6 +131,9 @@ class AzureOpenAIProvider(OpenAIProvider):
             return False
         return self.settings.entra_id or self.settings.api_key is not None
 
+    def offers(self, model: str) -> bool:
+        return model in (self.settings.deployments or AZURE_MODELS)
+
     @property
     def models(self) -> dict[str, ModelInfo]:
         names = list(self.settings.deployments) or list(AZURE_MODELS)

@@ -211,6 +211,10 @@ class Provider(abc.ABC):
     def models(self) -> dict[str, ModelInfo]:
         """The models this instance offers, by name."""
 
+    def offers(self, model: str) -> bool:
+        """True when ``model`` is one of :attr:`models` (cheaper where a table says it)."""
+        return model in self.models
+
     @property
     def default_model(self) -> str:
         return self.settings.default_model or next(iter(self.models))

@@ -236,6 +236,9 @@ class OpenAIProvider(Provider):
             settings = self.settings_class.model_validate(settings.model_dump())
         super().__init__(name, settings, http)
 
+    def offers(self, model: str) -> bool:
+        return model in _SPECS
+
     @property
     def models(self) -> dict[str, ModelInfo]:
         return {
@@ -585,6 +588,9 @@ class OpenAICompatibleProvider(OpenAIProvider):
     @property
     def configured(self) -> bool:
         return bool(self.settings.base_url) and super().configured
+
+    def offers(self, model: str) -> bool:
+        return model in self.settings.models
 
     @property
     def models(self) -> dict[str, ModelInfo]:

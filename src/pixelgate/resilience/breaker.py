@@ -217,11 +217,39 @@ class Breakers(Protocol):
         """Back to closed with empty counters (admin)."""
 
 
+class _Window:
+    """The rolling window of calls (time, failed) with its failure count kept as calls
+    come and go: a snapshot is read on every route plan, so it must not walk the window
+    (thousands of calls a minute under load)."""
+
+    __slots__ = ("_calls", "failures")
+
+    def __init__(self) -> None:
+        self._calls: deque[tuple[float, bool]] = deque()
+        self.failures = 0
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def add(self, now: float, failed: bool) -> None:
+        self._calls.append((now, failed))
+        self.failures += failed
+
+    def trim(self, horizon: float) -> None:
+        calls = self._calls
+        while calls and calls[0][0] < horizon:
+            self.failures -= calls.popleft()[1]
+
+    def clear(self) -> None:
+        self._calls.clear()
+        self.failures = 0
+
+
 @dataclass
 class _Breaker:
     state: BreakerState = BreakerState.CLOSED
     epoch: int = 0
-    calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    calls: _Window = field(default_factory=_Window)
     opened_at: float = 0.0
     reopen_at: float = 0.0
     probes_in_flight: int = 0
@@ -294,11 +322,11 @@ class MemoryBreakers:
         failed = outcome == Outcome.FAILURE
         if failed:
             b.last_failure = detail
-        b.calls.append((now, failed))
+        b.calls.add(now, failed)
         self._trim(b, now)
         if not failed:
             return []
-        failures = sum(1 for _, f in b.calls if f)
+        failures = b.calls.failures
         kind = trip(failures, len(b.calls), s)
         if kind is None:
             return []
@@ -315,7 +343,7 @@ class MemoryBreakers:
             out[name] = BreakerSnapshot(
                 provider=name,
                 state=b.state,
-                failures=sum(1 for _, f in b.calls if f),
+                failures=b.calls.failures,
                 calls=len(b.calls),
                 retry_in_s=max(0.0, b.reopen_at - now) if is_open else None,
                 open_for_s=now - b.opened_at if b.state != BreakerState.CLOSED else None,
@@ -333,9 +361,7 @@ class MemoryBreakers:
         return [self._move(provider, b, BreakerState.CLOSED, RESET_BY_ADMIN)]
 
     def _trim(self, b: _Breaker, now: float) -> None:
-        horizon = now - self.settings.window_s
-        while b.calls and b.calls[0][0] < horizon:
-            b.calls.popleft()
+        b.calls.trim(now - self.settings.window_s)
 
     def _open(self, provider: str, b: _Breaker, now: float, reason: str) -> Transition:
         b.opened_at = now

@@ -78,7 +78,7 @@ def route_for_model(runtime: Runtime, model: str | None) -> ModelRoute:
             if model in provider.models:
                 return ModelRoute(provider.name, model)
     offered = (
-        [named[0]] if named is not None else [p.name for p in providers if model in p.models]
+        [named[0]] if named is not None else [p.name for p in providers if p.offers(model)]
     )
     if offered:
         code = "provider_not_configured"

@@ -231,7 +231,7 @@ def resolve_model(
     head, slash, rest = name.partition("/")
     if slash and head in providers:
         return head, rest or None
-    owners = [p for p in providers if name in p.models]
+    owners = [p for p in providers if p.offers(name)]
     if owners:
         configured = [p for p in owners if p.configured]
         return (configured or owners)[0].name, name

@@ -1,0 +1,124 @@
+"""The process's pooled provider client (httpx over aiohttp's pool) against real loopback
+servers: connections are reused, and every transport failure arrives as the provider
+error the adapters rely on (``Transient`` or ``ProviderTimeout``), never as a raw
+aiohttp exception."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from pixelgate.errors import ProviderTimeout, Transient
+from pixelgate.providers._http import request
+from pixelgate.providers._pool import pooled_client
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+      b'{"ok": 1}\r\n')
+
+
+class Loopback:
+    """A raw TCP server on 127.0.0.1 that counts the connections it accepted."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/images"
+
+
+async def _serve_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        writer.write(OK)
+        await writer.drain()
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"this is not HTTP at all\r\n\r\n")
+    await writer.drain()
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")  # then close without a byte of answer
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(30)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Loopback]]]:
+    started: list[Loopback] = []
+
+    async def start(handler: Handler) -> Loopback:
+        loopback = Loopback(handler)
+        loopback.server = await asyncio.start_server(loopback._accept, "127.0.0.1", 0)
+        started.append(loopback)
+        return loopback
+
+    yield start
+    for loopback in started:
+        assert loopback.server is not None
+        loopback.server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    http = pooled_client(max_connections=8, timeout=httpx.Timeout(5.0, connect=2.0))
+    yield http
+    await http.aclose()
+
+
+async def test_connections_are_pooled_and_reused(serve, client) -> None:
+    server = await serve(_serve_ok)
+    for _ in range(3):
+        answers = await asyncio.gather(
+            *(request(client, "fake", "POST", server.url, json={"n": i}) for i in range(8))
+        )
+        assert [a.json() for a in answers] == [{"ok": 1}] * 8
+    assert 1 <= server.connections <= 8  # 24 requests, at most the pool's 8 connections
+
+
+async def test_a_refused_connection_is_transient(client) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(Transient, match="fake"):
+        await request(client, "fake", "POST", f"http://127.0.0.1:{port}/v1", json={})
+
+
+@pytest.mark.parametrize("handler", [_garbage, _hang_up], ids=["not-http", "hang-up"])
+async def test_a_broken_answer_is_transient(serve, client, handler: Handler) -> None:
+    server = await serve(handler)
+    with pytest.raises(Transient, match="fake"):
+        await request(client, "fake", "POST", server.url, json={})
+
+
+async def test_a_silent_server_times_out(serve, client) -> None:
+    server = await serve(_silent)
+    with pytest.raises(ProviderTimeout):
+        await request(client, "fake", "POST", server.url, json={}, timeout=0.3)
