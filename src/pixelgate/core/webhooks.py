@@ -32,8 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
 from pixelgate.config import Settings
 from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
@@ -53,8 +51,6 @@ __all__ = [
     "sign",
     "verify",
 ]
-
-log = structlog.get_logger("pixelgate.webhooks")
 
 SIGNATURE_HEADER = "Pixelgate-Signature"
 EVENT_HEADER = "Pixelgate-Event"
