@@ -60,6 +60,7 @@ from benchlib.servers import (
     LOOPBACK,
     ROOT,
     Server,
+    export_ref,
     free_port,
     gateway,
     gateway_config,
@@ -530,16 +531,6 @@ def check_aims(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --- main ---------------------------------------------------------------------------
-
-
-def export_ref(ref: str, work: Path) -> str:
-    """``git archive`` a committed tree (read-only for the repository); returns its src."""
-    target = work / "src-export"
-    target.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return str(target / "src")
 
 
 def make_bare_body(kind: str, gateway_body: bytes) -> bytes:

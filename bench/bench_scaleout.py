@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import psycopg
 from benchlib.proc import stat_fields, status_kb
-from benchlib.servers import free_port
+from benchlib.servers import export_ref, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "pg_bench_admin_key_0123456789abcdef"
@@ -114,6 +114,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "PIXELGATE_DB_MAX_OVERFLOW": "0",
         }
     )
+    if args.git_ref:  # the API and worker import pixelgate from that committed tree
+        env["PYTHONPATH"] = export_ref(args.git_ref, workdir)
     py = [sys.executable, "-m", "pixelgate"]
     subprocess.run([*py, "migrate"], env=env, check=True, capture_output=True)
     api_log, worker_log = workdir / "api.log", workdir / "worker.log"
@@ -245,6 +247,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--storage-url", default=None)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--git-ref", default=None,
+                        help="benchmark a committed tree (git archive) instead of the working tree")
     args = parser.parse_args()
     started = datetime.now(UTC)
     result = asyncio.run(run(args))

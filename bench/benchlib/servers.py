@@ -285,3 +285,13 @@ def litellm_venv(venv: Path, install: bool = True) -> Path | None:
               "targets still run", file=sys.stderr)
         return None
     return venv
+
+
+def export_ref(ref: str, work: Path) -> str:
+    """``git archive`` a committed tree (read-only for the repository); returns its src."""
+    target = work / "src-export"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target / "src")

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from tests.acceptance.conftest import Launcher, base_env
-from tests.fakes import FakeOpenAIImages, LoopbackServer
+from tests.fakes import LoopbackServer
+from tests.providers.fakes.openai import FakeOpenAIImages
 
 #: the default data directory of a user whose home is the site root (platformdirs)
 DATA_DIR = ".local/share/pixelgate"

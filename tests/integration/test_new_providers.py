@@ -11,9 +11,10 @@ import pytest
 from pixelgate.api.app import create_app
 from pixelgate.runtime import Runtime
 from tests.conftest import ADMIN_KEY, redirect_options
-from tests.fakes import LoopbackServer
-from tests.providers._fakes_b import SECRET
-from tests.providers._fakes_c import RecraftFake, XAIFake, loopback_routes, real_png
+from tests.fakes import LoopbackServer, png_bytes
+from tests.providers.fakes.recraft import RecraftFake
+from tests.providers.fakes.xai import XAIFake
+from tests.providers.kit import SECRET, loopback_routes
 
 WAIT = {"Prefer": "wait=10"}
 
@@ -21,7 +22,8 @@ WAIT = {"Prefer": "wait=10"}
 @pytest.fixture
 def fakes() -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
     recraft = loopback_routes(
-        RecraftFake(raster=real_png()), ["/v1/images/generations", "/v1/users/me"]
+        RecraftFake(raster=png_bytes(8, 8, (200, 80, 0))),
+        ["/v1/images/generations", "/v1/users/me"],
     )
     broken_xai = loopback_routes(XAIFake(fail="auth"), ["/v1/images/generations"])
     with LoopbackServer(recraft) as r, LoopbackServer(broken_xai) as x:

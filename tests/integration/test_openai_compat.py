@@ -22,7 +22,8 @@ from pixelgate.api.compat.openai import resolve_model
 from pixelgate.config import Settings
 from pixelgate.errors import NotFound
 from tests.conftest import ADMIN_KEY
-from tests.fakes import FakeOpenAIImages, LoopbackServer, png_bytes
+from tests.fakes import LoopbackServer, png_bytes
+from tests.providers.fakes.openai import FakeOpenAIImages
 
 STARTUP_TIMEOUT_S = 20.0
 

@@ -19,7 +19,8 @@ from pixelgate.config import Settings
 from pixelgate.db.store import RunningEvent
 from pixelgate.providers._http import server_sent_events
 from pixelgate.runtime import Runtime
-from tests.fakes import FakeOpenAIImages, LoopbackServer
+from tests.fakes import LoopbackServer
+from tests.providers.fakes.openai import FakeOpenAIImages
 
 INTERVAL_S = 0.05
 

@@ -16,8 +16,8 @@ from pixelgate.errors import ProviderAuthError, ProviderRateLimited, ProviderTim
 from pixelgate.providers.azure_openai import AzureOpenAIProvider, AzureOpenAISettings
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.registry import load_kind
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body, multipart
-from tests.providers._fakes_c import AzureFake
+from tests.providers.fakes.azure import AzureFake
+from tests.providers.kit import PNG, SECRET, FakeServer, assert_secret_absent, json_body, multipart
 
 BASE = "https://myres.openai.azure.com"
 VERSION = "2025-04-01-preview"
@@ -44,7 +44,7 @@ async def test_generate_on_the_deployment_route_with_api_version_and_api_key() -
     assert sent.url.path == "/openai/deployments/img1/images/generations"
     assert sent.url.params["api-version"] == VERSION
     assert sent.headers["api-key"] == SECRET and "authorization" not in sent.headers
-    assert "model" not in body(sent)  # the deployment decides
+    assert "model" not in json_body(sent)  # the deployment decides
     assert result.cost_usd == Decimal("40") * 4160 / 1_000_000
 
 
@@ -55,7 +55,7 @@ async def test_v1_route_names_the_deployment_as_model_and_needs_no_api_version()
     sent = server.requests[0]
     assert sent.url.path == "/openai/v1/images/generations"
     assert "api-version" not in sent.url.params
-    assert body(sent)["model"] == "img1"
+    assert json_body(sent)["model"] == "img1"
 
 
 async def test_without_deployments_each_model_is_its_own_deployment() -> None:
@@ -82,9 +82,9 @@ async def test_edit_goes_multipart_to_the_deployment_edits_route() -> None:
     result = await p.generate(request, server.context())
     sent = server.requests[0]
     assert sent.url.path == "/openai/deployments/img1/images/edits"
-    parts = multipart(sent)
-    assert parts["image[]"][1] == PNG and parts["mask"][1] == PNG
-    assert "model" not in parts
+    form = multipart(sent)
+    assert form.part("image[]").data == PNG and form.part("mask").data == PNG
+    assert "model" not in form.names()
     assert result.images[0].data == PNG
 
 
@@ -92,7 +92,7 @@ async def test_webp_is_asked_as_png_since_azure_has_no_webp() -> None:
     server = FakeServer(AzureFake())
     p = make(server)
     await p.generate(ProviderRequest(prompt="x", format="webp"), server.context())
-    assert body(server.requests[0])["output_format"] == "png"
+    assert json_body(server.requests[0])["output_format"] == "png"
     assert p.models["gpt-image-1"].capabilities.output_formats == ("png", "jpeg")
 
 
@@ -115,7 +115,7 @@ async def test_wrong_key_is_an_auth_error_without_the_key() -> None:
     server = FakeServer(AzureFake(key="another-key"))
     with pytest.raises(ProviderAuthError) as caught:
         await make(server).generate(ProviderRequest(prompt="x"), server.context())
-    assert_hidden(caught.value)
+    assert_secret_absent(caught.value)
 
 
 async def test_a_slow_resource_times_out() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from decimal import Decimal
@@ -22,17 +21,15 @@ from pixelgate.errors import (
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.bedrock import NOVA, SD35, TITAN, BedrockProvider, BedrockSettings
 from tests.fakes import FakeJobContext, png_bytes
-from tests.providers._fakes_e import (
+from tests.providers.fakes.bedrock import (
     ACCESS_KEY,
     BEDROCK_API_KEY,
-    PNG,
     SECRET_KEY,
     SESSION_TOKEN,
     FakeBedrock,
-    b64,
     bedrock_error,
-    client,
 )
+from tests.providers.kit import PNG, b64, client, hang
 
 ULTRA = "stability.stable-image-ultra-v1:1"
 
@@ -284,16 +281,8 @@ async def test_stability_filtering_is_a_200_refusal(aws_env: None) -> None:
 
 
 async def test_a_slow_model_times_out(aws_env: None) -> None:
-    fake = FakeBedrock()
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
-        return fake(request)
-
     settings = BedrockSettings(kind="bedrock", region="us-east-1", timeout_s=0.3)
-    provider = BedrockProvider(
-        "bedrock", settings, httpx.AsyncClient(transport=httpx.MockTransport(slow))
-    )
+    provider = BedrockProvider("bedrock", settings, client(hang()))
     with pytest.raises(ProviderTimeout):
         await provider.generate(ProviderRequest(prompt="x"), ctx())
 

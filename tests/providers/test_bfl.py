@@ -26,7 +26,7 @@ from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.bfl import BflProvider, BflSettings
 from pixelgate.providers.registry import build_providers
 from tests.fakes import FakeJobContext, png_bytes
-from tests.providers._fakes_d import KEY, POLL_HOST, FakeBfl, bfl_servers
+from tests.providers.fakes.bfl import KEY, POLL_HOST, FakeBfl, bfl_servers
 
 IMAGE = png_bytes(40, 30)
 

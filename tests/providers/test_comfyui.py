@@ -18,7 +18,7 @@ from pixelgate.errors import InvalidRequest, ProviderTimeout, Transient
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.comfyui import DEFAULT_WORKFLOW, ComfyUIProvider, ComfyUISettings
 from tests.fakes import FakeJobContext
-from tests.providers._fakes_b import PNG, FakeServer, body, reply
+from tests.providers.kit import PNG, FakeServer, hang, json_body, reply
 
 BASE = "http://comfy.local:8188"
 PROMPT_ID = "6f962d0e-40d9-45e8-b378-7247258cadde"
@@ -72,7 +72,7 @@ class FakeComfy:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if request.method == "POST" and path == "/prompt":
-            data = body(request)
+            data = json_body(request)
             assert set(data) == {"prompt", "client_id"}
             self.graph, self.client_id = data["prompt"], data["client_id"]
             self.submitted.set()
@@ -317,7 +317,7 @@ async def test_cancel_deletes_when_queued_and_interrupts_when_running(
     server = FakeServer(handler)
     await make(server).cancel(PROMPT_ID)
     (posted,) = server.seen("POST")
-    assert (posted.method, posted.url.path, body(posted)) == expected
+    assert (posted.method, posted.url.path, json_body(posted)) == expected
 
 
 async def test_running_past_timeout_is_interrupted() -> None:
@@ -376,11 +376,7 @@ async def test_malformed_body_is_transient() -> None:
 
 
 async def test_hang_past_timeout() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(10)
-        return httpx.Response(200)
-
-    server = FakeServer(handler)
+    server = FakeServer(hang())
     with pytest.raises(ProviderTimeout):
         await make(server, timeout_s=0.1).generate(ProviderRequest("x"), server.context())
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +20,16 @@ from pixelgate.errors import (
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.fal import FalProvider, FalSettings
 from tests.fakes import FakeJobContext
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body, reply
+from tests.providers.kit import (
+    PNG,
+    SECRET,
+    FakeServer,
+    assert_secret_absent,
+    b64,
+    hang,
+    json_body,
+    reply,
+)
 
 QUEUE = "https://queue.fal.run"
 REQ_ID = "764cabcf-b745-4b3e-ae38-1200304cf45b"
@@ -83,7 +90,7 @@ def queue_handler(
         assert "/schnell/requests" not in path, "status/result URLs drop the app's sub path"
         if request.method == "POST":
             assert path == "/fal-ai/flux/schnell"
-            data = body(request)
+            data = json_body(request)
             assert data["prompt"] == "a fox"
             assert data["image_size"] == {"width": 1024, "height": 768}
             assert isinstance(data["num_images"], int)
@@ -141,13 +148,13 @@ async def test_resume_polls_the_saved_request_without_submitting() -> None:
 
 
 async def test_sync_mode_posts_to_fal_run_and_decodes_data_uris() -> None:
-    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    uri = "data:image/png;base64," + b64(PNG)
 
     def handler(request: httpx.Request) -> httpx.Response:
         authorized(request)
         assert request.method == "POST"
         assert str(request.url) == "https://fal.run/fal-ai/nano-banana"
-        data = body(request)
+        data = json_body(request)
         assert data == {
             "prompt": "a fox",
             "aspect_ratio": "16:9",
@@ -237,11 +244,7 @@ async def test_job_past_timeout_is_canceled() -> None:
 
 
 async def test_hanging_sync_call_times_out() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(10)
-        return reply(200, result())
-
-    server = FakeServer(handler)
+    server = FakeServer(hang())
     with pytest.raises(ProviderTimeout):
         await make(server, mode="sync", timeout_s=0.1).generate(
             ProviderRequest("x"), server.context()
@@ -269,7 +272,7 @@ async def test_401_is_auth_error_without_the_key() -> None:
     server = FakeServer(lambda r: reply(401, {"detail": f"No user found for Key {SECRET}"}))
     with pytest.raises(ProviderAuthError) as info:
         await make(server).generate(ProviderRequest("x"), server.context())
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
 
 
 async def test_5xx_is_transient() -> None:

@@ -22,12 +22,12 @@ from pixelgate.errors import (
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.gemini import GeminiProvider
-from tests.providers._fakes_a import (
+from tests.providers.kit import (
     JPEG,
     PNG,
     SECRET,
+    FakeServer,
     Handler,
-    Recorder,
     assert_secret_absent,
     b64,
     client,
@@ -35,8 +35,8 @@ from tests.providers._fakes_a import (
     ctx,
     hang,
     json_body,
-    json_response,
     read_timeout,
+    reply,
 )
 
 MODEL = "gemini-2.5-flash-image"
@@ -110,7 +110,7 @@ def image_answer(usage: bool = True, image: bytes = PNG) -> dict[str, Any]:
 
 def server(request: httpx.Request) -> httpx.Response:
     check_request(request)
-    return json_response(200, image_answer())
+    return reply(200, image_answer())
 
 
 def google_error(
@@ -124,7 +124,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
         check_request(request)
         if isinstance(body, bytes):
             return httpx.Response(status, content=body, headers=headers)
-        return json_response(status, body, headers)
+        return reply(status, body, headers)
 
     return handler
 
@@ -133,7 +133,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
 
 
 async def test_generates_inline_image_and_costs_from_usage() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     result = await p.generate(ProviderRequest(prompt="a cat in a hat"), ctx(p.http))
     (image,) = result.images
@@ -151,7 +151,7 @@ async def test_generates_inline_image_and_costs_from_usage() -> None:
 async def test_cost_without_usage_is_the_per_image_price() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         check_request(request)
-        return json_response(200, image_answer(usage=False))
+        return reply(200, image_answer(usage=False))
 
     p = provider(handler)
     result = await p.generate(ProviderRequest(prompt="x"), ctx(p.http))
@@ -160,7 +160,7 @@ async def test_cost_without_usage_is_the_per_image_price() -> None:
 
 
 async def test_reference_and_edit_images_are_inline_parts() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, person_generation="ALLOW_ADULT")
     request = ProviderRequest(prompt="make it blue", edit_image=PNG, reference_image=JPEG)
     await p.generate(request, ctx(p.http))
@@ -187,7 +187,7 @@ async def test_reference_and_edit_images_are_inline_parts() -> None:
 async def test_aspect_ratio_maps_to_nearest_supported(
     width: int, height: int, aspect: str | None, expected: str
 ) -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", width=width, height=height, aspect_ratio=aspect)
     result = await p.generate(request, ctx(p.http))
@@ -212,7 +212,7 @@ def test_nearest_aspect_ratio_helper() -> None:
 
 
 async def test_n_runs_that_many_calls() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     result = await p.generate(ProviderRequest(prompt="x", n=3), ctx(p.http))
     assert len(result.images) == 3 and len(recorder.requests) == 3
@@ -229,8 +229,8 @@ async def test_n_keeps_images_when_some_calls_are_refused() -> None:
         check_request(request)
         calls += 1
         if calls == 1:
-            return json_response(200, {"candidates": [{"finishReason": "IMAGE_SAFETY"}]})
-        return json_response(200, image_answer())
+            return reply(200, {"candidates": [{"finishReason": "IMAGE_SAFETY"}]})
+        return reply(200, image_answer())
 
     p = provider(handler)
     result = await p.generate(ProviderRequest(prompt="x", n=2), ctx(p.http))
@@ -239,7 +239,7 @@ async def test_n_keeps_images_when_some_calls_are_refused() -> None:
 
 
 async def test_mask_is_not_supported() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     with pytest.raises(InvalidRequest):
         await p.generate(ProviderRequest(prompt="x", edit_image=PNG, mask=PNG), ctx(p.http))
@@ -395,7 +395,7 @@ async def test_connection_error_is_transient() -> None:
 
 
 async def test_missing_key_is_auth_error_without_calling() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, api_key=None)
     with pytest.raises(ProviderAuthError):
         await p.generate(ProviderRequest(prompt="x"), ctx(p.http))
@@ -406,7 +406,7 @@ async def test_missing_key_is_auth_error_without_calling() -> None:
 async def test_api_key_never_appears_in_error_messages(status: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         key = request.headers["x-goog-api-key"]
-        return json_response(status, google_error(status, "X", f"key={key}"))
+        return reply(status, google_error(status, "X", f"key={key}"))
 
     p = provider(handler)
     with pytest.raises(ProviderError) as info:
@@ -422,7 +422,7 @@ async def test_health_gets_the_model() -> None:
         assert request.method == "GET"
         assert request.url.path == f"/v1beta/models/{MODEL}"
         assert request.headers["x-goog-api-key"] == SECRET
-        return json_response(200, {"name": f"models/{MODEL}"})
+        return reply(200, {"name": f"models/{MODEL}"})
 
     assert (await provider(handler).health()).healthy
 
@@ -432,7 +432,7 @@ async def test_health_failures() -> None:
         details = [
             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}
         ]
-        return json_response(400, google_error(400, "INVALID_ARGUMENT", "bad", details))
+        return reply(400, google_error(400, "INVALID_ARGUMENT", "bad", details))
 
     health = await provider(bad_key).health()
     assert not health.healthy and health.status == "auth_failed"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +20,15 @@ from pixelgate.errors import (
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.horde import ANONYMOUS_KEY, HordeProvider, HordeSettings
 from tests.fakes import FakeJobContext
-from tests.providers._fakes_b import SECRET, FakeServer, assert_hidden, body, reply
+from tests.providers.kit import (
+    SECRET,
+    FakeServer,
+    assert_secret_absent,
+    b64,
+    hang,
+    json_body,
+    reply,
+)
 
 JOB = "4a3f5a8e-1c2b-4d5e-8f90-123456789abc"
 WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8 " + b"\x00" * 14
@@ -83,7 +89,7 @@ def flow(checks: list[dict[str, Any]], final: dict[str, Any], ctx_ref: list[Fake
         path = request.url.path
         if request.method == "POST":
             assert path == "/api/v2/generate/async"
-            data = body(request)
+            data = json_body(request)
             assert data["prompt"] == "a lighthouse ### fog, blur"
             params = data["params"]
             assert params["width"] == 1024 and params["height"] == 576  # multiples of 64
@@ -137,15 +143,15 @@ async def test_queue_then_processing_then_done_with_r2_urls() -> None:
 
 
 async def test_base64_images_when_r2_is_off() -> None:
-    b64 = base64.b64encode(WEBP).decode()
+    encoded = b64(WEBP)
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            assert body(request)["r2"] is False
+            assert json_body(request)["r2"] is False
             return reply(202, {"id": JOB})
         if request.url.path == CHECK:
             return reply(200, check(done=True, finished=1))
-        return reply(200, done(generation(img=b64)))
+        return reply(200, done(generation(img=encoded)))
 
     server = FakeServer(handler)
     res = await make(server, r2=False).generate(ProviderRequest("x"), server.context())
@@ -156,7 +162,7 @@ async def test_base64_images_when_r2_is_off() -> None:
 async def test_any_model_sends_no_models_list() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            assert "models" not in body(request)
+            assert "models" not in json_body(request)
             return reply(202, {"id": JOB})
         if request.url.path == CHECK:
             return reply(200, check(done=True, finished=1))
@@ -225,7 +231,7 @@ async def test_invalid_key_is_auth_error_without_the_key() -> None:
     provider = make(server, api_key=SecretStr(SECRET))
     with pytest.raises(ProviderAuthError) as info:
         await provider.generate(ProviderRequest("x"), server.context())
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
 
 
 async def test_429_with_retry_after() -> None:
@@ -294,11 +300,7 @@ async def test_stuck_in_queue_past_timeout_is_deleted() -> None:
 
 
 async def test_hanging_submit_times_out() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(10)
-        return reply(202, {"id": JOB})
-
-    server = FakeServer(handler)
+    server = FakeServer(hang())
     with pytest.raises(ProviderTimeout):
         await make(server, timeout_s=0.1).generate(ProviderRequest("x"), server.context())
     assert server.seen("DELETE") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,15 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.ideogram import V3_RATIOS, IdeogramProvider, IdeogramSettings
-from tests.providers._fakes_b import SECRET, FakeServer, assert_hidden, body, multipart, reply
+from tests.providers.kit import (
+    SECRET,
+    FakeServer,
+    assert_secret_absent,
+    hang,
+    json_body,
+    multipart,
+    reply,
+)
 
 URL = "https://ideogram.ai/api/images/ephemeral/abc.png?exp=1&sig=x"
 V3_FIELDS = {
@@ -61,19 +68,20 @@ async def test_v3_multipart_with_json_color_palette_part() -> None:
         assert str(request.url) == "https://api.ideogram.ai/v1/ideogram-v3/generate"
         assert request.headers["api-key"] == SECRET
         assert "authorization" not in request.headers
-        parts = multipart(request)
-        assert set(parts) <= V3_FIELDS
-        assert parts["prompt"] == ("text/plain", b"a poster that says HELLO")
-        assert parts["rendering_speed"][1] == b"TURBO"
-        assert parts["aspect_ratio"][1] == b"16x9"
-        assert parts["aspect_ratio"][1].decode() in V3_RATIOS
-        assert parts["num_images"][1] == b"2"
-        assert parts["seed"][1] == b"77"
-        assert parts["negative_prompt"][1] == b"blurry"
-        assert parts["style_type"][1] == b"DESIGN"
-        content_type, payload = parts["color_palette"]
-        assert content_type == "application/json"
-        assert json.loads(payload) == palette
+        form = multipart(request)
+        assert form.names() <= V3_FIELDS
+        prompt = form.part("prompt")
+        assert (prompt.content_type, prompt.data) == ("text/plain", b"a poster that says HELLO")
+        assert form.part("rendering_speed").data == b"TURBO"
+        assert form.part("aspect_ratio").data == b"16x9"
+        assert form.part("aspect_ratio").data.decode() in V3_RATIOS
+        assert form.part("num_images").data == b"2"
+        assert form.part("seed").data == b"77"
+        assert form.part("negative_prompt").data == b"blurry"
+        assert form.part("style_type").data == b"DESIGN"
+        palette_part = form.part("color_palette")
+        assert palette_part.content_type == "application/json"
+        assert json.loads(palette_part.data) == palette
         return reply(200, generated(image(seed=77), image(seed=78)))
 
     server = FakeServer(handler)
@@ -89,10 +97,10 @@ async def test_v3_multipart_with_json_color_palette_part() -> None:
 
 async def test_v3_is_multipart_even_without_optional_fields() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        parts = multipart(request)
-        assert set(parts) == {"prompt", "rendering_speed", "aspect_ratio", "num_images"}
-        assert parts["rendering_speed"][1] == b"DEFAULT"
-        assert parts["aspect_ratio"][1] == b"1x1"
+        form = multipart(request)
+        assert form.names() == {"prompt", "rendering_speed", "aspect_ratio", "num_images"}
+        assert form.part("rendering_speed").data == b"DEFAULT"
+        assert form.part("aspect_ratio").data == b"1x1"
         return reply(200, generated(image()))
 
     server = FakeServer(handler)
@@ -105,7 +113,7 @@ async def test_legacy_v2_wraps_json_in_image_request() -> None:
         assert str(request.url) == "https://api.ideogram.ai/generate"
         assert request.headers["api-key"] == SECRET
         assert request.headers["content-type"] == "application/json"
-        assert body(request) == {
+        assert json_body(request) == {
             "image_request": {
                 "prompt": "x",
                 "model": "V_2",
@@ -173,7 +181,7 @@ async def test_401_is_auth_error_without_the_key() -> None:
     server = FakeServer(lambda r: httpx.Response(401, text=f"bad key {SECRET}"))
     with pytest.raises(ProviderAuthError) as info:
         await make(server).generate(ProviderRequest("x"), server.context())
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
 
 
 async def test_5xx_is_transient() -> None:
@@ -189,11 +197,7 @@ async def test_malformed_body_is_transient() -> None:
 
 
 async def test_hang_past_timeout() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(10)
-        return reply(200, generated(image()))
-
-    server = FakeServer(handler)
+    server = FakeServer(hang())
     with pytest.raises(ProviderTimeout):
         await make(server, timeout_s=0.1).generate(ProviderRequest("x"), server.context())
 

@@ -20,12 +20,12 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.imagen import ImagenProvider
-from tests.providers._fakes_a import (
+from tests.providers.kit import (
     JPEG,
     PNG,
     SECRET,
+    FakeServer,
     Handler,
-    Recorder,
     assert_secret_absent,
     b64,
     client,
@@ -33,8 +33,8 @@ from tests.providers._fakes_a import (
     ctx,
     hang,
     json_body,
-    json_response,
     read_timeout,
+    reply,
 )
 
 STANDARD = "imagen-4.0-generate-001"
@@ -104,7 +104,7 @@ def predictions(
 
 def server(request: httpx.Request) -> httpx.Response:
     body = check_request(request)
-    return json_response(200, predictions(body["parameters"]["sampleCount"]))
+    return reply(200, predictions(body["parameters"]["sampleCount"]))
 
 
 def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Handler:
@@ -112,7 +112,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
         check_request(request)
         if isinstance(body, bytes):
             return httpx.Response(status, content=body, headers=headers)
-        return json_response(status, body, headers)
+        return reply(status, body, headers)
 
     return handler
 
@@ -127,7 +127,7 @@ def google_error(
 
 
 async def test_generates_n_images_in_one_call() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, person_generation="ALLOW_ADULT", safety_setting="BLOCK_ONLY_HIGH")
     request = ProviderRequest(prompt="a lighthouse", model=STANDARD, n=3, width=1920, height=1080)
     result = await p.generate(request, ctx(p.http))
@@ -148,7 +148,7 @@ async def test_generates_n_images_in_one_call() -> None:
 
 
 async def test_vertex_only_parameters_are_never_sent() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", negative_prompt="blurry", seed=42, model=FAST)
     await p.generate(request, ctx(p.http))
@@ -158,7 +158,7 @@ async def test_vertex_only_parameters_are_never_sent() -> None:
 
 
 async def test_fast_model_never_asks_for_2k_and_jpeg_uses_output_options() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", model=FAST, width=2048, height=2048, format="jpeg")
     await p.generate(request, ctx(p.http))
@@ -181,7 +181,7 @@ async def test_fast_model_never_asks_for_2k_and_jpeg_uses_output_options() -> No
 async def test_aspect_ratio_mapping(
     width: int, height: int, aspect: str | None, expected: str
 ) -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", width=width, height=height, aspect_ratio=aspect)
     await p.generate(request, ctx(p.http))
@@ -216,7 +216,7 @@ def test_prices_and_catalog() -> None:
 
 
 async def test_input_images_and_large_n_are_rejected_without_calling() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     with pytest.raises(InvalidRequest):
         await p.generate(ProviderRequest(prompt="x", reference_image=JPEG), ctx(p.http))
@@ -306,7 +306,7 @@ async def test_connection_error_is_transient() -> None:
 async def test_api_key_never_appears_in_error_messages(status: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         key = request.headers["x-goog-api-key"]
-        return json_response(status, google_error(status, "X", f"bad {key}"))
+        return reply(status, google_error(status, "X", f"bad {key}"))
 
     p = provider(handler)
     with pytest.raises(ProviderError) as info:
@@ -318,7 +318,7 @@ async def test_health_flags_a_retired_model() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.method == "GET"
         assert request.url.path == f"/v1beta/models/{FAST}"
-        return json_response(404, google_error(404, "NOT_FOUND", "model not found"))
+        return reply(404, google_error(404, "NOT_FOUND", "model not found"))
 
     health = await provider(handler).health()
     assert not health.healthy and health.status == "degraded"

@@ -27,13 +27,12 @@ from pixelgate.providers.openai import (
     OpenAISettings,
     nearest_size,
 )
-from tests.providers._fakes_a import (
+from tests.providers.kit import (
     JPEG,
-    MASK,
     PNG,
     SECRET,
+    FakeServer,
     Handler,
-    Recorder,
     assert_secret_absent,
     b64,
     client,
@@ -41,11 +40,12 @@ from tests.providers._fakes_a import (
     ctx,
     hang,
     json_body,
-    json_response,
     multipart,
     read_timeout,
+    reply,
 )
 
+MASK = b"\x89PNG\r\n\x1a\n" + b"mask" * 8
 BASE = "http://fake"
 GPT_SIZES = {"auto", "1024x1024", "1536x1024", "1024x1536"}
 DALLE3_SIZES = {"1024x1024", "1792x1024", "1024x1792"}
@@ -131,7 +131,7 @@ def generations_server(request: httpx.Request) -> httpx.Response:
     check_auth(request)
     body = json_body(request)
     check_generation(body)
-    return json_response(200, images_response(body), {"x-request-id": "req_123"})
+    return reply(200, images_response(body), {"x-request-id": "req_123"})
 
 
 def error(
@@ -145,7 +145,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
         check_auth(request)
         if isinstance(body, bytes):
             return httpx.Response(status, content=body, headers=headers)
-        return json_response(status, body, headers)
+        return reply(status, body, headers)
 
     return handler
 
@@ -154,7 +154,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
 
 
 async def test_gpt_image_generates_base64_images_and_costs_from_usage() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     request = ProviderRequest(prompt="a cat", model="gpt-image-1", n=2, quality="high")
     result = await p.generate(request, ctx(p.http))
@@ -175,7 +175,7 @@ async def test_gpt_image_generates_base64_images_and_costs_from_usage() -> None:
 
 
 async def test_gpt_image_transparent_background_and_format() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     request = ProviderRequest(
         prompt="a logo", model="gpt-image-1", background="transparent", format="webp"
@@ -187,7 +187,7 @@ async def test_gpt_image_transparent_background_and_format() -> None:
 
 
 async def test_transparent_jpeg_request_asks_for_png() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     request = ProviderRequest(
         prompt="x", model="gpt-image-1", background="transparent", format="jpeg"
@@ -197,7 +197,7 @@ async def test_transparent_jpeg_request_asks_for_png() -> None:
 
 
 async def test_dalle3_returns_url_images_without_downloading() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder, response_format="url")
     request = ProviderRequest(
         prompt="a cat", model="dall-e-3", width=1920, height=1080, quality="hd", style="natural"
@@ -214,7 +214,7 @@ async def test_dalle3_returns_url_images_without_downloading() -> None:
 
 
 async def test_dalle3_defaults_to_base64() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     result = await p.generate(ProviderRequest(prompt="a cat", model="dall-e-3"), ctx(p.http))
     body = json.loads(recorder.requests[0].content)
@@ -225,7 +225,7 @@ async def test_dalle3_defaults_to_base64() -> None:
 
 
 async def test_url_can_be_chosen_per_request() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     request = ProviderRequest(prompt="a", model="dall-e-2", n=3, options={"response_format": "url"})
     result = await p.generate(request, ctx(p.http))
@@ -236,7 +236,7 @@ async def test_url_can_be_chosen_per_request() -> None:
 
 
 async def test_dalle3_rejects_n_above_one_without_calling() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     with pytest.raises(InvalidRequest):
         await p.generate(ProviderRequest(prompt="a", model="dall-e-3", n=2), ctx(p.http))
@@ -286,13 +286,13 @@ def edits_server(expect_part: str) -> Handler:
             "data": [{"b64_json": b64(PNG)} for _ in range(n)],
             "output_format": "png",
         }
-        return json_response(200, response)
+        return reply(200, response)
 
     return handler
 
 
 async def test_gpt_image_edit_sends_images_and_mask_as_multipart() -> None:
-    recorder = Recorder(edits_server("image[]"))
+    recorder = FakeServer(edits_server("image[]"))
     p = provider(recorder)
     request = ProviderRequest(
         prompt="add a hat",
@@ -320,7 +320,7 @@ async def test_gpt_image_edit_sends_images_and_mask_as_multipart() -> None:
 
 
 async def test_gpt_image_reference_image_goes_through_edits() -> None:
-    recorder = Recorder(edits_server("image[]"))
+    recorder = FakeServer(edits_server("image[]"))
     p = provider(recorder)
     request = ProviderRequest(prompt="in this style", model="gpt-image-1-mini", reference_image=PNG)
     await p.generate(request, ctx(p.http))
@@ -330,7 +330,7 @@ async def test_gpt_image_reference_image_goes_through_edits() -> None:
 
 
 async def test_dalle2_edit_uses_single_image_part() -> None:
-    recorder = Recorder(edits_server("image"))
+    recorder = FakeServer(edits_server("image"))
     p = provider(recorder)
     request = ProviderRequest(
         prompt="fix", model="dall-e-2", edit_image=PNG, mask=MASK, width=512, height=512
@@ -342,7 +342,7 @@ async def test_dalle2_edit_uses_single_image_part() -> None:
 
 
 async def test_dalle3_cannot_edit() -> None:
-    recorder = Recorder(edits_server("image"))
+    recorder = FakeServer(edits_server("image"))
     p = provider(recorder)
     with pytest.raises(InvalidRequest):
         await p.generate(ProviderRequest(prompt="x", model="dall-e-3", edit_image=PNG), ctx(p.http))
@@ -374,7 +374,7 @@ async def test_dalle3_cannot_edit() -> None:
 async def test_size_maps_to_nearest_allowed_by_aspect_ratio(
     model: str, width: int, height: int, aspect: str | None, expected: str
 ) -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder)
     request = ProviderRequest(
         prompt="x", model=model, width=width, height=height, aspect_ratio=aspect
@@ -435,7 +435,7 @@ def test_catalog_lists_models_with_capabilities() -> None:
 async def test_cost_falls_back_to_table_without_usage() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         check_generation(json_body(request))
-        return json_response(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
+        return reply(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
 
     p = provider(handler)
     request = ProviderRequest(prompt="x", model="gpt-image-1", quality="low")
@@ -556,7 +556,7 @@ async def test_connection_error_is_transient() -> None:
 
 
 async def test_missing_key_fails_before_any_request() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder, api_key=None)
     assert not p.configured
     with pytest.raises(ProviderAuthError):
@@ -567,7 +567,7 @@ async def test_missing_key_fails_before_any_request() -> None:
 def echo_key_handler(status: int) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         key = request.headers["authorization"]
-        return json_response(status, error(status, f"echo {key} {SECRET}", "moderation_blocked"))
+        return reply(status, error(status, f"echo {key} {SECRET}", "moderation_blocked"))
 
     return handler
 
@@ -584,7 +584,7 @@ async def test_api_key_never_appears_in_error_messages(status: int) -> None:
 
 
 async def test_organization_and_project_headers() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder, organization="org-1", project="proj_1")
     await p.generate(ProviderRequest(prompt="x"), ctx(p.http))
     sent = recorder.requests[0].headers
@@ -595,7 +595,7 @@ async def test_health_lists_models() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.method == "GET" and request.url.path == "/models"
         check_auth(request)
-        return json_response(200, {"object": "list", "data": []})
+        return reply(200, {"object": "list", "data": []})
 
     health = await provider(handler).health()
     assert health.healthy and health.latency_ms is not None
@@ -611,7 +611,7 @@ async def test_health_reports_bad_key_and_outage() -> None:
 
 
 async def test_health_without_key_does_not_call() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     health = await provider(recorder, api_key=None).health()
     assert not health.healthy and health.status == "not_configured"
     assert recorder.requests == []
@@ -642,11 +642,11 @@ def compat_server(request: httpx.Request) -> httpx.Response:
     width, _, height = body["size"].partition("x")
     assert width.isdigit() and height.isdigit()
     data = [{"b64_json": b64(PNG)} for _ in range(body["n"])]
-    return json_response(200, {"created": 1, "data": data})
+    return reply(200, {"created": 1, "data": data})
 
 
 async def test_compatible_server_passes_any_size_and_needs_no_key() -> None:
-    recorder = Recorder(compat_server)
+    recorder = FakeServer(compat_server)
     p = compat(recorder, models=["sdxl", "flux"])
     assert p.configured
     assert list(p.models) == ["sdxl", "flux"]
@@ -662,7 +662,7 @@ async def test_compatible_server_passes_any_size_and_needs_no_key() -> None:
 
 
 async def test_compatible_server_sends_key_when_set_and_limits_n() -> None:
-    recorder = Recorder(compat_server)
+    recorder = FakeServer(compat_server)
     p = compat(recorder, api_key=SECRET, price_usd="0.002")
     await p.generate(ProviderRequest(prompt="x"), ctx(p.http))
     assert recorder.requests[0].headers["authorization"] == f"Bearer {SECRET}"
@@ -692,12 +692,12 @@ async def test_compatible_health_tolerates_missing_models_endpoint() -> None:
 
 
 async def test_moderation_setting_is_sent_on_generations_only() -> None:
-    recorder = Recorder(generations_server)
+    recorder = FakeServer(generations_server)
     p = provider(recorder, moderation="low")
     await p.generate(ProviderRequest(prompt="x", model="gpt-image-1"), ctx(p.http))
     assert json.loads(recorder.requests[0].content)["moderation"] == "low"
 
-    edits = Recorder(edits_server("image[]"))
+    edits = FakeServer(edits_server("image[]"))
     p = provider(edits, moderation="low")
     await p.generate(ProviderRequest(prompt="x", reference_image=PNG), ctx(p.http))
     assert "moderation" not in multipart(edits.requests[0]).names()
@@ -708,7 +708,7 @@ async def test_content_type_follows_the_format_sent_when_the_answer_omits_it() -
         body = json_body(request)
         check_generation(body)
         assert body["output_format"] == "png"
-        return json_response(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
+        return reply(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
 
     p = provider(handler)
     request = ProviderRequest(prompt="x", background="transparent", format="jpeg")

@@ -19,18 +19,9 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.openai import OpenAIProvider
-from tests.fakes import FakeJobContext, FakeOpenAIImages
-from tests.providers._fakes_a import (
-    JPEG,
-    PNG,
-    SECRET,
-    Handler,
-    Recorder,
-    b64,
-    client,
-    ctx,
-    json_response,
-)
+from tests.fakes import FakeJobContext
+from tests.providers.fakes.openai import FakeOpenAIImages
+from tests.providers.kit import JPEG, PNG, SECRET, FakeServer, Handler, b64, client, ctx, reply
 
 BASE = "http://fake"
 
@@ -63,7 +54,7 @@ async def test_partial_images_are_handed_over_in_order_as_they_arrive() -> None:
         assert len(job.partials) == position
 
     fake = FakeOpenAIImages(pause=before)
-    recorder = Recorder(fake.handler)
+    recorder = FakeServer(fake.handler)
     p = provider(recorder)
     job = ctx(p.http)
     request = ProviderRequest(prompt="a cat", model="gpt-image-1", quality="high", partial_images=2)
@@ -93,7 +84,7 @@ async def test_partial_images_are_handed_over_in_order_as_they_arrive() -> None:
 
 async def test_edit_streams_image_edit_events() -> None:
     fake = FakeOpenAIImages()
-    recorder = Recorder(fake.handler)
+    recorder = FakeServer(fake.handler)
     p = provider(recorder)
     job = ctx(p.http)
     request = ProviderRequest(
@@ -127,8 +118,8 @@ async def test_without_previews_the_request_is_not_streamed(request_: ProviderRe
 
 
 async def test_dalle_never_streams() -> None:
-    recorder = Recorder(
-        lambda request: json_response(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
+    recorder = FakeServer(
+        lambda request: reply(200, {"created": 1, "data": [{"b64_json": b64(PNG)}]})
     )
     p = provider(recorder)
     request = ProviderRequest(prompt="x", model="dall-e-3", partial_images=2)
@@ -139,7 +130,7 @@ async def test_dalle_never_streams() -> None:
 
 async def test_a_server_that_ignores_stream_answers_json() -> None:
     body = {"created": 1, "data": [{"b64_json": b64(JPEG)}], "output_format": "jpeg"}
-    p = provider(lambda request: json_response(200, body))
+    p = provider(lambda request: reply(200, body))
     job = ctx(p.http)
     result = await p.generate(ProviderRequest(prompt="x", partial_images=1), job)
     assert result.images[0].data == JPEG and job.partials == []
@@ -192,7 +183,7 @@ async def test_a_malformed_event_is_transient() -> None:
 async def test_an_http_error_before_the_stream_is_mapped() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = {"error": {"message": "slow", "type": "x", "param": None, "code": "rate_limit"}}
-        return json_response(429, body, {"retry-after": "3"})
+        return reply(429, body, {"retry-after": "3"})
 
     p = provider(handler)
     with pytest.raises(ProviderRateLimited) as raised:

@@ -17,8 +17,8 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.openrouter import OpenRouterProvider, OpenRouterSettings
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body
-from tests.providers._fakes_c import OpenRouterFake
+from tests.providers.fakes.openrouter import OpenRouterFake
+from tests.providers.kit import PNG, SECRET, FakeServer, assert_secret_absent, json_body
 
 BASE = "https://openrouter.ai/api/v1"
 GEMINI = "google/gemini-2.5-flash-image"
@@ -42,7 +42,7 @@ async def test_chat_route_sends_modalities_and_decodes_data_url_images() -> None
     assert sent.url.path == "/api/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {SECRET}"
     assert sent.headers["x-title"] == "pixelgate"
-    assert body(sent) == {
+    assert json_body(sent) == {
         "model": GEMINI,
         "messages": [{"role": "user", "content": "a sunset"}],
         "modalities": ["image", "text"],
@@ -55,7 +55,7 @@ async def test_image_only_models_ask_for_image_modality_only() -> None:
     await make(server).generate(
         ProviderRequest(prompt="x", model="black-forest-labs/flux.2-pro"), server.context()
     )
-    assert body(server.requests[0])["modalities"] == ["image"]
+    assert json_body(server.requests[0])["modalities"] == ["image"]
 
 
 async def test_reference_image_goes_as_a_data_url_part() -> None:
@@ -63,7 +63,7 @@ async def test_reference_image_goes_as_a_data_url_part() -> None:
     await make(server).generate(
         ProviderRequest(prompt="like this", reference_image=PNG), server.context()
     )
-    content = body(server.requests[0])["messages"][0]["content"]
+    content = json_body(server.requests[0])["messages"][0]["content"]
     assert content[0] == {"type": "text", "text": "like this"}
     assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
 
@@ -75,7 +75,7 @@ async def test_configured_models_take_the_images_route() -> None:
     result = await p.generate(request, server.context())
     sent = server.requests[0]
     assert sent.url.path == "/api/v1/images"
-    assert body(sent) == {
+    assert json_body(sent) == {
         "model": "openai/gpt-image-1",
         "prompt": "x",
         "n": 2,
@@ -135,7 +135,7 @@ async def test_bad_key_is_an_auth_error_without_the_key() -> None:
     server = FakeServer(OpenRouterFake(key="other"))
     with pytest.raises(ProviderAuthError) as caught:
         await make(server).generate(ProviderRequest(prompt="x"), server.context())
-    assert_hidden(caught.value)
+    assert_secret_absent(caught.value)
 
 
 async def test_a_slow_route_times_out() -> None:

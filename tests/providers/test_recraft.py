@@ -16,8 +16,8 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.recraft import RecraftProvider, RecraftSettings
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body
-from tests.providers._fakes_c import SVG, RecraftFake
+from tests.providers.fakes.recraft import SVG, RecraftFake
+from tests.providers.kit import PNG, SECRET, FakeServer, assert_secret_absent, json_body
 
 BASE = "https://external.api.recraft.ai/v1"
 
@@ -46,7 +46,7 @@ async def test_raster_generation_sends_style_substyle_and_costs_the_units() -> N
     sent = server.requests[0]
     assert sent.url.path == "/v1/images/generations"
     assert sent.headers["authorization"] == f"Bearer {SECRET}"
-    assert body(sent) == {
+    assert json_body(sent) == {
         "prompt": "a fox",
         "model": "recraftv3",
         "n": 2,
@@ -85,7 +85,7 @@ async def test_v4_takes_a_ratio_and_no_style() -> None:
     await p.generate(
         ProviderRequest(prompt="x", model="recraftv4_1", width=1344, height=768), server.context()
     )
-    assert body(server.requests[0])["size"] == "16:9"
+    assert json_body(server.requests[0])["size"] == "16:9"
     with pytest.raises(InvalidRequest, match="V4 takes no styles"):
         await p.generate(
             ProviderRequest(prompt="x", model="recraftv4_1", style="any"), server.context()
@@ -126,7 +126,7 @@ async def test_plain_text_401_is_an_auth_error_without_the_key() -> None:
     server = FakeServer(RecraftFake(key="other"))
     with pytest.raises(ProviderAuthError, match="request unauthorized") as caught:
         await make(server).generate(ProviderRequest(prompt="x"), server.context())
-    assert_hidden(caught.value)
+    assert_secret_absent(caught.value)
 
 
 async def test_a_slow_api_times_out() -> None:

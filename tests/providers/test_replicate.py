@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 from decimal import Decimal
 from typing import Any
@@ -24,7 +23,7 @@ from pixelgate.errors import (
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.replicate import FLUX_RATIOS, ReplicateProvider, ReplicateSettings
 from tests.fakes import FakeJobContext
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body, reply
+from tests.providers.kit import PNG, SECRET, FakeServer, assert_secret_absent, b64, json_body, reply
 
 API = "https://api.replicate.com"
 PREFER = re.compile(r"^wait(=([1-9]|[1-9][0-9]|60))?$")
@@ -65,7 +64,7 @@ def check_create(request: httpx.Request) -> dict[str, Any]:
     assert request.headers["content-type"] == "application/json"
     if "prefer" in request.headers:
         assert PREFER.match(request.headers["prefer"]), request.headers["prefer"]
-    data = body(request)
+    data = json_body(request)
     assert isinstance(data["input"], dict)
     assert isinstance(data["input"]["prompt"], str)
     return data
@@ -165,7 +164,7 @@ async def test_any_owner_name_model_uses_generic_input_and_options_input() -> No
 
 
 async def test_data_uri_output_is_returned_inline() -> None:
-    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    uri = "data:image/png;base64," + b64(PNG)
     server = FakeServer(lambda r: reply(201, prediction("succeeded", output=[uri])))
     result = await make(server).generate(ProviderRequest("x"), server.context())
     assert result.images[0].data == PNG
@@ -200,7 +199,7 @@ async def test_failed_prediction_maps_its_error(error: str, expected: type[Provi
     with pytest.raises(expected) as info:
         await make(server).generate(ProviderRequest("x"), server.context())
     assert error[:20] in str(info.value)
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
 
 
 async def test_externally_canceled_prediction_is_invalid_request_provider_canceled() -> None:
@@ -270,7 +269,7 @@ async def test_401_is_auth_error_without_the_key() -> None:
     server = FakeServer(lambda r: reply(401, {"detail": f"Invalid token {SECRET}"}))
     with pytest.raises(ProviderAuthError) as info:
         await make(server).generate(ProviderRequest("x"), server.context())
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
     assert "***" in info.value.message
 
 

@@ -19,22 +19,22 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.stability import StabilityProvider
-from tests.providers._fakes_a import (
+from tests.providers.kit import (
     JPEG,
     PNG,
     SECRET,
+    FakeServer,
     Handler,
     Multipart,
-    Recorder,
     assert_secret_absent,
     b64,
     client,
     connect_error,
     ctx,
     hang,
-    json_response,
     multipart,
     read_timeout,
+    reply,
 )
 
 RATIOS = {"16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"}
@@ -137,7 +137,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
         check_request(request)
         if isinstance(body, bytes):
             return httpx.Response(status, content=body, headers=headers)
-        return json_response(status, body, headers)
+        return reply(status, body, headers)
 
     return handler
 
@@ -146,7 +146,7 @@ def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Han
 
 
 async def test_core_returns_raw_bytes_with_seed_header() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(
         prompt="a fox",
@@ -187,7 +187,7 @@ async def test_json_variant_is_accepted() -> None:
 
 
 async def test_sd3_sends_model_and_falls_back_from_webp() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", model="sd3.5-large-turbo", format="webp")
     result = await p.generate(request, ctx(p.http))
@@ -200,7 +200,7 @@ async def test_sd3_sends_model_and_falls_back_from_webp() -> None:
 
 
 async def test_sd3_reference_image_is_image_to_image() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, image_strength=0.35)
     request = ProviderRequest(prompt="x", model="sd3.5-medium", reference_image=JPEG)
     await p.generate(request, ctx(p.http))
@@ -213,7 +213,7 @@ async def test_sd3_reference_image_is_image_to_image() -> None:
 
 
 async def test_ultra_reference_image_with_strength_option() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, client_id="pixelgate")
     request = ProviderRequest(
         prompt="x", model="ultra", reference_image=PNG, options={"strength": 0.8}
@@ -227,7 +227,7 @@ async def test_ultra_reference_image_with_strength_option() -> None:
 
 
 async def test_bad_strength_and_unsupported_inputs_are_rejected() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     bad = ProviderRequest(prompt="x", model="ultra", reference_image=PNG, options={"strength": 2})
     with pytest.raises(InvalidRequest):
@@ -244,7 +244,7 @@ async def test_bad_strength_and_unsupported_inputs_are_rejected() -> None:
 
 
 async def test_n_runs_calls_with_consecutive_seeds() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     result = await p.generate(ProviderRequest(prompt="x", n=3, seed=10), ctx(p.http))
     seeds = sorted(int(multipart(r).field("seed")) for r in recorder.requests)
@@ -261,7 +261,7 @@ async def test_n_keeps_images_when_one_call_fails() -> None:
         _, form = check_request(request)
         calls += 1
         if calls == 2:
-            return json_response(500, stability_error("internal_error", "boom"))
+            return reply(500, stability_error("internal_error", "boom"))
         return image_response(form)
 
     p = provider(handler)
@@ -286,7 +286,7 @@ async def test_n_keeps_images_when_one_call_fails() -> None:
 async def test_aspect_ratio_mapping(
     width: int, height: int, aspect: str | None, expected: str
 ) -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder)
     request = ProviderRequest(prompt="x", width=width, height=height, aspect_ratio=aspect)
     await p.generate(request, ctx(p.http))
@@ -429,7 +429,7 @@ async def test_connection_error_is_transient() -> None:
 async def test_api_key_never_appears_in_error_messages(status: int) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         key = request.headers["authorization"]
-        return json_response(status, stability_error("content_moderation", f"echo {key}"))
+        return reply(status, stability_error("content_moderation", f"echo {key}"))
 
     p = provider(handler)
     with pytest.raises(ProviderError) as info:
@@ -438,7 +438,7 @@ async def test_api_key_never_appears_in_error_messages(status: int) -> None:
 
 
 async def test_missing_key_fails_before_calling() -> None:
-    recorder = Recorder(server)
+    recorder = FakeServer(server)
     p = provider(recorder, api_key=None)
     with pytest.raises(ProviderAuthError):
         await p.generate(ProviderRequest(prompt="x"), ctx(p.http))

@@ -21,7 +21,7 @@ from pixelgate.errors import (
 from pixelgate.providers import unsplash
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.unsplash import UnsplashProvider, UnsplashSettings
-from tests.providers._fakes_b import SECRET, FakeServer, assert_hidden, reply
+from tests.providers.kit import SECRET, FakeServer, assert_secret_absent, reply
 
 
 def photo(photo_id: str = "Dwu85P9SOIk", name: str = "Ann Doe") -> dict[str, Any]:
@@ -235,7 +235,7 @@ async def test_401_is_auth_error_without_the_key() -> None:
     server = FakeServer(lambda r: reply(401, body))
     with pytest.raises(ProviderAuthError) as info:
         await make(server).generate(ProviderRequest("x"), server.context())
-    assert_hidden(info.value)
+    assert_secret_absent(info.value)
     assert "OAuth error" in info.value.message
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,16 +12,14 @@ from pixelgate.errors import ProviderAuthError, ProviderRateLimited, ProviderTim
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.vertex import VertexProvider, VertexSettings
 from tests.fakes import FakeJobContext
-from tests.providers._fakes_e import (
-    PNG,
+from tests.providers.fakes.google import (
     PROJECT,
     FakeTokenServer,
     FakeVertex,
-    b64,
-    client,
     google_error,
     service_account,
 )
+from tests.providers.kit import PNG, b64, client, hang
 
 IMAGEN = "imagen-4.0-generate-001"
 FLASH = "gemini-2.5-flash-image"
@@ -210,7 +207,7 @@ async def test_imagen_with_every_image_filtered_is_refused(tokens: FakeTokenServ
 
 
 async def test_imagen_keeps_the_images_that_were_not_filtered(tokens: FakeTokenServer) -> None:
-    from tests.providers._fakes_e import imagen_predictions
+    from tests.providers.fakes.google import imagen_predictions
 
     fake = FakeVertex(
         tokens, answer=lambda r, i: httpx.Response(200, json=imagen_predictions(3, 2))
@@ -239,21 +236,13 @@ async def test_a_gemini_safety_stop_is_refused(tokens: FakeTokenServer) -> None:
 
 
 async def test_a_slow_endpoint_times_out(tokens: FakeTokenServer) -> None:
-    fake = FakeVertex(tokens)
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
-        return fake(request)
-
     settings = VertexSettings(
         kind="vertex",
         credentials_file=str(tokens.credentials_file),  # type: ignore[attr-defined]
         base_url="http://vertex.test",
         timeout_s=0.3,
     )
-    provider = VertexProvider(
-        "vertex", settings, httpx.AsyncClient(transport=httpx.MockTransport(slow))
-    )
+    provider = VertexProvider("vertex", settings, client(hang()))
     with pytest.raises(ProviderTimeout):
         await provider.generate(ProviderRequest(prompt="x", model=FLASH), ctx())
 

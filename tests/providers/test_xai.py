@@ -16,8 +16,8 @@ from pixelgate.errors import (
 )
 from pixelgate.providers.base import ProviderRequest
 from pixelgate.providers.xai import XAIProvider, XAISettings
-from tests.providers._fakes_b import PNG, SECRET, FakeServer, assert_hidden, body
-from tests.providers._fakes_c import JPEG, XAIFake
+from tests.providers.fakes.xai import XAIFake
+from tests.providers.kit import JPEG, PNG, SECRET, FakeServer, assert_secret_absent, json_body
 
 BASE = "https://api.x.ai/v1"
 
@@ -38,7 +38,7 @@ async def test_generate_sends_aspect_ratio_and_resolution_and_costs_from_ticks()
     sent = server.requests[0]
     assert sent.url.path == "/v1/images/generations"
     assert sent.headers["authorization"] == f"Bearer {SECRET}"
-    assert body(sent) == {
+    assert json_body(sent) == {
         "model": "grok-imagine-image",
         "prompt": "a cat in a tree",
         "n": 3,
@@ -65,9 +65,9 @@ async def test_edit_is_json_with_a_data_url() -> None:
     )
     sent = server.requests[0]
     assert sent.url.path == "/v1/images/edits"
-    image = body(sent)["image"]
+    image = json_body(sent)["image"]
     assert image["type"] == "image_url" and image["url"].startswith("data:image/png;base64,")
-    assert "aspect_ratio" not in body(sent)
+    assert "aspect_ratio" not in json_body(sent)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ async def test_quality_model_sends_quality_and_prices_by_it() -> None:
     request = ProviderRequest(prompt="x", model="grok-imagine-image-2.0", quality="low")
     assert p.price(request) == Decimal("0.04")
     await p.generate(request, server.context())
-    assert body(server.requests[0])["quality"] == "low"
+    assert json_body(server.requests[0])["quality"] == "low"
 
 
 async def test_rate_limit_carries_retry_after() -> None:
@@ -128,7 +128,7 @@ async def test_bad_key_is_an_auth_error_without_the_key(fake: XAIFake) -> None:
     server = FakeServer(fake)
     with pytest.raises(ProviderAuthError) as caught:
         await make(server).generate(ProviderRequest(prompt="x"), server.context())
-    assert_hidden(caught.value)
+    assert_secret_absent(caught.value)
 
 
 async def test_a_slow_api_times_out() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pixelgate._config_sections
 import pixelgate.config
 
 
@@ -19,5 +20,6 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def test_config_imports_nothing_from_providers_not_even_inside_a_function() -> None:
-    imported = _imported_modules(Path(pixelgate.config.__file__))
-    assert not [name for name in imported if name.startswith("pixelgate.providers")]
+    for module in (pixelgate.config, pixelgate._config_sections):
+        imported = _imported_modules(Path(str(module.__file__)))
+        assert not [name for name in imported if name.startswith("pixelgate.providers")]

@@ -157,6 +157,24 @@ async def test_symlinked_file_pointing_outside_is_refused(
     assert target.read_bytes() == b"root:x:0:0"
 
 
+async def test_a_link_planted_over_a_file_this_process_wrote_is_refused(
+    storage: LocalStorage, root: Path, tmp_path: Path
+) -> None:
+    """The read right after a write skips path resolution; it still never follows a link."""
+    target = tmp_path / "passwd"
+    target.write_bytes(b"root:x:0:0")
+    await storage.put("a/b/image.png", b"png bytes", "image/png")
+    assert (await storage.get("a/b/image.png")).data == b"png bytes"
+    (root / "a" / "b" / "image.png").unlink()
+    (root / "a" / "b" / "image.png").symlink_to(target)
+    with pytest.raises(StorageError) as caught:
+        await storage.get("a/b/image.png")
+    assert caught.value.code == "invalid_key"
+    (root / "a" / "b" / "image.png").unlink()
+    with pytest.raises(NotFound):
+        await storage.get("a/b/image.png")
+
+
 async def test_root_itself_behind_a_symlink_works(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -35,6 +36,12 @@ _UPDATABLE = frozenset(
         "settings",
     }
 )
+
+
+def _retrieve(load: asyncio.Future[AccountView]) -> None:
+    """Mark a shared read's error as seen: its callers each get it from ``shield``."""
+    if not load.cancelled():
+        load.exception()
 
 
 class AccountStore(StoreBase):
@@ -135,25 +142,40 @@ class AccountStore(StoreBase):
                 raise NotFound("account not found")
             return account_view(row)
 
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
         view: AccountView = await self.write(change)
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
         return view
 
     async def get_account_cached(self, account_id: str) -> AccountView:
         """``get_account`` with a short-lived cache, for admission's tier and preferences.
 
         Money never depends on it: balances and budgets are read inside the admission
-        transaction. A change made through this process drops the entry at once.
+        transaction. A change made through this process drops the entry at once. Callers
+        that miss at the same moment (thousands of jobs planning at once) share one read.
         """
-        now = time.monotonic()
         hit = self._account_cache.get(account_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        account = await self.get_account(account_id)
-        if len(self._account_cache) > ACCOUNT_CACHE_MAX:
-            self._account_cache.clear()
-        self._account_cache[account_id] = (now + ACCOUNT_CACHE_TTL_S, account)
+        load = self._account_loads.get(account_id)
+        if load is None:
+            load = asyncio.ensure_future(self._load_account(account_id))
+            load.add_done_callback(_retrieve)
+            self._account_loads[account_id] = load
+        return await asyncio.shield(load)
+
+    async def _load_account(self, account_id: str) -> AccountView:
+        me = asyncio.current_task()
+        try:
+            account = await self.get_account(account_id)
+        finally:
+            current = self._account_loads.get(account_id)
+            if current is me:
+                del self._account_loads[account_id]
+        if current is me:  # not dropped by a change meanwhile: what it read is current
+            if len(self._account_cache) > ACCOUNT_CACHE_MAX:
+                self._account_cache.clear()
+            self._account_cache[account_id] = (time.monotonic() + ACCOUNT_CACHE_TTL_S, account)
         return account
 
     async def list_accounts(self) -> list[AccountView]:
@@ -180,9 +202,9 @@ class AccountStore(StoreBase):
                 settings["routing"] = routing
             c.execute(update(Account).where(Account.id == account_id).values(settings=settings))
 
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
         await self.write(change)
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
 
     # Keys --------------------------------------------------------------------
 

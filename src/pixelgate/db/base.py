@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +33,14 @@ class StoreBase:
         self.clock = clock or utcnow
         self.writer = GroupWriter(db)
         self._account_cache: dict[str, tuple[float, AccountView]] = {}
+        self._account_loads: dict[str, asyncio.Future[AccountView]] = {}
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for: Callable[[str], str] = url_for or (lambda key: f"/files/{key}")
+
+    def _forget_account(self, account_id: str) -> None:
+        """Drop the cached account (and a read in flight) after this process changed it."""
+        self._account_cache.pop(account_id, None)
+        self._account_loads.pop(account_id, None)
 
     @property
     def postgres(self) -> bool:

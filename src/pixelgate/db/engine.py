@@ -90,12 +90,17 @@ class Database:
             self._read_slots = asyncio.Semaphore(SQLITE_READ_POOL)
             self._dialect = "sqlite"
         else:
+            # asyncpg prepares each statement once per connection and keeps 100 by
+            # default: the shapes of finishing updates and flushes outnumber that, and a
+            # statement prepared again costs a round trip and its planning each time
+            connect_args = {"prepared_statement_cache_size": 1000} if "asyncpg" in url else {}
             self.write_engine = create_async_engine(
                 url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_pre_ping=True,
                 hide_parameters=True,
+                connect_args=connect_args,
             )
             self._dialect = self.write_engine.dialect.name
 

@@ -169,9 +169,9 @@ class LedgerStore(StoreBase):
             c.execute(_INSERT_LEDGER, {**entry, "actor": actor})
             return balance
 
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
         balance: int = await self.write(grant)
-        self._account_cache.pop(account_id, None)
+        self._forget_account(account_id)
         return balance
 
     async def spending(

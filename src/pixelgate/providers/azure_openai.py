@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Protocol
 import httpx
 from pydantic import BaseModel, ValidationError, field_validator
 
+from pixelgate.providers._openai_models import CAPS, DESCRIPTIONS, SPECS, Size, Spec
+from pixelgate.providers._openai_wire import ErrorBody
 from pixelgate.providers.base import (
     Health,
     JobContext,
@@ -31,16 +33,7 @@ from pixelgate.providers.base import (
     ProviderSettings,
     Refused,
 )
-from pixelgate.providers.openai import (
-    _CAPS,
-    _DESCRIPTIONS,
-    _SPECS,
-    OpenAIProvider,
-    OpenAISettings,
-    Size,
-    _ErrorBody,
-    _Spec,
-)
+from pixelgate.providers.openai import OpenAIProvider, OpenAISettings
 
 __all__ = ["AzureOpenAIProvider", "AzureOpenAISettings"]
 
@@ -95,7 +88,7 @@ class _InnerError(BaseModel):
     code: str | None = None
 
 
-class _AzureError(_ErrorBody):
+class _AzureError(ErrorBody):
     inner_error: _InnerError | None = None
 
 
@@ -167,7 +160,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         return f"/openai/deployments/{self.deployment(model)}{endpoint}?api-version={version}"
 
     def _fields(
-        self, model: str, spec: _Spec, request: ProviderRequest, size: Size, *, edit: bool
+        self, model: str, spec: Spec, request: ProviderRequest, size: Size, *, edit: bool
     ) -> dict[str, Any]:
         fields = super()._fields(model, spec, request, size, edit=edit)
         if self.settings.api_version is None:
@@ -228,21 +221,21 @@ class AzureOpenAIProvider(OpenAIProvider):
                 return Refused(message, provider=self.name, status_code=400)
         return super()._error(response)
 
-    def _stream_error(self, error: _ErrorBody) -> ProviderError:
+    def _stream_error(self, error: ErrorBody) -> ProviderError:
         if error.code in REFUSAL_CODES:
             message = self._redact(f"{self.name}: stream error: {error.message or error.code}")
             return Refused(message, provider=self.name)
         return super()._stream_error(error)
 
     def _info(self, name: str) -> ModelInfo:
-        spec = _SPECS[name]
-        base = _CAPS[name]
+        spec = SPECS[name]
+        base = CAPS[name]
         caps = dataclasses.replace(
             base, output_formats=AZURE_FORMATS if spec.family == "gpt-image" else ("png",)
         )
         price: Decimal = self._unit_price(name, spec, None, spec.sizes[0])
         deployment = self.deployment(name)
-        description = f"{_DESCRIPTIONS[name]} (deployment {deployment!r})"
+        description = f"{DESCRIPTIONS[name]} (deployment {deployment!r})"
         return ModelInfo(name=name, capabilities=caps, price_usd=price, description=description)
 
 

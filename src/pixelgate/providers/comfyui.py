@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import json
 import random
 import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -36,6 +33,14 @@ import httpx
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
+from pixelgate.providers._comfyui_workflow import (
+    DEFAULT_INPUTS,
+    DEFAULT_WORKFLOW,
+    api_format,
+    fill_workflow,
+    input_mapping,
+    load_workflow,
+)
 from pixelgate.providers._http import call, download, error_for_status, parse
 from pixelgate.providers._jobs import (
     JobRun,
@@ -66,64 +71,10 @@ log = structlog.get_logger(__name__)
 
 WORKFLOW_MODEL = "workflow"
 SEED_LIMIT = 2**32
-LATENT_STEP = 8
 HEALTH_TIMEOUT_S = 5.0
 WS_CONNECT_TIMEOUT_S = 2.0
 #: consecutive polls a prompt may be in neither the queue nor the history
 MAX_MISSING_POLLS = 3
-ALIASES = {"n": "batch_size"}
-
-#: txt2img: CheckpointLoaderSimple -> CLIPTextEncode x2 -> EmptyLatentImage -> KSampler
-#: -> VAEDecode -> SaveImage (ComfyUI's own default graph, in API format)
-DEFAULT_WORKFLOW: dict[str, Any] = {
-    "4": {
-        "class_type": "CheckpointLoaderSimple",
-        "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
-    },
-    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-    "5": {
-        "class_type": "EmptyLatentImage",
-        "inputs": {"width": 512, "height": 512, "batch_size": 1},
-    },
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {
-            "seed": 0,
-            "steps": 20,
-            "cfg": 8.0,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "denoise": 1.0,
-            "model": ["4", 0],
-            "positive": ["6", 0],
-            "negative": ["7", 0],
-            "latent_image": ["5", 0],
-        },
-    },
-    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-    "9": {
-        "class_type": "SaveImage",
-        "inputs": {"filename_prefix": "pixelgate", "images": ["8", 0]},
-    },
-}
-
-DEFAULT_INPUTS: dict[str, str] = {
-    "prompt": "6.text",
-    "negative_prompt": "7.text",
-    "seed": "3.seed",
-    "steps": "3.steps",
-    "cfg": "3.cfg",
-    "sampler_name": "3.sampler_name",
-    "scheduler": "3.scheduler",
-    "denoise": "3.denoise",
-    "width": "5.width",
-    "height": "5.height",
-    "batch_size": "5.batch_size",
-    "checkpoint": "4.ckpt_name",
-    "filename_prefix": "9.filename_prefix",
-}
-
 
 class ComfyUISettings(ProviderSettings):
     """Settings of a ``kind = "comfyui"`` instance; ``base_url`` is required."""
@@ -296,88 +247,21 @@ class ComfyUIProvider(Provider):
             workflow = self.settings.workflow
         elif self.settings.workflow_path is not None:
             if self._loaded is None:
-                self._loaded = self._load(self.settings.workflow_path)
+                self._loaded = load_workflow(self.name, self.settings.workflow_path)
             workflow = self._loaded
         else:
             return DEFAULT_WORKFLOW
-        if "nodes" in workflow and isinstance(workflow.get("nodes"), list):
-            raise InvalidRequest(
-                f"{self.name}: the workflow is in UI format; export it with 'Save (API)'",
-                provider=self.name,
-            )
-        return workflow
-
-    def _load(self, path: str) -> dict[str, Any]:
-        try:
-            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InvalidRequest(
-                f"{self.name}: cannot read workflow_path {path!r}: {type(exc).__name__}",
-                provider=self.name,
-            ) from None
-        if not isinstance(loaded, dict):
-            raise InvalidRequest(
-                f"{self.name}: workflow_path is not a JSON object", provider=self.name
-            )
-        return loaded
+        return api_format(self.name, workflow)
 
     def _mapping_or_default(self) -> dict[str, str | list[str]]:
         custom = self.settings.workflow is not None or self.settings.workflow_path is not None
-        if custom:
-            return dict(self.settings.inputs)
-        return {**DEFAULT_INPUTS, **self.settings.inputs}
+        return input_mapping(self.settings.inputs, custom=custom)
 
     def _graph(self, model: str, request: ProviderRequest, seed: int) -> dict[str, Any]:
-        mapping = self._mapping_or_default()
-        if "prompt" not in mapping:
-            raise InvalidRequest(
-                f"{self.name}: config error: inputs must map 'prompt' to a 'node_id.input_name'",
-                provider=self.name,
-            )
         checkpoint = model if model in self.settings.checkpoints else self.settings.checkpoint
-        values: dict[str, Any] = {
-            key: value for key, value in request.options.items() if key in mapping
-        }
-        values.update(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or "",
-            seed=seed,
-            width=_latent_size(request.width),
-            height=_latent_size(request.height),
-            batch_size=request.n,
+        return fill_workflow(
+            self.name, self._workflow(), self._mapping_or_default(), request, seed, checkpoint
         )
-        if checkpoint is not None:
-            values["checkpoint"] = checkpoint
-        graph = copy.deepcopy(self._workflow())
-        for param, targets in mapping.items():
-            value = values.get(ALIASES.get(param, param))
-            if value is None:
-                continue
-            for target in [targets] if isinstance(targets, str) else targets:
-                self._inject(graph, param, target, value)
-        return graph
-
-    def _inject(self, graph: dict[str, Any], param: str, target: str, value: Any) -> None:
-        node_id, dot, input_name = target.rpartition(".")
-        if not dot or not node_id or not input_name:
-            raise InvalidRequest(
-                f"{self.name}: config error: inputs.{param} = {target!r} "
-                "is not 'node_id.input_name'",
-                provider=self.name,
-            )
-        try:
-            node = graph[node_id]
-        except KeyError:
-            raise InvalidRequest(
-                f"{self.name}: config error: inputs.{param} = {target!r} names node "
-                f"{node_id!r}, which the workflow does not have",
-                provider=self.name,
-            ) from None
-        if not isinstance(node, dict):
-            raise InvalidRequest(
-                f"{self.name}: workflow node {node_id!r} is not an object", provider=self.name
-            )
-        node.setdefault("inputs", {})[input_name] = value
 
     # waiting -----------------------------------------------------------------------
 
@@ -591,10 +475,6 @@ async def _stop(follower: asyncio.Task[None]) -> None:
     await asyncio.wait([follower])
     if not follower.cancelled() and follower.exception() is not None:
         log.debug("comfyui_websocket_follower_failed", error=repr(follower.exception()))
-
-
-def _latent_size(value: int) -> int:
-    return max(LATENT_STEP * 8, value // LATENT_STEP * LATENT_STEP)
 
 
 def _item_id(item: list[Any]) -> str | None:

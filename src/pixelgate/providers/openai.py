@@ -10,18 +10,37 @@ Wire protocol: PROVIDERS.md §1 and ``provider-specs/openai-openapi.yaml``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import math
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from pixelgate.providers import _http
+from pixelgate.providers._openai_models import (
+    CAPS,
+    CONTENT_TYPES,
+    DESCRIPTIONS,
+    SPECS,
+    TOKEN_PRICE_USD,
+    Size,
+    Spec,
+    api_quality,
+    nearest_size,
+    price_quality,
+    streams,
+)
+from pixelgate.providers._openai_wire import (
+    ErrorBody,
+    ErrorEnvelope,
+    ImageData,
+    ImagesResponse,
+    StreamEvent,
+    extension,
+    form_value,
+    preview_bytes,
+)
 from pixelgate.providers._shapes import decode_image, sniff_image_type
 from pixelgate.providers.base import (
     Capabilities,
@@ -47,104 +66,13 @@ __all__ = [
     "OpenAICompatibleSettings",
     "OpenAIProvider",
     "OpenAISettings",
+    "nearest_size",
 ]
 
 HEALTH_TIMEOUT_S = 5.0
 COMPAT_MAX_N = 4
 #: error.code values of a safety refusal (GPT image / DALL·E), PROVIDERS.md §1 Errors
 REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
-#: gpt-image-1 output is billed per token: $40 per 1M image-output tokens (PROVIDERS.md §1)
-TOKEN_PRICE_USD: dict[str, Decimal] = {"gpt-image-1": Decimal("40") / Decimal(1_000_000)}
-
-Size = tuple[int, int]
-GPT_SIZES: tuple[Size, ...] = ((1024, 1024), (1536, 1024), (1024, 1536))
-DALLE3_SIZES: tuple[Size, ...] = ((1024, 1024), (1792, 1024), (1024, 1792))
-DALLE2_SIZES: tuple[Size, ...] = ((256, 256), (512, 512), (1024, 1024))
-_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-
-
-def _table(
-    rows: dict[str, tuple[str, ...]], sizes: tuple[Size, ...]
-) -> dict[tuple[str, Size], Decimal]:
-    return {
-        (quality, size): Decimal(price)
-        for quality, prices in rows.items()
-        for size, price in zip(sizes, prices, strict=True)
-    }
-
-
-# Prices in USD per output image, by (quality, size); sizes in the order of the *_SIZES tuples.
-# gpt-image-1 and dall-e-3: PROVIDERS.md §1 (snapshot 2026-08-21; dall-e-3 *observed*).
-# gpt-image-1-mini and dall-e-2 are not in PROVIDERS.md: openai.com/api/pricing as quoted by
-# llmreference.com (2026-05-10) and a public pricing table (2023-12-25). Dated hints only.
-_PRICES: dict[str, dict[tuple[str, Size], Decimal]] = {
-    "gpt-image-1": _table(
-        {
-            "low": ("0.011", "0.016", "0.016"),
-            "medium": ("0.042", "0.063", "0.063"),
-            "high": ("0.167", "0.25", "0.25"),
-        },
-        GPT_SIZES,
-    ),
-    "gpt-image-1-mini": _table(
-        {
-            "low": ("0.005", "0.006", "0.006"),
-            "medium": ("0.011", "0.015", "0.015"),
-            "high": ("0.036", "0.052", "0.052"),
-        },
-        GPT_SIZES,
-    ),
-    "dall-e-3": _table(
-        {"standard": ("0.04", "0.08", "0.08"), "hd": ("0.08", "0.12", "0.12")}, DALLE3_SIZES
-    ),
-    "dall-e-2": _table({"standard": ("0.016", "0.018", "0.02")}, DALLE2_SIZES),
-}
-
-Family = Literal["gpt-image", "dall-e-3", "dall-e-2", "compat"]
-
-
-@dataclass(frozen=True)
-class _Spec:
-    family: Family
-    sizes: tuple[Size, ...]
-    #: quality the price table uses when the request names none (gpt-image "auto" is priced
-    #: as "high": an upper bound, so admission never reserves too little)
-    default_quality: str
-    prices: dict[tuple[str, Size], Decimal] = field(default_factory=dict)
-
-
-_SPECS: dict[str, _Spec] = {
-    "gpt-image-1": _Spec("gpt-image", GPT_SIZES, "high", _PRICES["gpt-image-1"]),
-    "gpt-image-1-mini": _Spec("gpt-image", GPT_SIZES, "high", _PRICES["gpt-image-1-mini"]),
-    "dall-e-3": _Spec("dall-e-3", DALLE3_SIZES, "standard", _PRICES["dall-e-3"]),
-    "dall-e-2": _Spec("dall-e-2", DALLE2_SIZES, "standard", _PRICES["dall-e-2"]),
-}
-
-_GPT_CAPS = Capabilities(
-    edit=True,
-    mask=True,
-    reference_image=True,
-    transparency=True,
-    sizes=GPT_SIZES,
-    max_n=10,
-    output_formats=("png", "jpeg", "webp"),
-    max_width=1536,
-    max_height=1536,
-)
-_CAPS: dict[str, Capabilities] = {
-    "gpt-image-1": _GPT_CAPS,
-    "gpt-image-1-mini": _GPT_CAPS,
-    "dall-e-3": Capabilities(sizes=DALLE3_SIZES, max_n=1, max_width=1792, max_height=1792),
-    "dall-e-2": Capabilities(
-        edit=True, mask=True, sizes=DALLE2_SIZES, max_n=10, max_width=1024, max_height=1024
-    ),
-}
-_DESCRIPTIONS = {
-    "gpt-image-1": "GPT Image 1: generate and edit, transparency, up to 10 images",
-    "gpt-image-1-mini": "GPT Image 1 mini: cheaper GPT Image 1",
-    "dall-e-3": "DALL·E 3: one image per request, vivid/natural style",
-    "dall-e-2": "DALL·E 2: square sizes, edits with a mask",
-}
 
 
 class OpenAISettings(ProviderSettings):
@@ -169,52 +97,6 @@ class OpenAICompatibleSettings(OpenAISettings):
     price_usd: Decimal = Decimal("0")
 
 
-class _ImageData(BaseModel):
-    b64_json: str | None = None
-    url: str | None = None
-    revised_prompt: str | None = None
-
-
-class _OutputDetails(BaseModel):
-    image_tokens: int | None = None
-
-
-class _Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    output_tokens_details: _OutputDetails | None = None
-
-
-class _ImagesResponse(BaseModel):
-    created: int | None = None
-    data: list[_ImageData] | None = None
-    output_format: str | None = None
-    usage: _Usage | None = None
-
-
-class _ErrorBody(BaseModel):
-    message: str | None = None
-    type: str | None = None
-    code: str | None = None
-    param: str | None = None
-
-
-class _ErrorEnvelope(BaseModel):
-    error: _ErrorBody
-
-
-class _StreamEvent(BaseModel):
-    """``ImageGen…Event`` / ``ImageEdit…Event`` of a streamed answer (or an error)."""
-
-    type: str | None = None
-    b64_json: str | None = None
-    created_at: int | None = None
-    output_format: str | None = None
-    partial_image_index: int | None = None
-    usage: _Usage | None = None
-    error: _ErrorBody | None = None
-
-
 class OpenAIProvider(Provider):
     """OpenAI's Images API: ``/images/generations`` (JSON) and ``/images/edits`` (multipart).
 
@@ -237,18 +119,18 @@ class OpenAIProvider(Provider):
         super().__init__(name, settings, http)
 
     def offers(self, model: str) -> bool:
-        return model in _SPECS
+        return model in SPECS
 
     @property
     def models(self) -> dict[str, ModelInfo]:
         return {
             name: ModelInfo(
                 name=name,
-                capabilities=_CAPS[name],
+                capabilities=CAPS[name],
                 price_usd=self._unit_price(name, spec, None, spec.sizes[0]),
-                description=_DESCRIPTIONS[name],
+                description=DESCRIPTIONS[name],
             )
-            for name, spec in _SPECS.items()
+            for name, spec in SPECS.items()
         }
 
     def price(self, request: ProviderRequest) -> Decimal:
@@ -274,14 +156,14 @@ class OpenAIProvider(Provider):
             )
 
         fields = self._fields(model, spec, request, size, edit=use_edit)
-        streamed = _streams(spec, request)
+        streamed = streams(spec, request)
         if streamed:
             fields.update(stream=True, partial_images=request.partial_images)
         sent_format = str(fields.get("output_format", "png"))
         path = self._path(model, "/images/edits" if use_edit else "/images/generations")
         body: dict[str, Any] = (
             {
-                "data": {k: _form_value(v) for k, v in fields.items()},
+                "data": {k: form_value(v) for k, v in fields.items()},
                 "files": self._files(spec, request),
             }
             if use_edit
@@ -317,22 +199,22 @@ class OpenAIProvider(Provider):
 
     # -- request building ------------------------------------------------------------
 
-    def _spec(self, model: str) -> _Spec:
-        return _SPECS[model]
+    def _spec(self, model: str) -> Spec:
+        return SPECS[model]
 
     def _path(self, model: str | None, endpoint: str) -> str:
         """The path (and query) under ``base_url`` of ``endpoint`` for ``model``."""
         return endpoint
 
-    def _unit_price(self, model: str, spec: _Spec, quality: str | None, size: Size) -> Decimal:
-        tier = _price_quality(spec, quality)
+    def _unit_price(self, model: str, spec: Spec, quality: str | None, size: Size) -> Decimal:
+        tier = price_quality(spec, quality)
         return spec.prices.get((tier, size), Decimal("0"))
 
-    def _size(self, spec: _Spec, request: ProviderRequest) -> Size:
+    def _size(self, spec: Spec, request: ProviderRequest) -> Size:
         return nearest_size(spec.sizes, request.width, request.height, request.aspect_ratio)
 
     def _fields(
-        self, model: str, spec: _Spec, request: ProviderRequest, size: Size, *, edit: bool
+        self, model: str, spec: Spec, request: ProviderRequest, size: Size, *, edit: bool
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "model": model,
@@ -340,12 +222,12 @@ class OpenAIProvider(Provider):
             "n": request.n,
             "size": f"{size[0]}x{size[1]}",
         }
-        quality = _api_quality(spec, request.quality)
+        quality = api_quality(spec, request.quality)
         if quality is not None:
             fields["quality"] = quality
         if spec.family == "gpt-image":
             transparent = request.background == "transparent"
-            fmt = request.format if request.format in _CONTENT_TYPES else "png"
+            fmt = request.format if request.format in CONTENT_TYPES else "png"
             if transparent and fmt == "jpeg":
                 fmt = "png"
             fields["output_format"] = fmt
@@ -371,7 +253,7 @@ class OpenAIProvider(Provider):
             return str(wanted)
         return self.settings.response_format
 
-    def _files(self, spec: _Spec, request: ProviderRequest) -> list[tuple[str, Any]]:
+    def _files(self, spec: Spec, request: ProviderRequest) -> list[tuple[str, Any]]:
         images = [b for b in (request.edit_image, request.reference_image) if b is not None]
         # GPT image models take up to 16 images as repeated ``image[]`` parts; the mask
         # applies to the first one, so the image being edited goes first.
@@ -379,7 +261,7 @@ class OpenAIProvider(Provider):
         if part == "image":
             images = images[:1]
         files: list[tuple[str, Any]] = [
-            (part, (f"image{i}.{_extension(data)}", data, sniff_image_type(data)))
+            (part, (f"image{i}.{extension(data)}", data, sniff_image_type(data)))
             for i, data in enumerate(images)
         ]
         if request.mask is not None:
@@ -413,7 +295,7 @@ class OpenAIProvider(Provider):
 
     async def _stream(
         self, path: str, ctx: JobContext, sent_format: str, **kwargs: Any
-    ) -> tuple[_ImagesResponse, httpx.Headers]:
+    ) -> tuple[ImagesResponse, httpx.Headers]:
         """POST with ``stream: true`` under the total deadline: previews go to ``ctx`` as
         they arrive; the ``…completed`` event is returned as an ``ImagesResponse``."""
         limit = self.settings.timeout_s
@@ -442,10 +324,10 @@ class OpenAIProvider(Provider):
 
     async def _read_events(
         self, response: httpx.Response, ctx: JobContext, sent_format: str
-    ) -> _ImagesResponse:
+    ) -> ImagesResponse:
         async for sse in _http.server_sent_events(response.aiter_lines()):
             try:
-                event = _StreamEvent.model_validate_json(sse.data)
+                event = StreamEvent.model_validate_json(sse.data)
             except ValidationError:
                 message = f"{self.name}: malformed stream event"
                 raise Transient(message, provider=self.name) from None
@@ -453,20 +335,20 @@ class OpenAIProvider(Provider):
                 raise self._stream_error(event.error)
             kind = event.type or sse.event or ""
             if kind.endswith(".partial_image"):
-                preview = _b64(event.b64_json)
+                preview = preview_bytes(event.b64_json)
                 if preview is not None:  # a broken preview is skipped, not fatal
                     fmt = event.output_format or sent_format
                     await ctx.partial_image(event.partial_image_index or 0, preview, fmt)
             elif kind.endswith(".completed"):
-                return _ImagesResponse(
+                return ImagesResponse(
                     created=event.created_at,
-                    data=[_ImageData(b64_json=event.b64_json)],
+                    data=[ImageData(b64_json=event.b64_json)],
                     output_format=event.output_format,
                     usage=event.usage,
                 )
         raise Transient(f"{self.name}: the stream ended before the image", provider=self.name)
 
-    def _stream_error(self, error: _ErrorBody) -> ProviderError:
+    def _stream_error(self, error: ErrorBody) -> ProviderError:
         message = self._redact(f"{self.name}: stream error: {error.message or error.code}")
         if error.code in REFUSAL_CODES:
             return Refused(message, provider=self.name)
@@ -478,26 +360,26 @@ class OpenAIProvider(Provider):
 
     # -- response handling -----------------------------------------------------------
 
-    def _parse(self, content: bytes) -> _ImagesResponse:
+    def _parse(self, content: bytes) -> ImagesResponse:
         try:
-            return _ImagesResponse.model_validate_json(content)
+            return ImagesResponse.model_validate_json(content)
         except ValidationError:
             raise Transient(f"{self.name}: malformed response body", provider=self.name) from None
 
     def _result(
         self,
         model: str,
-        spec: _Spec,
+        spec: Spec,
         request: ProviderRequest,
         size: Size,
-        body: _ImagesResponse,
+        body: ImagesResponse,
         headers: httpx.Headers,
         sent_format: str,
     ) -> ProviderResult:
         if not body.data:
             raise Transient(f"{self.name}: response has no images", provider=self.name)
         fmt = body.output_format or sent_format
-        content_type = _CONTENT_TYPES.get(fmt, "image/png")
+        content_type = CONTENT_TYPES.get(fmt, "image/png")
         images: list[ProviderImage] = []
         for item in body.data:
             if item.b64_json:
@@ -528,10 +410,10 @@ class OpenAIProvider(Provider):
     def _cost(
         self,
         model: str,
-        spec: _Spec,
+        spec: Spec,
         request: ProviderRequest,
         size: Size,
-        body: _ImagesResponse,
+        body: ImagesResponse,
         count: int,
     ) -> Decimal:
         token_price = TOKEN_PRICE_USD.get(model)
@@ -551,7 +433,7 @@ class OpenAIProvider(Provider):
     def _error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
         try:
-            envelope: _ErrorEnvelope | None = _ErrorEnvelope.model_validate_json(response.content)
+            envelope: ErrorEnvelope | None = ErrorEnvelope.model_validate_json(response.content)
         except ValidationError:
             envelope = None
         if envelope is not None and envelope.error.message:
@@ -605,94 +487,15 @@ class OpenAICompatibleProvider(OpenAIProvider):
             for name in self.settings.models
         }
 
-    def _spec(self, model: str) -> _Spec:
-        return _Spec("compat", (), "standard")
+    def _spec(self, model: str) -> Spec:
+        return Spec("compat", (), "standard")
 
-    def _unit_price(self, model: str, spec: _Spec, quality: str | None, size: Size) -> Decimal:
+    def _unit_price(self, model: str, spec: Spec, quality: str | None, size: Size) -> Decimal:
         return self.settings.price_usd
 
-    def _size(self, spec: _Spec, request: ProviderRequest) -> Size:
+    def _size(self, spec: Spec, request: ProviderRequest) -> Size:
         return (request.width, request.height)
 
     def _reachable_is_healthy(self, response: httpx.Response) -> bool:
         # many servers have no /models: an answer below 500 still means the server is up
         return response.status_code < 500
-
-
-def nearest_size(
-    sizes: tuple[Size, ...], width: int, height: int, aspect_ratio: str | None = None
-) -> Size:
-    """The allowed size closest in aspect ratio to the request, then closest in area."""
-    if not sizes:
-        return (width, height)
-    target = _ratio(width, height, aspect_ratio)
-    area = max(width * height, 1)
-
-    def distance(size: Size) -> tuple[float, float]:
-        ratio_gap = abs(math.log(size[0] / size[1]) - math.log(target))
-        return (round(ratio_gap, 6), abs(math.log(size[0] * size[1] / area)))
-
-    return min(sizes, key=distance)
-
-
-def _ratio(width: int, height: int, aspect_ratio: str | None) -> float:
-    if aspect_ratio:
-        w, _, h = aspect_ratio.partition(":")
-        try:
-            value = float(w) / float(h)
-        except (ValueError, ZeroDivisionError):
-            value = 0.0
-        if value > 0:
-            return value
-    return max(width, 1) / max(height, 1)
-
-
-def _price_quality(spec: _Spec, quality: str | None) -> str:
-    api = _api_quality(spec, quality)
-    if api is None or api == "auto":
-        return spec.default_quality
-    return api
-
-
-def _api_quality(spec: _Spec, quality: str | None) -> str | None:
-    """The request's quality in the model's vocabulary; None leaves the API default."""
-    if quality is None:
-        return None
-    q = quality.lower()
-    if spec.family == "gpt-image":
-        return {"standard": "medium", "hd": "high"}.get(q, q if q in _GPT_QUALITIES else None)
-    if spec.family == "dall-e-3":
-        return "hd" if q in ("hd", "high") else "standard"
-    if spec.family == "compat":
-        return quality
-    return None
-
-
-_GPT_QUALITIES = frozenset({"low", "medium", "high", "auto"})
-
-
-def _streams(spec: _Spec, request: ProviderRequest) -> bool:
-    """Stream when previews are wanted: GPT image models, one image (OpenAI's partial
-    events do not say which of several images they belong to)."""
-    return spec.family == "gpt-image" and request.partial_images > 0 and request.n == 1
-
-
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _b64(data: str | None) -> bytes | None:
-    if not data:
-        return None
-    try:
-        return base64.b64decode(data, validate=True) or None
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _extension(data: bytes) -> str:
-    return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
-        sniff_image_type(data), "png"
-    )

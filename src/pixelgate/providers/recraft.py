@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from pixelgate.providers._http import error_for_status, request
+from pixelgate.providers._openai_models import nearest_size
 from pixelgate.providers._shapes import nearest_aspect_ratio
 from pixelgate.providers.base import (
     Capabilities,
@@ -42,7 +43,6 @@ from pixelgate.providers.base import (
     Refused,
     Transient,
 )
-from pixelgate.providers.openai import nearest_size
 
 __all__ = ["RecraftProvider", "RecraftSettings"]
 

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pixelgate.errors import NotFound, StorageError
@@ -41,6 +44,7 @@ FILE_MODE = 0o644
 #: prefix of in-flight temporary files; no valid key segment starts with a dot
 TEMP_PREFIX = ".tmp-"
 _PRINTABLE = 0x20
+_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -86,12 +90,23 @@ class LocalStorage:
         await asyncio.to_thread(self._write, key, data)
 
     async def get(self, key: str) -> StoredObject:
-        path = self.path_for(key)
+        directory = key.rpartition("/")[0]
+        read: Callable[[], bytes]
+        if directory in self._known_dirs:
+            # read right after this process wrote it (an OpenAI-shaped answer's base64):
+            # the directory was checked inside the root, and the file is opened without
+            # following a link, so no path resolution is needed
+            _check_key(key)
+            read = partial(_read_no_follow, os.path.join(self._root, key))
+        else:
+            read = self.path_for(key).read_bytes
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(read)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no stored object {key!r}") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link planted where the image was
+                raise _outside_root() from None
             raise StorageError(f"cannot read {key!r}: {exc.strerror}") from exc
         return StoredObject(key=key, data=data, content_type=content_type_for(key))
 
@@ -153,6 +168,12 @@ class LocalStorage:
                     size += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
                     objects += 1
         return objects, size
+
+
+def _read_no_follow(path: str) -> bytes:
+    fd = os.open(path, _READ)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def _write_new(path: str, data: bytes) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes import LoopbackServer, Received, Reply
+from tests.providers.kit import json_reply
 
 KEY = "bfl-SECRET-test-key-0123456789"
 #: how long a sample URL works (docs.bfl.ai: "expire after 10 minutes")
@@ -96,33 +97,35 @@ class FakeBfl:
 
     def submit(self, model: str, req: Received) -> Reply:
         if req.headers.get("x-key") != KEY:
-            return _json(403, {"detail": "Not authenticated - Invalid Authentication"})
+            return json_reply(403, {"detail": "Not authenticated - Invalid Authentication"})
         if self.busy is not None:
             headers = {"Retry-After": f"{self.busy:g}"}
-            return _json(429, {"detail": "You have exceeded the number of active tasks"}, headers)
+            return json_reply(
+                429, {"detail": "You have exceeded the number of active tasks"}, headers
+            )
         body = json.loads(req.body)
         problems = _validate(model, body)
         if problems:
-            return _json(422, {"detail": problems})
+            return json_reply(422, {"detail": problems})
         task = Task(uuid.uuid4().hex, model, body, list(self.script))
         with self.lock:
             self.tasks[task.id] = task
         host = self.api if self.same_host_polling else self.poller
         assert host is not None
         polling_url = host.url(f"/v1/get_result?id={task.id}")
-        return _json(200, {"id": task.id, "polling_url": polling_url, "cost": CREDITS[model]})
+        return json_reply(200, {"id": task.id, "polling_url": polling_url, "cost": CREDITS[model]})
 
     def poll(self, req: Received) -> Reply:
         if req.headers.get("x-key") != KEY:
-            return _json(403, {"detail": "Not authenticated - Invalid Authentication"})
+            return json_reply(403, {"detail": "Not authenticated - Invalid Authentication"})
         task_id = parse_qs(urlsplit(req.path).query).get("id", [""])[0]
         with self.lock:
             task = self.tasks.get(task_id)
             if task is None:
-                return _json(200, {"id": task_id, "status": "Task not found"})
+                return json_reply(200, {"id": task_id, "status": "Task not found"})
             task.polls += 1
             if task.polls <= self.poll_throttles:
-                return _json(429, {"detail": "slow down"}, {"Retry-After": "0.05"})
+                return json_reply(429, {"detail": "slow down"}, {"Retry-After": "0.05"})
             status = task.script.pop(0) if len(task.script) > 1 else task.script[0]
         answer: dict[str, Any] = {"id": task.id, "status": status, "result": None}
         if status == "Pending":
@@ -144,7 +147,7 @@ class FakeBfl:
             }
         elif status.endswith("Moderated"):
             answer["details"] = self.details or {"Moderation Reasons": ["Derivative Works Filter"]}
-        return _json(200, answer)
+        return json_reply(200, answer)
 
     def sample(self, req: Received) -> Reply:
         # A signed blob URL: no key wanted, useless once ``se`` has passed.
@@ -157,8 +160,8 @@ class FakeBfl:
 
     def credits(self, req: Received) -> Reply:
         if req.headers.get("x-key") != KEY:
-            return _json(403, {"detail": "Not authenticated - Invalid Authentication"})
-        return _json(200, {"credits": 1234.5})
+            return json_reply(403, {"detail": "Not authenticated - Invalid Authentication"})
+        return json_reply(200, {"credits": 1234.5})
 
 
 @contextmanager
@@ -199,11 +202,3 @@ def _validate(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     if body.get("output_format") not in (None, "jpeg", "png", "webp"):
         problems.append({"loc": ["body", "output_format"], "msg": "bad", "type": "enum"})
     return problems
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
-    return (
-        status,
-        {"Content-Type": "application/json", **(headers or {})},
-        json.dumps(payload).encode(),
-    )

@@ -1,0 +1,1 @@
+"""Protocol-faithful fakes of the providers' APIs, built on ``tests.providers.kit``."""
