@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import text
-
 from pixelgate.errors import DependencyDown
 
 if TYPE_CHECKING:
@@ -187,7 +185,7 @@ def _storage_setting(settings: Settings) -> str:
 
 
 async def _db(runtime: Runtime) -> dict[str, Any]:
-    await runtime.db.run(lambda c: c.execute(text("SELECT 1")))
+    await runtime.db.ping()
     return {"status": "ok", "backend": runtime.db.dialect}
 
 

@@ -21,10 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from pixelgate.config import Settings
 from pixelgate.core.bus import EventBus, MemoryBus
 from pixelgate.core.pipeline import Caller, Pipeline
-from pixelgate.core.tickets import TicketStore, open_tickets
+from pixelgate.core.ports import RecordStore
+from pixelgate.core.services import Services
+from pixelgate.core.tickets import MemoryTickets, TicketStore
 from pixelgate.datadir import prepare_data_dir
 from pixelgate.db.engine import Database, run_migrations
 from pixelgate.db.quiet import hide_statement_parameters
+from pixelgate.db.reports import Reports
 from pixelgate.db.store import Store, hash_key
 from pixelgate.errors import ConfigError
 from pixelgate.media.cpu import shutdown_cpu_pool
@@ -37,6 +40,7 @@ from pixelgate.queue.base import JobQueue, open_queue
 from pixelgate.queue.worker import Worker
 from pixelgate.resilience.counters import open_redis
 from pixelgate.resilience.shared import SharedState, open_shared_state
+from pixelgate.resilience.tickets_redis import RedisTickets
 from pixelgate.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -91,7 +95,7 @@ async def open_bus(settings: Settings, redis: Redis | None = None) -> EventBus:
     if not settings.redis_url:
         return MemoryBus()
     try:
-        from pixelgate.core.bus_redis import RedisBus
+        from pixelgate.queue.bus_redis import RedisBus
     except ImportError as exc:
         raise ConfigError(
             "config error: redis_url: needs the redis extra (pip install 'pixelgate[redis]')"
@@ -99,6 +103,13 @@ async def open_bus(settings: Settings, redis: Redis | None = None) -> EventBus:
     bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix, redis=redis)
     await bus.start()  # bounded wait: a Redis that is down degrades /health, not start-up
     return bus
+
+
+def open_tickets(settings: Settings, redis: Redis | None = None) -> TicketStore:
+    """Redis tickets when the process has a Redis client (scale-out), else memory."""
+    if redis is None:
+        return MemoryTickets(settings.ws_ticket_ttl_s)
+    return RedisTickets(redis, prefix=settings.redis_prefix, ttl_s=settings.ws_ticket_ttl_s)
 
 
 @dataclass
@@ -134,6 +145,8 @@ class Runtime:
         self.providers = providers
         self.bus = bus
         self.pipeline = pipeline
+        #: what routes call besides the pipeline (they never hold the store)
+        self.services = Services(settings=settings, records=store, reports=Reports(db))
         #: the process's Redis client (scale-out), shared by the bus and the shared state
         self.redis = redis
         self.shared: SharedState = pipeline.control.shared
@@ -141,9 +154,7 @@ class Runtime:
         self.admin = AdminBootstrap(None, None)
         self.queue = queue
         #: WebSocket tickets: Redis with scale-out (any API process redeems them), else memory
-        self.tickets: TicketStore = open_tickets(
-            settings.ws_ticket_ttl_s, redis=redis, prefix=settings.redis_prefix
-        )
+        self.tickets = open_tickets(settings, redis)
         #: alert rules, firing alerts and history (``active()``, ``history()``)
         self.alerts = AlertManager(self)
         self.metrics_server: MetricsServer | None = None
@@ -172,6 +183,8 @@ class Runtime:
         storage = open_storage(settings)
         base = settings.base_url()
         store = Store(db, url_for=lambda key: storage.url(key, base))
+        # core sees the store only through its protocols: this line is mypy's proof
+        records: RecordStore = store
         # one connection per job in flight: a pool smaller than the worker's concurrency
         # would queue provider calls behind each other
         http = pooled_client(
@@ -198,7 +211,7 @@ class Runtime:
             raise
         pipeline = Pipeline(
             settings=settings,
-            store=store,
+            store=records,
             storage=storage,
             providers=providers,
             bus=bus,
@@ -314,10 +327,13 @@ def _add_notification_hooks(pipeline: Pipeline, settings: Settings, store: Store
     from pixelgate.api.schemas import generation_body
     from pixelgate.core.mailer import FailureMailer
     from pixelgate.core.webhooks import WebhookNotifier
+    from pixelgate.delivery.smtp import SmtpSender
+    from pixelgate.delivery.webhooks import HttpWebhookSender
 
+    sender = HttpWebhookSender(settings=settings, store=store, fetcher=pipeline.fetcher)
     pipeline.finish_hooks.append(
-        WebhookNotifier(
-            settings=settings, store=store, fetcher=pipeline.fetcher, render=generation_body
-        )
+        WebhookNotifier(settings=settings, store=store, sender=sender, render=generation_body)
     )
-    pipeline.finish_hooks.append(FailureMailer(settings=settings, store=store))
+    pipeline.finish_hooks.append(
+        FailureMailer(settings=settings, store=store, sender=SmtpSender(settings))
+    )

@@ -7,7 +7,7 @@ import asyncio
 import secrets
 from pathlib import Path
 
-from pixelgate.core.bus_redis import RedisBus
+from pixelgate.queue.bus_redis import RedisBus
 from tests.scaleout.services import RedisServer
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from pixelgate.core.keys import hash_key
 from pixelgate.core.pipeline import Caller
-from pixelgate.db.store import hash_key
 from pixelgate.errors import AuthenticationFailed, Forbidden, ValidationFailed
 from pixelgate.runtime import Runtime
 from pixelgate.ui.session import session_key_hash
@@ -92,7 +92,7 @@ async def caller_for_hash(request: Request, key_hash: str) -> Caller:
     hit, caller = cache.get(key_hash)
     if not hit:
         runtime: Runtime = request.app.state.runtime
-        info = await runtime.store.lookup_key(key_hash)
+        info = await runtime.services.records.lookup_key(key_hash)
         caller = (
             Caller(
                 account_id=info.account_id,

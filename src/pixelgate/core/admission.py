@@ -19,12 +19,12 @@ from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.finishing import Finisher
 from pixelgate.core.models import AccountView, GenerationRequest
 from pixelgate.core.planning import RoutePlanner
+from pixelgate.core.ports import RecordStore
 from pixelgate.core.pricing import CreditRules, credits_for
+from pixelgate.core.records import AdmitResult, BatchView, CacheLookup, NewGeneration, Quota
 from pixelgate.core.routing import OVER_COST_CAP, PRICE_UNKNOWN, check_explicit
 from pixelgate.core.templates import final_prompt, parse_template
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.billing import Quota
-from pixelgate.db.store import AdmitResult, BatchView, CacheLookup, NewGeneration, Store
 from pixelgate.errors import UnsafeURL, ValidationFailed
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.money import format_usd
@@ -68,7 +68,7 @@ class Admission:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: RecordStore,
         providers: ProviderSet,
         bus: EventBus,
         limiter: RequestLimiter,

@@ -12,17 +12,15 @@ import time
 from functools import partial
 from typing import Any
 
-import httpx
-
 from pixelgate.config import Settings
 from pixelgate.core.context import AttemptContext, JobEvents, JobRun
 from pixelgate.core.materialize import provider_request
+from pixelgate.core.ports import AttemptRecords
 from pixelgate.core.progress import ProgressTicker
 from pixelgate.core.routing import Candidate, RetryPolicy
-from pixelgate.db.store import Store
 from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from pixelgate.observability import hooks as observe
-from pixelgate.providers.base import Provider, ProviderRequest, ProviderResult
+from pixelgate.providers.base import HttpClient, Provider, ProviderRequest, ProviderResult
 from pixelgate.resilience.breaker import DEADLINE_EXCEEDED, Outcome, Transition, outcome_of
 from pixelgate.resilience.outbound import WaitInfo
 from pixelgate.resilience.routing_control import RoutingControl
@@ -41,12 +39,12 @@ class AttemptRunner:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: AttemptRecords,
         storage: Storage,
         control: RoutingControl,
         events: JobEvents,
         ticker: ProgressTicker,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings

@@ -12,16 +12,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from pixelgate.config import OutboundLimit, RoutingSettings, Settings
 from pixelgate.core.event_writer import EventBuffer
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.partials import PARTIAL_IMAGE, store_partial
+from pixelgate.core.ports import JobWrites
 from pixelgate.core.progress import JobProgress, Tracker
+from pixelgate.core.records import ClaimedJob, RunningEvent
 from pixelgate.core.routing import Candidate, Deadline, RouteOptions
-from pixelgate.db.store import ClaimedJob, RunningEvent, Store
-from pixelgate.providers.base import ProviderResult
+from pixelgate.providers.base import HttpClient, ProviderResult
 from pixelgate.storage.base import Storage
 
 __all__ = ["AttemptContext", "JobEvents", "JobRun", "RunState"]
@@ -104,9 +103,9 @@ class AttemptContext:
         provider: str,
         state: RunState,
         *,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         settings: Settings,
-        store: Store,
+        store: JobWrites,
         storage: Storage,
         events: JobEvents,
     ) -> None:
@@ -125,7 +124,7 @@ class AttemptContext:
         self.simulated: Tracker | None = None
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpClient:
         return self._http
 
     @property

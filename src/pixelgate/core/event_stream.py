@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pixelgate.core.bus import EventBus
 from pixelgate.core.models import TERMINAL, EventView
-from pixelgate.db.store import Store
+from pixelgate.core.ports import GenerationReads
 
 __all__ = ["FINAL_EVENTS", "follow_events"]
 
@@ -16,7 +16,7 @@ FINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
 
 
 async def follow_events(
-    store: Store,
+    store: GenerationReads,
     bus: EventBus,
     generation_id: str,
     *,

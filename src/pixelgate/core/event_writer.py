@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from pixelgate.db.store import RunningEvent
+from pixelgate.core.records import RunningEvent
 from pixelgate.resilience.retry import Clock
 
 __all__ = ["EventBuffer"]

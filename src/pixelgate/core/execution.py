@@ -24,6 +24,8 @@ from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.planning import RoutePlanner
+from pixelgate.core.ports import ExecutionRecords
+from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.core.routing import (
     Candidate,
     Deadline,
@@ -31,7 +33,6 @@ from pixelgate.core.routing import (
     RaceFailed,
     format_usd,
 )
-from pixelgate.db.store import ClaimedJob, NewImage, Store
 from pixelgate.errors import (
     ImageRejected,
     PixelgateError,
@@ -60,7 +61,7 @@ class Executor:
     def __init__(
         self,
         *,
-        store: Store,
+        store: ExecutionRecords,
         bus: EventBus,
         providers: ProviderSet,
         control: RoutingControl,

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pixelgate.core.models import EventView
-from pixelgate.db.store import Store
+from pixelgate.core.ports import GenerationReads
 
 __all__ = ["LATE_COMMIT_S", "follow_account_events"]
 
@@ -26,7 +26,7 @@ LATE_WINDOW = 5000
 
 
 async def follow_account_events(
-    store: Store,
+    store: GenerationReads,
     account_id: str,
     *,
     after: int,

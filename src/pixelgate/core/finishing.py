@@ -22,7 +22,8 @@ from pixelgate.core.context import JobEvents, JobRun
 from pixelgate.core.finish_hooks import Finished, FinishHook
 from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import ClaimedJob, NewImage, Store
+from pixelgate.core.ports import FinishRecords
+from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.errors import PixelgateError
 from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import ProviderResult
@@ -43,7 +44,7 @@ class Finisher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: FinishRecords,
         bus: EventBus,
         events: JobEvents,
         materializer: Materializer,

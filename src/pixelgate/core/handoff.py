@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pixelgate.db.store import ClaimedJob
+from pixelgate.core.records import ClaimedJob
 
 __all__ = ["LocalWorker"]
 

@@ -1,31 +1,40 @@
-"""E-mail to the account when a generation finally fails (seed 004), over SMTP.
+"""E-mail to the account when a generation finally fails (seed 004).
 
 Off while ``smtp_host`` is unset. One message per FAILED generation (the finish hook
 runs once per terminal transition), to the account's ``email``, naming the reason,
-the generation id and the request id. ``smtplib`` runs in a thread, in the finish
-hook's task, so neither the event loop nor the worker waits for the mail server.
+the generation id and the request id. The message goes through a :class:`MailSender`
+(SMTP: :class:`pixelgate.delivery.smtp.SmtpSender`), in the finish hook's task, so
+the worker never waits for the mail server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import smtplib
-import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Protocol
 
 import structlog
 
 from pixelgate.config import Settings
 from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import Store
+from pixelgate.core.ports import AccountReads
 
-__all__ = ["FailureMailer", "failure_message"]
+__all__ = ["FailureMailer", "MailNotSent", "MailSender", "failure_message"]
 
 log = structlog.get_logger("pixelgate.mailer")
 
 PROMPT_EXCERPT = 200
+
+
+class MailNotSent(Exception):
+    """The mail server could not be reached or refused the message (the reason is the text)."""
+
+
+class MailSender(Protocol):
+    """Sends one e-mail; raises :class:`MailNotSent` when it cannot."""
+
+    async def send(self, message: EmailMessage) -> None: ...
 
 
 def failure_message(view: GenerationView, *, sender: str, recipient: str) -> EmailMessage:
@@ -58,9 +67,10 @@ def failure_message(view: GenerationView, *, sender: str, recipient: str) -> Ema
 class FailureMailer:
     """The finish hook that e-mails the account about a FAILED generation."""
 
-    def __init__(self, *, settings: Settings, store: Store) -> None:
+    def __init__(self, *, settings: Settings, store: AccountReads, sender: MailSender) -> None:
         self.settings = settings
         self.store = store
+        self.sender = sender
 
     @property
     def enabled(self) -> bool:
@@ -75,31 +85,8 @@ class FailureMailer:
         view = await finished.view()
         message = failure_message(view, sender=self.settings.smtp_from, recipient=account.email)
         try:
-            await asyncio.to_thread(self._send, message)
-        except (OSError, smtplib.SMTPException) as exc:
-            log.warning(
-                "failure_mail_not_sent",
-                generation_id=view.id,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            await self.sender.send(message)
+        except MailNotSent as exc:
+            log.warning("failure_mail_not_sent", generation_id=view.id, error=str(exc))
             return
         log.info("failure_mail_sent", generation_id=view.id)
-
-    def _send(self, message: EmailMessage) -> None:
-        s = self.settings
-        assert s.smtp_host is not None
-        context = ssl.create_default_context()
-        smtp: smtplib.SMTP
-        if s.smtp_tls == "tls":
-            smtp = smtplib.SMTP_SSL(
-                s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s, context=context
-            )
-        else:
-            smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s)
-        with smtp:
-            if s.smtp_tls == "starttls":
-                smtp.starttls(context=context)
-            if s.smtp_username:
-                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
-                smtp.login(s.smtp_username, password)
-            smtp.send_message(message)

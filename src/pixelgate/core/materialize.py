@@ -11,13 +11,12 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-import httpx
 import structlog
 
 from pixelgate.config import Settings
 from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import GenerationRequest
-from pixelgate.db.store import ClaimedJob, NewImage
+from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.errors import ImageRejected, ProviderError, StorageError
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
@@ -25,7 +24,7 @@ from pixelgate.media.images import EXTENSIONS, process_image
 from pixelgate.media.svg import is_svg, process_svg
 from pixelgate.observability import tracing
 from pixelgate.providers._http import download
-from pixelgate.providers.base import ProviderImage, ProviderRequest, ProviderResult
+from pixelgate.providers.base import HttpClient, ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
 from pixelgate.storage.base import Storage, image_key
 
@@ -93,7 +92,7 @@ class Materializer:
         settings: Settings,
         storage: Storage,
         fetcher: SafeFetcher,
-        http: httpx.AsyncClient,
+        http: HttpClient,
     ) -> None:
         self.settings = settings
         self.storage = storage

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from pixelgate.db.store import ClaimedJob
+from pixelgate.core.records import ClaimedJob
 from pixelgate.errors import StorageError
 from pixelgate.media.images import EXTENSIONS, FORMATS, sniff_format
 from pixelgate.storage.base import Storage, partial_key

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from pixelgate.config import Settings
 from pixelgate.core.admission import Admission, Caller, Estimate
 from pixelgate.core.attempts import AttemptRunner
@@ -32,13 +30,15 @@ from pixelgate.core.finishing import Finisher
 from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import AccountView, GenerationRequest, GenerationView, Status
 from pixelgate.core.planning import RoutePlanner
+from pixelgate.core.ports import RecordStore
 from pixelgate.core.pricing import CreditRules
 from pixelgate.core.progress import ProgressTicker
+from pixelgate.core.records import AdmitResult, BatchView, ClaimedJob, RunningEvent
 from pixelgate.core.routing import RetryPolicy
-from pixelgate.db.store import AdmitResult, BatchView, ClaimedJob, RunningEvent, Store
 from pixelgate.errors import Conflict
 from pixelgate.media.fetch import SafeFetcher
 from pixelgate.observability import tracing
+from pixelgate.providers.base import HttpClient
 from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.routing_control import RoutingControl
@@ -58,11 +58,11 @@ class Pipeline:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: RecordStore,
         storage: Storage,
         providers: ProviderSet,
         bus: EventBus,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         retry: RetryPolicy | None = None,
         limiter: RequestLimiter | None = None,
         shared: SharedState | None = None,
@@ -134,12 +134,12 @@ class Pipeline:
         )
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpClient:
         """The pooled HTTP client adapters and result downloads use."""
         return self.materializer.http
 
     @http.setter
-    def http(self, client: httpx.AsyncClient) -> None:
+    def http(self, client: HttpClient) -> None:
         self.materializer.http = client
         self.attempts.http = client
 

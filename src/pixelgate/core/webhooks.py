@@ -2,10 +2,10 @@
 
 The URL is the request's ``webhook_url``, else the account's. Each delivery is one
 row in ``webhook_deliveries`` (at most one per generation and event), updated after
-every attempt. Delivery goes through :class:`~pixelgate.media.fetch.SafeFetcher`:
-public addresses only unless ``webhook_allow_hosts`` names the host, and redirects
-are never followed. Failures are retried with exponential backoff (bounded by
-``webhook_max_attempts``) in the finish-hook task, never in the worker's.
+every attempt. This module decides what is delivered and when, and holds the signing
+contract; a :class:`WebhookSender` sends (over HTTP:
+:class:`pixelgate.delivery.webhooks.HttpWebhookSender`, retried with backoff in the
+finish-hook task, never in the worker's).
 
 Signature (``docs/webhooks.md``)::
 
@@ -28,39 +28,29 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from typing import Any, Protocol
 
 from pixelgate.config import Settings
 from pixelgate.core.finish_hooks import Finished
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import Store
+from pixelgate.core.ports import DeliveryRecords
 from pixelgate.errors import UnsafeURL, ValidationFailed
-from pixelgate.media.fetch import FetchFailed, SafeFetcher
-from pixelgate.observability import metrics
+from pixelgate.media.fetch import SafeFetcher
 
 __all__ = [
     "DELIVERY_HEADER",
     "EVENT_HEADER",
     "SIGNATURE_HEADER",
+    "USER_AGENT",
     "WebhookNotifier",
+    "WebhookSender",
     "account_secret",
     "deployment_secret",
     "sign",
     "verify",
 ]
-
-log = structlog.get_logger("pixelgate.webhooks")
 
 SIGNATURE_HEADER = "Pixelgate-Signature"
 EVENT_HEADER = "Pixelgate-Event"
@@ -70,8 +60,6 @@ SECRET_FILE = "webhook_secret"
 SECRET_PREFIX = "whsec_"
 #: how old a signature a receiver should accept (documented for receivers)
 DEFAULT_TOLERANCE_S = 300
-#: statuses worth another attempt; any other non-2xx is the receiver's final answer
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: how long checking a webhook URL may wait for DNS
 URL_CHECK_TIMEOUT_S = 5.0
 
@@ -95,7 +83,7 @@ async def check_webhook_url(
     except TimeoutError:
         raise ValidationFailed(field, "the host does not resolve", code="unsafe_url") from None
 
-MAX_ERROR_LENGTH = 500
+
 EVENTS: dict[Status, str] = {
     Status.SUCCEEDED: "generation.succeeded",
     Status.FAILED: "generation.failed",
@@ -154,6 +142,16 @@ def account_secret(settings: Settings, account_id: str) -> str:
     return SECRET_PREFIX + digest.hexdigest()
 
 
+class WebhookSender(Protocol):
+    """Sends one delivery (signed with the account's secret), recording every attempt."""
+
+    async def deliver(
+        self, delivery_id: str, account_id: str, event: str, url: str, body: bytes
+    ) -> bool:
+        """True once the receiver answered 2xx."""
+        ...
+
+
 class WebhookNotifier:
     """The finish hook that delivers webhooks (``Pipeline.finish_hooks``)."""
 
@@ -161,13 +159,13 @@ class WebhookNotifier:
         self,
         *,
         settings: Settings,
-        store: Store,
-        fetcher: SafeFetcher,
+        store: DeliveryRecords,
+        sender: WebhookSender,
         render: Callable[[GenerationView], dict[str, Any]],
     ) -> None:
         self.settings = settings
         self.store = store
-        self.fetcher = fetcher
+        self.sender = sender
         self.render = render
 
     async def __call__(self, finished: Finished) -> None:
@@ -198,119 +196,7 @@ class WebhookNotifier:
         )
         if delivery_id is None:
             return  # another process already delivers this event
-        await self.deliver(delivery_id, view.account_id, event, url, body.encode())
-
-    async def deliver(
-        self, delivery_id: str, account_id: str, event: str, url: str, body: bytes
-    ) -> bool:
-        """Send with retries; records every attempt. True once a 2xx came back."""
-        secret = account_secret(self.settings, account_id)
-        s = self.settings
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(s.webhook_max_attempts),
-            wait=wait_exponential(multiplier=s.webhook_backoff_s, max=s.webhook_backoff_max_s),
-            retry=retry_if_exception_type(_RetryableFailure),
-            reraise=True,
-        )
-        state = _Attempt(delivery_id=delivery_id, event=event, url=url, body=body)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    state.number = attempt.retry_state.attempt_number
-                    await self._attempt(state, secret)
-        except (_RetryableFailure, _FinalFailure):
-            metrics.webhook_delivered(False)
-            await self.store.record_webhook_attempt(
-                delivery_id,
-                status="failed",
-                attempts=state.number,
-                response_status=state.status,
-                error=state.error,
-            )
-            log.warning(
-                "webhook_failed",
-                delivery_id=delivery_id,
-                attempts=state.number,
-                status=state.status,
-                error=state.error,
-            )
-            return False
-        metrics.webhook_delivered(True)
-        return True
-
-    async def _attempt(self, state: _Attempt, secret: str) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            EVENT_HEADER: state.event,
-            DELIVERY_HEADER: state.delivery_id,
-            SIGNATURE_HEADER: sign(secret, int(time.time()), state.body),
-        }
-        state.status = None
-        try:
-            result = await self.fetcher.send(
-                "POST",
-                state.url,
-                content=state.body,
-                headers=headers,
-                timeout_s=self.settings.webhook_timeout_s,
-                allow_hosts=self.settings.webhook_allow_hosts,
-                what="webhook_url",
-            )
-        except UnsafeURL as exc:
-            state.error = exc.message[:MAX_ERROR_LENGTH]
-            raise _FinalFailure from None
-        except FetchFailed as exc:
-            error, retry = exc.message, True
-        else:
-            state.status = result.status_code
-            if 200 <= result.status_code < 300:
-                await self.store.record_webhook_attempt(
-                    state.delivery_id,
-                    status="delivered",
-                    attempts=state.number,
-                    response_status=state.status,
-                    error=None,
-                )
-                return
-            if 300 <= result.status_code < 400:
-                error = f"HTTP {result.status_code}: redirects are not followed for webhooks"
-                retry = False
-            else:
-                error = f"HTTP {result.status_code}"
-                retry = result.status_code in RETRY_STATUSES
-        state.error = error[:MAX_ERROR_LENGTH]
-        if not retry:
-            raise _FinalFailure
-        await self.store.record_webhook_attempt(
-            state.delivery_id,
-            status="pending",
-            attempts=state.number,
-            response_status=state.status,
-            error=state.error,
-        )
-        raise _RetryableFailure
-
-
-@dataclass
-class _Attempt:
-    """One delivery's progress through its attempts."""
-
-    delivery_id: str
-    event: str
-    url: str
-    body: bytes
-    number: int = 0
-    status: int | None = None
-    error: str | None = None
-
-
-class _RetryableFailure(Exception):
-    pass
-
-
-class _FinalFailure(Exception):
-    pass
+        await self.sender.deliver(delivery_id, view.account_id, event, url, body.encode())
 
 
 def _read_or_create_secret(path: Path) -> bytes:

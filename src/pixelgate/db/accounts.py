@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
 import time
 from typing import Any
 
@@ -13,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.core.ids import new_id
+from pixelgate.core.keys import generate_key, hash_key
 from pixelgate.core.models import AccountView
 from pixelgate.db.base import StoreBase
 from pixelgate.db.records import KeyInfo, account_view
@@ -21,7 +20,6 @@ from pixelgate.errors import Conflict, NotFound, ValidationFailed
 
 __all__ = ["AccountStore", "generate_key", "hash_key"]
 
-KEY_PREFIX = "pg_"
 ACCOUNT_CACHE_TTL_S = 2.0
 ACCOUNT_CACHE_MAX = 10_000
 #: the account columns a view needs
@@ -38,15 +36,6 @@ _UPDATABLE = frozenset(
         "settings",
     }
 )
-
-
-def hash_key(plain: str) -> str:
-    """SHA-256 of an API key. Keys carry 256 random bits, so a fast hash is safe."""
-    return hashlib.sha256(plain.encode()).hexdigest()
-
-
-def generate_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def _retrieve(load: asyncio.Future[AccountView]) -> None:

@@ -12,18 +12,20 @@ survives restarts — which an in-memory counter would not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, case, func, select
 
+from pixelgate.core.calendar import utc_midnight
 from pixelgate.core.models import Status
+from pixelgate.core.records import Quota, QuotaState
 from pixelgate.db.tables import Account, Generation
 from pixelgate.errors import BudgetExceeded, RateLimited
 
 if TYPE_CHECKING:
-    from pixelgate.config import TierSettings
+    pass
 
 __all__ = [
     "LockedAccount",
@@ -34,32 +36,6 @@ __all__ = [
     "lock_account",
     "spent_today",
 ]
-
-
-@dataclass(frozen=True)
-class Quota:
-    """At most ``limit`` generations per ``window_s`` seconds: fixed windows aligned to the
-    Unix epoch (a day's resets at UTC midnight, as seed 004's) or the sliding last
-    ``window_s`` seconds."""
-
-    limit: int
-    window_s: int
-    fixed: bool = False
-
-    @classmethod
-    def of_tier(cls, tier: TierSettings) -> Quota | None:
-        """A tier's generation quota; None for an unlimited tier."""
-        if tier.daily_limit is None:
-            return None
-        return cls(tier.daily_limit, tier.window_s, fixed=tier.window == "fixed")
-
-
-@dataclass(frozen=True)
-class QuotaState:
-    limit: int
-    remaining: int
-    reset_at: datetime
-    window_s: int
 
 
 @dataclass(frozen=True)
@@ -119,9 +95,7 @@ def quota_state(c: Connection, account_id: str, quota: Quota, now: datetime) -> 
     used, oldest = int(row[0]), row[1]
     if oldest is not None and oldest.tzinfo is None:  # aggregate results skip the type
         oldest = oldest.replace(tzinfo=UTC)
-    reset_at = (
-        start if quota.fixed else (oldest or now)
-    ) + timedelta(seconds=quota.window_s)
+    reset_at = (start if quota.fixed else (oldest or now)) + timedelta(seconds=quota.window_s)
     return QuotaState(
         limit=quota.limit,
         remaining=max(0, quota.limit - used),
@@ -147,10 +121,6 @@ def check_quota(c: Connection, account_id: str, quota: Quota, now: datetime) -> 
         reset_at=state.reset_at,
         window_s=quota.window_s,
     )
-
-
-def utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
 
 
 def spent_today(c: Connection, account_id: str, now: datetime) -> Decimal:

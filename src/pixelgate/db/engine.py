@@ -10,11 +10,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 __all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
 
+_PING = text("SELECT 1")
 #: a transaction function: plain synchronous code over one connection, run in one hop
 TxFunction = Callable[[Connection], Any]
 #: what one transaction function of a batch gave: ``(True, result)`` or ``(False, error)``
@@ -118,6 +119,10 @@ class Database:
                 return await self._in_thread(_read_in_thread, self._sync_read, fn)
         async with self.write_engine.connect() as conn, conn.begin():
             return await conn.run_sync(fn)
+
+    async def ping(self) -> None:
+        """One round trip (``SELECT 1``): raises when the database does not answer."""
+        await self.run(lambda c: c.execute(_PING))
 
     async def run_batch(self, fns: list[TxFunction]) -> list[Outcome]:
         """Run write transaction functions in ONE transaction, each in its own savepoint

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -141,7 +141,3 @@ class Reports:
         return list(await self.db.run(lambda c: c.scalars(query).all()))
 
 
-def day_range(days: int, today: datetime) -> tuple[date, date]:
-    """The last ``days`` UTC days, today included."""
-    last = today.date()
-    return last - timedelta(days=max(1, days) - 1), last

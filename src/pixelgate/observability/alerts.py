@@ -298,12 +298,11 @@ class AlertManager:
             )
 
     async def _mail(self, alert: dict[str, Any], recipients: list[str]) -> None:
-        from pixelgate.core.mailer import FailureMailer
+        from pixelgate.delivery.smtp import SmtpSender
 
         settings = self.runtime.settings
         message = alert_message(alert, sender=settings.smtp_from, recipients=recipients)
-        mailer = FailureMailer(settings=settings, store=self.runtime.store)
-        await asyncio.to_thread(mailer._send, message)
+        await SmtpSender(settings).send(message)
         log.info("alert_mail_sent", alert_id=alert["id"], recipients=len(recipients))
 
 

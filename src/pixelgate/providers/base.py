@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_PARTIAL_IMAGES",
     "Capabilities",
     "Health",
+    "HttpClient",
     "InvalidRequest",
     "JobContext",
     "ModelInfo",
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: the process-wide pooled HTTP client adapters are given (core passes it on untouched)
+HttpClient: TypeAlias = httpx.AsyncClient
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_POLL_INTERVAL_S = 2.0

@@ -16,8 +16,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from pixelgate.api.routes import admin_accounts, admin_routing
+from pixelgate.core.calendar import day_range
 from pixelgate.core.models import Status
-from pixelgate.db.reports import Reports, day_range
 from pixelgate.errors import PixelgateError, ValidationFailed
 from pixelgate.runtime import Runtime
 from pixelgate.ui.auth import AdminUser, PostingAdmin, UIUser
@@ -118,7 +118,7 @@ async def _charts(runtime: Runtime) -> dict[str, Any]:
             "truncated": found.truncated,
         }
     first, last = day_range(MONTH_DAYS, now)
-    rows = await Reports(runtime.db).usage(account_id=None, first_day=first, last_day=last)
+    rows = await runtime.services.reports.usage(account_id=None, first_day=first, last_day=last)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     index = {d.isoformat(): i for i, d in enumerate(days)}
     ok: dict[str, list[int]] = {}

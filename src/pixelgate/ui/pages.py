@@ -21,7 +21,6 @@ from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import Uploads, form_uploads
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.reports import Reports, day_range
 from pixelgate.db.store import hash_key
 from pixelgate.errors import AuthenticationFailed, ValidationFailed
 from pixelgate.providers.base import Health
@@ -355,10 +354,8 @@ async def account_page(request: Request, user: User) -> Response:
     runtime = _runtime(request)
     account = await runtime.store.get_account(user.caller.account_id)
     summary = await account_routes.account_body(runtime, account)
-    reports = Reports(runtime.db)
-    ledger = await reports.ledger(account.id, limit=50)
-    first, last = day_range(USAGE_DAYS, runtime.store.clock())
-    rows = await reports.usage(account_id=account.id, first_day=first, last_day=last)
+    ledger = await runtime.services.reports.ledger(account.id, limit=50)
+    first, last, rows = await runtime.services.usage(account.id, USAGE_DAYS)
     per_day: dict[str, int] = {}
     spend: dict[str, float] = {}
     for row in rows:

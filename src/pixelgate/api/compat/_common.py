@@ -26,7 +26,7 @@ async def resolve_instance(runtime: Runtime, caller: Caller, instance: str | Non
         instance = runtime.settings.default_instance
     if not instance or instance == caller.account_name:
         return caller
-    account = await runtime.store.find_account(instance)
+    account = await runtime.services.records.find_account(instance)
     if account is None or not caller.is_admin:
         raise NotFound(
             f"Instance not found: {instance}. An instance is a pixelgate account: create it "

@@ -414,13 +414,13 @@ async def _stream(
     prefix = "image_generation" if kind == "generation" else "image_edit"
     deadline = time.monotonic() + runtime.settings.sync_timeout_s
     async for event in follow_events(
-        runtime.store, runtime.bus, generation_id, poll_s=1.0, deadline=deadline
+        runtime.services.records, runtime.bus, generation_id, poll_s=1.0, deadline=deadline
     ):
         if event.type == PARTIAL_IMAGE:
             partial = await _partial_payload(runtime, event, body, prefix)
             if partial is not None:
                 yield {"event": partial["type"], "data": json.dumps(partial)}
-    view = await runtime.store.get_generation(generation_id)
+    view = await runtime.services.records.get_generation(generation_id)
     if view.status != Status.SUCCEEDED or not view.images:
         failure = _failure(runtime, view, {})
         yield {"event": "error", "data": bytes(failure.body).decode()}

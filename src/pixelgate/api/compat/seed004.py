@@ -116,7 +116,7 @@ async def create(
 
 @router.get("/generate/{job_id}")
 async def get(job_id: str, runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    view = await runtime.store.get_generation(job_id, account_id=visible_account(caller))
+    view = await runtime.services.records.get_generation(job_id, account_id=visible_account(caller))
     return JSONResponse({"generation": generation_004(view)})
 
 
@@ -128,7 +128,7 @@ async def list_(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
-    views = await runtime.store.list_generations(
+    views = await runtime.services.records.list_generations(
         account_id=visible_account(caller), status=status, limit=limit, cursor=cursor
     )
     return JSONResponse({"generations": [generation_004(v) for v in views]})

@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
 from pixelgate.api.schemas import iso
+from pixelgate.core.calendar import utc_midnight
 from pixelgate.core.models import AccountView, GenerationRequest
-from pixelgate.db.billing import Quota, utc_midnight
-from pixelgate.db.reports import Reports, day_range
 from pixelgate.money import format_usd
 from pixelgate.runtime import Runtime
 
@@ -23,10 +22,8 @@ MAX_USAGE_DAYS = 366
 
 async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]:
     """Balance, tier, limits left and today's budget of one account."""
-    now = runtime.store.clock()
-    tier = runtime.settings.tier(account.tier)
-    limit = Quota.of_tier(tier)
-    spent, quota = await runtime.store.spending(account.id, limit, now)
+    summary = await runtime.services.account_summary(account)
+    now, tier, quota, spent = summary.now, summary.tier, summary.quota, summary.spent_today_usd
     budget = None
     if account.daily_budget_usd is not None:
         budget = {
@@ -56,7 +53,7 @@ async def account_body(runtime: Runtime, account: AccountView) -> dict[str, Any]
         "budget": budget,
         "spent_today_usd": format_usd(spent),
         "preferred_providers": account.preferred_providers,
-        "projects": await Reports(runtime.db).projects(account.id),
+        "projects": summary.projects,
         "email": account.email,
         "webhook_url": account.webhook_url,
         "created_at": iso(account.created_at),
@@ -68,7 +65,7 @@ async def estimate(
     body: GenerationRequest, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
     request = await runtime.pipeline.prepare(caller, body)
-    account = await runtime.store.get_account(caller.account_id)
+    account = await runtime.services.records.get_account(caller.account_id)
     result = await runtime.pipeline.estimate(request, account)
     return JSONResponse(
         {
@@ -85,7 +82,7 @@ async def estimate(
 
 @router.get("/v1/account")
 async def get_account(runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    account = await runtime.store.get_account(caller.account_id)
+    account = await runtime.services.records.get_account(caller.account_id)
     return JSONResponse(await account_body(runtime, account))
 
 
@@ -95,11 +92,10 @@ async def get_ledger(
     caller: CurrentCaller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
-    entries = await Reports(runtime.db).ledger(caller.account_id, limit=limit)
+    balance, entries = await runtime.services.ledger(caller.account_id, limit=limit)
     for entry in entries:
         entry["created_at"] = iso(entry["created_at"])
-    account = await runtime.store.get_account(caller.account_id)
-    return JSONResponse({"balance": account.credits, "entries": entries})
+    return JSONResponse({"balance": balance, "entries": entries})
 
 
 @router.get("/v1/usage")
@@ -108,8 +104,5 @@ async def get_usage(
     caller: CurrentCaller,
     days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS)] = 30,
 ) -> JSONResponse:
-    first, last = day_range(days, runtime.store.clock())
-    rows = await Reports(runtime.db).usage(
-        account_id=caller.account_id, first_day=first, last_day=last
-    )
+    first, last, rows = await runtime.services.usage(caller.account_id, days)
     return JSONResponse({"from": first.isoformat(), "to": last.isoformat(), "data": rows})

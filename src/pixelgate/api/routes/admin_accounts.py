@@ -74,7 +74,7 @@ async def _check_webhook_url(runtime: Runtime, url: str) -> None:
 
 
 async def _account(runtime: Runtime, name: str) -> Any:
-    account = await runtime.store.find_account(name)
+    account = await runtime.services.records.find_account(name)
     if account is None:
         raise NotFound(f"account {name!r} not found", code="account_not_found")
     return account
@@ -91,7 +91,7 @@ def _check_tier(runtime: Runtime, tier: str) -> str:
 async def create_account(
     body: AccountCreate, runtime: RuntimeDep, admin: AdminCaller
 ) -> JSONResponse:
-    account = await runtime.store.create_account(
+    account = await runtime.services.records.create_account(
         body.name,
         tier=_check_tier(runtime, body.tier),
         credits=body.credits,
@@ -104,7 +104,7 @@ async def create_account(
 
 @router.get("/accounts")
 async def list_accounts(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
-    accounts = await runtime.store.list_accounts()
+    accounts = await runtime.services.records.list_accounts()
     return JSONResponse(
         {
             "data": [
@@ -144,7 +144,7 @@ async def update_account(
             raise ValidationFailed("preferred_providers", f"unknown provider {provider!r}")
     if body.clear_daily_budget:
         fields["daily_budget_usd"] = None
-    updated = await runtime.store.update_account(account.id, **fields)
+    updated = await runtime.services.records.update_account(account.id, **fields)
     if "disabled" in fields:
         request.app.state.key_cache.clear()  # this process at once; others within the TTL
     return JSONResponse(await account_body(runtime, updated))
@@ -155,7 +155,7 @@ async def change_credits(
     name: str, body: CreditChange, runtime: RuntimeDep, admin: AdminCaller
 ) -> JSONResponse:
     account = await _account(runtime, name)
-    balance = await runtime.store.grant_credits(
+    balance = await runtime.services.records.grant_credits(
         account.id, body.credits, reason=body.reason, actor=admin.account_name
     )
     return JSONResponse({"account": account.name, "credits": balance})
@@ -166,7 +166,9 @@ async def create_key(
     name: str, body: KeyCreate, runtime: RuntimeDep, _admin: AdminCaller
 ) -> JSONResponse:
     account = await _account(runtime, name)
-    key_id, plain = await runtime.store.create_key(account.id, is_admin=body.admin, name=body.name)
+    key_id, plain = await runtime.services.records.create_key(
+        account.id, is_admin=body.admin, name=body.name
+    )
     return JSONResponse(
         {
             "id": key_id,
@@ -181,7 +183,7 @@ async def create_key(
 
 @router.get("/keys")
 async def list_keys(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
-    keys = await runtime.store.list_keys()
+    keys = await runtime.services.records.list_keys()
     return JSONResponse(
         {
             "data": [
@@ -201,6 +203,6 @@ async def list_keys(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
 async def revoke_key(
     key_id: str, request: Request, runtime: RuntimeDep, _admin: AdminCaller
 ) -> JSONResponse:
-    key_hash = await runtime.store.revoke_key(key_id)
+    key_hash = await runtime.services.records.revoke_key(key_id)
     request.app.state.key_cache.drop(key_hash)  # this process at once; others within the TTL
     return JSONResponse({"id": key_id, "revoked": True})

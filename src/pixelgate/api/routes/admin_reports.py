@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
-from pixelgate.db.reports import Reports, day_range
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -35,5 +34,5 @@ async def stats(
         except ValueError:
             raise ValidationFailed("date", "not a calendar date (YYYY-MM-DD)") from None
     else:
-        first, last = day_range(days or 7, runtime.store.clock())
-    return JSONResponse(await Reports(runtime.db).stats(first_day=first, last_day=last))
+        first, last = runtime.services.last_days(days or 7)
+    return JSONResponse(await runtime.services.stats(first_day=first, last_day=last))

@@ -58,7 +58,7 @@ async def get_config(
     await control.refresh(force=True)
     body = control.public()
     if history:
-        versions = await runtime.store.config_versions(history)
+        versions = await runtime.services.records.config_versions(history)
         body["history"] = [
             {
                 "version": v["version"],
@@ -90,7 +90,7 @@ async def put_config(
         if not raw.isdigit():
             raise ValidationFailed("If-Match", "must be a configuration version number")
         expected = int(raw)
-    record = await runtime.store.save_config(
+    record = await runtime.services.records.save_config(
         document, actor=admin.account_name, expected_version=expected
     )
     control.apply(
@@ -300,10 +300,10 @@ async def admin_status(runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse
 
 @router.get("/admin/accounts/{name}/routing")
 async def get_account_routing(name: str, runtime: RuntimeDep, _admin: AdminCaller) -> JSONResponse:
-    account = await runtime.store.find_account(name)
+    account = await runtime.services.records.find_account(name)
     if account is None:
         raise NotFound(f"account {name!r} not found", code="account_not_found")
-    _, routing = await runtime.store.account_routing(account.id)
+    _, routing = await runtime.services.records.account_routing(account.id)
     return JSONResponse({"account": name, "routing": routing})
 
 
@@ -316,7 +316,7 @@ async def put_account_routing(
 ) -> JSONResponse:
     """Set an account's routing choices (preferred providers, policy, fallback image,
     refusal fallback, cost cap, racing, hedging, its own outbound limits)."""
-    account = await runtime.store.find_account(name)
+    account = await runtime.services.records.find_account(name)
     if account is None:
         raise NotFound(f"account {name!r} not found", code="account_not_found")
     try:
@@ -332,5 +332,5 @@ async def put_account_routing(
                     field, f"unknown provider {provider!r}", code="unknown_provider"
                 )
     stored = routing.model_dump(mode="json", exclude_defaults=True)
-    await runtime.store.set_account_routing(account.id, stored or None)
+    await runtime.services.records.set_account_routing(account.id, stored or None)
     return JSONResponse({"account": name, "routing": stored})

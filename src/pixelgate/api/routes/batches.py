@@ -18,8 +18,8 @@ from pixelgate.api.deps import (
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import BoundedJson
 from pixelgate.core.models import GenerationRequest
+from pixelgate.core.records import BatchView
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.store import BatchView
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -91,7 +91,7 @@ async def list_batches(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
-    batches = await runtime.store.list_batches(
+    batches = await runtime.services.records.list_batches(
         account_id=visible_account(caller), limit=limit + 1, cursor=cursor
     )
     has_more = len(batches) > limit
@@ -108,7 +108,7 @@ async def list_batches(
 
 @router.get("/{batch_id}")
 async def get_batch(batch_id: str, runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    batch = await runtime.store.get_batch(batch_id, account_id=visible_account(caller))
+    batch = await runtime.services.records.get_batch(batch_id, account_id=visible_account(caller))
     return JSONResponse(batch_body(batch))
 
 

@@ -87,7 +87,7 @@ async def list_generations(
 ) -> JSONResponse:
     if entity_id is not None and entity_type is None:
         raise ValidationFailed("entity_type", "required together with entity_id")
-    views = await runtime.store.list_generations(
+    views = await runtime.services.records.list_generations(
         account_id=visible_account(caller),
         status=status,
         limit=limit + 1,
@@ -111,7 +111,9 @@ async def list_generations(
 async def get_generation(
     generation_id: str, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    view = await runtime.store.get_generation(generation_id, account_id=visible_account(caller))
+    view = await runtime.services.records.get_generation(
+        generation_id, account_id=visible_account(caller)
+    )
     return JSONResponse(generation_body(view))
 
 
@@ -138,12 +140,12 @@ async def stream_events(
     caller: CurrentCaller,
     last_event_id: Annotated[str | None, Query(max_length=20)] = None,
 ) -> EventSourceResponse:
-    await runtime.store.get_generation(generation_id, account_id=visible_account(caller))
+    await runtime.services.records.get_generation(generation_id, account_id=visible_account(caller))
     after = _last_event_id(request, last_event_id)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async for event in follow_events(
-            runtime.store,
+            runtime.services.records,
             runtime.bus,
             generation_id,
             after=after,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
 from pixelgate.api.schemas import image_body, iso
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, MAX_ENTITIES, EntityRef, ImageView
-from pixelgate.db.store import LinkView
+from pixelgate.core.records import LinkView
 
 router = APIRouter(tags=["images"])
 
@@ -61,7 +61,7 @@ def _links(generation_id: str, links: list[LinkView]) -> dict[str, Any]:
 
 @router.get("/v1/images/{image_id}")
 async def get_image(image_id: str, runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    view, generation_id = await runtime.store.get_image(
+    view, generation_id = await runtime.services.records.get_image(
         image_id, account_id=visible_account(caller)
     )
     return JSONResponse(_image(view, generation_id))
@@ -71,7 +71,7 @@ async def get_image(image_id: str, runtime: RuntimeDep, caller: CurrentCaller) -
 async def update_image(
     image_id: str, body: ApprovalUpdate, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    view, generation_id = await runtime.store.set_approval(
+    view, generation_id = await runtime.services.records.set_approval(
         image_id, body.approval, account_id=visible_account(caller)
     )
     return JSONResponse(_image(view, generation_id))
@@ -81,7 +81,7 @@ async def update_image(
 async def add_links(
     generation_id: str, body: LinksRequest, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    links = await runtime.store.add_links(
+    links = await runtime.services.records.add_links(
         generation_id,
         [(e.type, e.id) for e in body.entities or ()],
         account_id=visible_account(caller),
@@ -93,5 +93,7 @@ async def add_links(
 async def list_links(
     generation_id: str, runtime: RuntimeDep, caller: CurrentCaller
 ) -> JSONResponse:
-    links = await runtime.store.list_links(generation_id, account_id=visible_account(caller))
+    links = await runtime.services.records.list_links(
+        generation_id, account_id=visible_account(caller)
+    )
     return JSONResponse(_links(generation_id, links))

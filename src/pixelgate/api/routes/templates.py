@@ -10,13 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
 from pixelgate.api.schemas import iso
+from pixelgate.core.records import TemplateView
 from pixelgate.core.templates import (
     MAX_TEMPLATE_LENGTH,
     TEMPLATE_NAME,
     check_template_name,
     parse_template,
 )
-from pixelgate.db.store import TemplateView
 from pixelgate.errors import NotFound
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
@@ -48,7 +48,7 @@ async def create_template(
 ) -> JSONResponse:
     name = check_template_name(body.name)
     parsed = parse_template(body.text)
-    template = await runtime.store.create_template(
+    template = await runtime.services.records.create_template(
         caller.account_id,
         name=name,
         text=body.text,
@@ -64,14 +64,14 @@ async def create_template(
 
 @router.get("")
 async def list_templates(runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    templates = await runtime.store.list_templates(caller.account_id)
+    templates = await runtime.services.records.list_templates(caller.account_id)
     return JSONResponse({"object": "list", "data": [template_body(t) for t in templates]})
 
 
 @router.get("/{ref}")
 async def get_template(ref: str, runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
     """A template by id or name."""
-    template = await runtime.store.find_template(caller.account_id, ref)
+    template = await runtime.services.records.find_template(caller.account_id, ref)
     if template is None:
         raise NotFound(f"template {ref!r} not found")
     return JSONResponse(template_body(template))
@@ -79,5 +79,5 @@ async def get_template(ref: str, runtime: RuntimeDep, caller: CurrentCaller) -> 
 
 @router.delete("/{ref}")
 async def delete_template(ref: str, runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    template = await runtime.store.delete_template(caller.account_id, ref)
+    template = await runtime.services.records.delete_template(caller.account_id, ref)
     return JSONResponse({"id": template.id, "object": "template", "deleted": True})

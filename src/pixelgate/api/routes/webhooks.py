@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import URL_PATTERN
+from pixelgate.core.records import WebhookDeliveryView
 from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret, check_webhook_url
-from pixelgate.db.store import WebhookDeliveryView
 from pixelgate.media.fetch import MAX_URL_LENGTH
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -31,7 +31,7 @@ class WebhookSetting(BaseModel):
 
 @router.get("")
 async def get_webhook(runtime: RuntimeDep, caller: CurrentCaller) -> JSONResponse:
-    account = await runtime.store.get_account(caller.account_id)
+    account = await runtime.services.records.get_account(caller.account_id)
     return JSONResponse(_setting_body(account.webhook_url))
 
 
@@ -47,7 +47,9 @@ async def set_webhook(
             allow_hosts=runtime.settings.webhook_allow_hosts,
             field="url",
         )
-    account = await runtime.store.update_account(caller.account_id, webhook_url=body.url or None)
+    account = await runtime.services.records.update_account(
+        caller.account_id, webhook_url=body.url or None
+    )
     return JSONResponse(_setting_body(account.webhook_url))
 
 
@@ -68,7 +70,7 @@ async def list_deliveries(
     generation_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> JSONResponse:
-    rows = await runtime.store.list_webhook_deliveries(
+    rows = await runtime.services.records.list_webhook_deliveries(
         account_id=visible_account(caller), generation_id=generation_id, limit=limit
     )
     return JSONResponse({"object": "list", "data": [_delivery_body(r) for r in rows]})

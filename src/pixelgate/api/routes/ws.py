@@ -74,7 +74,9 @@ async def generation_socket(websocket: WebSocket, generation_id: str) -> None:
     try:
         if len(generation_id) > MAX_ID_LENGTH or not generation_id.isprintable():
             raise NotFound("generation not found")
-        await runtime.store.get_generation(generation_id, account_id=visible_account(caller))
+        await runtime.services.records.get_generation(
+            generation_id, account_id=visible_account(caller)
+        )
     except NotFound:
         await websocket.close(CLOSE_NOT_FOUND, f"generation {generation_id[:40]!r} not found")
         return
@@ -82,7 +84,11 @@ async def generation_socket(websocket: WebSocket, generation_id: str) -> None:
 
     async def messages() -> AsyncIterator[dict[str, Any]]:
         async for event in follow_events(
-            runtime.store, runtime.bus, generation_id, after=after, poll_s=GENERATION_POLL_S
+            runtime.services.records,
+            runtime.bus,
+            generation_id,
+            after=after,
+            poll_s=GENERATION_POLL_S,
         ):
             final[:] = [event.type]
             yield event_message(event)
@@ -99,11 +105,11 @@ async def account_socket(websocket: WebSocket) -> None:
         return
     caller, after = opened
     if "last_event_id" not in websocket.query_params:
-        after = await runtime.store.last_event_id()
+        after = await runtime.services.records.last_event_id()
 
     async def messages() -> AsyncIterator[dict[str, Any]]:
         async for event in follow_account_events(
-            runtime.store, caller.account_id, after=after, poll_s=ACCOUNT_POLL_S
+            runtime.services.records, caller.account_id, after=after, poll_s=ACCOUNT_POLL_S
         ):
             yield event_message(event)
 
