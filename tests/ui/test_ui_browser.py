@@ -1,12 +1,15 @@
 """The web UI in a real browser: Playwright driving Debian's chromium against a live server.
 
-Screenshots of every page go to ``docs/ui/``. Without chromium (or Playwright) the tests
+Screenshots of every page go to a temporary directory, or to ``docs/ui/`` with
+``PIXELGATE_UI_SHOTS=docs``. Without chromium (or Playwright) the tests
 are skipped with the reason shown in the summary.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,13 @@ import pytest
 from tests.acceptance.conftest import ADMIN_KEY, Launcher, Server
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "ui"
+#: where the screenshots go: docs/ui/ only when asked (PIXELGATE_UI_SHOTS=docs), so a test
+#: run never rewrites the repository; else a directory of the run's own
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "ui"
+    if os.environ.get("PIXELGATE_UI_SHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / f"pixelgate-ui-shots-{os.getpid()}"
+)
 CONFIG = """
 [providers.placeholder]
 kind = "placeholder"
