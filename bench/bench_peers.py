@@ -86,14 +86,15 @@ def measure(server: Server, target: load.Target, *, concurrency: int,
     return res
 
 
-def startup(work: Path, config: Path, runs: int) -> dict[str, Any]:
+def startup(work: Path, config: Path, runs: int, pythonpath: str | None) -> dict[str, Any]:
     """``pixelgate serve`` start to healthy: first start on a fresh data dir (migrations
     included), then ``runs - 1`` restarts on the same data dir; idle RSS 1 s after."""
     times: list[float] = []
     idle: list[float] = []
     for i in range(max(1, runs)):
         with Servers() as started:
-            gw = started.add(servers.gateway(work, "gateway-startup", config))
+            gw = started.add(servers.gateway(work, "gateway-startup", config,
+                                             pythonpath=pythonpath))
             times.append(gw.wait_ready("/health", 90, ok_below=300))
             time.sleep(1.0)
             idle.append(tree_rss_kb(gw.pid) / 1024)
@@ -256,15 +257,18 @@ def plot(r: dict[str, Any], path: Path) -> Path | None:
 
 
 def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
+    # --git-ref: pixelgate from that committed tree (git archive), for an A/B in one session
+    pythonpath = servers.export_ref(args.git_ref, work) if args.git_ref else None
     concs = [int(c) for c in args.concurrency.split(",") if c.strip()]
     with Servers() as started:
         fake = started.add(servers.app_server(work, "fake-openai", "fake_openai.py"))
         fake.wait_ready("/health", 30)
         config = servers.gateway_config(work, upstream=fake.url, default="openai")
         if args.startup_runs > 0:
-            results["startup"] = startup(work, config, args.startup_runs)
+            results["startup"] = startup(work, config, args.startup_runs, pythonpath)
 
-        gw = started.add(servers.gateway(work, "pixelgate", config, log_level=args.log_level))
+        gw = started.add(servers.gateway(work, "pixelgate", config, log_level=args.log_level,
+                                         pythonpath=pythonpath))
         gw.wait_ready("/health", 90)
         time.sleep(1.0)
         info: dict[str, Any] = {"pixelgate": {"ready_s": round(gw.ready_s or 0, 3),
@@ -343,6 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="closed-loop client (auto: wrk when installed)")
     p.add_argument("--no-native", action="store_true", help="skip the native route")
     p.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    p.add_argument("--git-ref", default=None,
+                   help="run pixelgate from this committed tree instead of the working tree")
     p.add_argument("--no-install", action="store_true",
                    help="do not install LiteLLM when its venv is missing (skip it instead)")
     p.add_argument("--litellm-venv", type=Path, default=BENCH_DIR / ".venv-litellm")
