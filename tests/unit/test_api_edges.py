@@ -1,9 +1,10 @@
 """Routes never hold a session or the store: they call the pipeline and ``runtime.services``.
 
-``api/`` neither imports :mod:`pixelgate.db` (nor SQLAlchemy) nor reaches the concrete
-store or the database through the runtime (``runtime.store``, ``runtime.db``); what it
-reads and changes goes through :class:`pixelgate.core.services.Services`, typed by the
-protocols of :mod:`pixelgate.core.queries`.
+``api/`` and the web UI (``ui/``) neither import :mod:`pixelgate.db` (nor SQLAlchemy)
+nor reach the concrete store or the database through the runtime (``runtime.store``,
+``runtime.db``); what they read and change goes through
+:class:`pixelgate.core.services.Services`, typed by the protocols of
+:mod:`pixelgate.core.queries`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import ast
 from pathlib import Path
 
 import pixelgate.api
+import pixelgate.ui
 
 API = Path(pixelgate.api.__file__).parent
+#: the packages that serve HTTP: the API and the web UI
+ROUTES = (API, Path(pixelgate.ui.__file__).parent)
 FORBIDDEN_IMPORTS = ("pixelgate.db", "sqlalchemy")
 #: runtime attributes that are the database itself
 FORBIDDEN_ATTRIBUTES = frozenset({"store", "db"})
@@ -38,12 +42,13 @@ def offences_in(source: str) -> list[str]:
     return [f"{line}: {what}" for line, what in sorted(found)]
 
 
-def test_api_never_touches_the_store_or_the_database() -> None:
+def test_api_and_ui_never_touch_the_store_or_the_database() -> None:
     offences = [
-        f"{path.relative_to(API)}:{offence}"
-        for path in sorted(API.rglob("*.py"))
+        f"{path.relative_to(API.parent)}:{offence}"
+        for root in ROUTES
+        for path in sorted(root.rglob("*.py"))
         for offence in offences_in(path.read_text(encoding="utf-8"))
-        if f"{path.relative_to(API)}:{offence}" not in ALLOWED
+        if f"{path.relative_to(API.parent)}:{offence}" not in ALLOWED
     ]
     assert offences == []
 

@@ -85,10 +85,12 @@ def _rates(ok: list[int], total: list[int]) -> list[float | None]:
 
 
 async def _charts(runtime: Runtime) -> dict[str, Any]:
-    now = runtime.store.clock()
+    now = runtime.services.records.clock()
     charts: dict[str, Any] = {}
     for name, (window, buckets, fmt) in WINDOWS.items():
-        found = await recent_by_provider(runtime.store, now=now, window=window, buckets=buckets)
+        found = await recent_by_provider(
+            runtime.services.records, now=now, window=window, buckets=buckets
+        )
         providers = sorted(found.total)
         charts[name] = {
             "success": line_chart(
@@ -170,11 +172,11 @@ async def admin_page(
     control = runtime.pipeline.control
     await control.refresh(force=True)
     providers = _body(await admin_routing.admin_providers(runtime, user.caller, check=True))
-    history = await runtime.store.config_versions(HISTORY)
+    history = await runtime.services.records.config_versions(HISTORY)
     params = request.query_params
     diff_a, diff_b = params.get("diff_from", ""), params.get("diff_to", "")
     approvals, _ = await gallery_page(
-        runtime.store,
+        runtime.services.records,
         account_id=None,
         flt=GalleryFilter(status=Status.SUCCEEDED, approval="pending"),
         cursor=None,
@@ -190,13 +192,13 @@ async def admin_page(
             "error": error,
             "notice": notice,
             "new_key": new_key,
-            "queue": await runtime.store.queue_depth(),
+            "queue": await runtime.services.records.queue_depth(),
             "worker": runtime.worker,
             "charts": await _charts(runtime),
             "providers": providers["providers"],
             "chain": providers["chain"],
-            "accounts": await runtime.store.list_accounts(),
-            "keys": await runtime.store.list_keys(),
+            "accounts": await runtime.services.records.list_accounts(),
+            "keys": await runtime.services.records.list_keys(),
             "tiers": sorted(runtime.settings.tiers),
             "approvals": approvals,
             "alerts": await _alerts(runtime),
@@ -271,7 +273,7 @@ async def rollback_config(request: Request, user: PostingAdmin) -> Response:
     form = await _form(request)
     runtime = _runtime(request)
     raw = form.get("version", "")
-    history = await runtime.store.config_versions(admin_routing.MAX_HISTORY)
+    history = await runtime.services.records.config_versions(admin_routing.MAX_HISTORY)
     found = [v for v in history if str(v["version"]) == raw]
     if not found:
         raise ValidationFailed("version", f"unknown configuration version {raw!r}")

@@ -19,9 +19,9 @@ from pixelgate.api.routes import account as account_routes
 from pixelgate.api.routes.providers import provider_body
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import Uploads, form_uploads
+from pixelgate.core.keys import hash_key
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.store import hash_key
 from pixelgate.errors import AuthenticationFailed, ValidationFailed
 from pixelgate.providers.base import Health
 from pixelgate.runtime import Runtime
@@ -123,7 +123,7 @@ def _catalog(runtime: Runtime) -> list[dict[str, Any]]:
 @router.get("/ui/generate")
 async def generate_page(request: Request, user: User) -> Response:
     runtime = _runtime(request)
-    templates = await runtime.store.list_templates(user.caller.account_id)
+    templates = await runtime.services.records.list_templates(user.caller.account_id)
     catalog = _catalog(runtime)
     return render(
         request,
@@ -236,7 +236,7 @@ async def gallery(
         date_to=_day(date_to, "to"),
     )
     views, next_cursor = await gallery_page(
-        runtime.store,
+        runtime.services.records,
         account_id=None if user.caller.is_admin else user.caller.account_id,
         flt=flt,
         cursor=cursor,
@@ -272,7 +272,7 @@ async def gallery(
 async def thumb(image_id: str, request: Request, user: User) -> Response:
     runtime = _runtime(request)
     account = None if user.caller.is_admin else user.caller.account_id
-    image, _ = await runtime.store.get_image(image_id, account_id=account)
+    image, _ = await runtime.services.records.get_image(image_id, account_id=account)
     data = await thumbnail(runtime.settings, runtime.storage, image.id, image.key)
     return Response(
         data,
@@ -288,10 +288,10 @@ async def thumb(image_id: str, request: Request, user: User) -> Response:
 async def generation_page(generation_id: str, request: Request, user: User) -> Response:
     runtime = _runtime(request)
     account = None if user.caller.is_admin else user.caller.account_id
-    view = await runtime.store.get_generation(generation_id, account_id=account)
-    events = await runtime.store.events_after(generation_id, 0)
-    links = await runtime.store.list_links(generation_id, account_id=account)
-    deliveries = await runtime.store.list_webhook_deliveries(
+    view = await runtime.services.records.get_generation(generation_id, account_id=account)
+    events = await runtime.services.records.events_after(generation_id, 0)
+    links = await runtime.services.records.list_links(generation_id, account_id=account)
+    deliveries = await runtime.services.records.list_webhook_deliveries(
         account_id=account, generation_id=generation_id
     )
     body = generation_body(view)
@@ -320,7 +320,8 @@ async def set_approval(generation_id: str, request: Request, user: PostingUser) 
     if not isinstance(image_id, str) or not image_id:
         raise ValidationFailed("image_id", "field required")
     account = None if user.caller.is_admin else user.caller.account_id
-    await _runtime(request).store.set_approval(image_id, str(approval), account_id=account)
+    records = _runtime(request).services.records
+    await records.set_approval(image_id, str(approval), account_id=account)
     back = form.get("back")
     target = back if back == "/ui/admin" else f"/ui/generations/{generation_id}"
     return _see_other(f"{target}#images")
@@ -338,7 +339,7 @@ async def run_again(generation_id: str, request: Request, user: PostingUser) -> 
     """Admit the same request again, as the signed-in caller."""
     runtime = _runtime(request)
     account = None if user.caller.is_admin else user.caller.account_id
-    view = await runtime.store.get_generation(generation_id, account_id=account)
+    view = await runtime.services.records.get_generation(generation_id, account_id=account)
     body = {k: v for k, v in view.request.items() if not k.startswith("__")}
     result = await runtime.pipeline.admit(
         user.caller, _validated(body), source="ui", request_id=request.state.request_id
@@ -352,7 +353,7 @@ async def run_again(generation_id: str, request: Request, user: PostingUser) -> 
 @router.get("/ui/account")
 async def account_page(request: Request, user: User) -> Response:
     runtime = _runtime(request)
-    account = await runtime.store.get_account(user.caller.account_id)
+    account = await runtime.services.records.get_account(user.caller.account_id)
     summary = await account_routes.account_body(runtime, account)
     ledger = await runtime.services.reports.ledger(account.id, limit=50)
     first, last, rows = await runtime.services.usage(account.id, USAGE_DAYS)
@@ -363,7 +364,7 @@ async def account_page(request: Request, user: User) -> Response:
         spend[row["date"]] = spend.get(row["date"], 0.0) + float(row["usd"])
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     stamps = [datetime(d.year, d.month, d.day) for d in days]
-    keys = [k for k in await runtime.store.list_keys() if k["account"] == account.name]
+    keys = [k for k in await runtime.services.records.list_keys() if k["account"] == account.name]
     return render(
         request,
         "account.html",

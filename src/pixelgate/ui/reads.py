@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from pixelgate.core.models import GenerationView, Status
-from pixelgate.db.store import Store
+from pixelgate.core.queries import Listings
 
 __all__ = ["GalleryFilter", "ProviderWindow", "gallery_page", "recent_by_provider"]
 
@@ -42,7 +42,7 @@ class GalleryFilter:
 
 
 async def gallery_page(
-    store: Store,
+    store: Listings,
     *,
     account_id: str | None,
     flt: GalleryFilter,
@@ -106,7 +106,7 @@ class ProviderWindow:
 
 
 async def recent_by_provider(
-    store: Store, *, now: datetime, window: timedelta, buckets: int
+    store: Listings, *, now: datetime, window: timedelta, buckets: int
 ) -> ProviderWindow:
     """Finished generations of every account in ``window`` before ``now``, bucketed."""
     start = now - window
