@@ -293,7 +293,7 @@ def generate(
             task = bar.add_task(f"{gen_id} queued", total=100)
             async with runtime.bus.subscribe(gen_id) as sub:
                 while True:
-                    view = await runtime.store.get_generation(gen_id)
+                    view = await runtime.services.records.get_generation(gen_id)
                     bar.update(
                         task,
                         completed=view.progress,
@@ -386,7 +386,7 @@ def _generate_file(
         ) as bar:
             task = bar.add_task(f"{path.name}", total=len(ids))
             while True:
-                views = [await runtime.store.get_generation(i) for i in ids]
+                views = [await runtime.services.records.get_generation(i) for i in ids]
                 done = sum(v.terminal for v in views)
                 bar.update(task, completed=done)
                 if done == len(ids):

@@ -76,7 +76,7 @@ def accounts_create(
             except ValidationFailed as exc:
                 err.print(f"[red]{exc.message}[/red]", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
-        account = await runtime.store.create_account(
+        account = await runtime.services.records.create_account(
             name,
             tier=tier,
             credits=credits,
@@ -85,7 +85,8 @@ def accounts_create(
             email=email,
         )
         if webhook_url:
-            account = await runtime.store.update_account(account.id, webhook_url=webhook_url)
+            records = runtime.services.records
+            account = await records.update_account(account.id, webhook_url=webhook_url)
         return account
 
     account = run_command(lambda: with_runtime(settings, main))
@@ -100,7 +101,7 @@ def accounts_list(config: ConfigOpt = None) -> None:
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> Any:
-        return await runtime.store.list_accounts()
+        return await runtime.services.records.list_accounts()
 
     table = rows_of("id", "name", "tier", "credits", "created", "state")
     for acct in run_command(lambda: with_runtime(settings, main)):
@@ -121,11 +122,12 @@ def _set_disabled(name: str, disabled: bool, config: Path | None) -> None:
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> Any:
-        acct = await runtime.store.find_account(name)
+        acct = await runtime.services.records.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
         # the operator on the box may disable even the last admin account
-        return await runtime.store.update_account(acct.id, disabled=disabled, keep_an_admin=False)
+        records = runtime.services.records
+        return await records.update_account(acct.id, disabled=disabled, keep_an_admin=False)
 
     acct = run_command(lambda: with_runtime(settings, main))
     state = "disabled" if acct.disabled else "enabled"
@@ -157,10 +159,11 @@ def keys_create(
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> tuple[str, str]:
-        acct = await runtime.store.find_account(account)
+        acct = await runtime.services.records.find_account(account)
         if acct is None:
             raise NotFound(f"account {account!r} not found")
-        result: tuple[str, str] = await runtime.store.create_key(acct.id, is_admin=admin, name=name)
+        records = runtime.services.records
+        result: tuple[str, str] = await records.create_key(acct.id, is_admin=admin, name=name)
         return result
 
     key_id, plain = run_command(lambda: with_runtime(settings, main))
@@ -174,7 +177,7 @@ def keys_list(config: ConfigOpt = None) -> None:
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> Any:
-        return await runtime.store.list_keys()
+        return await runtime.services.records.list_keys()
 
     table = rows_of("id", "account", "prefix", "admin", "created", "revoked")
     for key in run_command(lambda: with_runtime(settings, main)):
@@ -195,7 +198,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument()], config: ConfigOpt = No
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> Any:
-        return await runtime.store.revoke_key(key_id)
+        return await runtime.services.records.revoke_key(key_id)
 
     run_command(lambda: with_runtime(settings, main))
     out.print(f"revoked {key_id}")
@@ -207,10 +210,10 @@ def _change_credits(name: str, amount: int, reason: str, config: Path | None) ->
     settings = command_settings(config=config)
 
     async def main(runtime: Any) -> int:
-        acct = await runtime.store.find_account(name)
+        acct = await runtime.services.records.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
-        balance: int = await runtime.store.grant_credits(
+        balance: int = await runtime.services.records.grant_credits(
             acct.id, amount, reason=reason, actor="cli"
         )
         return balance
@@ -279,10 +282,10 @@ def accounts_set(
         fields["preferred_providers"] = [p.strip() for p in prefer.split(",") if p.strip()]
 
     async def main(runtime: Any) -> Any:
-        acct = await runtime.store.find_account(name)
+        acct = await runtime.services.records.find_account(name)
         if acct is None:
             raise NotFound(f"account {name!r} not found")
-        return await runtime.store.update_account(acct.id, **fields)
+        return await runtime.services.records.update_account(acct.id, **fields)
 
     acct = run_command(lambda: with_runtime(settings, main))
     out.print(

@@ -30,9 +30,9 @@ from pydantic import ValidationError
 from pixelgate.api.schemas import generation_body
 from pixelgate.core.admission import Caller
 from pixelgate.core.event_stream import follow_events
+from pixelgate.core.keys import hash_key
 from pixelgate.core.models import GenerationRequest, GenerationView
 from pixelgate.core.urls import refuse_unsafe_urls
-from pixelgate.db.store import hash_key
 from pixelgate.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -230,7 +230,7 @@ class BullMQBridge:
         parsed = parse_job(data)
         caller = await self._caller(parsed.api_key)
         if parsed.generation_id is not None:
-            view = await self.runtime.store.get_generation(
+            view = await self.runtime.services.records.get_generation(
                 parsed.generation_id, account_id=caller.account_id
             )
         else:
@@ -257,11 +257,11 @@ class BullMQBridge:
 
     async def _caller(self, api_key: str | None) -> Caller:
         if api_key is None:
-            account = await self.runtime.store.get_account(self.caller.account_id)
+            account = await self.runtime.services.records.get_account(self.caller.account_id)
             if account.disabled:
                 raise Forbidden(f"account {account.name!r} is disabled")
             return self.caller
-        info = await self.runtime.store.lookup_key(hash_key(api_key))
+        info = await self.runtime.services.records.lookup_key(hash_key(api_key))
         if info is None:
             raise AuthenticationFailed("apiKey: invalid API key")
         return Caller(
@@ -278,13 +278,13 @@ class BullMQBridge:
         reported = -1
         while not view.terminal:
             async for event in follow_events(
-                self.runtime.store, self.runtime.bus, view.id, poll_s=FOLLOW_POLL_S
+                self.runtime.services.records, self.runtime.bus, view.id, poll_s=FOLLOW_POLL_S
             ):
                 percent = event.data.get("progress") if event.type == "progress" else None
                 if isinstance(percent, int | float) and int(percent) > reported:
                     reported = int(percent)
                     await progress(reported)
-            view = await self.runtime.store.get_generation(view.id)
+            view = await self.runtime.services.records.get_generation(view.id)
         if view.status == "SUCCEEDED" and reported < 100:
             await progress(100)
         return view

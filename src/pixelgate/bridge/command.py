@@ -89,7 +89,7 @@ async def _caller(runtime: Any, account: str | None) -> Caller:
     if account is None:
         caller: Caller = await runtime.local_caller()
         return caller
-    found = await runtime.store.find_account(account)
+    found = await runtime.services.records.find_account(account)
     if found is None:
         raise NotFound(
             f"--account: account {account!r} not found (pixelgate accounts create {account})"

@@ -59,10 +59,11 @@ def mcp_command(
 
 async def resolve_key(runtime: Runtime, api_key: str) -> Caller:
     """The caller behind an API key, as the HTTP API resolves it."""
+    from pixelgate.core.keys import hash_key
     from pixelgate.core.pipeline import Caller
-    from pixelgate.db.store import hash_key
 
-    info = await runtime.store.lookup_key(hash_key(api_key.strip())) if api_key.strip() else None
+    key = api_key.strip()
+    info = await runtime.services.records.lookup_key(hash_key(key)) if key else None
     if info is None:
         raise AuthenticationFailed("invalid API key (PIXELGATE_API_KEY)")
     return Caller(

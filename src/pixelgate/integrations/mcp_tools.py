@@ -135,7 +135,7 @@ def build_mcp_server(resolve: Resolver) -> MCPServer:
         """A generation's status, progress, cost and, once finished, its image URLs."""
         runtime, caller = await resolve(ctx)
         view = await _call(
-            runtime.store.get_generation(generation_id, account_id=caller.account_id)
+            runtime.services.records.get_generation(generation_id, account_id=caller.account_id)
         )
         return await _result(runtime, view, include_images)
 
@@ -159,7 +159,7 @@ def build_mcp_server(resolve: Resolver) -> MCPServer:
         """This account's recent generations, newest first."""
         runtime, caller = await resolve(ctx)
         views = await _call(
-            runtime.store.list_generations(
+            runtime.services.records.list_generations(
                 account_id=caller.account_id,
                 status=Status(status) if status else None,
                 limit=limit,
@@ -194,7 +194,7 @@ def build_mcp_server(resolve: Resolver) -> MCPServer:
         runtime, caller = await resolve(ctx)
         request = _request(prompt, size, aspect_ratio, provider, model, n, None, format, None)
         prepared = await _call(runtime.pipeline.prepare(caller, request))
-        account = await runtime.store.get_account(caller.account_id)
+        account = await runtime.services.records.get_account(caller.account_id)
         result = await _call(runtime.pipeline.estimate(prepared, account))
         return {
             "credits": result.credits,
@@ -209,7 +209,7 @@ def build_mcp_server(resolve: Resolver) -> MCPServer:
     async def get_account(ctx: Context) -> dict[str, Any]:
         """This account's credits, tier, limits left and budget."""
         runtime, caller = await resolve(ctx)
-        account = await runtime.store.get_account(caller.account_id)
+        account = await runtime.services.records.get_account(caller.account_id)
         return await account_body(runtime, account)
 
     return server
