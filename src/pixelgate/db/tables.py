@@ -125,7 +125,18 @@ class Generation(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "idempotency_key"),
         Index("ix_generations_claim", "status", "run_after"),
-        Index("ix_generations_account_created", "account_id", "created_at"),
+        # covering: today's spend (every budgeted admission) and an account's listing
+        # read the index alone, not a row per generation of the day
+        Index(
+            "ix_generations_account_spend",
+            "account_id",
+            "created_at",
+            "status",
+            "cost_usd",
+            "estimated_usd",
+        ),
+        # the account's project names: a DISTINCT over the index, not its generations
+        Index("ix_generations_account_project", "account_id", "project"),
         Index("ix_generations_batch", "batch_id", "status"),
         Index("ix_generations_cache", "account_id", "cache_key"),
         Index("ix_generations_cached_from", "cached_from"),
