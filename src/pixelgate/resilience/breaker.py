@@ -272,6 +272,8 @@ class MemoryBreakers:
         self.clock = clock
         self._rng = rng or random.Random()
         self._breakers: dict[str, _Breaker] = {}
+        #: the snapshot of a provider never called yet, made once (snapshots are frozen)
+        self._unused: dict[str, BreakerSnapshot] = {}
 
     def configure(self, settings: BreakerSettings) -> None:
         self.settings = settings
@@ -337,7 +339,12 @@ class MemoryBreakers:
         now = self.clock()
         out: dict[str, BreakerSnapshot] = {}
         for name in providers:
-            b = self._breakers.get(name) or _Breaker()
+            b = self._breakers.get(name)
+            if b is None:  # every plan snapshots every provider: most were never called
+                out[name] = self._unused.get(name) or self._unused.setdefault(
+                    name, BreakerSnapshot(name, BreakerState.CLOSED, failures=0, calls=0)
+                )
+                continue
             self._trim(b, now)
             is_open = b.state == BreakerState.OPEN
             out[name] = BreakerSnapshot(
