@@ -6,8 +6,12 @@ aiohttp exception."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -122,3 +126,27 @@ async def test_a_silent_server_times_out(serve, client) -> None:
     server = await serve(_silent)
     with pytest.raises(ProviderTimeout):
         await request(client, "fake", "POST", server.url, json={}, timeout=0.3)
+
+
+def test_a_start_that_calls_no_provider_never_loads_aiohttp(tmp_path: Any) -> None:
+    """The aiohttp transport is made on the first provider call: a gateway that only
+    serves the placeholder pays neither aiohttp's import nor its SSL context."""
+    script = (
+        "import asyncio, sys\n"
+        "from pixelgate.config import Settings\n"
+        "from pixelgate.api.app import create_app\n"
+        "from pixelgate.runtime import Runtime\n"
+        "async def main():\n"
+        "    runtime = await Runtime.open(Settings())\n"
+        "    create_app(Settings())\n"
+        "    await runtime.close()\n"
+        "    print('aiohttp' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    env["PIXELGATE_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"

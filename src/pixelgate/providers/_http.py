@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-import aiohttp
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -117,8 +116,7 @@ async def request(
         return await client.request(method, url, timeout=timeout, **kwargs)
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(f"{provider}: request timed out", provider=provider) from exc
-    except (httpx.HTTPError, aiohttp.ClientError) as exc:
-        # aiohttp errors the transport does not translate (a malformed response) too
+    except httpx.HTTPError as exc:
         raise Transient(f"{provider}: {type(exc).__name__}", provider=provider) from exc
 
 
