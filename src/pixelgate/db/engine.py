@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -252,8 +253,53 @@ def run_migrations_sync(url: str, revision: str = "head") -> None:
 
 
 async def run_migrations(url: str, revision: str = "head") -> None:
-    """Apply migrations from async code (Alembic's async env needs its own loop)."""
+    """Apply migrations from async code (Alembic's async env needs its own loop).
+
+    A database already at the newest revision (every restart) is left alone without
+    importing Alembic and loading its scripts, ~0.14 s of a start.
+    """
+    if revision == "head":
+        head = head_revision()
+        if head is not None and await _current_revision(url) == head:
+            return
     await asyncio.to_thread(run_migrations_sync, url, revision)
+
+
+_REVISION = re.compile(r'^revision: str = "([^"]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r'^down_revision: str \| None = (?:"([^"]+)"|None)$', re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The newest migration, read from the version files without importing Alembic;
+    None when they do not read as one line of revisions (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision[1])
+        if down[1]:
+            parents.add(down[1])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _current_revision(url: str) -> str | None:
+    """The database's revision, or None when there is none to read (a new database, an
+    unreachable one: Alembic then migrates it, or reports why it cannot)."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return found.scalar_one_or_none()
+    except Exception:
+        return None
+    finally:
+        await engine.dispose()
 
 
 async def schema_revision(url: str) -> str | None:
