@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 __all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
@@ -260,7 +260,7 @@ async def run_migrations(url: str, revision: str = "head") -> None:
     """
     if revision == "head":
         head = head_revision()
-        if head is not None and await _current_revision(url) == head:
+        if head is not None and await _revision_or_none(url) == head:
             return
     await asyncio.to_thread(run_migrations_sync, url, revision)
 
@@ -286,33 +286,26 @@ def head_revision() -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
-async def _current_revision(url: str) -> str | None:
-    """The database's revision, or None when there is none to read (a new database, an
-    unreachable one: Alembic then migrates it, or reports why it cannot)."""
+async def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database is at, or ``None`` before the first migration
+    (read from ``alembic_version`` without importing Alembic)."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
+                return None
             found = await conn.execute(text("SELECT version_num FROM alembic_version"))
             return found.scalar_one_or_none()
+    finally:
+        await engine.dispose()
+
+
+async def _revision_or_none(url: str) -> str | None:
+    """:func:`schema_revision`, or None when it cannot be read (an unreachable database:
+    Alembic then reports why)."""
+    try:
+        return await schema_revision(url)
     except Exception:
         return None
-    finally:
-        await engine.dispose()
-
-
-async def schema_revision(url: str) -> str | None:
-    """The Alembic revision the database is at, or ``None`` before the first migration."""
-    from alembic.runtime.migration import MigrationContext
-
-    if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
-    finally:
-        await engine.dispose()
