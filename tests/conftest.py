@@ -88,6 +88,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--backend"))
 
 
+@pytest.fixture
+def sqlite_only(backend: str) -> None:
+    """For tests about the embedded deployment's SQLite itself (its statements, commits
+    and query plans): skipped, with this reason, under ``--backend scaleout``."""
+    if backend != "sqlite":
+        pytest.skip("about the embedded deployment's SQLite (statements, commits, query plans)")
+
+
 @pytest.fixture(scope="session")
 def scaleout_services(backend: str) -> Iterator[Any]:
     """A fresh PostgreSQL database, Redis and a moto S3 server (scaleout backend only)."""

@@ -59,12 +59,6 @@ def counting() -> Iterator[_Counter]:
         event.remove(Engine, "commit", counter.on_commit)
 
 
-@pytest.fixture
-def sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("measures the embedded (SQLite) deployment's statements and commits")
-
-
 async def _generate(client: httpx.AsyncClient, i: int) -> None:
     r = await client.post(
         "/v1/generations", json={"prompt": f"p{i}", "width": 64, "height": 64}, headers=WAIT

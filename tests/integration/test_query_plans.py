@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, event
 
 from pixelgate.db.billing import spent_today
 from pixelgate.runtime import Runtime
-
-
-@pytest.fixture
-def sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("reads SQLite's EXPLAIN QUERY PLAN")
 
 
 async def test_todays_spend_reads_only_the_covering_index(
