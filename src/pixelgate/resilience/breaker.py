@@ -341,9 +341,12 @@ class MemoryBreakers:
         for name in providers:
             b = self._breakers.get(name)
             if b is None:  # every plan snapshots every provider: most were never called
-                out[name] = self._unused.get(name) or self._unused.setdefault(
-                    name, BreakerSnapshot(name, BreakerState.CLOSED, failures=0, calls=0)
-                )
+                unused = self._unused.get(name)
+                if unused is None:
+                    unused = self._unused[name] = BreakerSnapshot(
+                        name, BreakerState.CLOSED, failures=0, calls=0
+                    )
+                out[name] = unused
                 continue
             self._trim(b, now)
             is_open = b.state == BreakerState.OPEN
