@@ -14,6 +14,7 @@ from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
@@ -94,6 +95,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # pixelgate makes its own request span (observability/http.py); FastAPI's would
+        # be a second one, and asking whether it is on reads the environment per request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        default_response_class=JSONResponse,
     )
     install_docs(app, title=app.title)
     app.state.key_cache = KeyCache()

@@ -8,11 +8,11 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pixelgate import errors as e
+from pixelgate.api.responses import JSONResponse
 from pixelgate.money import format_usd
 
 __all__ = ["error_response", "install_error_handlers", "status_for"]

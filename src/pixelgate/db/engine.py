@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,6 +33,12 @@ def dispatch(c: Connection, generation_ids: list[str]) -> None:
     queue engine gets them all in one go at the end of the batch, in the same
     transaction (so a rolled-back admission is never dispatched)."""
     c.info.setdefault(_DISPATCH_KEY, []).extend(generation_ids)
+
+def _json_text(value: Any) -> str:
+    """JSON columns' serializer: pydantic-core's (Rust) instead of the json module's,
+    ~4x faster on the small documents every job writes (its request, route, events)."""
+    return pydantic_core.to_json(value).decode()
+
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READ_POOL = 4
@@ -81,6 +88,7 @@ class Database:
                 "max_overflow": 0,
                 "pool_reset_on_return": None,  # every transaction ends in commit or rollback
                 "connect_args": {"check_same_thread": False},
+                "json_serializer": _json_text,
             }
             self._sync_write = create_engine(sync_url, pool_size=1, **options)
             self._sync_read = create_engine(sync_url, pool_size=SQLITE_READ_POOL, **options)
@@ -102,6 +110,7 @@ class Database:
                 pool_pre_ping=True,
                 hide_parameters=True,
                 connect_args=connect_args,
+                json_serializer=_json_text,
             )
             self._dialect = self.write_engine.dialect.name
 

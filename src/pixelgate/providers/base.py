@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -211,13 +212,19 @@ class Provider(abc.ABC):
     def models(self) -> dict[str, ModelInfo]:
         """The models this instance offers, by name."""
 
+    @functools.cached_property
+    def model_table(self) -> dict[str, ModelInfo]:
+        """:attr:`models`, built once: an instance's settings never change, and the
+        lookups below are on every request's path."""
+        return self.models
+
     def offers(self, model: str) -> bool:
         """True when ``model`` is one of :attr:`models` (cheaper where a table says it)."""
-        return model in self.models
+        return model in self.model_table
 
     @property
     def default_model(self) -> str:
-        return self.settings.default_model or next(iter(self.models))
+        return self.settings.default_model or next(iter(self.model_table))
 
     @property
     def configured(self) -> bool:
@@ -237,7 +244,7 @@ class Provider(abc.ABC):
 
     def model_info(self, model: str | None) -> ModelInfo:
         name = model or self.default_model
-        info = self.models.get(name)
+        info = self.model_table.get(name)
         if info is None:
             raise InvalidRequest(f"{self.name}: unknown model {name!r}", provider=self.name)
         return info

@@ -11,10 +11,11 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from pixelgate.api.deps import caller_for_hash
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.routes import account as account_routes
 from pixelgate.api.routes.providers import provider_body
 from pixelgate.api.schemas import generation_body

@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.uploads import Uploads, default_size, form_fields, form_uploads, read_form
 from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
 from pixelgate.core.event_stream import follow_events

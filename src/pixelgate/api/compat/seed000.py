@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.compat._common import drop_none, resolve_instance, route_for_model
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS, error_body
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import FORMAT_PATTERN, MAX_N, MAX_SIDE, MAX_TEXT_LENGTH
 from pixelgate.core.models import MIN_SIDE, GenerationRequest, Status

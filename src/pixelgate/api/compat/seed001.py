@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.compat._common import drop_none, resolve_instance
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.core.materialize import render_default_image
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.runtime import Runtime

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.compat._common import drop_none
 from pixelgate.api.deps import CurrentCaller, RequestId, RuntimeDep, visible_account
 from pixelgate.api.errors import rate_limit_headers
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import FORMAT_PATTERN, MAX_N, MAX_SIDE, URL_PATTERN
 from pixelgate.core.models import GenerationRequest, GenerationView, Status

@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.calendar import utc_midnight
 from pixelgate.core.models import AccountView, GenerationRequest

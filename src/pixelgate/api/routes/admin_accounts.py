@@ -6,10 +6,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.routes.account import account_body
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import MAX_CREDITS, MAX_USD

@@ -6,9 +6,9 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.errors import ValidationFailed
 
 router = APIRouter(prefix="/admin", tags=["admin"])

@@ -16,12 +16,12 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, ValidationError
 
 from pixelgate import __version__
 from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.errors import error_response
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.routes.health import health
 from pixelgate.api.routes.providers import check_health, provider_healths
 from pixelgate.core.routing import AccountRouting

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import AdminCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 
 router = APIRouter(tags=["admin"])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.deps import (
@@ -15,6 +14,7 @@ from pixelgate.api.deps import (
     RuntimeDep,
     visible_account,
 )
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import BoundedJson
 from pixelgate.core.models import GenerationRequest

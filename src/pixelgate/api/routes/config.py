@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from pixelgate import __version__
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.storage.base import CACHE_CONTROL
 
 router = APIRouter(tags=["config"])

@@ -17,10 +17,10 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.routes.generations import prefer_wait
 from pixelgate.api.schemas import generation_body
 from pixelgate.api.uploads import (

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from pixelgate.api.deps import (
@@ -20,6 +19,7 @@ from pixelgate.api.deps import (
     visible_account,
 )
 from pixelgate.api.errors import rate_limit_headers
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import generation_body, iso
 from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status

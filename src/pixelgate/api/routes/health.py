@@ -9,9 +9,9 @@ scale-out deployment — Redis, each checked with a short timeout; 503 and
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.probes import check_all
 
 router = APIRouter(tags=["health"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import image_body, iso
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, MAX_ENTITIES, EntityRef, ImageView
 from pixelgate.core.records import LinkView

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep
+from pixelgate.api.responses import JSONResponse
 from pixelgate.providers.base import Health, Provider
 from pixelgate.resilience.breaker import BreakerSnapshot, BreakerState
 from pixelgate.resilience.stats import ProviderStats

@@ -6,10 +6,10 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.bounds import URL_PATTERN
 from pixelgate.core.records import WebhookDeliveryView

@@ -18,10 +18,10 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from pixelgate.api.deps import CurrentCaller, RuntimeDep, visible_account
+from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import iso
 from pixelgate.core.admission import Caller
 from pixelgate.core.event_stream import follow_events
