@@ -26,6 +26,7 @@ from pixelgate.cli_support import (
 )
 from pixelgate.config import Settings
 from pixelgate.errors import PixelgateError
+from pixelgate.gc_tuning import tune_for_server
 from pixelgate.integrations.mcp_stdio import mcp_command
 
 app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
@@ -68,7 +69,12 @@ def _graceful_server_class() -> Any:
 
     class GracefulServer(uvicorn.Server):
         """uvicorn re-raises SIGTERM/SIGINT after its clean shutdown, which kills the process
-        with the signal; a drained pixelgate exits 0 instead."""
+        with the signal; a drained pixelgate exits 0 instead. Once up (the app's lifespan
+        has opened the runtime), the garbage collector is tuned for serving."""
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            tune_for_server()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -179,6 +185,7 @@ def worker(
         await warn_if_down(runtime)
         await runtime.start_worker()
         await runtime.start_observability()
+        tune_for_server()
         err.print(
             f"pixelgate worker running (engine {runtime.queue.name}, "
             f"concurrency {runtime.worker.concurrency}); SIGTERM drains within "
