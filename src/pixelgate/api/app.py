@@ -132,9 +132,11 @@ def create_app(
     from pixelgate.api.uploads import multipart_limit
     from pixelgate.ui.routes import router as ui_router
 
+    # FastAPI tries the routes in this order (each try costs): the hot routes come first
     modules = (
-        health,
         generations,
+        openai_compat,
+        health,
         providers,
         files,
         seed000,
@@ -145,7 +147,6 @@ def create_app(
         admin_reports,
         admin_storage,
         edits,
-        openai_compat,
         webhooks,
         admin_routing,
         config,

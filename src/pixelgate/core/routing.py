@@ -523,6 +523,8 @@ class Race(Generic[C, T, R]):
     async def run(self) -> tuple[C, R]:
         """The winning candidate and its accepted value; :class:`RaceFailed` if none."""
         hedged = self._hedge_delay is not None
+        if not hedged and self.parallel == 1:
+            return await self._one_at_a_time()
         try:
             first = 1 if hedged else self.parallel
             for i in range(min(first, len(self._queue))):
@@ -555,6 +557,25 @@ class Race(Generic[C, T, R]):
         except BaseException:
             await self._cancel_rest()
             raise
+
+    async def _one_at_a_time(self) -> tuple[C, R]:
+        """No racing, no hedging: each candidate runs in the caller's task (a task per
+        candidate, and waiting on it, cost more than the rest of a quick provider's turn),
+        the next one only after it failed. A cancelled caller cancels the running one."""
+        loop = asyncio.get_running_loop()
+        how = "first"
+        while self._queue and self.stopped_by is None:
+            candidate = self._queue.pop(0)
+            self.started.append(_Started(candidate, how, loop.time()))
+            how = "fallback"
+            try:
+                result = await self._run(candidate, self.started[-1].how)
+                return candidate, await self._accept(candidate, result)
+            except self._errors as exc:
+                self._fail(candidate, exc)
+        self.not_tried.extend(self._queue)
+        self._queue.clear()
+        raise RaceFailed(self.failed, self.stopped_by)
 
     def _ordered(self, done: set[asyncio.Task[T]]) -> list[asyncio.Task[T]]:
         # settle in start order so that ties go to the preferred candidate

@@ -77,6 +77,23 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC)
         return value
 
+    # On SQLite, one C-level conversion instead of two Python layers (this decorator's,
+    # then SQLAlchemy's format string): 3.3 → 1.5 µs, and a job binds a dozen or more
+    # timestamps in the group-commit thread. The text is SQLAlchemy's SQLite format
+    # (tests/unit/test_utc_datetime.py), so stored values read back the same.
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
 
 def _ts() -> Any:
     return UTCDateTime()
