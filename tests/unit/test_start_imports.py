@@ -10,8 +10,8 @@ import sys
 
 #: loaded only by what uses them: the web UI's first page (Jinja2), the PostgreSQL
 #: dialect on a PostgreSQL database, the placeholder's first image (Pillow's drawing
-#: modules and FreeType), the first image with an ICC profile (LittleCMS), Alembic only
-#: to migrate an existing database
+#: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
+#: (the XML parser), Alembic only to migrate an existing database
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -20,6 +20,8 @@ NOT_AT_START = (
     "PIL.ImageFilter",
     "PIL.ImageChops",
     "PIL.ImageCms",
+    "defusedxml",
+    "xml.etree.ElementTree",
     "alembic",
 )
 
@@ -33,7 +35,7 @@ settings = load_settings(data_dir=sys.argv[1])
 create_app(settings)
 build_providers(settings, None)
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic'))))
+      'PIL', 'alembic', 'defusedxml', 'xml'))))
 """
 
 
