@@ -3,9 +3,11 @@ upgraded, and one already there (every restart) is left alone without loading Al
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pixelgate.db.engine import head_revision, run_migrations, run_migrations_sync, schema_revision
 
@@ -43,3 +45,72 @@ def test_a_database_at_the_head_is_left_alone_without_alembic(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def _sqlite_schema_and_rows(path: Path) -> tuple[Any, Any]:
+    from sqlalchemy import create_engine
+
+    from tests.schema import rows_of, schema_of
+
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return schema_of(conn), rows_of(conn)
+    finally:
+        engine.dispose()
+
+
+async def test_a_new_database_created_from_the_metadata_equals_the_migrated_one(
+    tmp_path: Path,
+) -> None:
+    """The fast road for an empty database (tables from the ORM metadata, the head
+    stamped) gives the very schema, indexes, constraints and rows of every migration run
+    one after the other."""
+    from pixelgate.db.fresh import create_fresh_schema
+
+    head = head_revision()
+    assert head is not None
+    created = tmp_path / "created.db"
+    assert await create_fresh_schema(f"sqlite+aiosqlite:///{created}", head)
+    migrated = tmp_path / "migrated.db"
+    await asyncio.to_thread(run_migrations_sync, f"sqlite+aiosqlite:///{migrated}")
+    schema, rows = _sqlite_schema_and_rows(created)
+    assert schema["tables"]["alembic_version"]["primary_key"] == (
+        "alembic_version_pkc",
+        ["version_num"],
+    )
+    assert any(table["indexes"] for table in schema["tables"].values())
+    assert (schema, rows) == _sqlite_schema_and_rows(migrated)
+    assert rows["alembic_version"] == [(head,)]
+
+
+async def test_a_database_with_tables_is_left_to_alembic(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from pixelgate.db.fresh import create_fresh_schema
+
+    path = tmp_path / "not-empty.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    assert not await create_fresh_schema(f"sqlite+aiosqlite:///{path}", "0005")
+    assert await schema_revision(f"sqlite+aiosqlite:///{path}") is None
+
+
+def test_a_new_database_is_created_without_alembic(tmp_path: Path) -> None:
+    """The first start on a new data dir loads neither Alembic nor Mako (and the Pygments
+    lexers Mako loads): ~0.2 s and ~10 MB resident."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from pixelgate.db.engine import run_migrations, schema_revision\n"
+        f"asyncio.run(run_migrations({url!r}))\n"
+        f"print(asyncio.run(schema_revision({url!r})))\n"
+        "print(sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == [head_revision(), "[]"]

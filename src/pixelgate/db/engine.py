@@ -265,12 +265,17 @@ async def run_migrations(url: str, revision: str = "head") -> None:
     """Apply migrations from async code (Alembic's async env needs its own loop).
 
     A database already at the newest revision (every restart) is left alone without
-    importing Alembic and loading its scripts, ~0.14 s of a start.
+    importing Alembic and loading its scripts, ~0.14 s of a start; an empty one gets the
+    newest schema in one transaction (:mod:`pixelgate.db.fresh`), also without Alembic.
     """
     if revision == "head":
         head = head_revision()
-        if head is not None and await _revision_or_none(url) == head:
-            return
+        if head is not None:
+            current = await _revision_or_none(url)
+            if current == head:
+                return
+            if current is None and await _fresh_or_false(url, head):
+                return
     await asyncio.to_thread(run_migrations_sync, url, revision)
 
 
@@ -309,6 +314,17 @@ async def schema_revision(url: str) -> str | None:
             return found.scalar_one_or_none()
     finally:
         await engine.dispose()
+
+
+async def _fresh_or_false(url: str, head: str) -> bool:
+    """:func:`~pixelgate.db.fresh.create_fresh_schema`, or False when it fails (an
+    unreachable database: Alembic then reports why)."""
+    from pixelgate.db.fresh import create_fresh_schema
+
+    try:
+        return await create_fresh_schema(url, head)
+    except Exception:
+        return False
 
 
 async def _revision_or_none(url: str) -> str | None:

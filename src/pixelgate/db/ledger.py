@@ -6,12 +6,12 @@ holds the account-level operations.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.db.base import StoreBase
@@ -35,18 +35,21 @@ _DEBIT = (
 )
 
 
+@functools.cache
 def _usage_upsert(dialect_name: str) -> Any:
     # One atomic upsert: an UPDATE-then-INSERT races when two workers finish jobs of the
     # same account/day/model at once (a unique violation that failed the job).
-    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    # Built at first use: SQLite never loads the PostgreSQL dialect (~2.3 MB, ~20 ms).
+    dialect: Any
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect
+    else:
+        from sqlalchemy.dialects import sqlite as dialect
     stmt = dialect.insert(USAGE)
     return stmt.on_conflict_do_update(
         index_elements=list(_USAGE_KEY),
         set_={name: USAGE.c[name] + stmt.excluded[name] for name in _USAGE_COUNTS},
     )
-
-
-_UPSERTS = {name: _usage_upsert(name) for name in ("postgresql", "sqlite")}
 
 
 def ledger_row(
@@ -117,7 +120,7 @@ def add_usage(
     provider_ms: int | None,
 ) -> None:
     c.execute(
-        _UPSERTS[c.dialect.name],
+        _usage_upsert(c.dialect.name),
         {
             "account_id": account_id,
             "day": now.strftime("%Y-%m-%d"),

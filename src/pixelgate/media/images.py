@@ -8,17 +8,22 @@ is checked from the header before the pixels are decoded.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import io
 import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageOps
 
 from pixelgate.errors import ImageRejected
 from pixelgate.media.cpu import run_cpu
+
+if TYPE_CHECKING:
+    from PIL.ImageCms import core
 
 __all__ = [
     "EXTENSIONS",
@@ -230,12 +235,19 @@ def _to_srgb(im: Image.Image) -> Image.Image:
     icc = im.info.get("icc_profile")
     if not icc or im.mode not in ("RGB", "RGBA"):
         return im
+    # LittleCMS and the sRGB profile load at the first image that embeds a profile
+    from PIL import ImageCms
+
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        converted = ImageCms.profileToProfile(im, source, _SRGB, outputMode=im.mode)
+        converted = ImageCms.profileToProfile(im, source, _srgb(), outputMode=im.mode)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return im
     return converted if converted is not None else im
 
 
-_SRGB = ImageCms.createProfile("sRGB")
+@functools.cache
+def _srgb() -> core.CmsProfile:
+    from PIL import ImageCms
+
+    return ImageCms.createProfile("sRGB")

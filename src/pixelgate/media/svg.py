@@ -19,14 +19,14 @@ import functools
 import hashlib
 import importlib.util
 import re
-import xml.etree.ElementTree as ET
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+from typing import TYPE_CHECKING
 
 from pixelgate.errors import ImageRejected
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.images import ProcessedImage, process_image_sync
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 __all__ = [
     "SVG_CONTENT_TYPE",
@@ -98,6 +98,12 @@ def sanitize_svg(data: builtins.bytes, *, max_bytes: int) -> tuple[builtins.byte
         raise ImageRejected(
             f"image is {len(data)} bytes, over the limit of {max_bytes}", code=TOO_LARGE
         )
+    # the XML parser loads at the first SVG, not at every start
+    import xml.etree.ElementTree as ET
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
     try:
         root = fromstring(data, forbid_dtd=True)
     except (DefusedXmlException, ET.ParseError, ValueError) as exc:

@@ -17,9 +17,9 @@ import random
 import threading
 from collections import OrderedDict
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from PIL import Image
 from pydantic import Field
 
 from pixelgate.media.cpu import run_cpu
@@ -40,7 +40,11 @@ from pixelgate.providers.base import (
     Transient,
 )
 
+if TYPE_CHECKING:
+    from PIL import ImageFont
+
 __all__ = ["MODEL", "PlaceholderProvider", "PlaceholderSettings", "render_placeholder"]
+
 
 MODEL = "placeholder-1"
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -304,6 +308,8 @@ def _diagonal_mask(size: tuple[int, int], flip: bool) -> Image.Image:
     horizontal = vertical.transpose(Image.Transpose.ROTATE_90)
     if flip:
         horizontal = horizontal.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    from PIL import ImageChops  # the drawing modules load at the first placeholder image
+
     mask = ImageChops.add(vertical, horizontal, scale=2.0)
     return mask.resize(size, Image.Resampling.BILINEAR)
 
@@ -312,6 +318,8 @@ def _shapes(
     size: tuple[int, int], digest: bytes, palette: list[tuple[int, int, int]]
 ) -> Image.Image:
     """Soft translucent circles placed by the hash."""
+    from PIL import ImageDraw, ImageFilter  # loaded at the first placeholder image
+
     width, height = size
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -344,6 +352,9 @@ def _vignette_shade(size: tuple[int, int]) -> Image.Image:
 
 
 def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # FreeType and its fonts load at the first placeholder image, not at every start
+    from PIL import ImageFont
+
     try:
         return ImageFont.load_default(size=px)
     except (ImportError, OSError, ValueError):
@@ -427,6 +438,8 @@ def _draw_text(img: Image.Image, prompt: str, seed: int | None, label: str | Non
 
 def _card(img: Image.Image, box: tuple[float, float, float, float], radius: float) -> None:
     """A translucent dark rounded rectangle, blended in one pass (no overlapping parts)."""
+    from PIL import ImageDraw  # loaded at the first placeholder image
+
     x0, y0 = round(box[0]), round(box[1])
     x1, y1 = round(box[2]), round(box[3])
     mask = Image.new("L", (x1 - x0, y1 - y0), 0)
@@ -437,6 +450,8 @@ def _card(img: Image.Image, box: tuple[float, float, float, float], radius: floa
 
 
 def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | None) -> bool:
+    from PIL import ImageDraw  # loaded at the first placeholder image
+
     width, height = img.size
     draw = ImageDraw.Draw(img, "RGBA")
     short = min(width, height)
