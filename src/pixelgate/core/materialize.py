@@ -8,6 +8,7 @@ converted to the requested format, hashed and stored under their stable key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -20,13 +21,13 @@ from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.errors import ImageRejected, ProviderError, StorageError
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.fetch import SafeFetcher
-from pixelgate.media.images import EXTENSIONS, process_image
+from pixelgate.media.images import EXTENSIONS, ProcessedImage, process_image, process_image_sync
 from pixelgate.media.svg import is_svg, process_svg
 from pixelgate.observability import tracing
 from pixelgate.providers._http import download
 from pixelgate.providers.base import HttpClient, ProviderImage, ProviderRequest, ProviderResult
 from pixelgate.providers.placeholder import render_placeholder
-from pixelgate.storage.base import Storage, image_key
+from pixelgate.storage.base import BlockingWrites, Storage, image_key
 
 __all__ = [
     "DEFAULT_IMAGE_PROVIDER",
@@ -165,27 +166,38 @@ class Materializer:
         SVG (from vector models) is sanitised and kept as SVG, or rasterised when the
         request asks for a raster format; it is never handed to the raster decoder.
         """
-        if is_svg(data) or request.format == "svg":
-            convert = process_svg
+        limits: dict[str, Any] = {
+            "want_format": request.format,
+            "max_bytes": self.settings.max_image_bytes,
+            "max_pixels": self.settings.max_image_pixels,
+        }
+
+        def key_for(processed: ProcessedImage) -> str:
+            return image_key(
+                prefix=self.settings.storage_prefix,
+                account=job.account_name,
+                project=job.project,
+                created_at=job.created_at,
+                generation_id=job.id,
+                index=index,
+                ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
+            )
+
+        svg = is_svg(data) or request.format == "svg"
+        if not svg and isinstance(self.storage, BlockingWrites):
+            # processed and written by one CPU-pool task: one thread hop, not two
+            with tracing.span("storage.put") as span:
+                processed, key = await run_cpu(
+                    _process_and_write, self.storage, data, key_for, limits
+                )
+                if span is not None:
+                    span.set_attribute("pixelgate.storage_key", key)
         else:
-            convert = process_image
-        processed = await convert(
-            data,
-            want_format=request.format,
-            max_bytes=self.settings.max_image_bytes,
-            max_pixels=self.settings.max_image_pixels,
-        )
-        key = image_key(
-            prefix=self.settings.storage_prefix,
-            account=job.account_name,
-            project=job.project,
-            created_at=job.created_at,
-            generation_id=job.id,
-            index=index,
-            ext=EXTENSIONS.get(processed.format, processed.format),  # svg is itself
-        )
-        with tracing.span("storage.put", **{"pixelgate.storage_key": key}):
-            await self.storage.put(key, processed.data, processed.content_type)
+            convert = process_svg if svg else process_image
+            processed = await convert(data, **limits)
+            key = key_for(processed)
+            with tracing.span("storage.put", **{"pixelgate.storage_key": key}):
+                await self.storage.put(key, processed.data, processed.content_type)
         return NewImage(
             index=index,
             key=key,
@@ -209,3 +221,16 @@ class Materializer:
             self.http, result.model, image.url, max_bytes=self.settings.max_image_bytes
         )
         return data
+
+
+def _process_and_write(
+    storage: BlockingWrites,
+    data: bytes,
+    key_for: Callable[[ProcessedImage], str],
+    limits: dict[str, Any],
+) -> tuple[ProcessedImage, str]:
+    """Decode, validate and convert a raster image, then write it (in a worker thread)."""
+    processed = process_image_sync(data, **limits)
+    key = key_for(processed)
+    storage.write_blocking(key, processed.data)
+    return processed, key

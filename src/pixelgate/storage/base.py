@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pixelgate.errors import StorageError
 
 __all__ = [
     "CACHE_CONTROL",
     "PARTIALS",
+    "BlockingWrites",
     "Storage",
     "StorageStats",
     "StoredObject",
@@ -61,6 +62,16 @@ class Storage(Protocol):
     async def stats(self) -> StorageStats: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BlockingWrites(Protocol):
+    """A storage that can also write from any thread, blocking (local disk): a result
+    image is then written by the CPU-pool task that just processed it, one thread hop
+    per image instead of two."""
+
+    def write_blocking(self, key: str, data: bytes) -> None:
+        """What :meth:`Storage.put` does, from a worker thread."""
 
 
 def validate_key(key: str) -> str:

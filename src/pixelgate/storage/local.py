@@ -89,6 +89,11 @@ class LocalStorage:
         _check_key(key)
         await asyncio.to_thread(self._write, key, data)
 
+    def write_blocking(self, key: str, data: bytes) -> None:
+        """:meth:`put` from a worker thread (``storage.base.BlockingWrites``)."""
+        _check_key(key)
+        self._write(key, data)
+
     async def get(self, key: str) -> StoredObject:
         directory = key.rpartition("/")[0]
         read: Callable[[], bytes]
