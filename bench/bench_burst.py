@@ -53,7 +53,8 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         config = servers.gateway_config(work, upstream=fake.url, default="openai")
         gw = started.add(servers.gateway(work, "gateway-sync", config,
                                          concurrency=args.gateway_concurrency or args.sync_n,
-                                         log_level=args.log_level))
+                                         log_level=args.log_level,
+                                         pythonpath=args.pythonpath))
         out["gateway_ready_s"] = round(gw.wait_ready("/health", 90), 3)
         route = "/v1/images/generations"
         target = load.Target(gw.url + route, load.json_body(OPENAI_BODY), AUTH,
@@ -146,7 +147,8 @@ def async_jobs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         config = servers.gateway_config(work, slow_ms=args.job_ms)
         gw = started.add(servers.gateway(work, "gateway-async", config,
                                          concurrency=args.gateway_concurrency or args.async_n,
-                                         log_level=args.log_level))
+                                         log_level=args.log_level,
+                                         pythonpath=args.pythonpath))
         out["gateway_ready_s"] = round(gw.wait_ready("/health", 90), 3)
         ids: list[str] = []
         target = load.Target(gw.url + "/v1/generations", body, AUTH, load.expect(202),
@@ -239,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not install LiteLLM when its venv is missing (skip it instead)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    p.add_argument("--git-ref", default=None,
+                   help="run pixelgate from this committed tree instead of the working tree")
     return p.parse_args(argv)
 
 
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = report.header("bench_burst")
     results["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     with report.guarded_run(results, "pixelgate-bench-burst-", args.keep) as work:
+        args.pythonpath = servers.export_ref(args.git_ref, work) if args.git_ref else None
         if args.sync_n > 0:
             results["sync"] = sync_burst(args, work)
         if args.async_n > 0:

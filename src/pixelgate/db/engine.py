@@ -36,7 +36,8 @@ def dispatch(c: Connection, generation_ids: list[str]) -> None:
 
 def _json_text(value: Any) -> str:
     """JSON columns' serializer: pydantic-core's (Rust) instead of the json module's,
-    ~4x faster on the small documents every job writes (its request, route, events)."""
+    ~4x faster on the small documents every job writes (its request, route, events);
+    ``pydantic_core.from_json`` reads them back (2-10x faster than ``json.loads``)."""
     return pydantic_core.to_json(value).decode()
 
 
@@ -89,6 +90,7 @@ class Database:
                 "pool_reset_on_return": None,  # every transaction ends in commit or rollback
                 "connect_args": {"check_same_thread": False},
                 "json_serializer": _json_text,
+                "json_deserializer": pydantic_core.from_json,
             }
             self._sync_write = create_engine(sync_url, pool_size=1, **options)
             self._sync_read = create_engine(sync_url, pool_size=SQLITE_READ_POOL, **options)
@@ -111,6 +113,7 @@ class Database:
                 hide_parameters=True,
                 connect_args=connect_args,
                 json_serializer=_json_text,
+                json_deserializer=pydantic_core.from_json,
             )
             self._dialect = self.write_engine.dialect.name
 
