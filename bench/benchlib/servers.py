@@ -287,9 +287,10 @@ def litellm_venv(venv: Path, install: bool = True) -> Path | None:
     return venv
 
 
-def export_ref(ref: str, work: Path) -> str:
-    """``git archive`` a committed tree (read-only for the repository); returns its src."""
-    target = work / "src-export"
+def export_ref(ref: str, work: Path, name: str = "src-export") -> str:
+    """``git archive`` a committed tree (read-only for the repository) into ``work/name``;
+    returns its src."""
+    target = work / name
     target.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"],
                              check=True, capture_output=True).stdout
