@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -28,8 +29,10 @@ def test_tuning_freezes_start_up_objects_and_collects_less_often(restored_gc: No
     assert gc.get_threshold() == (YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
 
 
-async def _app(scope: dict, receive: object, send: object) -> None:  # pragma: no cover
-    return None
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The smallest ASGI app: every request is answered 404 (none is sent here)."""
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def test_the_serve_server_tunes_the_collector_once_started(restored_gc: None) -> None:

@@ -25,14 +25,9 @@ from pixelgate.core.materialize import Materializer
 from pixelgate.core.models import GenerationRequest, Status
 from pixelgate.core.planning import RoutePlanner
 from pixelgate.core.ports import ExecutionRecords
+from pixelgate.core.race import Race, RaceFailed
 from pixelgate.core.records import ClaimedJob, NewImage
-from pixelgate.core.routing import (
-    Candidate,
-    Deadline,
-    Race,
-    RaceFailed,
-    format_usd,
-)
+from pixelgate.core.routing import Candidate, Deadline, format_usd
 from pixelgate.errors import (
     ImageRejected,
     PixelgateError,

@@ -92,18 +92,14 @@ class PlaceholderProvider(Provider):
 
     @property
     def models(self) -> dict[str, ModelInfo]:
-        price = self.placeholder_settings.price_usd
-        cached = getattr(self, "_models", None)
-        if cached is None or cached[MODEL].price_usd != price:
-            self._models = {
-                MODEL: ModelInfo(
-                    name=MODEL,
-                    capabilities=CAPABILITIES,
-                    price_usd=price,
-                    description="Offline deterministic placeholder images",
-                )
-            }
-        return self._models
+        return {
+            MODEL: ModelInfo(
+                name=MODEL,
+                capabilities=CAPABILITIES,
+                price_usd=self.placeholder_settings.price_usd,
+                description="Offline deterministic placeholder images",
+            )
+        }
 
     @property
     def placeholder_settings(self) -> PlaceholderSettings:
