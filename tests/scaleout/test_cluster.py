@@ -248,22 +248,30 @@ async def test_sigkill_of_a_worker_mid_jobs_loses_nothing(
 ) -> None:
     apis = [api.url for api in cluster.apis]
     headers = await create_payer(apis[0], "survivor", credits=500)
-    ids = await _submit(http, apis, headers, 40, {"provider": "slow", "width": 32, "height": 32})
-    victim = cluster.workers[0]
+    victim, survivor = cluster.workers[0], cluster.workers[1]
     pid = victim.popen.pid
-    deadline = time.monotonic() + 20
-    while True:
-        [(held,)] = cluster_db.query(
-            "SELECT count(*) FROM generations WHERE status = 'PROCESSING' "
-            "AND lease_owner LIKE %s AND id = ANY(%s)",
-            f"%:{pid}:%",
-            ids,
+    # The survivor is frozen while the jobs arrive, so the victim is the one to take them
+    # (otherwise, on a loaded machine, the survivor may claim all 40 first).
+    survivor.popen.send_signal(signal.SIGSTOP)
+    try:
+        ids = await _submit(
+            http, apis, headers, 40, {"provider": "slow", "width": 32, "height": 32}
         )
-        if held >= 5:
-            break
-        assert time.monotonic() < deadline, "the victim never took jobs"
-        await asyncio.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            [(held,)] = cluster_db.query(
+                "SELECT count(*) FROM generations WHERE status = 'PROCESSING' "
+                "AND lease_owner LIKE %s AND id = ANY(%s)",
+                f"%:{pid}:%",
+                ids,
+            )
+            if held >= 5:
+                break
+            assert time.monotonic() < deadline, "the victim never took jobs"
+            await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        survivor.popen.send_signal(signal.SIGCONT)
     victim.popen.wait(5)
     counts = await _wait_terminal(cluster_db, ids, timeout=60)
     assert counts == {"SUCCEEDED": len(ids)}, counts
