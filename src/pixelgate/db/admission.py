@@ -35,6 +35,7 @@ from pixelgate.db.billing import (
 from pixelgate.db.engine import dispatch
 from pixelgate.db.followers import CacheMatch, add_links_and_cache, cache_match
 from pixelgate.db.ledger import LEDGER, debit, ledger_row
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.reads import ReadStore
 from pixelgate.db.records import (
     BATCH,
@@ -51,8 +52,8 @@ from pixelgate.errors import Conflict, InsufficientCredits, RateLimited
 
 __all__ = ["AdmissionStore"]
 
-_INSERT_GENERATION = insert(GEN)
-_INSERT_LEDGER = insert(LEDGER)
+_INSERT_GENERATION = Prepared(insert(GEN))
+_INSERT_LEDGER = Prepared(insert(LEDGER))
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,12 @@ class AdmissionStore(ReadStore):
             quota_after = check_quota(c, account_id, quota, now) if quota is not None else None
             check_budget(c, locked, account_id, values["estimated_usd"], now)
             remaining = debit(c, locked, account_id, values["credits"])
-            c.execute(_INSERT_GENERATION, values)
+            _INSERT_GENERATION.run(c, values)
             insert_events(c, [event_row(gen_id, "queued", {}, now)])
             # a free cache hit is no debit at all
             if remaining is not None and (values["credits"] > 0 or match is None):
-                c.execute(
-                    _INSERT_LEDGER,
+                _INSERT_LEDGER.run(
+                    c,
                     ledger_row(account_id, gen_id, "debit", -values["credits"], "generation", now),
                 )
             if match is None and lease is None:
@@ -410,8 +411,8 @@ class AdmissionStore(ReadStore):
         )
         for member, plan in zip(members, plans, strict=True):
             gen_id = new_id("gen")
-            c.execute(
-                _INSERT_GENERATION,
+            _INSERT_GENERATION.run(
+                c,
                 new_generation(
                     gen_id,
                     account_id=account_id,
@@ -431,9 +432,8 @@ class AdmissionStore(ReadStore):
             insert_events(c, [event_row(gen_id, "queued", {}, now)])
             if remaining is not None and (plan.credits > 0 or plan.match is None):
                 reason = f"generation (batch {batch_id})"
-                c.execute(
-                    _INSERT_LEDGER,
-                    ledger_row(account_id, gen_id, "debit", -plan.credits, reason, now),
+                _INSERT_LEDGER.run(
+                    c, ledger_row(account_id, gen_id, "debit", -plan.credits, reason, now)
                 )
             if plan.match is None:
                 dispatch(c, [gen_id])

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, case, func, select
 from pixelgate.core.calendar import utc_midnight
 from pixelgate.core.models import Status
 from pixelgate.core.records import Quota, QuotaState
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.tables import Account, Generation
 from pixelgate.errors import BudgetExceeded, RateLimited
 
@@ -49,10 +50,11 @@ class LockedAccount:
 
 # Built once: on every admission, a statement's construction and cache key cost more
 # than its execution.
-_READ_ACCOUNT = select(Account.credits, Account.daily_budget_usd).where(
+_READ_ACCOUNT_STATEMENT = select(Account.credits, Account.daily_budget_usd).where(
     Account.id == bindparam("account_id")
 )
-_LOCK_ACCOUNT = _READ_ACCOUNT.with_for_update()
+_READ_ACCOUNT = Prepared(_READ_ACCOUNT_STATEMENT)
+_LOCK_ACCOUNT = Prepared(_READ_ACCOUNT_STATEMENT.with_for_update())
 
 
 def lock_account(c: Connection, account_id: str, *, always: bool = True) -> LockedAccount:
@@ -65,11 +67,11 @@ def lock_account(c: Connection, account_id: str, *, always: bool = True) -> Lock
     """
     params = {"account_id": account_id}
     postgres = c.dialect.name == "postgresql"
-    row = c.execute(_LOCK_ACCOUNT if postgres and always else _READ_ACCOUNT, params).first()
+    row = (_LOCK_ACCOUNT if postgres and always else _READ_ACCOUNT).first(c, params)
     if row is None:
         return LockedAccount(credits=None, daily_budget_usd=None)
     if postgres and not always and (row[0] is not None or row[1] is not None):
-        row = c.execute(_LOCK_ACCOUNT, params).first()
+        row = _LOCK_ACCOUNT.first(c, params)
         assert row is not None
     return LockedAccount(credits=row[0], daily_budget_usd=row[1])
 

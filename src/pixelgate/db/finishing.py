@@ -22,6 +22,7 @@ from pixelgate.core.states import OWNER_ONLY, sources_of
 from pixelgate.db.admission import AdmissionStore
 from pixelgate.db.followers import settle_followers
 from pixelgate.db.ledger import add_usage, refund
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import BATCH, GEN, IMG, NewImage, RunningEvent, generation_view
 from pixelgate.db.rows import add_images, event_row, insert_events, pending_values, running_rows
 from pixelgate.errors import Conflict
@@ -56,11 +57,11 @@ def _final(
     statement = _final_statement(to, owner is not None, tuple(sorted(columns)))
     params = {f"v_{name}": value for name, value in columns.items()}
     params.setdefault("v_started_at", now)
-    return c.execute(statement, {**params, "gen_id": gen_id, "owner": owner}).first()
+    return statement.first(c, {**params, "gen_id": gen_id, "owner": owner})
 
 
 @functools.cache
-def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> Any:
+def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> Prepared:
     """The finishing UPDATE for a set of columns, built once per shape: construction and
     cache-key generation cost more than the execution (a job's finish runs it)."""
     sources = sources_of(to)
@@ -75,7 +76,7 @@ def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> An
     # a job quicker than its first event flush starts and ends in this statement
     started = bindparam("v_started_at", type_=GEN.c.started_at.type)
     values["started_at"] = func.coalesce(GEN.c.started_at, started)
-    return (
+    return Prepared(
         update(GEN).where(GEN.c.id == bindparam("gen_id"), *cond).values(values).returning(*GEN.c)
     )
 

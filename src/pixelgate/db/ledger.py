@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, bindparam, func, insert, select, updat
 from pixelgate.core.bounds import MAX_CREDITS
 from pixelgate.db.base import StoreBase
 from pixelgate.db.billing import LockedAccount, Quota, QuotaState, quota_state, spent_today
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import LEDGER
 from pixelgate.db.tables import Account, LedgerEntry, UsageDaily
 from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
@@ -27,7 +28,7 @@ _USAGE_KEY = ("account_id", "day", "provider", "model")
 _USAGE_COUNTS = ("succeeded", "failed", "images", "credits", "usd", "latency_ms_total")
 _INSERT_LEDGER = insert(LedgerEntry)
 # the balance condition is part of the statement: concurrent admissions never overdraw
-_DEBIT = (
+_DEBIT = Prepared(
     update(Account)
     .where(Account.id == bindparam("account_id"), Account.credits >= bindparam("amount"))
     .values(credits=Account.credits - bindparam("amount"))
@@ -36,7 +37,7 @@ _DEBIT = (
 
 
 @functools.cache
-def _usage_upsert(dialect_name: str) -> Any:
+def _usage_upsert(dialect_name: str) -> Prepared:
     # One atomic upsert: an UPDATE-then-INSERT races when two workers finish jobs of the
     # same account/day/model at once (a unique violation that failed the job).
     # Built at first use: SQLite never loads the PostgreSQL dialect (~2.3 MB, ~20 ms).
@@ -46,9 +47,11 @@ def _usage_upsert(dialect_name: str) -> Any:
     else:
         from sqlalchemy.dialects import sqlite as dialect
     stmt = dialect.insert(USAGE)
-    return stmt.on_conflict_do_update(
-        index_elements=list(_USAGE_KEY),
-        set_={name: USAGE.c[name] + stmt.excluded[name] for name in _USAGE_COUNTS},
+    return Prepared(
+        stmt.on_conflict_do_update(
+            index_elements=list(_USAGE_KEY),
+            set_={name: USAGE.c[name] + stmt.excluded[name] for name in _USAGE_COUNTS},
+        )
     )
 
 
@@ -74,7 +77,7 @@ def debit(c: Connection, account: LockedAccount, account_id: str, credits: int) 
     balance = account.credits
     if balance is None:
         return None
-    remaining = c.scalar(_DEBIT, {"account_id": account_id, "amount": credits})
+    remaining = _DEBIT.scalar(c, {"account_id": account_id, "amount": credits})
     if remaining is None:
         raise InsufficientCredits(
             f"this generation costs {credits} credits; the balance is {balance}",
@@ -119,8 +122,8 @@ def add_usage(
     usd: Decimal | None,
     provider_ms: int | None,
 ) -> None:
-    c.execute(
-        _usage_upsert(c.dialect.name),
+    _usage_upsert(c.dialect.name).run(
+        c,
         {
             "account_id": account_id,
             "day": now.strftime("%Y-%m-%d"),

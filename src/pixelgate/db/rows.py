@@ -10,13 +10,14 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from pixelgate.core.ids import new_id
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import EVT, IMG, RunningEvent
 
 __all__ = ["add_images", "event_row", "insert_events", "pending_values", "running_rows"]
 
 # Built once: a statement's construction costs more than its (cached) compilation.
-_INSERT_EVENT = insert(EVT)
-_INSERT_IMAGE = insert(IMG)
+_INSERT_EVENT = Prepared(insert(EVT))
+_INSERT_IMAGE = Prepared(insert(IMG))
 
 
 def event_row(
@@ -28,7 +29,7 @@ def event_row(
 def insert_events(c: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Event rows (``event_row``) in one statement; ids follow the order given."""
     if rows:
-        c.execute(_INSERT_EVENT, list(rows))
+        _INSERT_EVENT.run_many(c, rows)
 
 
 def running_rows(events: Sequence[RunningEvent], now: datetime) -> list[dict[str, Any]]:
@@ -71,5 +72,5 @@ def add_images(
         }
         for img in images
     ]
-    c.execute(_INSERT_IMAGE, rows)
+    _INSERT_IMAGE.run_many(c, rows)
     return rows
