@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection
@@ -36,31 +38,36 @@ Processor = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """One ``?`` of the SQL: the parameter that fills it, or a constant of the statement."""
-
-    key: str
-    process: Processor
-    constant: Any
-    from_params: bool
-
-
-@dataclass(frozen=True)
 class _Plan:
     sql: str
-    slots: tuple[_Slot, ...]
+    #: values of the ``?`` in order: the parameters (and the statement's own constants,
+    #: already processed) by name, then the types' processors where they have one
+    fetch: Callable[[Params], tuple[Any, ...]]
+    constants: dict[str, Any]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
     #: the row class and each column's result processor (``None``: the statement
     #: returns no rows)
     row: type | None
     columns: tuple[Processor, ...]
 
-    def args(self, params: Params) -> tuple[Any, ...]:
-        return tuple(
-            (s.process(params[s.key]) if s.process else params[s.key])
-            if s.from_params
-            else s.constant
-            for s in self.slots
-        )
+    def args(self, params: Params) -> Sequence[Any]:
+        values = self.fetch({**self.constants, **params} if self.constants else params)
+        if not self.processors:
+            return values
+        processed = list(values)
+        for index, process in self.processors:
+            processed[index] = process(processed[index])
+        return processed
+
+
+def _fetcher(names: Sequence[str]) -> Callable[[Params], tuple[Any, ...]]:
+    """``itemgetter`` (one C call for every value), always answering a tuple."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda params: (params[name],)
+    return lambda params: ()
 
 
 class Prepared:
@@ -127,14 +134,16 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
     if positions is None:  # pragma: no cover - SQLite's paramstyle is positional
         raise TypeError(f"{dialect.name} does not bind positionally")
     defaults = _scalar_defaults(compiled)
-    slots = []
-    for name in positions:
+    constants: dict[str, Any] = {}
+    processors: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, name in enumerate(positions):
         bind = compiled.binds[name]
         if bind.expanding:
             raise TypeError(f"an expanding parameter ({name}) cannot be prepared")
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if name in keys:
-            slots.append(_Slot(name, process, None, True))
+            if process is not None:
+                processors.append((index, process))
             continue
         if name in defaults:
             value = defaults[name]
@@ -142,15 +151,16 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
             value = bind.value  # a literal of the statement
         else:
             raise TypeError(f"parameter {name!r} has no value")
-        slots.append(_Slot(name, None, process(value) if process else value, False))
+        constants[name] = process(value) if process else value
+    plan = partial(_Plan, compiled.string, _fetcher(positions), constants, tuple(processors))
     if not (isinstance(statement, SelectBase) or compiled.effective_returning):
-        return _Plan(compiled.string, tuple(slots), None, ())
+        return plan(None, ())
     exported = list(cast(Any, statement).exported_columns)
     row = namedtuple("Row", [col.key for col in exported], rename=True)  # type: ignore[misc]
     columns = tuple(
         col.type.dialect_impl(dialect).result_processor(dialect, None) for col in exported
     )
-    return _Plan(compiled.string, tuple(slots), row, columns)
+    return plan(row, columns)
 
 
 def _scalar_defaults(compiled: SQLCompiler) -> dict[str, Any]:
