@@ -150,3 +150,75 @@ def test_a_start_that_calls_no_provider_never_loads_aiohttp(tmp_path: Any) -> No
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+class _Recorder:
+    """Answers each request with the next of ``answers`` (the last one repeats) and keeps
+    every request's method, path, headers and body."""
+
+    def __init__(self, *answers: bytes) -> None:
+        self.answers = list(answers)
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            first, *lines = head.decode().split("\r\n")
+            headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            method, path, _ = first.split(" ")
+            self.seen.append((method, path, headers, body))
+            writer.write(self.answers.pop(0) if len(self.answers) > 1 else self.answers[0])
+            await writer.drain()
+
+
+def _answer(status: str, *headers: str) -> bytes:
+    lines = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{lines}Content-Length: 11\r\n\r\n".encode() + b'{"ok": 1}\r\n'
+
+
+async def test_a_plain_call_sends_what_the_whole_client_sends(serve, client, monkeypatch) -> None:
+    recorder = _Recorder(_answer("200 OK", "Content-Type: application/json"))
+    server = await serve(recorder)
+    kwargs: dict[str, Any] = {"json": {"prompt": "é"}, "headers": {"X-Key": "k"},
+                              "params": {"a": "1"}}
+    whole = await client.request("POST", server.url, timeout=5, **kwargs)
+
+    async def refused(*args: Any, **kw: Any) -> None:
+        raise AssertionError("the plain call went through the whole client")
+
+    monkeypatch.setattr(client, "request", refused)
+    plain = await request(client, "fake", "POST", server.url, timeout=5, **kwargs)
+    assert plain.json() == whole.json() == {"ok": 1}
+    assert plain.status_code == 200 and plain.request.url == whole.request.url
+    (m1, p1, h1, b1), (m2, p2, h2, b2) = recorder.seen
+    assert (m1, p1, b1) == (m2, p2, b2) == ("POST", "/v1/images?a=1", b'{"prompt":"\xc3\xa9"}')
+    assert h1 == h2  # default headers of the client included (user-agent, accept...)
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "body"), [("307 Temporary Redirect", "POST", b'{"n":1}'),
+                                   ("303 See Other", "GET", b"")]
+)
+async def test_a_redirect_is_followed_once_the_way_httpx_does(
+    serve, client, status: str, method: str, body: bytes
+) -> None:
+    recorder = _Recorder(_answer(status, "Location: /v1/done"), _answer("200 OK"))
+    server = await serve(recorder)
+    answer = await request(client, "fake", "POST", server.url, json={"n": 1})
+    assert answer.status_code == 200 and len(answer.history) == 1
+    assert [(m, p, b) for m, p, _, b in recorder.seen] == [
+        ("POST", "/v1/images", b'{"n":1}'), (method, "/v1/done", body)
+    ]
+
+
+async def test_no_cookie_rides_along_with_a_later_call(serve, client) -> None:
+    recorder = _Recorder(_answer("200 OK", "Set-Cookie: session=tenant-a; Path=/"))
+    server = await serve(recorder)
+    await request(client, "fake", "GET", server.url)
+    await client.request("GET", server.url)  # the whole client stores none either
+    await request(client, "fake", "GET", server.url)
+    assert all("cookie" not in headers for _, _, headers, _ in recorder.seen)

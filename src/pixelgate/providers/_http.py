@@ -21,6 +21,7 @@ from pixelgate.errors import (
     ProviderTimeout,
     Transient,
 )
+from pixelgate.providers._pool import PLAIN_ARGUMENTS, PooledClient
 
 ErrorMapper = Callable[[httpx.Response], ProviderError]
 
@@ -113,6 +114,8 @@ async def request(
     The response is returned whatever its status: the adapter inspects it.
     """
     try:
+        if isinstance(client, PooledClient) and kwargs.keys() <= PLAIN_ARGUMENTS:
+            return await client.plain_request(method, url, timeout=timeout, **kwargs)
         return await client.request(method, url, timeout=timeout, **kwargs)
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(f"{provider}: request timed out", provider=provider) from exc
