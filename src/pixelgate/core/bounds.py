@@ -73,6 +73,8 @@ def _walk(value: Any, depth: int) -> tuple[int, int]:
 
 def check_json(value: dict[str, Any]) -> dict[str, Any]:
     """A pydantic after-validator: ``value`` within size, depth and key-count bounds."""
+    if not value:  # the usual case, within every bound: no walk, no serialising
+        return value
     deepest, keys = _walk(value, 1)
     if deepest > MAX_JSON_DEPTH:
         raise PydanticCustomError(

@@ -97,6 +97,8 @@ class Materializer:
     ) -> None:
         self.settings = settings
         self.storage = storage
+        # a runtime Protocol check walks the protocol's members: once, not per image
+        self._blocking_writes = storage if isinstance(storage, BlockingWrites) else None
         self.fetcher = fetcher
         self.http = http
 
@@ -184,11 +186,11 @@ class Materializer:
             )
 
         svg = is_svg(data) or request.format == "svg"
-        if not svg and isinstance(self.storage, BlockingWrites):
+        if not svg and self._blocking_writes is not None:
             # processed and written by one CPU-pool task: one thread hop, not two
             with tracing.span("storage.put") as span:
                 processed, key = await run_cpu(
-                    _process_and_write, self.storage, data, key_for, limits
+                    _process_and_write, self._blocking_writes, data, key_for, limits
                 )
                 if span is not None:
                     span.set_attribute("pixelgate.storage_key", key)
