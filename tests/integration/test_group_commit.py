@@ -230,3 +230,39 @@ async def test_a_cancelled_in_memory_wait_is_cancelled_and_the_job_carries_on(
         await waiter
     view = await runtime.pipeline.wait(admitted.generation.id, 10)
     assert view.status.value == "SUCCEEDED"
+
+
+async def test_a_commit_that_fails_fails_its_batch_and_the_next_one_commits(
+    tmp_path: Any,
+) -> None:
+    """SQLite's write connection stays checked out between batches: a COMMIT refused
+    (a deferred foreign key) fails that batch's callers, writes none of it, and leaves
+    the connection fit for the next batch."""
+    from sqlalchemy import text
+
+    from pixelgate.db.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'held.db'}")
+    try:
+        writer = GroupWriter(db)
+        await writer.run(lambda c: c.execute(text("CREATE TABLE p (id INTEGER PRIMARY KEY)")))
+        await writer.run(
+            lambda c: c.execute(text("CREATE TABLE k (p INTEGER REFERENCES p (id))"))
+        )
+
+        def orphan(c: Any) -> None:
+            c.execute(text("PRAGMA defer_foreign_keys = ON"))  # checked at COMMIT
+            c.execute(text("INSERT INTO k VALUES (7)"))
+
+        def ok(n: int) -> Any:
+            return lambda c: c.execute(text("INSERT INTO p VALUES (:n)"), {"n": n})
+
+        failed = await asyncio.gather(writer.run(orphan), writer.run(ok(1)), return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in failed), failed
+        assert "FOREIGN KEY" in str(failed[0])
+        await writer.run(ok(2))
+        await writer.run(ok(3))
+        count = "SELECT (SELECT count(*) FROM k), (SELECT group_concat(id) FROM p)"
+        assert await db.run(lambda c: tuple(c.execute(text(count)).one())) == (0, "2,3")
+    finally:
+        await db.close()
