@@ -125,21 +125,19 @@ class PlaceholderProvider(Provider):
         seeds = [seed + index for index in range(request.n)]
         transparent = request.background == "transparent" and request.format != "jpeg"
         label = "edit" if request.edit_image is not None else None
-        blobs = await asyncio.gather(
-            *(
-                run_cpu(
-                    render_placeholder,
-                    request.prompt,
-                    width=request.width,
-                    height=request.height,
-                    fmt=request.format,
-                    seed=image_seed,
-                    label=label,
-                    transparent=transparent,
-                )
-                for image_seed in seeds
-            )
+        render = functools.partial(
+            render_placeholder,
+            request.prompt,
+            width=request.width,
+            height=request.height,
+            fmt=request.format,
+            label=label,
+            transparent=transparent,
         )
+        if len(seeds) == 1:  # the usual case: no task and gather around one render
+            blobs = [await run_cpu(render, seed=seeds[0])]
+        else:
+            blobs = await asyncio.gather(*(run_cpu(render, seed=s) for s in seeds))
         content_type = CONTENT_TYPES[request.format]
         images = [
             ProviderImage(data=data, content_type=content_type, seed=image_seed)
