@@ -18,6 +18,7 @@ provider (the offline placeholder needs no HTTP).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from http.cookiejar import Cookie, CookieJar
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,13 @@ def pooled_client(*, max_connections: int, timeout: httpx.Timeout) -> PooledClie
     """An ``httpx.AsyncClient`` whose connections are aiohttp's, at most ``max_connections``."""
     transport = PooledTransport(limits=httpx.Limits(max_connections=max_connections))
     return PooledClient(transport, timeout=timeout)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(url: str) -> httpx.URL:
+    """A provider's endpoints parsed once (httpx parses a URL string on every request;
+    ``httpx.URL(url)`` of a parsed one is a copy)."""
+    return httpx.URL(url)
 
 
 class _NoCookies(CookieJar):
@@ -82,7 +90,7 @@ class PooledClient(httpx.AsyncClient):
         limits = httpx.Timeout(timeout)  # as request(timeout=None): no timeout
         request = httpx.Request(
             method,
-            url,
+            _parsed(url),
             headers=headers,
             json=kwargs.get("json"),
             content=kwargs.get("content"),
