@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -166,8 +167,13 @@ def summary(runs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     rows = []
     for key in dict.fromkeys(r["route"] for r in runs):
         row: dict[str, Any] = {"route": key, "metric": metric}
+        # a run with failed requests measured something else (an open breaker's refusals)
+        row["failed_runs"] = sum(1 for r in runs if r["route"] == key and r["failed"])
         for side in ("base", "other"):
-            cpu = [r[metric] for r in runs if r["route"] == key and r["side"] == side]
+            cpu = [r[metric] for r in runs
+                   if r["route"] == key and r["side"] == side and not r["failed"]]
+            if not cpu:
+                cpu = [math.nan]
             row[side] = {"median": round(statistics.median(cpu), 3), "min": min(cpu),
                          "max": max(cpu)}
         row["change"] = round(row["other"]["median"] / row["base"]["median"] - 1, 3)
@@ -183,7 +189,8 @@ def table(rows: list[dict[str, Any]], base: str, other: str) -> str:
            "| --- | --- | --- | --- |"]
     for r in rows:
         b, o, u = r["base"], r["other"], unit[metric]
-        out.append(f"| {r['route']} | {b['median']} {u} ({b['min']}-{b['max']}) "
+        note = f" ({r['failed_runs']} run(s) with failures left out)" if r["failed_runs"] else ""
+        out.append(f"| {r['route']}{note} | {b['median']} {u} ({b['min']}-{b['max']}) "
                    f"| {o['median']} {u} ({o['min']}-{o['max']}) | {r['change']:+.0%} |")
     return "\n".join(out)
 
