@@ -5,13 +5,17 @@ milliseconds of every start; docs/benchmarks.md, "Start and idle memory")."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+from pixelgate.config import PROVIDER_KEY_ENV
 
 #: loaded only by what uses them: the web UI's first page (Jinja2), the PostgreSQL
 #: dialect on a PostgreSQL database, the placeholder's first image (Pillow's drawing
 #: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
-#: (the XML parser), Alembic only to migrate an existing database
+#: (the XML parser), Alembic only to migrate an existing database, the adapter of a
+#: default provider instance that has no key
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -23,6 +27,17 @@ NOT_AT_START = (
     "defusedxml",
     "xml.etree.ElementTree",
     "alembic",
+    "pixelgate.providers.gemini",
+    "pixelgate.providers.stability",
+    "pixelgate.providers.replicate",
+    "pixelgate.providers.fal",
+    "pixelgate.providers.ideogram",
+    "pixelgate.providers.unsplash",
+    "pixelgate.providers.openrouter",
+    "pixelgate.providers.xai",
+    "pixelgate.providers.recraft",
+    "pixelgate.providers.bfl",
+    "pixelgate.providers._setup",
 )
 
 _SCRIPT = """
@@ -35,18 +50,23 @@ settings = load_settings(data_dir=sys.argv[1])
 create_app(settings)
 build_providers(settings, None)
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic', 'defusedxml', 'xml'))))
+      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate'))))
 """
 
 
 def test_the_app_is_built_without_modules_it_does_not_need_yet(tmp_path: object) -> None:
+    # no provider key of the caller's: every default instance but the placeholder is keyless
+    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEY_ENV}
+    env = {k: v for k, v in env.items() if not k.startswith("PIXELGATE_")}
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "sqlalchemy.orm" in loaded and "PIL.Image" in loaded  # the script did load
+    assert "pixelgate.providers.placeholder" in loaded
     assert sorted(m for m in NOT_AT_START if m in loaded) == []
