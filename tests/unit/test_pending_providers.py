@@ -85,3 +85,14 @@ def test_the_owner_of_a_model_only_a_keyless_default_offers_is_that_default() ->
     owner = providers.owner("gpt-image-1")
     assert owner is not None and owner.name == "openai" and not owner.configured
     assert providers.owner("no-such-model") is None
+
+
+def test_the_openai_route_resolves_a_model_without_building_keyless_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pixelgate.api.compat.openai import resolve_model
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    providers = _providers()
+    assert resolve_model("gpt-image-1", {}, providers) == ("openai", "gpt-image-1")
+    assert providers._built() == ["openai", PLACEHOLDER]
