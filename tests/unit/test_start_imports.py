@@ -15,7 +15,7 @@ from pixelgate.config import PROVIDER_KEY_ENV
 #: dialect on a PostgreSQL database, the placeholder's first image (Pillow's drawing
 #: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
 #: (the XML parser), Alembic only to migrate an existing database, the adapter of a
-#: default provider instance that has no key
+#: default provider instance that has no key, `limits` (the first rate-limited call)
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -38,19 +38,26 @@ NOT_AT_START = (
     "pixelgate.providers.recraft",
     "pixelgate.providers.bfl",
     "pixelgate.providers._setup",
+    "limits",
 )
 
 _SCRIPT = """
-import json, sys
+import asyncio, json, sys
 from pixelgate.config import load_settings
 from pixelgate.api.app import create_app
-from pixelgate.providers.registry import build_providers
+from pixelgate.runtime import Runtime
 import pixelgate.cli
 settings = load_settings(data_dir=sys.argv[1])
 create_app(settings)
-build_providers(settings, None)
+
+async def start():
+    runtime = await Runtime.open(settings)
+    await runtime.start_worker()
+    await runtime.close()
+
+asyncio.run(start())
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate'))))
+      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits'))))
 """
 
 
