@@ -15,7 +15,8 @@ from pixelgate.config import PROVIDER_KEY_ENV
 #: dialect on a PostgreSQL database, the placeholder's first image (Pillow's drawing
 #: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
 #: (the XML parser), Alembic only to migrate an existing database, the adapter of a
-#: default provider instance that has no key, `limits` (the first rate-limited call)
+#: default provider instance that has no key, `limits` (the first rate-limited call), the
+#: web UI's routes (its first request)
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -39,6 +40,10 @@ NOT_AT_START = (
     "pixelgate.providers.bfl",
     "pixelgate.providers._setup",
     "limits",
+    "pixelgate.ui.routes",
+    "pixelgate.ui.pages",
+    "pixelgate.ui.admin",
+    "pixelgate.ui.charts",
 )
 
 _SCRIPT = """
