@@ -16,7 +16,7 @@ from pixelgate.config import PROVIDER_KEY_ENV
 #: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
 #: (the XML parser), Alembic only to migrate an existing database, the adapter of a
 #: default provider instance that has no key, `limits` (the first rate-limited call), the
-#: web UI's routes (its first request)
+#: web UI's routes (its first request), tenacity (the first webhook delivery)
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -44,6 +44,7 @@ NOT_AT_START = (
     "pixelgate.ui.pages",
     "pixelgate.ui.admin",
     "pixelgate.ui.charts",
+    "tenacity",
 )
 
 _SCRIPT = """
@@ -62,7 +63,7 @@ async def start():
 
 asyncio.run(start())
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits'))))
+      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits', 'tenacity'))))
 """
 
 
