@@ -11,12 +11,12 @@ import sys
 
 from pixelgate.config import PROVIDER_KEY_ENV
 
-#: loaded only by what uses them: the web UI's first page (Jinja2), the PostgreSQL
-#: dialect on a PostgreSQL database, the first image (Pillow; its drawing modules and
-#: FreeType at the placeholder's first), the first image with an ICC profile (LittleCMS), the first SVG
-#: (the XML parser), Alembic only to migrate an existing database, the adapter of a
-#: default provider instance that has no key, `limits` (the first rate-limited call), the
-#: web UI's routes (its first request), tenacity (the first webhook delivery)
+#: loaded only by what uses them: the web UI's first page (its routes, Jinja2), the
+#: PostgreSQL dialect on a PostgreSQL database, the first image (Pillow; its drawing
+#: modules and FreeType at the placeholder's first), the first image with an ICC profile
+#: (LittleCMS), the first SVG (the XML parser), Alembic only to migrate an existing
+#: database, the adapter of a default provider instance that has no key, `limits` (the
+#: first rate-limited call), tenacity (the first webhook delivery)
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
