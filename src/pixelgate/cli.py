@@ -1,6 +1,11 @@
 """The ``pixelgate`` command: thin wrappers that parse flags, call the runtime and print."""
 
+# ruff: noqa: E402 - the collector is quietened before the imports below allocate
 from __future__ import annotations
+
+from pixelgate.gc_tuning import end_quiet_start_up, quiet_start_up, tune_for_server
+
+quiet_start_up()
 
 import asyncio
 import json
@@ -26,7 +31,6 @@ from pixelgate.cli_support import (
 )
 from pixelgate.config import Settings
 from pixelgate.errors import PixelgateError
-from pixelgate.gc_tuning import tune_for_server
 from pixelgate.integrations.mcp_stdio import mcp_command
 
 app = typer.Typer(help="pixelgate: one API over every image provider.", no_args_is_help=True)
@@ -45,8 +49,13 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: commands that tune the collector for serving once they are up
+SERVING_COMMANDS = ("serve", "worker")
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -55,6 +64,9 @@ def _root(
     ] = False,
 ) -> None:
     """pixelgate: one API over every image provider."""
+    if ctx.invoked_subcommand not in SERVING_COMMANDS:
+        end_quiet_start_up()
+
 
 #: pending connections the kernel queues for ``serve``: a burst of a few thousand
 #: clients connecting at once is not refused (uvicorn's default is 2048)

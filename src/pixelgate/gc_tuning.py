@@ -14,18 +14,61 @@ objects (modules, the app, SQLAlchemy's and pydantic's caches) again and again.
 counting still frees everything that is not in a cycle at once; only cyclic garbage
 waits a little longer. Long-running commands call it once they are up (``serve``,
 ``worker``); tests and the Python API keep the interpreter's defaults.
+
+Start-up itself allocates millions of container objects that live for good (modules,
+classes, schemas): with CPython's defaults a ``serve`` start ran ~340 young collections,
+0.14-0.18 s of CPU. :func:`quiet_start_up`, the first thing the ``pixelgate`` program
+does, collects every :data:`START_YOUNG_THRESHOLD` allocations until the server is up:
+~8 collections, 0.05-0.08 s, and ~0.2 MB more left to freeze (measured; disabling the
+collector saved 0.05 s more but froze ~0.8 MB of garbage, and a full collection before
+the freeze cost 0.08-0.11 s).
 """
 
 from __future__ import annotations
 
 import gc
+import sys
+from pathlib import Path
 
-__all__ = ["OLDER_THRESHOLD", "YOUNG_THRESHOLD", "tune_for_server"]
+__all__ = [
+    "OLDER_THRESHOLD",
+    "START_YOUNG_THRESHOLD",
+    "YOUNG_THRESHOLD",
+    "end_quiet_start_up",
+    "quiet_start_up",
+    "tune_for_server",
+]
 
 #: net allocations of container objects between two young collections (CPython: 700)
 YOUNG_THRESHOLD = 10_000
 #: young collections per middle one, and middle per old one (CPython: 10 and 10)
 OLDER_THRESHOLD = 20
+#: net allocations between two young collections while the program starts
+START_YOUNG_THRESHOLD = 50_000
+#: CPython's own thresholds, given back to commands that do not serve
+DEFAULT_THRESHOLDS = (700, 10, 10)
+
+
+def quiet_start_up() -> None:
+    """Collect rarely until start-up is over, when this process is the ``pixelgate``
+    program (an application or a test importing the CLI keeps its thresholds)."""
+    if _is_pixelgate_program():
+        gc.set_threshold(START_YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
+
+
+def end_quiet_start_up() -> None:
+    """CPython's defaults again, for a command that does not serve (``serve`` and
+    ``worker`` call :func:`tune_for_server` instead)."""
+    if gc.get_threshold()[0] == START_YOUNG_THRESHOLD:
+        gc.set_threshold(*DEFAULT_THRESHOLDS)
+
+
+def _is_pixelgate_program() -> bool:
+    """The console script ``pixelgate``, or ``python -m pixelgate``."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if program is None:
+        return False
+    return program.stem == "pixelgate" or program.parts[-2:] == ("pixelgate", "__main__.py")
 
 
 def tune_for_server() -> None:

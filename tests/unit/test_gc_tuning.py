@@ -1,17 +1,29 @@
-"""The garbage collector is tuned for serving once ``pixelgate serve`` is up."""
+"""The garbage collector collects rarely while the ``pixelgate`` program starts and is tuned
+for serving once ``pixelgate serve`` is up."""
 
 from __future__ import annotations
 
 import gc
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import uvicorn
+from typer.testing import CliRunner
 
-from pixelgate.cli import _graceful_server_class
-from pixelgate.gc_tuning import OLDER_THRESHOLD, YOUNG_THRESHOLD, tune_for_server
+from pixelgate.cli import _graceful_server_class, app
+from pixelgate.gc_tuning import (
+    DEFAULT_THRESHOLDS,
+    OLDER_THRESHOLD,
+    START_YOUNG_THRESHOLD,
+    YOUNG_THRESHOLD,
+    tune_for_server,
+)
+
+QUIET = (START_YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
 
 
 @pytest.fixture
@@ -51,3 +63,35 @@ async def test_the_serve_server_tunes_the_collector_once_started(restored_gc: No
     finally:
         await server.shutdown(sockets=[sock])
         sock.close()
+
+
+def _thresholds_after_importing_the_cli(argv0: str | None) -> tuple[int, int, int]:
+    script = "import gc, sys\n"
+    if argv0 is not None:
+        script += f"sys.argv[0] = {argv0!r}\n"
+    script += "import pixelgate.cli\nprint(*gc.get_threshold())"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    young, middle, old = (int(n) for n in done.stdout.split())
+    return young, middle, old
+
+
+@pytest.mark.parametrize("argv0", ["/opt/venv/bin/pixelgate", "/src/pixelgate/__main__.py"])
+def test_the_pixelgate_program_starts_with_a_quiet_collector(argv0: str) -> None:
+    assert _thresholds_after_importing_the_cli(argv0) == QUIET
+
+
+def test_an_application_importing_the_cli_keeps_its_thresholds() -> None:
+    assert _thresholds_after_importing_the_cli(None) == gc.get_threshold()
+
+
+@pytest.mark.parametrize(("command", "after"), [("keys", DEFAULT_THRESHOLDS), ("serve", QUIET)])
+def test_only_serving_commands_keep_the_quiet_collector_until_they_are_up(
+    restored_gc: None, command: str, after: tuple[int, int, int]
+) -> None:
+    gc.set_threshold(*QUIET)
+    result = CliRunner().invoke(app, [command, "--no-such-flag"])
+    assert result.exit_code == 2  # the root callback ran, then the flag was refused
+    assert gc.get_threshold() == after

@@ -103,3 +103,23 @@ async def test_a_plugin_provider_serves_generations(
         result = await pg.generate("plug-in", width=40, height=30)
     assert result.ok and result.provider == "mine" and result.model == "echo-1"
     assert result.raw is not None and str(result.raw.cost_usd) == "0.010000"
+
+
+def test_settings_scan_the_installed_packages_once_whatever_the_tables(
+    installed_plugin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixelgate.config
+
+    scans: list[object] = []
+    real = pixelgate.config.entry_points
+
+    def counted(**kwargs: object) -> object:
+        scans.append(kwargs)
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pixelgate.config, "entry_points", counted)
+    monkeypatch.setenv("ECHO_API_KEY", "echo-secret-123")
+    tables = {name: {"kind": "placeholder"} for name in ("a", "b", "c")}
+    settings = load_settings(providers={**tables, "echo": {"kind": "echo"}})
+    assert len(scans) == 1
+    assert settings.provider_env["ECHO_API_KEY"] == "echo-secret-123"

@@ -5,16 +5,22 @@ milliseconds of every start; docs/benchmarks.md, "Start and idle memory")."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
-#: loaded only by what uses them: the web UI's first page (Jinja2), the PostgreSQL
-#: dialect on a PostgreSQL database, the placeholder's first image (Pillow's drawing
-#: modules and FreeType), the first image with an ICC profile (LittleCMS), the first SVG
-#: (the XML parser), Alembic only to migrate an existing database
+from pixelgate.config import PROVIDER_KEY_ENV
+
+#: loaded only by what uses them: the web UI's first page (its routes, Jinja2), the
+#: PostgreSQL dialect on a PostgreSQL database, the first image (Pillow; its drawing
+#: modules and FreeType at the placeholder's first), the first image with an ICC profile
+#: (LittleCMS), the first SVG (the XML parser), Alembic only to migrate an existing
+#: database, the adapter of a default provider instance that has no key, `limits` (the
+#: first rate-limited call), tenacity (the first webhook delivery)
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
+    "PIL.Image",
     "PIL.ImageDraw",
     "PIL.ImageFont",
     "PIL.ImageFilter",
@@ -23,30 +29,58 @@ NOT_AT_START = (
     "defusedxml",
     "xml.etree.ElementTree",
     "alembic",
+    "pixelgate.providers.gemini",
+    "pixelgate.providers.stability",
+    "pixelgate.providers.replicate",
+    "pixelgate.providers.fal",
+    "pixelgate.providers.ideogram",
+    "pixelgate.providers.unsplash",
+    "pixelgate.providers.openrouter",
+    "pixelgate.providers.xai",
+    "pixelgate.providers.recraft",
+    "pixelgate.providers.bfl",
+    "pixelgate.providers._setup",
+    "limits",
+    "pixelgate.ui.routes",
+    "pixelgate.ui.pages",
+    "pixelgate.ui.admin",
+    "pixelgate.ui.charts",
+    "tenacity",
 )
 
 _SCRIPT = """
-import json, sys
+import asyncio, json, sys
 from pixelgate.config import load_settings
 from pixelgate.api.app import create_app
-from pixelgate.providers.registry import build_providers
+from pixelgate.runtime import Runtime
 import pixelgate.cli
 settings = load_settings(data_dir=sys.argv[1])
 create_app(settings)
-build_providers(settings, None)
+
+async def start():
+    runtime = await Runtime.open(settings)
+    await runtime.start_worker()
+    await runtime.close()
+
+asyncio.run(start())
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic', 'defusedxml', 'xml'))))
+      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits', 'tenacity'))))
 """
 
 
 def test_the_app_is_built_without_modules_it_does_not_need_yet(tmp_path: object) -> None:
+    # no provider key of the caller's: every default instance but the placeholder is keyless
+    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEY_ENV}
+    env = {k: v for k, v in env.items() if not k.startswith("PIXELGATE_")}
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert "sqlalchemy.orm" in loaded and "PIL.Image" in loaded  # the script did load
+    assert "sqlalchemy.orm" in loaded  # the script did load
+    assert "pixelgate.providers.placeholder" in loaded
     assert sorted(m for m in NOT_AT_START if m in loaded) == []

@@ -14,6 +14,7 @@ from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.lazy_routes import include_lazily
 from pixelgate.api.responses import JSONResponse
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
@@ -21,6 +22,7 @@ from pixelgate.core.ids import new_id
 from pixelgate.integrations.mcp_http import install_mcp
 from pixelgate.observability.http import MetricsMiddleware
 from pixelgate.runtime import Runtime
+from pixelgate.ui import is_ui_path
 
 __all__ = ["create_app"]
 
@@ -130,7 +132,6 @@ def create_app(
         ws,
     )
     from pixelgate.api.uploads import multipart_limit
-    from pixelgate.ui.routes import router as ui_router
 
     # FastAPI tries the routes in this order (each try costs): the hot routes come first
     modules = (
@@ -161,7 +162,7 @@ def create_app(
     document_errors(routes)
     for module in modules:
         app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
-    app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])  # /ui
+    include_lazily(app, is_ui_path, _include_ui)  # /ui (and /): built at its first request
     app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     install_mcp(app)  # /mcp for agents (with the mcp extra)
     app.add_middleware(AllowMiddleware, routes=routes)
@@ -173,3 +174,9 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
+
+
+def _include_ui(app: FastAPI) -> None:
+    from pixelgate.ui.routes import router as ui_router
+
+    app.include_router(ui_router, dependencies=[Depends(refuse_unstorable_text)])

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from PIL import Image
 from pydantic import Field
 
 from pixelgate.media.cpu import run_cpu
@@ -41,7 +40,7 @@ from pixelgate.providers.base import (
 )
 
 if TYPE_CHECKING:
-    from PIL import ImageFont
+    from PIL import Image, ImageFont
 
 __all__ = ["MODEL", "PlaceholderProvider", "PlaceholderSettings", "render_placeholder"]
 
@@ -250,6 +249,8 @@ def _render(
     label: str | None,
     transparent: bool,
 ) -> bytes:
+    from PIL import Image  # loaded at the first placeholder image
+
     digest = hashlib.sha256(f"{prompt}\x00{seed}\x00{index}".encode()).digest()
     digest += hashlib.sha256(digest).digest()  # 64 bytes: enough for palette and shapes
     palette = _palette(digest)
@@ -292,12 +293,16 @@ def _gradient(
     size: tuple[int, int], start: tuple[int, int, int], end: tuple[int, int, int], *, flip: bool
 ) -> Image.Image:
     """A smooth diagonal blend from ``start`` to ``end``."""
+    from PIL import Image  # loaded at the first placeholder image
+
     mask = _diagonal_mask(size, flip)
     return Image.composite(Image.new("RGB", size, end), Image.new("RGB", size, start), mask)
 
 
 @functools.lru_cache(maxsize=64)
 def _diagonal_mask(size: tuple[int, int], flip: bool) -> Image.Image:
+    from PIL import Image  # loaded at the first placeholder image
+
     vertical = Image.linear_gradient("L")
     horizontal = vertical.transpose(Image.Transpose.ROTATE_90)
     if flip:
@@ -312,7 +317,7 @@ def _shapes(
     size: tuple[int, int], digest: bytes, palette: list[tuple[int, int, int]]
 ) -> Image.Image:
     """Soft translucent circles placed by the hash."""
-    from PIL import ImageDraw, ImageFilter  # loaded at the first placeholder image
+    from PIL import Image, ImageDraw, ImageFilter  # loaded at the first placeholder image
 
     width, height = size
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
@@ -336,6 +341,8 @@ def _vignette(img: Image.Image) -> Image.Image:
 
 @functools.lru_cache(maxsize=64)
 def _vignette_shade(size: tuple[int, int]) -> Image.Image:
+    from PIL import Image  # loaded at the first placeholder image
+
     # cached per size: the shade depends on nothing else (the cache holds small images,
     # the background is drawn at most _BACKGROUND_MAX wide)
     mask = Image.radial_gradient("L").resize(size, Image.Resampling.BILINEAR)
@@ -421,6 +428,8 @@ def _balanced_wrap(
 
 def _draw_text(img: Image.Image, prompt: str, seed: int | None, label: str | None) -> None:
     """The prompt on a translucent card, the footer, and the label, if they fit."""
+    from PIL import Image  # loaded at the first placeholder image
+
     if img.mode == "RGB":
         # an RGBA pen on an RGB image blends, so no full-size overlay is needed
         _draw_text_on(img, prompt, seed, label)
@@ -432,7 +441,7 @@ def _draw_text(img: Image.Image, prompt: str, seed: int | None, label: str | Non
 
 def _card(img: Image.Image, box: tuple[float, float, float, float], radius: float) -> None:
     """A translucent dark rounded rectangle, blended in one pass (no overlapping parts)."""
-    from PIL import ImageDraw  # loaded at the first placeholder image
+    from PIL import Image, ImageDraw  # loaded at the first placeholder image
 
     x0, y0 = round(box[0]), round(box[1])
     x1, y1 = round(box[2]), round(box[3])

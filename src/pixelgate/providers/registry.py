@@ -2,13 +2,15 @@
 
 Built-in kinds are listed once in :data:`BUILTIN_KINDS` (imported lazily);
 third-party packages add kinds through the ``pixelgate.providers`` entry-point
-group with no edit here.
+group with no edit here. A default instance with no table and no key is built at its
+first use, not at start: its adapter module is ~0.2 MB and ~7 ms to import, and most
+processes never use most of the eleven.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -50,19 +52,21 @@ BUILTIN_KINDS: dict[str, str] = {
 #: (listed as "not configured" until a key is set)
 #: imagen is opt-in (a ``[providers.imagen]`` table): it shares Gemini's key, and the
 #: Gemini API retired Imagen on 2026-08-17 (PROVIDERS.md §3)
-DEFAULT_INSTANCES = (
-    "openai",
-    "gemini",
-    "stability",
-    "replicate",
-    "fal",
-    "ideogram",
-    "unsplash",
-    "openrouter",
-    "xai",
-    "recraft",
-    "bfl",
-)
+#: each with its kind's usual key variable (``Provider.key_env``; a test keeps them equal),
+#: so an instance without a key is known to be unconfigured before its module is imported
+DEFAULT_INSTANCES: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "stability": "STABILITY_API_KEY",
+    "replicate": "REPLICATE_API_TOKEN",
+    "fal": "FAL_KEY",
+    "ideogram": "IDEOGRAM_API_KEY",
+    "unsplash": "UNSPLASH_ACCESS_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "xai": "XAI_API_KEY",
+    "recraft": "RECRAFT_API_TOKEN",
+    "bfl": "BFL_API_KEY",
+}
 
 
 def _import(target: str) -> type[Provider]:
@@ -99,15 +103,39 @@ def load_kind(kind: str, name: str | None = None) -> type[Provider]:
         raise ConfigError(f"{where}provider kind {kind!r} cannot be loaded: {exc}") from None
 
 
-class ProviderSet:
-    """The provider instances of this process, by instance name."""
+class _Pending:
+    """A default instance with no table and no key: built at its first use."""
 
-    def __init__(self, providers: dict[str, Provider], default_chain: list[str]) -> None:
-        self._providers = providers
+    def __init__(self, name: str, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.name = name
+        self.settings = settings
+        self.http = http
+
+    def build(self) -> Provider:
+        return _build(self.name, {"kind": self.name}, self.settings, self.http)
+
+
+class ProviderSet:
+    """The provider instances of this process, by instance name.
+
+    Instances known at start to be unconfigured may be pending: built the first time one
+    is looked up or iterated over; :meth:`names`, ``in`` and :meth:`configured` never
+    build one.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider | _Pending],
+        default_chain: list[str],
+    ) -> None:
+        self._providers: dict[str, Provider | _Pending] = dict(providers)
         self.default_chain = default_chain
 
     def __iter__(self) -> Iterator[Provider]:
-        return iter(self._providers.values())
+        for name in list(self._providers):
+            provider = self.find(name)
+            if provider is not None:
+                yield provider
 
     def __contains__(self, name: object) -> bool:
         return name in self._providers
@@ -116,23 +144,55 @@ class ProviderSet:
         return list(self._providers)
 
     def get(self, name: str) -> Provider:
-        provider = self._providers.get(name)
+        provider = self.find(name)
         if provider is None:
             raise NotFound(f"unknown provider {name!r}", code="unknown_provider")
         return provider
 
     def find(self, name: str) -> Provider | None:
-        return self._providers.get(name)
+        provider = self._providers.get(name)
+        if isinstance(provider, _Pending):
+            provider = self._providers[name] = provider.build()
+        return provider
 
     def configured(self) -> list[Provider]:
-        return [p for p in self._providers.values() if p.configured]
+        return [p for p in self._providers.values() if isinstance(p, Provider) and p.configured]
+
+    def owner(self, model: str) -> Provider | None:
+        """The instance that serves ``model``: the first configured one offering it, else
+        the first one offering it (pending instances are built only then)."""
+        for provider in self.configured():
+            if provider.offers(model):
+                return provider
+        return next((p for p in self if p.offers(model)), None)
+
+    def _built(self) -> list[str]:
+        """Names of the instances built so far (tests)."""
+        return [n for n, p in self._providers.items() if isinstance(p, Provider)]
 
     @property
     def placeholder(self) -> Provider:
-        provider = self._providers.get(PLACEHOLDER)
+        provider = self.find(PLACEHOLDER)
         if provider is None:  # configured away by name: build a plain one
             raise NotFound("no placeholder provider")
         return provider
+
+
+def _env_key(
+    name: str, table: dict[str, Any], kind: str, key_env: str | None, env: dict[str, str]
+) -> str | None:
+    """The key an instance takes from the environment: its ``api_key_env``, then
+    ``PIXELGATE_<NAME>_API_KEY``, then its kind's variables."""
+    env_name = name.upper().replace("-", "_")
+    key = None
+    if table.get("api_key_env"):
+        key = env.get(str(table["api_key_env"]))
+    key = key or env.get(f"PIXELGATE_{env_name}_API_KEY")
+    if key is None and key_env and table.get("kind") == name:
+        key = env.get(key_env)
+    if key is None and key_env and not table.get("api_key_env"):
+        key = env.get(f"PIXELGATE_{kind.upper()}_API_KEY") or env.get(key_env)
+    return key
 
 
 def _instance_settings(
@@ -141,14 +201,7 @@ def _instance_settings(
     data = dict(table)
     env_name = name.upper().replace("-", "_")
     if data.get("api_key") is None:
-        key = None
-        if data.get("api_key_env"):
-            key = env.get(str(data["api_key_env"]))
-        key = key or env.get(f"PIXELGATE_{env_name}_API_KEY")
-        if key is None and cls.key_env and data.get("kind") == name:
-            key = env.get(cls.key_env)
-        if key is None and cls.key_env and not data.get("api_key_env"):
-            key = env.get(f"PIXELGATE_{cls.kind.upper()}_API_KEY") or env.get(cls.key_env)
+        key = _env_key(name, data, cls.kind, cls.key_env, env)
         if key:
             data["api_key"] = SecretStr(key)
     if data.get("base_url") is None:
@@ -161,6 +214,21 @@ def _instance_settings(
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"config error: providers.{name}.{loc}: {first['msg']}") from None
+
+
+def _build(
+    name: str, table: dict[str, Any], settings: Settings, http: httpx.AsyncClient
+) -> Provider:
+    cls = load_kind(str(table["kind"]), name)
+    return cls(name, _instance_settings(name, table, cls, settings.provider_env), http)
+
+
+def _keyless_default(name: str, settings: Settings) -> bool:
+    """A default instance without a table or a key: unconfigured whatever its module says."""
+    key_env = DEFAULT_INSTANCES.get(name)
+    if key_env is None or name in settings.providers:
+        return False
+    return not _env_key(name, {"kind": name}, name, key_env, settings.provider_env)
 
 
 def validate_provider_tables(settings: Settings) -> None:
@@ -195,18 +263,23 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> ProviderSet:
             raise ConfigError(f"config error: providers.{name}.kind: field required")
         tables[name] = dict(table)
 
-    providers: dict[str, Provider] = {}
+    providers: dict[str, Provider | _Pending] = {}
     for name, table in tables.items():
-        cls = load_kind(str(table["kind"]), name)
-        instance_settings = _instance_settings(name, table, cls, settings.provider_env)
-        providers[name] = cls(name, instance_settings, http)
+        if _keyless_default(name, settings):
+            providers[name] = _Pending(name, settings, http)
+        else:
+            providers[name] = _build(name, table, settings, http)
 
     chain = list(settings.routing.default)
     for name in chain:
         if name not in providers:
             raise ConfigError(f"config error: routing.default: unknown provider {name!r}")
     if not chain:
-        real = [n for n, p in providers.items() if p.configured and p.kind != PLACEHOLDER]
+        real = [
+            n
+            for n, p in providers.items()
+            if isinstance(p, Provider) and p.configured and p.kind != PLACEHOLDER
+        ]
         explicit = [n for n in settings.providers if n in real]
         chain = explicit + [n for n in real if n not in explicit] or [PLACEHOLDER]
     return ProviderSet(providers, chain)

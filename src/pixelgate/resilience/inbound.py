@@ -2,7 +2,8 @@
 
 Moving window, exact and bounded by the limit. Memory storage in the embedded
 deployment; the Redis storage of the deployment shares the window across processes
-(the pipeline passes the storage of its shared state, ``shared.py``). While Redis is
+(the pipeline passes the storage of its shared state, ``shared.py``; in one process
+`limits` is imported at the first admission of an account with a limit). While Redis is
 unreachable the limit fails open, like the rest of the shared state (``outage.py``):
 an outage of the counter store must not turn every request into an error.
 """
@@ -14,15 +15,18 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-
-from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from typing import TYPE_CHECKING
 
 from pixelgate.config import Settings
 from pixelgate.errors import RateLimited
 from pixelgate.resilience.counters import open_limits_storage
 from pixelgate.resilience.outage import Outage
+from pixelgate.resilience.ratelimit import moving_window
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
+    from limits.aio.strategies import MovingWindowRateLimiter
 
 __all__ = ["RequestLimiter"]
 
@@ -42,11 +46,18 @@ class RequestLimiter:
     """
 
     def __init__(self, storage: Storage | None = None, *, guard: Outage | None = None) -> None:
-        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        self._storage = storage
+        self._made: MovingWindowRateLimiter | None = None
         self._guard = guard
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    @property
+    def _limiter(self) -> MovingWindowRateLimiter:
+        if self._made is None:
+            self._made = moving_window(self._storage)
+        return self._made
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RequestLimiter:
@@ -63,6 +74,8 @@ class RequestLimiter:
         if per_minute is None:
             yield
             return
+        from limits import RateLimitItemPerMinute
+
         item = RateLimitItemPerMinute(per_minute, namespace=NAMESPACE)
         turn = self._turns.get(account_id)
         if turn is None:

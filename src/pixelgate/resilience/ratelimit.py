@@ -3,7 +3,9 @@
 Requests per minute (or any `limits` rate) use ``limits.aio``'s moving window: exact
 and bounded by the limit. Memory storage in one process; the same class takes the
 deployment's Redis ``limits`` storage to share windows across processes (and then an
-:class:`~pixelgate.resilience.outage.Outage` guard: an unreachable Redis grants).
+:class:`~pixelgate.resilience.outage.Outage` guard: an unreachable Redis grants). In one
+process `limits` is imported at the first rate-limited call (~1 MB resident, ~20 ms):
+most deployments set no outbound rate.
 Concurrency caps are not in `limits`: :class:`Gates` is their interface,
 :class:`MemoryGates` a FIFO counter per key whose limit can change while jobs wait (hot
 configuration), ``RedisGates`` (``gates_redis.py``) leases in Redis shared by every process.
@@ -14,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Protocol
-
-from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from typing import TYPE_CHECKING, Protocol
 
 from pixelgate.resilience.outage import Outage
 
-__all__ = ["Gates", "MemoryGates", "RateWindows"]
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+__all__ = ["Gates", "MemoryGates", "RateWindows", "moving_window"]
 
 NAMESPACE = "pixelgate:outbound"
 #: never spin: wait at least this long before testing a full window again
@@ -30,16 +33,28 @@ MIN_WAIT_S = 0.01
 
 
 class RateWindows:
-    """Moving-window rate limits keyed by strings."""
+    """Moving-window rate limits keyed by strings.
+
+    Without a ``storage``, a memory storage of this process, made at the first call.
+    """
 
     def __init__(self, storage: Storage | None = None, *, guard: Outage | None = None) -> None:
-        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        self._storage = storage
+        self._made: MovingWindowRateLimiter | None = None
         self._items: dict[str, RateLimitItem] = {}
         self._guard = guard
+
+    @property
+    def _limiter(self) -> MovingWindowRateLimiter:
+        if self._made is None:
+            self._made = moving_window(self._storage)
+        return self._made
 
     def _item(self, rate: str) -> RateLimitItem:
         item = self._items.get(rate)
         if item is None:
+            from limits import parse
+
             item = self._items[rate] = parse(rate)
             item.namespace = NAMESPACE
         return item
@@ -60,6 +75,14 @@ class RateWindows:
     async def remaining(self, rate: str, *key: str) -> int:
         stats = await self._limiter.get_window_stats(self._item(rate), *key)
         return int(stats.remaining)
+
+
+def moving_window(storage: Storage | None) -> MovingWindowRateLimiter:
+    """``limits``' moving-window limiter on ``storage`` (``None``: a new memory storage)."""
+    from limits.aio.storage import MemoryStorage
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    return MovingWindowRateLimiter(storage or MemoryStorage())
 
 
 class Gates(Protocol):

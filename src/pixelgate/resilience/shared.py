@@ -9,10 +9,12 @@
 circuit breakers    ``MemoryBreakers``           ``RedisBreakers`` (wall clock)
 concurrency gates   ``MemoryGates``              ``RedisGates`` (leases)
 rate windows        ``limits`` memory storage    ``limits`` Redis storage
+                    (made at first use)
 Retry-After pauses  ``MemoryPauses``             ``RedisPauses``
 ==================  ===========================  ===============================
 
-The inbound request limits (``inbound.py``) use the same ``limits`` storage. With Redis
+The inbound request limits (``inbound.py``) use the same ``limits`` storage (in memory,
+each its own, made at its first use: `limits` is not imported by a start). With Redis
 every piece runs on the process's one client and fails open through one shared
 :class:`~pixelgate.resilience.outage.Outage` while Redis is unreachable.
 """
@@ -49,8 +51,9 @@ class SharedState:
     gates: Gates
     windows: RateWindows
     pauses: Pauses
-    #: the ``limits`` storage of the rate windows and the inbound request limits
-    limits: Storage
+    #: the ``limits`` storage of the rate windows and the inbound request limits (``None``:
+    #: each makes a memory storage at its first use)
+    limits: Storage | None
     #: a client opened here for want of one (closed with the state)
     owned_redis: Redis | None = None
     #: how calls to Redis fail open while it is unreachable (``None``: memory)
@@ -70,15 +73,14 @@ def open_shared_state(
     not given) when ``settings.redis_url`` is set."""
     clock = clock or Clock()
     if shared_state_backend(settings) == "memory":
-        storage = open_limits_storage(settings)
         return SharedState(
             backend="memory",
             clock=clock,
             breakers=MemoryBreakers(settings.routing.breaker, clock=lambda: clock.now()),
             gates=MemoryGates(),
-            windows=RateWindows(storage),
+            windows=RateWindows(),
             pauses=MemoryPauses(clock),
-            limits=storage,
+            limits=None,
         )
     from limits.errors import StorageError
     from redis.exceptions import RedisError

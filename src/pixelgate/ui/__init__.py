@@ -11,3 +11,10 @@
 | SVG charts | :mod:`pixelgate.ui.charts` |
 | cached thumbnails | :mod:`pixelgate.ui.thumbs` |
 """
+
+__all__ = ["is_ui_path"]
+
+
+def is_ui_path(path: str) -> bool:
+    """A path the UI's routes serve: ``/`` (a redirect to it) and all of ``/ui``."""
+    return path in ("/", "/ui") or path.startswith("/ui/")

@@ -232,10 +232,9 @@ def resolve_model(
     head, slash, rest = name.partition("/")
     if slash and head in providers:
         return head, rest or None
-    owners = [p for p in providers if p.offers(name)]
-    if owners:
-        configured = [p for p in owners if p.configured]
-        return (configured or owners)[0].name, name
+    owner = providers.owner(name)
+    if owner is not None:
+        return owner.name, name
     raise NotFound(
         f"The model '{name}' does not exist: use an alias, a provider name or provider/model",
         code="model_not_found",
