@@ -1,8 +1,9 @@
 """The shared resilience state read cheaply on the hot path, with a bounded staleness.
 
-A worker runs thousands of jobs a second, each reading the pauses twice: reads are reused
-for a short, documented time (another process's change is seen here at most that late;
-this process's own at once). Each "process" is an
+A worker runs thousands of jobs a second, each reading the pauses twice and the breaker
+once and recording one result: reads are reused for a short, documented time (another
+process's change is seen here at most that late; this process's own at once) and the
+successes of the same moment are recorded by one script call. Each "process" is an
 instance with a Redis client of its own; the Redis commands of one are counted.
 """
 
@@ -16,6 +17,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from pixelgate.config import BreakerSettings
+from pixelgate.resilience.breaker import BreakerState, Outcome
+from pixelgate.resilience.breaker_redis import RedisBreakers
 from pixelgate.resilience.counters import open_redis
 from pixelgate.resilience.pauses import RedisPauses
 
@@ -80,3 +84,45 @@ async def test_pause_reads_are_shared_and_another_process_s_pause_is_seen_soon(
     await here.pause("q", 5.0)
     assert 4 < (await here.remaining(["q"]))["q"] <= 5  # its own pause: at once
     assert 28 < (await here.remaining(["p"]))["p"] <= 30
+
+
+async def test_a_closed_breaker_admits_from_memory_and_successes_share_a_call(
+    clients: Callable[[], Redis], prefix: str
+) -> None:
+    settings = BreakerSettings(failure_threshold=2, cooldown_s=30, cooldown_jitter=0)
+    other = RedisBreakers(clients(), prefix=prefix, settings=settings)
+    client = clients()
+    calls = counted(client)
+    here = RedisBreakers(client, prefix=prefix, settings=settings, cache_s=CACHE_S)
+    permits = [(await here.allow("p"))[0] for _ in range(10)]
+    assert all(p.allowed and p.state == BreakerState.CLOSED for p in permits)
+    assert calls.count("EVALSHA") == 1
+    await asyncio.gather(*(here.record("p", p, Outcome.SUCCESS) for p in permits))
+    assert await here.record("p", permits[0], Outcome.NEUTRAL) == []  # changes nothing
+    assert calls.count("EVALSHA") == 2
+    assert (await other.snapshots(["p"]))["p"].calls == 10  # every success counted
+
+    for _ in range(2):  # another process opens it: seen here at most CACHE_S late
+        permit, _ = await other.allow("p")
+        await other.record("p", permit, Outcome.FAILURE, "provider_timeout")
+    await asyncio.sleep(CACHE_S)
+    permit, _ = await here.allow("p")
+    assert not permit.allowed and permit.state == BreakerState.OPEN
+
+
+async def test_a_failure_recorded_here_is_counted_against_redis_at_once(
+    clients: Callable[[], Redis], prefix: str
+) -> None:
+    settings = BreakerSettings(failure_threshold=2, cooldown_s=30, cooldown_jitter=0)
+    other = RedisBreakers(clients(), prefix=prefix, settings=settings)
+    here = RedisBreakers(clients(), prefix=prefix, settings=settings, cache_s=60)
+    early, _ = await here.allow("p")  # read as closed: admits from memory for a minute
+    permit, _ = await other.allow("p")
+    await other.record("p", permit, Outcome.FAILURE)
+    late, _ = await here.allow("p")
+    [opened] = await here.record("p", late, Outcome.FAILURE)  # the second failure in all
+    assert opened.to_state == BreakerState.OPEN
+    permit, _ = await here.allow("p")
+    assert not permit.allowed  # its own failure dropped what it had read
+    assert await here.record("p", early, Outcome.SUCCESS) == []  # an older epoch
+    assert (await other.snapshots(["p"]))["p"].calls == 2
