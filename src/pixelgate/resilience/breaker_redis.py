@@ -20,11 +20,13 @@ Redis is unreachable every call is admitted and nothing is recorded (``outage.py
 Thousands of calls a second would cost two scripts each, so the common case is cheaper,
 with a bounded staleness:
 
-- a breaker read as *closed* here (by ``allow`` or a snapshot) admits calls from memory
-  for :data:`CLOSED_CACHE_S`: a breaker opened by another process is seen here at most
-  that late (as a call already in flight sees it no sooner). A failure recorded here, a
+- a breaker read as *closed* here (by ``allow``, a snapshot, or a read of its state
+  shared by the calls asking at the same moment) admits calls from memory for
+  :data:`CLOSED_CACHE_S`: a breaker opened by another process is seen here at most that
+  late (as a call already in flight sees it no sooner). A failure recorded here, a
   transition, a reset or new settings drop it, so this process's own failures are
-  counted against what Redis holds. Half-open probes always go to Redis;
+  counted against what Redis holds. An open or half-open breaker is asked by script
+  (half-open probes are counted in Redis);
 - the successes of calls admitted while closed (they never change the state) are
   recorded together: the ones ending at the same moment share one script call;
 - a neutral result of a call that was not a probe changes nothing and is not sent.
@@ -231,6 +233,8 @@ class RedisBreakers:
         #: successes waiting for the next shared script call: (provider, epoch, time, done)
         self._successes: list[tuple[str, int, float, asyncio.Future[None]]] = []
         self._success_flusher: asyncio.Task[None] | None = None
+        #: one read of a breaker's state in flight per provider (see ``_closed_epoch``)
+        self._checking: dict[str, asyncio.Future[int | None]] = {}
         # one snapshot read in flight per set of providers: the jobs planning meanwhile
         # share it (a read costs a round trip with 3 commands per provider)
         self._reading: dict[tuple[str, ...], asyncio.Future[dict[str, BreakerSnapshot]]] = {}
@@ -245,9 +249,12 @@ class RedisBreakers:
         self._closed.pop(provider, None)
         self._changed_at[provider] = time.monotonic()
 
-    def _note_closed(self, provider: str, epoch: int, read_at: float) -> None:
-        if read_at > max(self._changed_at.get(provider, -math.inf), self._changed_all_at):
-            self._closed[provider] = (epoch, read_at)
+    def _note_closed(self, provider: str, epoch: int, read_at: float) -> bool:
+        """Keep a closed state read at ``read_at``, unless this process changed it since."""
+        if read_at <= max(self._changed_at.get(provider, -math.inf), self._changed_all_at):
+            return False
+        self._closed[provider] = (epoch, read_at)
+        return True
 
     def _keys(self, provider: str) -> list[str]:
         return [f"{self.prefix}:{kind}:{provider}" for kind in _KINDS]
@@ -258,10 +265,11 @@ class RedisBreakers:
 
     async def allow(self, provider: str) -> tuple[Permit, list[Transition]]:
         s = self.settings
-        cached = self._closed.get(provider)
+        if s.enabled:
+            epoch = await self._closed_epoch(provider)
+            if epoch is not None:
+                return Permit(True, BreakerState.CLOSED, epoch=epoch), []
         read_at = time.monotonic()
-        if cached is not None and s.enabled and read_at - cached[1] < self.cache_s:
-            return Permit(True, BreakerState.CLOSED, epoch=cached[0]), []
         now = self.clock()
         args: list[str | int] = [
             int(s.enabled),
@@ -286,6 +294,29 @@ class RedisBreakers:
         retry_in = float(reopen_at) - now if not allowed and to == BreakerState.OPEN else None
         permit = Permit(bool(allowed), to, probe=bool(probe), epoch=int(epoch), retry_in_s=retry_in)
         return permit, transitions
+
+    async def _closed_epoch(self, provider: str) -> int | None:
+        """The epoch of a breaker read as closed within ``cache_s``, else None. When the
+        last read is older, the callers asking at the same moment share one new read."""
+        cached = self._closed.get(provider)
+        if cached is not None and time.monotonic() - cached[1] < self.cache_s:
+            return cached[0]
+        reading = self._checking.get(provider)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_closed(provider))
+            self._checking[provider] = reading
+            reading.add_done_callback(lambda _: self._checking.pop(provider, None))
+        return await asyncio.shield(reading)
+
+    async def _read_closed(self, provider: str) -> int | None:
+        read_at = time.monotonic()
+        fields = await self._guard.run(
+            "breaker", lambda: self.redis.hmget(self._keys(provider)[0], ["state", "epoch"]), None
+        )
+        if fields is None or (fields[0] is not None and _text(fields[0]) != "closed"):
+            return None  # Redis unreachable (the script answers that), or not closed
+        epoch = int(fields[1] or 0)
+        return epoch if self._note_closed(provider, epoch, read_at) else None
 
     async def record(
         self, provider: str, permit: Permit, outcome: Outcome, detail: str | None = None
