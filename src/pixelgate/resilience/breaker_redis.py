@@ -28,7 +28,10 @@ with a bounded staleness:
   counted against what Redis holds. An open or half-open breaker is asked by script
   (half-open probes are counted in Redis);
 - the successes of calls admitted while closed (they never change the state) are
-  recorded together: the ones ending at the same moment share one script call;
+  recorded together, within :data:`SUCCESS_FLUSH_S`, by one script call: another
+  process's snapshot counts them that late; a failure recorded here, and
+  :meth:`RedisBreakers.flush`, write them first. Those of the last moment before a
+  process dies are not counted (they only dilute a failure ratio);
 - a neutral result of a call that was not a probe changes nothing and is not sent.
 """
 
@@ -39,6 +42,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +76,8 @@ STATE_TTL_S = 24 * 3600.0
 UNRECORDED = -1
 #: how long a closed state read here admits calls without asking Redis again
 CLOSED_CACHE_S = 0.1
+#: how long a success waits to be recorded with the others (a failure here flushes them)
+SUCCESS_FLUSH_S = 0.05
 #: the keys of one breaker, in the order of the scripts' KEYS
 _KINDS = ("breaker", "breaker-calls", "breaker-fails")
 _FIELDS = ("state", "epoch", "opened_at", "reopen_at", "probes", "opened_count", "last_failure")
@@ -230,9 +236,10 @@ class RedisBreakers:
         #: provider -> when this process last changed or failed it (older reads are not kept)
         self._changed_at: dict[str, float] = {}
         self._changed_all_at = -math.inf
-        #: successes waiting for the next shared script call: (provider, epoch, time, done)
-        self._successes: list[tuple[str, int, float, asyncio.Future[None]]] = []
+        #: successes waiting for the next shared script call: (provider, epoch, time)
+        self._successes: list[tuple[str, int, float]] = []
         self._success_flusher: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
         #: one read of a breaker's state in flight per provider (see ``_closed_epoch``)
         self._checking: dict[str, asyncio.Future[int | None]] = {}
         # one snapshot read in flight per set of providers: the jobs planning meanwhile
@@ -328,9 +335,10 @@ class RedisBreakers:
             return []  # the script would change nothing
         now = self.clock()
         if not permit.probe and outcome == Outcome.SUCCESS:
-            await self._add_success(provider, permit.epoch, now)
+            self._add_success(provider, permit.epoch, now)
             return []  # a success admitted while closed never changes the state
         self._forget(provider)
+        await self.flush()  # the failure counts against this process's successes
         args: list[str | int] = [
             repr(now),
             permit.epoch,
@@ -365,21 +373,27 @@ class RedisBreakers:
         log_transition(transition)
         return [transition]
 
-    async def _add_success(self, provider: str, epoch: int, now: float) -> None:
-        """Record a success with the others of the same moment (see the module's doc)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._successes.append((provider, epoch, now, done))
+    def _add_success(self, provider: str, epoch: int, now: float) -> None:
+        """Record a success within :data:`SUCCESS_FLUSH_S`, with the others meanwhile."""
+        self._successes.append((provider, epoch, now))
         if self._success_flusher is None:
-            self._success_flusher = loop.create_task(self._flush_successes())
-        await done
+            self._success_flusher = asyncio.get_running_loop().create_task(self._write_successes())
 
-    async def _flush_successes(self) -> None:
+    async def flush(self) -> None:
+        """Write the successes waiting to be recorded now (read-your-writes; shutdown)."""
+        flusher = self._success_flusher
+        if flusher is not None:
+            self._flush_now.set()
+            await asyncio.shield(flusher)
+
+    async def _write_successes(self) -> None:
         try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), SUCCESS_FLUSH_S)
             while self._successes:
                 batch, self._successes = self._successes, []
                 groups: dict[tuple[str, int], list[float]] = {}
-                for provider, epoch, now, _ in batch:
+                for provider, epoch, now in batch:
                     groups.setdefault((provider, epoch), []).append(now)
                 s = self.settings
                 for (provider, epoch), times in groups.items():
@@ -394,11 +408,9 @@ class RedisBreakers:
                     await self._guard.run(
                         "breaker", partial(self._record_successes, keys, args), None
                     )
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_result(None)
         finally:
             self._success_flusher = None
+            self._flush_now.clear()
 
     async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
         names = tuple(providers)
@@ -437,6 +449,7 @@ class RedisBreakers:
 
     async def reset(self, provider: str) -> list[Transition]:
         self._forget(provider)
+        await self.flush()  # successes recorded before the reset are cleared with it
         reply = await self._guard.run(
             "breaker reset",
             lambda: self._reset(self._keys(provider), [self._state_ttl_ms()]),
