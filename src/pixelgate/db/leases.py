@@ -12,7 +12,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    String,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from pixelgate.core.models import Status
 from pixelgate.core.states import sources_of
@@ -67,10 +82,18 @@ _CLAIMABLE = _claimable()
 _NOW = bindparam("now", type_=GEN.c.updated_at.type)
 
 
+def _among(name: str, *, postgres: bool) -> ColumnElement[bool]:
+    """``id`` among the list bound as ``name``: one array parameter on PostgreSQL (one
+    prepared statement whatever the length), an expanding ``IN`` elsewhere."""
+    if postgres:
+        return GEN.c.id == any_(bindparam(name, type_=ARRAY(String)))
+    return GEN.c.id.in_(bindparam(name, expanding=True))
+
+
 def _claim_candidates(*, named: bool, postgres: bool) -> Select[Any]:
     """Runnable PENDING rows, oldest first: among ``:ids`` (a queue engine's delivery) or
     any due by ``:now``; at most ``:limit``, locked and skipping locked ones on PostgreSQL."""
-    due = GEN.c.id.in_(bindparam("ids", expanding=True)) if named else GEN.c.run_after <= _NOW
+    due = _among("ids", postgres=postgres) if named else GEN.c.run_after <= _NOW
     query = (
         select(GEN.c.id, GEN.c.batch_id)
         .where(GEN.c.status == Status.PENDING.value, *_CLAIMABLE, due)
@@ -86,23 +109,37 @@ _CANDIDATES = {
     for named in (False, True)
     for postgres in (False, True)
 }
-#: ``PENDING → PROCESSING`` under ``:owner``'s lease until ``:expires``
-_START = (
-    update(GEN)
-    .where(
-        GEN.c.id.in_(bindparam("chosen", expanding=True)),
-        GEN.c.status.in_(sources_of(Status.PROCESSING)),
+
+
+def _start(*, postgres: bool) -> Update:
+    """``PENDING → PROCESSING`` of ``:chosen`` under ``:owner``'s lease until ``:expires``."""
+    return (
+        update(GEN)
+        .where(
+            _among("chosen", postgres=postgres),
+            GEN.c.status.in_(sources_of(Status.PROCESSING)),
+        )
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=bindparam("owner", type_=GEN.c.lease_owner.type),
+            lease_expires_at=bindparam("expires", type_=GEN.c.lease_expires_at.type),
+            deliveries=GEN.c.deliveries + 1,
+            started_at=func.coalesce(GEN.c.started_at, _NOW),
+            updated_at=_NOW,
+        )
+        .returning(*_CLAIM_COLUMNS)
     )
-    .values(
-        status=Status.PROCESSING.value,
-        lease_owner=bindparam("owner", type_=GEN.c.lease_owner.type),
-        lease_expires_at=bindparam("expires", type_=GEN.c.lease_expires_at.type),
-        deliveries=GEN.c.deliveries + 1,
-        started_at=func.coalesce(GEN.c.started_at, _NOW),
-        updated_at=_NOW,
-    )
-    .returning(*_CLAIM_COLUMNS)
-)
+
+
+_START = {postgres: _start(postgres=postgres) for postgres in (False, True)}
+#: the held rows among ``:ids``, in id order (``add_running_events`` locks them on PostgreSQL)
+_HELD_AMONG = {
+    False: select(GEN.c.id).where(_among("ids", postgres=False), HELD).order_by(GEN.c.id),
+    True: select(GEN.c.id)
+    .where(_among("ids", postgres=True), HELD)
+    .order_by(GEN.c.id)
+    .with_for_update(key_share=True),  # FOR NO KEY UPDATE
+}
 
 
 def _requeue(now: datetime) -> dict[str, Any]:
@@ -143,7 +180,7 @@ class LeaseStore(ReadStore):
             if not chosen:
                 return []
             start = {"chosen": chosen, "owner": owner, "expires": expires, "now": now}
-            rows = list(c.execute(_START, start))
+            rows = list(c.execute(_START[self.postgres], start))
             rows.sort(key=lambda r: chosen.index(r[0]))
             insert_events(c, [event_row(r[0], "started", {"delivery": r[7]}, now) for r in rows])
             return rows
@@ -285,11 +322,10 @@ class LeaseStore(ReadStore):
         now = self.clock()
         ids = sorted({e.generation_id for e in events})
 
+        query = _HELD_AMONG[self.postgres]
+
         def add(c: Connection) -> list[str]:
-            query = select(GEN.c.id).where(GEN.c.id.in_(ids), HELD).order_by(GEN.c.id)
-            if self.postgres:
-                query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
-            running = set(c.scalars(query))
+            running = set(c.scalars(query, {"ids": ids}))
             kept = [e for e in events if e.generation_id in running]
             if kept:
                 _apply_event_values(c, kept, now)
