@@ -219,9 +219,11 @@ class RedisBreakers:
         rng: random.Random | None = None,
         guard: Outage | None = None,
         cache_s: float = CLOSED_CACHE_S,
+        success_flush_s: float = SUCCESS_FLUSH_S,
     ) -> None:
         self.redis = redis
         self.cache_s = cache_s
+        self.success_flush_s = success_flush_s
         self.prefix = prefix
         self.settings = settings or BreakerSettings()
         self.clock = clock
@@ -374,7 +376,7 @@ class RedisBreakers:
         return [transition]
 
     def _add_success(self, provider: str, epoch: int, now: float) -> None:
-        """Record a success within :data:`SUCCESS_FLUSH_S`, with the others meanwhile."""
+        """Record a success within ``success_flush_s``, with the others meanwhile."""
         self._successes.append((provider, epoch, now))
         if self._success_flusher is None:
             self._success_flusher = asyncio.get_running_loop().create_task(self._write_successes())
@@ -389,7 +391,7 @@ class RedisBreakers:
     async def _write_successes(self) -> None:
         try:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), SUCCESS_FLUSH_S)
+                await asyncio.wait_for(self._flush_now.wait(), self.success_flush_s)
             while self._successes:
                 batch, self._successes = self._successes, []
                 groups: dict[tuple[str, int], list[float]] = {}
