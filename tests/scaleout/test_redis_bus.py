@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pixelgate.queue.bus_redis import RedisBus
 from tests.scaleout.services import RedisServer
@@ -33,6 +34,39 @@ async def test_a_publish_in_one_process_wakes_a_subscriber_in_another(redis_url:
                 break
         assert waiter.done()  # woken: its own timeout is 5 s, this loop at most 2 s
         assert await api.ping()
+    finally:
+        await api.close()
+        await worker.close()
+
+
+async def test_event_notifications_announced_one_by_one_share_a_round_trip(
+    redis_url: str,
+) -> None:
+    """A flush of running jobs' events announces them one after another: they are queued
+    for one pipelined round trip, not one each; a final one waits for its own."""
+    prefix = f"bustest-{secrets.token_hex(4)}"
+    api, worker = RedisBus(redis_url, prefix=prefix), RedisBus(redis_url, prefix=prefix)
+    await api.start()
+    await worker.start()
+    round_trips = 0
+    pipeline = worker.redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        round_trips += 1
+        return pipeline(*args, **kwargs)
+
+    worker.redis.pipeline = counted  # type: ignore[method-assign]
+    try:
+        async with api.subscribe("gen_99") as last, api.subscribe("gen_0") as first:
+            for i in range(100):
+                await worker.publish(f"gen_{i}")
+            assert await first.wait(2.0) and await last.wait(2.0)
+            assert not first.maybe_final
+            assert round_trips <= 2
+            await worker.publish("gen_0", final=True)
+            assert round_trips <= 3
+            assert await first.wait(2.0) and first.maybe_final
     finally:
         await api.close()
         await worker.close()

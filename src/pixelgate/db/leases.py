@@ -12,7 +12,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    String,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from pixelgate.core.models import Status
 from pixelgate.core.states import sources_of
@@ -64,18 +79,67 @@ def _claimable() -> list[Any]:
 
 # built once: constructing these expressions is not free
 _CLAIMABLE = _claimable()
+_NOW = bindparam("now", type_=GEN.c.updated_at.type)
 
 
-def _start(owner: str, expires: datetime, now: datetime) -> dict[str, Any]:
-    """The columns a claim sets: ``PENDING → PROCESSING`` under ``owner``'s lease."""
-    return {
-        "status": Status.PROCESSING.value,
-        "lease_owner": owner,
-        "lease_expires_at": expires,
-        "deliveries": GEN.c.deliveries + 1,
-        "started_at": func.coalesce(GEN.c.started_at, literal(now, GEN.c.started_at.type)),
-        "updated_at": now,
-    }
+def _among(name: str, *, postgres: bool) -> ColumnElement[bool]:
+    """``id`` among the list bound as ``name``: one array parameter on PostgreSQL (one
+    prepared statement whatever the length), an expanding ``IN`` elsewhere."""
+    if postgres:
+        return GEN.c.id == any_(bindparam(name, type_=ARRAY(String)))
+    return GEN.c.id.in_(bindparam(name, expanding=True))
+
+
+def _claim_candidates(*, named: bool, postgres: bool) -> Select[Any]:
+    """Runnable PENDING rows, oldest first: among ``:ids`` (a queue engine's delivery) or
+    any due by ``:now``; at most ``:limit``, locked and skipping locked ones on PostgreSQL."""
+    due = _among("ids", postgres=postgres) if named else GEN.c.run_after <= _NOW
+    query = (
+        select(GEN.c.id, GEN.c.batch_id)
+        .where(GEN.c.status == Status.PENDING.value, *_CLAIMABLE, due)
+        .order_by(GEN.c.run_after, GEN.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return query.with_for_update(skip_locked=True, of=GEN) if postgres else query
+
+
+#: a claim's two statements, built and compiled once (the ids are an expanding IN)
+_CANDIDATES = {
+    (named, postgres): _claim_candidates(named=named, postgres=postgres)
+    for named in (False, True)
+    for postgres in (False, True)
+}
+
+
+def _start(*, postgres: bool) -> Update:
+    """``PENDING → PROCESSING`` of ``:chosen`` under ``:owner``'s lease until ``:expires``."""
+    return (
+        update(GEN)
+        .where(
+            _among("chosen", postgres=postgres),
+            GEN.c.status.in_(sources_of(Status.PROCESSING)),
+        )
+        .values(
+            status=Status.PROCESSING.value,
+            lease_owner=bindparam("owner", type_=GEN.c.lease_owner.type),
+            lease_expires_at=bindparam("expires", type_=GEN.c.lease_expires_at.type),
+            deliveries=GEN.c.deliveries + 1,
+            started_at=func.coalesce(GEN.c.started_at, _NOW),
+            updated_at=_NOW,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+
+
+_START = {postgres: _start(postgres=postgres) for postgres in (False, True)}
+#: the held rows among ``:ids``, in id order (``add_running_events`` locks them on PostgreSQL)
+_HELD_AMONG = {
+    False: select(GEN.c.id).where(_among("ids", postgres=False), HELD).order_by(GEN.c.id),
+    True: select(GEN.c.id)
+    .where(_among("ids", postgres=True), HELD)
+    .order_by(GEN.c.id)
+    .with_for_update(key_share=True),  # FOR NO KEY UPDATE
+}
 
 
 def _requeue(now: datetime) -> dict[str, Any]:
@@ -105,29 +169,18 @@ class LeaseStore(ReadStore):
         now = self.clock()
         expires = now + timedelta(seconds=lease_s)
 
+        query = _CANDIDATES[(ids is not None, self.postgres)]
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        if ids is not None:
+            params["ids"] = list(ids)
+
         def claim(c: Connection) -> list[Any]:
-            query = select(GEN.c.id, GEN.c.batch_id).where(
-                GEN.c.status == Status.PENDING.value, *_CLAIMABLE
-            )
-            if ids is None:
-                query = query.where(GEN.c.run_after <= now)
-            else:
-                query = query.where(GEN.c.id.in_(list(ids)))
-            query = query.order_by(GEN.c.run_after, GEN.c.id).limit(limit)
-            if self.postgres:
-                query = query.with_for_update(skip_locked=True, of=GEN)
-            found = c.execute(query, {"now": now})
+            found = c.execute(query, params)
             chosen = self._within_batch_limits(c, [(r[0], r[1]) for r in found])
             if not chosen:
                 return []
-            rows = list(
-                c.execute(
-                    update(GEN)
-                    .where(GEN.c.id.in_(chosen), GEN.c.status.in_(sources_of(Status.PROCESSING)))
-                    .values(_start(owner, expires, now))
-                    .returning(*_CLAIM_COLUMNS)
-                )
-            )
+            start = {"chosen": chosen, "owner": owner, "expires": expires, "now": now}
+            rows = list(c.execute(_START[self.postgres], start))
             rows.sort(key=lambda r: chosen.index(r[0]))
             insert_events(c, [event_row(r[0], "started", {"delivery": r[7]}, now) for r in rows])
             return rows
@@ -269,11 +322,10 @@ class LeaseStore(ReadStore):
         now = self.clock()
         ids = sorted({e.generation_id for e in events})
 
+        query = _HELD_AMONG[self.postgres]
+
         def add(c: Connection) -> list[str]:
-            query = select(GEN.c.id).where(GEN.c.id.in_(ids), HELD).order_by(GEN.c.id)
-            if self.postgres:
-                query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE
-            running = set(c.scalars(query))
+            running = set(c.scalars(query, {"ids": ids}))
             kept = [e for e in events if e.generation_id in running]
             if kept:
                 _apply_event_values(c, kept, now)

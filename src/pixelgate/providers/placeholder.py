@@ -352,7 +352,23 @@ def _vignette_shade(size: tuple[int, int]) -> Image.Image:
     return shade
 
 
+_fonts = threading.local()
+
+
 def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The default font at ``px``, loaded once per size and thread (a FreeType face is
+    not shared between threads; loading it costs more than drawing a small image)."""
+    cache: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] | None
+    cache = getattr(_fonts, "by_size", None)
+    if cache is None:
+        cache = _fonts.by_size = {}
+    font = cache.get(px)
+    if font is None:
+        font = cache[px] = _load_font(px)
+    return font
+
+
+def _load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # FreeType and its fonts load at the first placeholder image, not at every start
     from PIL import ImageFont
 

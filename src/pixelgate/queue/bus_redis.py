@@ -8,7 +8,9 @@ job wake-ups are broadcast on one channel each.
 Notifications are hints, never the truth (the database is): when Redis is down a
 publish is dropped and logged, waiters fall back to polling the database, and after a
 reconnect every local subscriber is woken once to look again, so nothing is missed for
-longer than one poll interval.
+longer than one poll interval. Notifications go out pipelined with the others of the
+moment; a running job's (several per job, announced one by one as its events are
+written) do not wait for their round trip, a final one does.
 
 The bus uses the process's Redis client when given one (``Runtime`` shares it with the
 breakers, gates and rate windows, and closes it); made from a URL it owns its client.
@@ -67,7 +69,7 @@ class RedisBus:
         self._down = False
         self._last_warning = 0.0
         # notifications waiting for the next pipelined round trip (see _send)
-        self._outbox: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._outbox: list[tuple[str, str, asyncio.Future[None] | None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._jobs_publishing = False
         self._jobs_dirty = False
@@ -89,9 +91,14 @@ class RedisBus:
     # EventBus ------------------------------------------------------------------
 
     async def publish(self, generation_id: str, *, final: bool = False) -> None:
+        """Notify every process; a final one returns after its round trip, the others
+        (a running job's events: several per job) are only queued for the next one."""
         for sub in self._subs.get(generation_id, ()):
             sub.notify(final=final)  # local subscribers need no round trip (nor the echo)
-        await self._send(self._channel(generation_id), FINAL if final else EVENT)
+        if final:
+            await self._send(self._channel(generation_id), FINAL)
+        else:
+            self._queue(self._channel(generation_id), EVENT)
 
     @asynccontextmanager
     async def subscribe(self, generation_id: str) -> AsyncIterator[Subscription]:
@@ -154,6 +161,9 @@ class RedisBus:
 
     async def close(self) -> None:
         self._closed = True
+        if self._flusher is not None:  # queued notifications go out first
+            with suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._flusher), CONNECT_TIMEOUT_S)
         if self._reader is not None:
             self._reader.cancel()
             with suppress(asyncio.CancelledError, Exception):
@@ -170,12 +180,15 @@ class RedisBus:
         """Publish, pipelined with every other notification sent meanwhile: thousands of
         jobs finishing at once cost a few round trips (and connections), not one each.
         Returns once the round trip carrying it is done; failures are logged, not raised."""
-        loop = asyncio.get_running_loop()
-        sent: asyncio.Future[None] = loop.create_future()
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue(channel, message, sent)
+        await sent
+
+    def _queue(self, channel: str, message: str, sent: asyncio.Future[None] | None = None) -> None:
+        """Put a notification in the next pipelined round trip (``sent`` ends with it)."""
         self._outbox.append((channel, message, sent))
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush_outbox())
-        await sent
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_outbox())
 
     async def _flush_outbox(self) -> None:
         try:
@@ -190,7 +203,7 @@ class RedisBus:
                 except Exception as exc:
                     self._warn("redis_publish_failed", exc)
                 for _, _, sent in batch:
-                    if not sent.done():
+                    if sent is not None and not sent.done():
                         sent.set_result(None)
         finally:
             self._flusher = None

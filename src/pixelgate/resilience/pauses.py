@@ -4,10 +4,18 @@ A pause is only ever extended (a shorter ``Retry-After`` never shortens a longer
 ends by itself. :class:`MemoryPauses` keeps them in this process; :class:`RedisPauses`
 keeps one key per provider, ``{prefix}:pause:{provider}``, holding the pause-until time
 and expiring with it, so a 429 seen by one process pauses the provider for all of them.
+
+A run reads the pauses twice (when it plans its route, and before each call), thousands
+of jobs a second: :class:`RedisPauses` reuses what it read for :data:`CACHE_S`, and the
+reads of jobs asking at the same moment share one round trip. So a pause set by another
+process is seen here at most :data:`CACHE_S` late (a ``Retry-After`` is seconds long); a
+pause set by this process is seen here at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +39,8 @@ return 0
 """
 #: a key outlives its pause by this much (a process with a slightly late clock still sees it)
 _GRACE_MS = 1000
+#: how long a read of a provider's pause is reused (the staleness bound of other processes')
+CACHE_S = 0.1
 
 
 class Pauses(Protocol):
@@ -67,7 +77,11 @@ class MemoryPauses:
 
 
 class RedisPauses:
-    """Pauses shared through Redis; times on the wall clock, which every process shares."""
+    """Pauses shared through Redis; times on the wall clock, which every process shares.
+
+    Reads are cached for ``cache_s`` (on the monotonic clock) per provider; this process's
+    own :meth:`pause` drops the provider from the cache.
+    """
 
     def __init__(
         self,
@@ -76,14 +90,21 @@ class RedisPauses:
         prefix: str,
         clock: Callable[[], float] = time.time,
         guard: Outage | None = None,
+        cache_s: float = CACHE_S,
     ) -> None:
         from redis.exceptions import RedisError
 
         self.redis = redis
         self.clock = clock
+        self.cache_s = cache_s
         self._prefix = f"{prefix}:pause"
         self._extend = redis.register_script(_EXTEND)
         self._guard = guard or Outage((RedisError,))
+        #: provider -> (pause-until on the wall clock or None, when read on the monotonic clock)
+        self._read: dict[str, tuple[float | None, float]] = {}
+        self._reading: dict[tuple[str, ...], asyncio.Future[None]] = {}
+        #: provider -> when this process last paused it (a read begun before is not kept)
+        self._paused_at: dict[str, float] = {}
 
     def _key(self, provider: str) -> str:
         return f"{self._prefix}:{provider}"
@@ -91,19 +112,36 @@ class RedisPauses:
     async def pause(self, provider: str, seconds: float) -> None:
         until = self.clock() + seconds
         ttl_ms = int(seconds * 1000) + _GRACE_MS
+        self._read.pop(provider, None)
         await self._guard.run(
             "pause", lambda: self._extend([self._key(provider)], [repr(until), ttl_ms]), 0
         )
+        self._read.pop(provider, None)
+        self._paused_at[provider] = time.monotonic()
 
     async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
         names = list(providers)
-        if not names:
-            return {}
+        fresh_after = time.monotonic() - self.cache_s
+        stale = tuple(n for n in names if self._read.get(n, (None, -math.inf))[1] <= fresh_after)
+        if stale:
+            reading = self._reading.get(stale)
+            if reading is None:
+                reading = asyncio.ensure_future(self._fetch(stale))
+                self._reading[stale] = reading
+                reading.add_done_callback(lambda _: self._reading.pop(stale, None))
+            await asyncio.shield(reading)
+        now = self.clock()
+        out: dict[str, float] = {}
+        for name in names:
+            until = self._read.get(name, (None, 0.0))[0]
+            out[name] = max(0.0, until - now) if until is not None else 0.0
+        return out
+
+    async def _fetch(self, names: tuple[str, ...]) -> None:
+        started = time.monotonic()
         stored: list[Any] = await self._guard.run(
             "pauses", lambda: self.redis.mget([self._key(n) for n in names]), [None] * len(names)
         )
-        now = self.clock()
-        return {
-            name: max(0.0, float(until) - now) if until is not None else 0.0
-            for name, until in zip(names, stored, strict=True)
-        }
+        for name, until in zip(names, stored, strict=True):
+            if self._paused_at.get(name, -math.inf) < started:  # else it may predate the pause
+                self._read[name] = (float(until) if until is not None else None, started)

@@ -61,6 +61,9 @@ class SharedState:
 
     async def close(self) -> None:
         """Stop background work and give back what this process holds."""
+        flush = getattr(self.breakers, "flush", None)  # successes waiting to be recorded
+        if flush is not None:
+            await flush()
         await self.gates.close()
         if self.owned_redis is not None:
             await self.owned_redis.aclose(close_connection_pool=True)
