@@ -266,3 +266,29 @@ async def test_a_commit_that_fails_fails_its_batch_and_the_next_one_commits(
         assert await db.run(lambda c: tuple(c.execute(text(count)).one())) == (0, "2,3")
     finally:
         await db.close()
+
+
+async def test_a_batch_where_nothing_fails_takes_one_savepoint(tmp_path: Any) -> None:
+    """The usual batch runs under one savepoint, not one per function; a function that
+    fails still fails alone (``test_a_failing_function_in_a_batch_fails_alone``)."""
+    from sqlalchemy import text
+
+    from pixelgate.db.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'savepoints.db'}")
+    try:
+        writer = GroupWriter(db)
+        said: list[str] = []
+        await writer.run(lambda c: c.connection.driver_connection.set_trace_callback(said.append))
+        await writer.run(lambda c: c.execute(text("CREATE TABLE t (n INTEGER)")))
+        said.clear()
+        commits = writer.commits
+        values = await asyncio.gather(
+            *(writer.run(lambda c, n=n: c.execute(text(f"INSERT INTO t VALUES ({n})")) and n)
+              for n in range(5))
+        )
+        assert values == list(range(5)) and writer.commits == commits + 1
+        assert [s for s in said if s.startswith("SAVEPOINT")] == ["SAVEPOINT pixelgate_item"]
+        assert await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 5
+    finally:
+        await db.close()

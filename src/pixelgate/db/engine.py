@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,9 @@ class Database:
         await self.run(lambda c: c.execute(_PING))
 
     async def run_batch(self, fns: list[TxFunction]) -> list[Outcome]:
-        """Run write transaction functions in ONE transaction, each in its own savepoint
-        (a single one needs none), and commit once: the group commit's database side.
+        """Run write transaction functions in ONE transaction and commit once: the group
+        commit's database side. They run under one savepoint for the batch (a single one
+        needs none); when one raises, that is rolled back and each runs again in its own.
 
         A function that raises is rolled back alone and its error is its outcome; an
         error of the transaction itself (the commit, a lost connection) is raised.
@@ -188,17 +189,48 @@ def _run_items(
             raise _SoleFailure(exc) from exc
     else:
         savepoint = _driver_savepoint if conn.dialect.name == "sqlite" else _nested
-        for fn in fns:
-            mark = len(dispatched)
-            try:
-                with savepoint(conn):
-                    outcomes.append((True, fn(conn)))
-            except Exception as exc:
-                del dispatched[mark:]  # rolled back with its savepoint
-                outcomes.append((False, exc))
+        outcomes = _all_at_once(conn, fns, dispatched, savepoint) or _one_by_one(
+            conn, fns, dispatched, savepoint
+        )
     if dispatched and dispatcher is not None:
         dispatcher(conn, list(dispatched))
     dispatched.clear()
+    return outcomes
+
+
+Savepoint = Callable[[Connection], AbstractContextManager[None]]
+
+
+def _all_at_once(
+    conn: Connection, fns: list[TxFunction], dispatched: list[str], savepoint: Savepoint
+) -> list[Outcome] | None:
+    """Every function under one savepoint for the batch: the usual case, where none
+    fails, costs two statements per batch instead of two per function (on PostgreSQL,
+    per-function savepoints were ~20 % of the scale-out worker's and database's CPU,
+    measured). ``None`` when one raised: all of it is rolled back, for
+    :func:`_one_by_one` (a function may run twice, as a deadlock's retry already does)."""
+    mark = len(dispatched)
+    try:
+        with savepoint(conn):
+            return [(True, fn(conn)) for fn in fns]
+    except Exception:
+        del dispatched[mark:]
+        return None
+
+
+def _one_by_one(
+    conn: Connection, fns: list[TxFunction], dispatched: list[str], savepoint: Savepoint
+) -> list[Outcome]:
+    """Each function in its own savepoint: one that raises is rolled back alone."""
+    outcomes: list[Outcome] = []
+    for fn in fns:
+        mark = len(dispatched)
+        try:
+            with savepoint(conn):
+                outcomes.append((True, fn(conn)))
+        except Exception as exc:
+            del dispatched[mark:]  # rolled back with its savepoint
+            outcomes.append((False, exc))
     return outcomes
 
 

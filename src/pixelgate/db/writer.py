@@ -3,8 +3,8 @@
 One writer per process. A caller hands over a *transaction function* (plain synchronous
 code over one SQLAlchemy ``Connection``: admission, a claim, a finish…) and awaits its
 result. Every function handed over while the previous batch was being written goes into
-the next batch, which :meth:`Database.run_batch` runs in one transaction (each function
-in its own savepoint) and commits once. So the window adapts by itself: an idle writer
+the next batch, which :meth:`Database.run_batch` runs in one transaction (under one
+savepoint; each function in its own only when one of them raised) and commits once. So the window adapts by itself: an idle writer
 writes a lone request at once, and under load each commit carries whatever arrived during
 the last one, without any timer.
 
