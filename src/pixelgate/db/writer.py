@@ -4,9 +4,9 @@ One writer per process. A caller hands over a *transaction function* (plain sync
 code over one SQLAlchemy ``Connection``: admission, a claim, a finish…) and awaits its
 result. Every function handed over while the previous batch was being written goes into
 the next batch, which :meth:`Database.run_batch` runs in one transaction (under one
-savepoint; each function in its own only when one of them raised) and commits once. So the window adapts by itself: an idle writer
-writes a lone request at once, and under load each commit carries whatever arrived during
-the last one, without any timer.
+savepoint; each function in its own only when one of them raised) and commits once. So
+the window adapts by itself: an idle writer writes a lone request at once, and under
+load each commit carries whatever arrived during the last one, without any timer.
 
 Durability is not traded away: a caller's ``await`` returns only after the commit that
 holds its rows. A function that raises fails alone (its savepoint is rolled back); a
