@@ -7,10 +7,13 @@ at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
+from pixelgate.resilience.counters import open_redis
 from tests.scaleout.services import (
     REDIS_URL,
     PgDatabase,
@@ -37,6 +40,32 @@ def s3() -> Iterator[S3Server]:
 def redis_url() -> str:
     require_redis()
     return REDIS_URL
+
+
+@pytest.fixture
+async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
+    """A fresh Redis client per "process" of a test, closed after it."""
+    opened: list[Redis] = []
+
+    def factory() -> Redis:
+        opened.append(open_redis(redis_url))
+        return opened[-1]
+
+    yield factory
+    for client in opened:
+        await client.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of the test's own; its keys are deleted after it."""
+    name = f"t-{secrets.token_hex(4)}"
+    yield name
+    client = open_redis(redis_url)
+    keys = [key async for key in client.scan_iter(f"{name}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose(close_connection_pool=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,45 +10,18 @@ instance with a Redis client of its own; the Redis commands of one are counted.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from pixelgate.config import BreakerSettings
 from pixelgate.resilience.breaker import BreakerState, Outcome
 from pixelgate.resilience.breaker_redis import RedisBreakers
-from pixelgate.resilience.counters import open_redis
 from pixelgate.resilience.pauses import RedisPauses
 
 #: the staleness bound where a test waits it out (60 s where a test relies on the cache)
 CACHE_S = 0.2
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
-    opened: list[Redis] = []
-
-    def factory() -> Redis:
-        opened.append(open_redis(redis_url))
-        return opened[-1]
-
-    yield factory
-    for client in opened:
-        await client.aclose(close_connection_pool=True)
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"reads-{secrets.token_hex(4)}"
-    yield name
-    client = open_redis(redis_url)
-    keys = [key async for key in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose(close_connection_pool=True)
 
 
 def counted(client: Redis) -> list[str]:

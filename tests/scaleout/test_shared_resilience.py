@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +25,7 @@ from pixelgate.api.app import create_app
 from pixelgate.config import BreakerSettings, load_settings
 from pixelgate.resilience.breaker import BreakerState, Outcome
 from pixelgate.resilience.breaker_redis import RedisBreakers
-from pixelgate.resilience.counters import open_limits_storage, open_redis
+from pixelgate.resilience.counters import open_limits_storage
 from pixelgate.resilience.gates_redis import RedisGates
 from pixelgate.resilience.inbound import RequestLimiter
 from pixelgate.resilience.outbound import OutboundLimiter, WaitInfo
@@ -39,31 +38,6 @@ from tests.scaleout.services import PgDatabase, free_port
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "pg_shared_test_admin_key_0123456789"
 GATE = "p:shared"
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
-    """A fresh client per "process"; keys under the test's prefix are deleted after."""
-    opened: list[Redis] = []
-
-    def factory() -> Redis:
-        opened.append(open_redis(redis_url))
-        return opened[-1]
-
-    yield factory
-    for client in opened:
-        await client.aclose(close_connection_pool=True)
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    name = f"shared-{secrets.token_hex(4)}"
-    yield name
-    client = open_redis(redis_url)
-    keys = [key async for key in client.scan_iter(f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose(close_connection_pool=True)
 
 
 @asynccontextmanager
