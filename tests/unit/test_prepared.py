@@ -150,3 +150,10 @@ def test_a_computed_default_is_refused_not_skipped(engine: Engine) -> None:
 def test_a_missing_parameter_is_refused(engine: Engine) -> None:
     with engine.begin() as c, pytest.raises(TypeError, match="key"):
         Prepared(select(ITEMS).where(ITEMS.c.id == bindparam("key"))).rows(c, {})
+
+
+def test_a_parameter_name_sqlalchemy_escapes_is_refused(engine: Engine) -> None:
+    dotted = Table("dotted", MetaData(), Column("a.b", Integer), Column("c", Integer))
+    dotted.metadata.create_all(engine)
+    with engine.begin() as c, pytest.raises(TypeError, match="escaped"):
+        Prepared(insert(dotted)).run(c, {"a.b": 1, "c": 2})

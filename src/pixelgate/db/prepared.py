@@ -133,6 +133,8 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
     positions = compiled.positiontup
     if positions is None:  # pragma: no cover - SQLite's paramstyle is positional
         raise TypeError(f"{dialect.name} does not bind positionally")
+    if compiled.escaped_bind_names:  # names SQLAlchemy rewrites: left to it, not guessed
+        raise TypeError(f"escaped parameter names: {sorted(compiled.escaped_bind_names)}")
     defaults = _scalar_defaults(compiled)
     constants: dict[str, Any] = {}
     processors: list[tuple[int, Callable[[Any], Any]]] = []
