@@ -34,6 +34,7 @@ def dispatch(c: Connection, generation_ids: list[str]) -> None:
     transaction (so a rolled-back admission is never dispatched)."""
     c.info.setdefault(_DISPATCH_KEY, []).extend(generation_ids)
 
+
 def _json_text(value: Any) -> str:
     """JSON columns' serializer: pydantic-core's (Rust) instead of the json module's,
     ~4x faster on the small documents every job writes (its request, route, events);

@@ -131,8 +131,7 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
     clause = cast(ClauseElement, statement)
     compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=list(keys)))
     positions = compiled.positiontup
-    if positions is None:  # pragma: no cover - SQLite's paramstyle is positional
-        raise TypeError(f"{dialect.name} does not bind positionally")
+    assert positions is not None, "plans are made for SQLite only, whose ? binds by position"
     if compiled.escaped_bind_names:  # names SQLAlchemy rewrites: left to it, not guessed
         raise TypeError(f"escaped parameter names: {sorted(compiled.escaped_bind_names)}")
     defaults = _scalar_defaults(compiled)
