@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_peers import NATIVE_BODY, OPENAI_BODY, OPENAI_ROUTE, headers_for
-from benchlib import load, report, servers
+from benchlib import ab, load, report, servers
 from benchlib.proc import CpuMeter
 from benchlib.servers import Server, Servers
 
@@ -78,15 +78,13 @@ def table(rows: list[dict[str, Any]], base: str, other: str) -> str:
 
 
 def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
-    trees = {"base": servers.export_ref(args.base, work, "src-base"),
-             "other": servers.export_ref(args.other, work, "src-other") if args.other else None}
-    routes = [(name, int(c)) for name, _, c in (r.partition(":") for r in args.routes.split(","))]
+    routes = ab.parse_routes(args.routes)
     with Servers() as started:
         fake = started.add(servers.app_server(work, "fake-openai", "fake_openai.py"))
         fake.wait_ready("/health", 30)
         config = servers.gateway_config(work, upstream=fake.url)
         for round_ in range(1, args.rounds + 1):
-            for side, pythonpath in trees.items():
+            for side, pythonpath in ab.trees(args, work).items():
                 with Servers() as one:
                     gw = one.add(servers.gateway(work, f"{side}-{round_}", config,
                                                  pythonpath=pythonpath))
@@ -105,14 +103,10 @@ def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--base", required=True, help="the committed tree to compare against")
-    p.add_argument("--other", default=None, help="a second committed tree (default: the "
-                                                 "working tree)")
+    ab.add_tree_options(p)
     p.add_argument("--routes", default="native:64,openai:16", help="ROUTE:CONNECTIONS,...")
-    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per route")
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     return p.parse_args(argv)
 
 
@@ -124,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     results["runs"] = []
     with report.guarded_run(results, "pixelgate-bench-ab-", args.keep) as work:
         run(args, work, results)
-    path = report.write_results("bench_ab", results)
-    if results.get("summary"):
-        print(table(results["summary"], args.base, args.other or "working tree") + "\n")
-    return report.footer(results, path)
+    return ab.finish("bench_ab", results, args, table)
 
 
 if __name__ == "__main__":

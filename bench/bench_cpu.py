@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import report, servers
+from benchlib import ab, report, servers
 from benchlib.servers import ADMIN_KEY, Servers
 
 #: run in a fresh process per tree and round: PYTHONPATH selects the tree
@@ -198,19 +198,15 @@ def table(rows: list[dict[str, Any]], base: str, other: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--base", required=True, help="the committed tree to compare against")
-    p.add_argument("--other", default=None, help="a second committed tree (default: the "
-                                                 "working tree)")
+    ab.add_tree_options(p)
     p.add_argument("--routes", default="native:1,native:64,openai:16",
                    help="ROUTE:IN_FLIGHT,... (routes: native, openai)")
-    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per route")
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--instructions", action="store_true",
                    help="count instructions under valgrind's callgrind instead of CPU time "
                         "(repeatable whatever the machine's load; ~50x slower: use "
                         "--duration 30 --rounds 1)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (data)")
     return p.parse_args(argv)
 
 
@@ -219,11 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = report.header("bench_cpu")
     results["config"] = vars(args)
     results["runs"] = []
-    routes = [(name, int(c)) for name, _, c in (r.partition(":") for r in args.routes.split(","))]
+    routes = ab.parse_routes(args.routes)
     with report.guarded_run(results, "pixelgate-bench-cpu-", args.keep) as work:
-        trees = {"base": servers.export_ref(args.base, work, "src-base"),
-                 "other": (servers.export_ref(args.other, work, "src-other") if args.other
-                           else str(servers.ROOT / "src"))}
+        trees = ab.trees(args, work)
         with Servers() as started:
             upstream = None
             if any(name == "openai" for name, _ in routes):
@@ -247,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1)
         metric = "instructions_m_per_req" if args.instructions else "cpu_ms_per_req"
         results["summary"] = summary(results["runs"], metric)
-    path = report.write_results("bench_cpu", results)
-    if results.get("summary"):
-        print(table(results["summary"], args.base, args.other or "working tree") + "\n")
-    return report.footer(results, path)
+    return ab.finish("bench_cpu", results, args, table)
 
 
 if __name__ == "__main__":
