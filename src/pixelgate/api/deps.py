@@ -20,7 +20,9 @@ __all__ = [
     "KeyCache",
     "RequestId",
     "RuntimeDep",
+    "cached_caller",
     "caller_for_hash",
+    "usable_idempotency_key",
 ]
 
 KEY_CACHE_TTL_S = 10.0
@@ -88,10 +90,17 @@ async def get_caller(request: Request) -> Caller:
 
 async def caller_for_hash(request: Request, key_hash: str) -> Caller:
     """The caller behind a key hash (cached for a few seconds); 401 when unknown or revoked."""
-    cache: KeyCache = request.app.state.key_cache
+    state = request.app.state
+    caller = await cached_caller(state.key_cache, state.runtime, key_hash)
+    if caller is None:
+        raise AuthenticationFailed("invalid API key")
+    return caller
+
+
+async def cached_caller(cache: KeyCache, runtime: Runtime, key_hash: str) -> Caller | None:
+    """The caller behind a key hash, from ``cache`` for a few seconds; None when unknown."""
     hit, caller = cache.get(key_hash)
     if not hit:
-        runtime: Runtime = request.app.state.runtime
         info = await runtime.services.records.lookup_key(key_hash)
         caller = (
             Caller(
@@ -104,8 +113,6 @@ async def caller_for_hash(request: Request, key_hash: str) -> Caller:
             else None
         )
         cache.put(key_hash, caller)
-    if caller is None:
-        raise AuthenticationFailed("invalid API key")
     return caller
 
 
@@ -125,11 +132,19 @@ async def get_idempotency_key(
     """
     if idempotency_key is None:
         return None
-    key = idempotency_key.strip()
-    if not key or not key.isascii() or not key.isprintable() or " " in key:
+    key = usable_idempotency_key(idempotency_key)
+    if key is None:
         raise ValidationFailed(
             "Idempotency-Key", "must be 1-255 visible ASCII characters (no spaces)"
         )
+    return key
+
+
+def usable_idempotency_key(value: str) -> str | None:
+    """The key without surrounding blanks, or None when it is not 1-255 visible ASCII."""
+    key = value.strip()
+    if not key or not key.isascii() or not key.isprintable() or " " in key:
+        return None
     return key
 
 

@@ -15,11 +15,11 @@ from fastapi import Request
 
 from pixelgate.errors import ValidationFailed
 
-__all__ = ["MESSAGE", "refuse_unstorable_text", "unstorable_path"]
+__all__ = ["MESSAGE", "SUSPECT_MARKERS", "refuse_unstorable_text", "unstorable_path"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: a body without a NUL byte or a ``\u`` escape cannot hold either: no parsing needed
-_SUSPECT = (b"\x00", b"\\u")
+SUSPECT_MARKERS = (b"\x00", b"\\u")
 MESSAGE = "contains a NUL character or an unpaired surrogate, which cannot be stored"
 
 
@@ -63,7 +63,7 @@ async def refuse_unstorable_text(request: Request) -> None:
     if "json" not in request.headers.get("content-type", "").lower():
         return
     body = await request.body()  # cached: the route's own parsing reads the same bytes
-    if not any(marker in body for marker in _SUSPECT):
+    if not any(marker in body for marker in SUSPECT_MARKERS):
         return
     try:
         parsed = json.loads(body)

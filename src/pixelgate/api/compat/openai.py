@@ -28,6 +28,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from pixelgate.api.deps import CurrentCaller, IdempotencyKey, RequestId, RuntimeDep
 from pixelgate.api.errors import CODE_STATUS
+from pixelgate.api.hot import HotRequest, hot_route
 from pixelgate.api.responses import JSONResponse
 from pixelgate.api.uploads import Uploads, default_size, form_fields, form_uploads, read_form
 from pixelgate.core.bounds import MAX_TEXT_LENGTH, URL_PATTERN, BoundedJson, ShortText
@@ -144,9 +145,6 @@ _ANSWER: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/generations", responses=_ANSWER, openapi_extra=_request_body("application/json")
-)
 async def create_image(
     request: Request,
     runtime: RuntimeDep,
@@ -154,14 +152,41 @@ async def create_image(
     request_id: RequestId,
     idempotency_key: IdempotencyKey,
 ) -> Response:
+    return await _create(runtime, caller, await request.body(), request_id, idempotency_key)
+
+
+async def create_image_fast(request: HotRequest) -> Response:
+    """``create_image`` for the usual request (see ``api/hot.py``)."""
+    return await _create(
+        request.runtime, request.caller, request.body, request.request_id, request.idempotency_key
+    )
+
+
+async def _create(
+    runtime: Runtime,
+    caller: Caller,
+    raw_body: bytes,
+    request_id: str,
+    idempotency_key: str | None,
+) -> Response:
     try:
-        raw = await request.json()
+        raw = json.loads(raw_body)
     except ValueError:
         raise ValidationFailed("body", "malformed JSON") from None
     body = _parse(raw if isinstance(raw, dict) else {"prompt": None})
     generation = _generation_request(runtime, body, extra={}, size_default=None)
     result = await _admit(runtime, caller, generation, request_id, idempotency_key)
     return await _answer(runtime, result, body, "generation")
+
+
+router.add_api_route(
+    "/generations",
+    create_image,
+    methods=["POST"],
+    responses=_ANSWER,
+    openapi_extra=_request_body("application/json"),
+    route_class_override=hot_route(create_image_fast),
+)
 
 
 @router.post(

@@ -19,12 +19,15 @@ from pixelgate.api.deps import (
     visible_account,
 )
 from pixelgate.api.errors import rate_limit_headers
+from pixelgate.api.hot import HotRequest, Unusual, hot_route
 from pixelgate.api.responses import JSONResponse
 from pixelgate.api.schemas import generation_body, iso
 from pixelgate.core.event_stream import follow_events
 from pixelgate.core.models import ENTITY_TYPE_PATTERN, GenerationRequest, Status
+from pixelgate.core.pipeline import Caller
 from pixelgate.core.urls import refuse_unsafe_urls
 from pixelgate.errors import ValidationFailed
+from pixelgate.runtime import Runtime
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
@@ -43,7 +46,6 @@ def prefer_wait(header: str | None, cap: float) -> float | None:
     return min(float(match[1]), cap)
 
 
-@router.post("", status_code=202)
 async def create_generation(
     body: GenerationRequest,
     runtime: RuntimeDep,
@@ -51,6 +53,36 @@ async def create_generation(
     request_id: RequestId,
     idempotency_key: IdempotencyKey,
     prefer: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    return await _create(runtime, caller, body, request_id, idempotency_key, prefer)
+
+
+async def create_generation_fast(request: HotRequest) -> JSONResponse:
+    """``create_generation`` for the usual request (see ``api/hot.py``)."""
+    try:
+        raw = json.loads(request.body)
+        if not isinstance(raw, dict):
+            raise Unusual
+        body = GenerationRequest.model_validate(raw)
+    except ValueError:  # malformed JSON or a failed validation: FastAPI's 422 answers it
+        raise Unusual from None
+    return await _create(
+        request.runtime,
+        request.caller,
+        body,
+        request.request_id,
+        request.idempotency_key,
+        request.header(b"prefer"),
+    )
+
+
+async def _create(
+    runtime: Runtime,
+    caller: Caller,
+    body: GenerationRequest,
+    request_id: str,
+    idempotency_key: str | None,
+    prefer: str | None,
 ) -> JSONResponse:
     refuse_unsafe_urls(body, runtime.settings)
     result = await runtime.pipeline.admit(
@@ -72,6 +104,15 @@ async def create_generation(
     done_now = wait_s is not None or not result.created or view.cached_from is not None
     status = 200 if view.terminal and done_now else 202
     return JSONResponse(generation_body(view), status_code=status, headers=headers)
+
+
+router.add_api_route(
+    "",
+    create_generation,
+    methods=["POST"],
+    status_code=202,
+    route_class_override=hot_route(create_generation_fast, reads=("prefer",)),
+)
 
 
 @router.get("")
