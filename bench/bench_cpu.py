@@ -45,6 +45,7 @@ from benchlib.servers import ADMIN_KEY, Servers
 DRIVER = r"""
 import asyncio, json, os, sys, time
 from pixelgate.config import load_settings
+from pixelgate.logs import configure_logging
 from pixelgate.runtime import Runtime
 from pixelgate.api.app import create_app
 
@@ -112,6 +113,8 @@ async def main():
     settings = load_settings(data_dir=cfg["data"], admin_key=os.environ["KEY"],
                              providers=providers, routing={"default": ["fast"]},
                              log_level="warning")
+    # as `pixelgate serve` does: unconfigured, structlog would print every debug line
+    configure_logging(settings.log_level, "json")
     runtime = await Runtime.open(settings)
     await runtime.start_worker()
     try:

@@ -97,7 +97,12 @@
     }
     async function finish() {
       stream.close();
-      jobs.dataset.finished = String(Number(jobs.dataset.finished || 0) + 1);
+      try { await showFinal(); } finally {
+        // counted once the item shows the final state, not before its fetch returns
+        jobs.dataset.finished = String(Number(jobs.dataset.finished || 0) + 1);
+      }
+    }
+    async function showFinal() {
       const r = await fetch("/v1/generations/" + gen.id, { headers: { "Accept": "application/json" } });
       if (!r.ok) return;
       const g = await r.json();
