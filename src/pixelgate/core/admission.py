@@ -18,7 +18,7 @@ from pixelgate.core.bus import EventBus
 from pixelgate.core.cache import cache_key, wants_cache
 from pixelgate.core.finishing import Finisher
 from pixelgate.core.models import AccountView, GenerationRequest
-from pixelgate.core.planning import RoutePlanner
+from pixelgate.core.planning import RoutePlan, RoutePlanner
 from pixelgate.core.ports import RecordStore
 from pixelgate.core.pricing import CreditRules, credits_for
 from pixelgate.core.records import AdmitResult, BatchView, CacheLookup, NewGeneration, Quota
@@ -59,6 +59,8 @@ class Estimate:
     provider: str | None
     model: str | None
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    #: the plan it was priced with (handed to this process's run of the job)
+    plan: RoutePlan | None = field(default=None, repr=False, compare=False)
 
 
 class Admission:
@@ -170,6 +172,8 @@ class Admission:
         metrics.admitted(result, wants_cache(request, account))
         if result.job is not None and worker is not None:
             self.finisher.expect(result.job.id)
+            if estimate.plan is not None:
+                self.planner.hand_over(result.job.id, estimate.plan, account)
             worker.accept(result.job)
             return result
         if lease_to is not None and worker is not None:
@@ -335,6 +339,7 @@ class Admission:
                 {"provider": c.provider.name, "model": c.model, "usd": format_usd(c.estimate_usd)}
                 for c in plan.candidates
             ],
+            plan=plan,
         )
 
     def _cache_lookup(self, request: GenerationRequest, account: AccountView) -> CacheLookup | None:

@@ -158,7 +158,7 @@ class Executor:
     ) -> JobRun:
         """Resolve the options (request > account > settings) and plan the route."""
         account = await self.store.get_account_cached(job.account_id)
-        plan = await self.planner.plan(request, account, live=True)
+        plan = await self.planner.plan(request, account, live=True, generation_id=job.id)
         options = plan.options
         state.route = plan.trace
         return JobRun(

@@ -31,7 +31,10 @@ from pixelgate.providers.registry import ProviderSet
 from pixelgate.resilience.breaker import BreakerState
 from pixelgate.resilience.routing_control import RoutingControl
 
-__all__ = ["RoutePlan", "RoutePlanner"]
+__all__ = ["MAX_HANDED_PLANS", "RoutePlan", "RoutePlanner"]
+
+#: plans kept for runs about to start; more than a worker runs at once is a leak
+MAX_HANDED_PLANS = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,26 +53,62 @@ class RoutePlan:
         return self.candidates[0].estimate_usd if self.candidates else None
 
 
+@dataclass(frozen=True)
+class _HandedPlan:
+    plan: RoutePlan
+    account: AccountView
+
+
 class RoutePlanner:
     """Plans routes over the live routing configuration (``RoutingControl``)."""
 
     def __init__(self, providers: ProviderSet, control: RoutingControl) -> None:
         self.providers = providers
         self.control = control
+        #: generation id → the plan admission priced it with, for this process's run
+        self._handed: dict[str, _HandedPlan] = {}
+
+    def hand_over(self, generation_id: str, plan: RoutePlan, account: AccountView) -> None:
+        """Keep admission's plan for the run of ``generation_id`` that this process's
+        worker starts next, so an unchanged situation is not planned twice."""
+        if len(self._handed) >= MAX_HANDED_PLANS:  # runs that never asked (canceled)
+            del self._handed[next(iter(self._handed))]
+        self._handed[generation_id] = _HandedPlan(plan, account)
 
     async def plan(
-        self, request: GenerationRequest, account: AccountView, *, live: bool = False
+        self,
+        request: GenerationRequest,
+        account: AccountView,
+        *,
+        live: bool = False,
+        generation_id: str | None = None,
     ) -> RoutePlan:
         """Plan ``request`` for ``account``; ``live`` also skips open breakers and defers
-        providers that asked to back off (the run's view)."""
+        providers that asked to back off (the run's view).
+
+        The run of a generation whose plan admission handed over reuses it when nothing
+        it depends on has changed since: the same routing configuration and account, no
+        open breaker and no provider backing off (the live state an estimate leaves
+        out), and not the latency policy (its ranking follows the latest attempts).
+        """
         control = self.control
         routing = await control.current()
+        handed = self._handed.pop(generation_id, None) if generation_id else None
+        unavailable, deferred = await self._live_state() if live else ({}, {})
+        if (
+            handed is not None
+            and not unavailable
+            and not deferred
+            and handed.plan.routing is routing
+            and handed.account is account
+            and handed.plan.options.policy != "latency"
+        ):
+            return handed.plan
         data = account.settings.get("routing")
         account_routing = AccountRouting.parse(
             dict(data) if isinstance(data, dict) else {}, account_id=account.id
         )
         options = resolve_options(request, account_routing, routing)
-        unavailable, deferred = await self._live_state() if live else ({}, {})
 
         def quality(provider: Provider) -> float | None:
             override = routing.providers.get(provider.name)

@@ -1,0 +1,102 @@
+"""A job handed to this process's worker at admission runs on the plan admission priced
+it with, unless what the plan depends on changed in between (``RoutePlanner.hand_over``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import pixelgate.core.planning as planning
+from pixelgate.config import Settings
+from pixelgate.core.models import GenerationRequest
+from pixelgate.core.planning import RoutePlanner
+from pixelgate.runtime import Runtime
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(
+        providers={"first": {"kind": "placeholder"}, "second": {"kind": "placeholder"}},
+        routing={"default": ["first", "second"]},
+    )
+
+
+@pytest.fixture
+def plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per route actually planned (not handed over)."""
+    made: list[int] = []
+    plan_route = planning.plan_route
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return plan_route(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "plan_route", counting)
+    return made
+
+
+async def test_a_job_run_by_this_process_is_planned_once(
+    client: httpx.AsyncClient, plans: list[int]
+) -> None:
+    body = {"prompt": "a lighthouse", "width": 64, "height": 64}
+    r = await client.post("/v1/generations", json=body, headers={"Prefer": "wait=10"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "SUCCEEDED"
+    assert r.json()["provider"] == "first"
+    assert len(plans) == 1  # admission's, reused by the run
+    estimate = await client.post("/v1/estimate", json=body)
+    assert estimate.status_code == 200
+    assert len(plans) == 2  # an estimate hands nothing over
+
+
+async def _handed(runtime: Runtime, generation_id: str) -> tuple[RoutePlanner, Any, Any]:
+    planner: RoutePlanner = runtime.pipeline.planner
+    account = await runtime.store.get_account_cached(
+        (await runtime.store.create_account(f"acct-{generation_id}", credits=100)).id
+    )
+    request = GenerationRequest.model_validate({"prompt": "x", "width": 64, "height": 64})
+    plan = await planner.plan(request, account)
+    planner.hand_over(generation_id, plan, account)
+    return planner, account, request
+
+
+async def test_a_handed_plan_is_used_once(runtime: Runtime, plans: list[int]) -> None:
+    planner, account, request = await _handed(runtime, "gen_once")
+    first = await planner.plan(request, account, live=True, generation_id="gen_once")
+    again = await planner.plan(request, account, live=True, generation_id="gen_once")
+    assert [c.provider.name for c in first.candidates] == ["first", "second"]
+    assert again is not first
+    assert len(plans) == 2  # the admission's, then the second run's own
+
+
+async def test_a_provider_backing_off_since_admission_is_planned_again(
+    runtime: Runtime,
+) -> None:
+    planner, account, request = await _handed(runtime, "gen_paused")
+    await runtime.pipeline.control.outbound.pause("first", 30.0)
+    run = await planner.plan(request, account, live=True, generation_id="gen_paused")
+    assert [c.provider.name for c in run.candidates] == ["second", "first"]
+    assert "asked to retry" in run.candidates[1].trace["deferred"]
+
+
+async def test_a_configuration_change_since_admission_is_planned_again(
+    runtime: Runtime,
+) -> None:
+    planner, account, request = await _handed(runtime, "gen_config")
+    control = runtime.pipeline.control
+    changed = control.routing.model_copy(update={"default": ["second", "first"]})
+    control.apply(changed, version=control.version + 1, overrides={})
+    run = await planner.plan(request, account, live=True, generation_id="gen_config")
+    assert [c.provider.name for c in run.candidates] == ["second", "first"]
+
+
+async def test_handed_plans_are_bounded(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planning, "MAX_HANDED_PLANS", 3)
+    planner, account, request = await _handed(runtime, "gen_0")
+    plan = await planner.plan(request, account)
+    for i in range(1, 6):  # runs that never started (canceled while waiting)
+        planner.hand_over(f"gen_{i}", plan, account)
+    assert list(planner._handed) == ["gen_3", "gen_4", "gen_5"]
