@@ -4,6 +4,7 @@ import io
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -155,6 +156,29 @@ async def test_seed_is_derived_from_the_prompt_when_absent(http: httpx.AsyncClie
     second = await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
     assert first.images[0].seed == derive_seed(PROMPT)
     assert first.images[0].data == second.images[0].data
+
+
+async def test_an_image_in_the_cache_is_not_drawn_in_a_thread(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[object] = []
+    run_cpu = placeholder.run_cpu
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        drawn.append(fn)
+        return await run_cpu(fn, *args, **kwargs)
+
+    monkeypatch.setattr(placeholder, "run_cpu", counting)
+    provider = make(http)
+    ctx = FakeJobContext(http=http)
+    request = ProviderRequest(prompt="cached once", width=72, height=40, format="png")
+    first = await provider.generate(request, ctx)
+    second = await provider.generate(request, ctx)
+    assert len(drawn) == 1  # the second one was a cache hit, on the event loop
+    assert second.images[0].data == first.images[0].data
+    assert first.images[0].data == render_placeholder(
+        "cached once", width=72, height=40, seed=derive_seed("cached once")
+    )
 
 
 async def test_fail_rate_one_always_raises_transient(http: httpx.AsyncClient) -> None:
