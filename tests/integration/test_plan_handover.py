@@ -13,6 +13,7 @@ import pixelgate.core.planning as planning
 from pixelgate.config import Settings
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.planning import RoutePlanner
+from pixelgate.resilience.breaker import Outcome
 from pixelgate.runtime import Runtime
 
 
@@ -80,6 +81,18 @@ async def test_a_provider_backing_off_since_admission_is_planned_again(
     run = await planner.plan(request, account, live=True, generation_id="gen_paused")
     assert [c.provider.name for c in run.candidates] == ["second", "first"]
     assert "asked to retry" in run.candidates[1].trace["deferred"]
+
+
+async def test_a_breaker_opened_since_admission_is_planned_again(runtime: Runtime) -> None:
+    planner, account, request = await _handed(runtime, "gen_breaker")
+    breakers = runtime.pipeline.control.breakers
+    for _ in range(50):  # failures until it trips
+        permit, _ = await breakers.allow("first")
+        if not permit.allowed:
+            break
+        await breakers.record("first", permit, Outcome.FAILURE, "provider_unavailable")
+    run = await planner.plan(request, account, live=True, generation_id="gen_breaker")
+    assert [c.provider.name for c in run.candidates] == ["second"]
 
 
 async def test_a_configuration_change_since_admission_is_planned_again(

@@ -87,23 +87,25 @@ class RoutePlanner:
         providers that asked to back off (the run's view).
 
         The run of a generation whose plan admission handed over reuses it when nothing
-        it depends on has changed since: the same routing configuration and account, no
-        open breaker and no provider backing off (the live state an estimate leaves
-        out), and not the latency policy (its ranking follows the latest attempts).
+        it depends on has changed since: the same routing configuration and account, none
+        of its candidates behind an open breaker or backing off (the live state an
+        estimate leaves out), and not the latency policy (its ranking follows the latest
+        attempts).
         """
         control = self.control
         routing = await control.current()
         handed = self._handed.pop(generation_id, None) if generation_id else None
-        unavailable, deferred = await self._live_state() if live else ({}, {})
         if (
             handed is not None
-            and not unavailable
-            and not deferred
             and handed.plan.routing is routing
             and handed.account is account
             and handed.plan.options.policy != "latency"
         ):
-            return handed.plan
+            # the live state changes a plan only through its candidates
+            names = [candidate.provider.name for candidate in handed.plan.candidates]
+            if not live or not any(await self._live_state(names)):
+                return handed.plan
+        unavailable, deferred = await self._live_state(self.providers.names()) if live else ({}, {})
         data = account.settings.get("routing")
         account_routing = AccountRouting.parse(
             dict(data) if isinstance(data, dict) else {}, account_id=account.id
@@ -133,9 +135,8 @@ class RoutePlanner:
         )
         return RoutePlan(options, routing, account_routing, candidates, trace)
 
-    async def _live_state(self) -> tuple[dict[str, str], dict[str, str]]:
+    async def _live_state(self, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         control = self.control
-        names = self.providers.names()
         unavailable: dict[str, str] = {}
         for name, snap in (await control.breakers.snapshots(names)).items():
             if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:
