@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from pixelgate.threads import ThreadLane
 
 __all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
 
@@ -101,7 +101,7 @@ class Database:
             self._sync_read = create_engine(sync_url, pool_size=SQLITE_READ_POOL, **options)
             _sqlite_pragmas(self._sync_write, writer=True)
             _sqlite_pragmas(self._sync_read, writer=False)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelgate-db")
+            self._thread = ThreadLane("pixelgate-db")
             self._write_lock = asyncio.Lock()
             self._read_slots = asyncio.Semaphore(SQLITE_READ_POOL)
             self._dialect = "sqlite"
@@ -126,9 +126,8 @@ class Database:
     def dialect(self) -> str:
         return self._dialect
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, partial(fn, *args, **kwargs))
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._thread.call(fn, *args)
 
     async def run(self, fn: TxFunction) -> Any:
         """Run a read-only transaction function in one hop (one snapshot)."""
@@ -165,7 +164,7 @@ class Database:
             await self._in_thread(self._writer.close)
             await self._in_thread(self._sync_write.dispose)
             await self._in_thread(self._sync_read.dispose)
-            self._thread.shutdown(wait=True)
+            self._thread.close(wait=True)
             return
         await self.write_engine.dispose()
 

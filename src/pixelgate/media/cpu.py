@@ -8,40 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
+
+from pixelgate.threads import ThreadLane
 
 __all__ = ["b64encode_text", "cpu_pool", "run_cpu", "shutdown_cpu_pool"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-_pool: ThreadPoolExecutor | None = None
+_pool: ThreadLane | None = None
 _lock = threading.Lock()
 
 
-def cpu_pool() -> ThreadPoolExecutor:
+def cpu_pool() -> ThreadLane:
     """The shared pool, created on first use with one thread per core."""
     global _pool
     pool = _pool
     if pool is None:
         with _lock:
             if _pool is None:
-                _pool = ThreadPoolExecutor(
-                    max_workers=os.cpu_count() or 1, thread_name_prefix="pixelgate-cpu"
-                )
+                _pool = ThreadLane("pixelgate-cpu", threads=os.cpu_count() or 1)
             pool = _pool
     return pool
 
 
 async def run_cpu(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Run ``fn(*args, **kwargs)`` in the CPU pool and await its result."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(cpu_pool(), functools.partial(fn, *args, **kwargs))
+    return await cpu_pool().call(fn, *args, **kwargs)
 
 
 def shutdown_cpu_pool(*, wait: bool = True) -> None:
@@ -50,7 +47,7 @@ def shutdown_cpu_pool(*, wait: bool = True) -> None:
     with _lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=wait, cancel_futures=not wait)
+        pool.close(wait=wait)
 
 
 #: bytes base64-encoded between two returns to the event loop (a multiple of 3, ~1 ms)
