@@ -13,7 +13,14 @@ from pixelgate.core.ids import new_id
 from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import EVT, IMG, RunningEvent
 
-__all__ = ["add_images", "event_row", "insert_events", "pending_values", "running_rows"]
+__all__ = [
+    "add_images",
+    "event_row",
+    "image_rows",
+    "insert_events",
+    "pending_values",
+    "running_rows",
+]
 
 # Built once: a statement's construction costs more than its (cached) compilation.
 _INSERT_EVENT = Prepared(insert(EVT))
@@ -52,7 +59,16 @@ def add_images(
     the rows inserted."""
     if not images:
         return []
-    rows = [
+    rows = image_rows(gen_id, account_id, images, now)
+    _INSERT_IMAGE.run_many(c, rows)
+    return rows
+
+
+def image_rows(
+    gen_id: str, account_id: str, images: Sequence[Any], now: datetime
+) -> list[dict[str, Any]]:
+    """The rows of :func:`add_images`, not inserted."""
+    return [
         {
             "id": new_id("img"),
             "generation_id": gen_id,
@@ -72,5 +88,3 @@ def add_images(
         }
         for img in images
     ]
-    _INSERT_IMAGE.run_many(c, rows)
-    return rows
