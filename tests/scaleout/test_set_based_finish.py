@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def _finish(rt: Runtime, job: Any, owner: str = "w1", **changes: Any) -> Any:
         "provider": "fast",
         "model": "placeholder-1",
         "images": [_image(job.id)],
-        "cost_usd": None,
+        "cost_usd": Decimal("0.012345"),
         "provider_ms": 7,
         "route": [{"provider": "fast", "attempts": 1}],
         "account_id": job.account_id,
@@ -139,10 +140,11 @@ async def test_the_finishes_of_one_group_commit_share_their_statements(
     for job, view in zip(jobs, views, strict=True):
         assert _stored(pg, job.id) == {**expected, "images": _keyed(expected["images"], job.id)}
         assert _shown(view) == _shown(alone)
-    [(succeeded, images, latency)] = pg.query(
-        "SELECT sum(succeeded), sum(images), sum(latency_ms_total) FROM usage_daily"
+    [(succeeded, images, latency, usd)] = pg.query(
+        "SELECT sum(succeeded), sum(images), sum(latency_ms_total), sum(usd) FROM usage_daily"
     )
     assert (succeeded, images, latency) == (JOBS + 1, JOBS + 1, 7 * (JOBS + 1))
+    assert usd == Decimal("0.012345") * (JOBS + 1)
 
 
 #: what differs between two jobs' views
