@@ -1,6 +1,7 @@
-"""The set-based finish on PostgreSQL: a group commit's successful finishes share one
+"""Set-based statements on PostgreSQL: a group commit's successful finishes share one
 UPDATE and one INSERT per table, write what a lone finish writes, and a job whose rows
-fail still fails alone."""
+fail still fails alone; a flush of running events is one UPDATE and one INSERT, not
+an executemany of a row each."""
 
 from __future__ import annotations
 
@@ -49,8 +50,10 @@ async def rt(pg: PgDatabase, redis_url: str, tmp_path: Path) -> AsyncIterator[Ru
 def statements() -> Iterator[list[str]]:
     said: list[str] = []
 
-    def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        said.append(" ".join(statement.split()[:3]).upper())
+    def on_statement(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        said.append(" ".join(statement.split()[:3]).upper() + (" (MANY)" if many else ""))
 
     event.listen(Engine, "before_cursor_execute", on_statement)
     try:
@@ -213,3 +216,43 @@ async def test_a_set_based_finish_answers_none_for_a_job_it_does_not_own_and_kee
     ]
     [(succeeded,)] = pg.query("SELECT sum(succeeded) FROM usage_daily")
     assert succeeded == 3
+
+
+async def test_a_flush_of_running_events_is_one_update_and_one_insert(
+    rt: Runtime, pg: PgDatabase
+) -> None:
+    jobs = await _running(rt, 6)
+    gone = jobs[0]
+    await _finish(rt, gone)  # no longer held: its late events are dropped
+    events = [
+        RunningEvent(job.id, "progress", {"progress": pct}, {"progress": pct})
+        for pct in (10, 20)
+        for job in jobs
+    ]
+    events.append(RunningEvent(jobs[1].id, "note", {"n": 1}, {"provider": "p", "model": "m"}))
+    with statements() as said:
+        added = await rt.store.add_running_events(events)
+    assert gone.id not in added and len(added) == len(events) - 2
+    writes = [s for s in said if s.startswith(("UPDATE", "INSERT"))]
+    assert sorted(writes) == [
+        "INSERT INTO EVENTS",
+        "UPDATE GENERATIONS SET",
+        "UPDATE GENERATIONS SET",
+    ], said
+    for job in jobs[1:]:
+        stored = pg.query(
+            "SELECT type, data::text FROM events WHERE generation_id = %s "
+            "AND type IN ('progress', 'note') ORDER BY id",
+            job.id,
+        )
+        expected = [("progress", '{"progress":10}'), ("progress", '{"progress":20}')]
+        if job is jobs[1]:
+            expected.append(("note", '{"n":1}'))
+        assert stored == expected
+        assert pg.query(
+            "SELECT progress, updated_at >= started_at FROM generations WHERE id = %s", job.id
+        ) == [(20, True)]
+    assert pg.query("SELECT provider, model FROM generations WHERE id = %s", jobs[1].id) == [
+        ("p", "m")
+    ]
+    assert pg.query("SELECT progress FROM generations WHERE id = %s", gone.id) == [(100,)]

@@ -70,8 +70,10 @@ def update_rows(
     match: tuple[tuple[str, str], ...],
     condition: tuple[ColumnElement[bool], ...] = (),
     keep_first: tuple[str, ...] = (),
+    returning: bool = True,
 ) -> list[Any]:
-    """UPDATE the rows of ``table`` that each of ``rows`` names; the updated rows.
+    """UPDATE the rows of ``table`` that each of ``rows`` names; the updated rows (with
+    ``returning``; else none).
 
     Each of ``rows`` holds the values to set and, under the names ``match`` pairs with
     columns, the values that pick its row (``(("gen_id", "id"),)``: the row whose
@@ -81,8 +83,9 @@ def update_rows(
     if not rows:
         return []
     names = tuple(rows[0])
-    statement = _update(table, names, match, condition, keep_first)
-    return list(c.execute(statement, {_ROWS: list(rows)}).all())
+    statement = _update(table, names, match, condition, keep_first, returning)
+    result = c.execute(statement, {_ROWS: list(rows)})
+    return list(result.all()) if returning else []
 
 
 # --- statements, built once per shape ----------------------------------------------
@@ -136,6 +139,7 @@ def _update(
     match: tuple[tuple[str, str], ...],
     condition: tuple[ColumnElement[bool], ...],
     keep_first: tuple[str, ...],
+    returning: bool,
 ) -> Any:
     matched = dict(match)
     types = {name: table.c[target].type for name, target in match}
@@ -148,4 +152,5 @@ def _update(
         target = cast(Column[Any], table.c[name])
         values[name] = func.coalesce(target, value) if name in keep_first else value
     where = [table.c[target] == r.c[name] for name, target in match]
-    return update(table).where(*where, *condition).values(values).returning(*table.c)
+    statement = update(table).where(*where, *condition).values(values)
+    return statement.returning(*table.c) if returning else statement
