@@ -292,3 +292,55 @@ async def test_a_batch_where_nothing_fails_takes_one_savepoint(tmp_path: Any) ->
         assert await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 5
     finally:
         await db.close()
+
+
+async def test_functions_with_a_set_based_form_run_together_and_fail_alone(
+    tmp_path: Any,
+) -> None:
+    """Functions carrying ``together`` run through it, once per batch and after the
+    others; when it raises, every function of the batch runs alone in its savepoint."""
+    from sqlalchemy import text
+
+    from pixelgate.db.engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'together.db'}")
+    order: list[str] = []
+
+    class Item:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __call__(self, c: Any) -> Any:
+            if self.n < 0:
+                raise ValueError(f"item {self.n}")
+            order.append(f"alone {self.n}")
+            return self.n
+
+        @staticmethod
+        def together(c: Any, items: list[Any]) -> list[Any]:
+            order.append(f"together {[i.n for i in items]}")
+            if any(i.n < 0 for i in items):
+                raise ValueError("one of them")
+            return [i.n * 10 for i in items]
+
+    def plain(c: Any) -> str:
+        order.append("plain")
+        return "p"
+
+    try:
+        writer = GroupWriter(db)
+        await writer.run(lambda c: c.execute(text("SELECT 1")))
+        results = await asyncio.gather(writer.run(Item(1)), writer.run(plain), writer.run(Item(2)))
+        assert results == [10, "p", 20]
+        assert order == ["plain", "together [1, 2]"]
+        order.clear()
+        results = await asyncio.gather(
+            writer.run(Item(1)),
+            writer.run(Item(-1)),
+            writer.run(Item(3)),
+            return_exceptions=True,
+        )
+        assert results[0] == 1 and results[2] == 3 and "item -1" in str(results[1])
+        assert order == ["together [1, -1, 3]", "alone 1", "alone 3"]
+    finally:
+        await db.close()

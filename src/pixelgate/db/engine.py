@@ -212,10 +212,30 @@ def _all_at_once(
     mark = len(dispatched)
     try:
         with savepoint(conn):
-            return [(True, fn(conn)) for fn in fns]
+            return [(True, value) for value in _together(conn, fns)]
     except Exception:
         del dispatched[mark:]
         return None
+
+
+def _together(conn: Connection, fns: list[TxFunction]) -> list[Any]:
+    """Run the functions of a batch; those that carry a ``together`` function (a
+    set-based form: ``together(conn, fns)`` answers what each would have) run through
+    it with the others of their kind, after every other function of the batch (a caller
+    awaits its function, so nothing it handed over later can be in the same batch)."""
+    results: list[Any] = [None] * len(fns)
+    kinds: dict[Callable[[Connection, list[Any]], list[Any]], list[int]] = {}
+    for index, fn in enumerate(fns):
+        together = getattr(fn, "together", None)
+        if together is None:
+            results[index] = fn(conn)
+        else:
+            kinds.setdefault(together, []).append(index)
+    for together, indexes in kinds.items():
+        values = together(conn, [fns[i] for i in indexes])
+        for index, value in zip(indexes, values, strict=True):
+            results[index] = value
+    return results
 
 
 def _one_by_one(

@@ -9,7 +9,8 @@ slot, and answers the final view, so a local waiter needs no read.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -21,10 +22,26 @@ from pixelgate.core.models import GenerationView, Status
 from pixelgate.core.states import OWNER_ONLY, sources_of
 from pixelgate.db.admission import AdmissionStore
 from pixelgate.db.followers import settle_followers
-from pixelgate.db.ledger import add_usage, refund
+from pixelgate.db.ledger import (
+    USAGE,
+    USAGE_COUNTS,
+    USAGE_KEY,
+    add_up_usage,
+    add_usage,
+    refund,
+    usage_row,
+)
 from pixelgate.db.prepared import Prepared
-from pixelgate.db.records import BATCH, GEN, IMG, NewImage, RunningEvent, generation_view
-from pixelgate.db.rows import add_images, event_row, insert_events, pending_values, running_rows
+from pixelgate.db.records import BATCH, EVT, GEN, IMG, NewImage, RunningEvent, generation_view
+from pixelgate.db.rows import (
+    add_images,
+    event_row,
+    image_rows,
+    insert_events,
+    pending_values,
+    running_rows,
+)
+from pixelgate.db.setbased import insert_rows, update_rows, upsert_rows
 from pixelgate.errors import Conflict
 
 __all__ = ["FinishStore"]
@@ -113,56 +130,29 @@ class FinishStore(AdmissionStore):
         account_name: str | None = None,
     ) -> GenerationView | None:
         """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction; the job's
-        ``pending`` events (group commit) are written before its final event.
+        ``pending`` events (group commit) are written before its final event. On
+        PostgreSQL the finishes of one group commit share their statements
+        (:func:`_succeeded_together`).
 
         Returns the final view, or ``None`` when this worker no longer owns the job.
         """
-        now = self.clock()
-        values = {
-            "progress": 100,
-            "provider": provider,
-            "model": model,
-            "cost_usd": cost_usd,
-            "provider_ms": provider_ms,
-            "route": route,
-            "fallback_image": fallback_image,
-        }
-
-        def finish(c: Connection) -> GenerationView | None:
-            row = _final(c, gen_id, Status.SUCCEEDED, owner, values, pending, now)
-            if row is None:
-                return None
-            if row.deliveries > 1:  # an earlier run may have stored images before dying
-                c.execute(delete(IMG).where(IMG.c.generation_id == gen_id))
-            stored = add_images(c, gen_id, account_id, images, now)
-            add_usage(
-                c,
-                account_id,
-                provider,
-                model,
-                now,
-                ok=True,
-                images=len(images),
-                credits=int(row.credits),
-                usd=cost_usd,
-                provider_ms=provider_ms,
-            )
-            if row.cache_key is not None:
-                settle_followers(
-                    c,
-                    gen_id,
-                    now,
-                    images=None if fallback_image else images,
-                    provider=provider,
-                    model=model,
-                    error="ended with the default image" if fallback_image else None,
-                )
-            self._free_batch_slot(c, row.batch_id)
-            data = {"provider": provider, "model": model, "images": len(images)}
-            _events(c, gen_id, pending, "succeeded", data, now)
-            shown = [SimpleNamespace(**image) for image in stored]
-            return generation_view(row, account_name or account_id, shown, self.url_for)
-
+        finish = _Succeeded(
+            store=self,
+            gen_id=gen_id,
+            owner=owner,
+            provider=provider,
+            model=model,
+            images=images,
+            cost_usd=cost_usd,
+            provider_ms=provider_ms,
+            route=route,
+            account_id=account_id,
+            fallback_image=fallback_image,
+            pending=pending,
+            account_name=account_name or account_id,
+            now=self.clock(),
+            together=_succeeded_together if self.postgres else None,
+        )
         view: GenerationView | None = await self.write(finish)
         return view
 
@@ -412,3 +402,141 @@ class FinishStore(AdmissionStore):
                     .where(GEN.c.id.in_(waiting), GEN.c.status == source)
                     .values(status=target)
                 )
+
+
+@dataclass(eq=False)
+class _Succeeded:
+    """One job's ``SUCCEEDED`` finish: a transaction function, and the values the
+    set-based form of a group commit's finishes (:func:`_succeeded_together`) takes."""
+
+    store: FinishStore
+    gen_id: str
+    owner: str
+    provider: str
+    model: str
+    images: Sequence[NewImage]
+    cost_usd: Decimal | None
+    provider_ms: int | None
+    route: list[dict[str, Any]]
+    account_id: str
+    fallback_image: bool
+    pending: Sequence[RunningEvent]
+    account_name: str
+    now: datetime
+    #: set on PostgreSQL: the group commit runs a batch's finishes through it together
+    together: Callable[[Connection, list[Any]], list[Any]] | None
+
+    def __call__(self, c: Connection) -> GenerationView | None:
+        row = _final(c, self.gen_id, Status.SUCCEEDED, self.owner, self.values(), (), self.now)
+        return None if row is None else self.after_update(c, row)
+
+    def values(self) -> dict[str, Any]:
+        """The generation columns the finish sets (its waiting events' included)."""
+        return pending_values(self.pending) | {
+            "progress": 100,
+            "provider": self.provider,
+            "model": self.model,
+            "cost_usd": self.cost_usd,
+            "provider_ms": self.provider_ms,
+            "route": self.route,
+            "fallback_image": self.fallback_image,
+        }
+
+    def after_update(self, c: Connection, row: Any) -> GenerationView:
+        """Everything after the finishing UPDATE, one statement at a time."""
+        if row.deliveries > 1:  # an earlier run may have stored images before dying
+            c.execute(delete(IMG).where(IMG.c.generation_id == self.gen_id))
+        stored = add_images(c, self.gen_id, self.account_id, self.images, self.now)
+        add_usage(c, **self.usage(row))
+        if row.cache_key is not None:
+            settle_followers(
+                c,
+                self.gen_id,
+                self.now,
+                images=None if self.fallback_image else self.images,
+                provider=self.provider,
+                model=self.model,
+                error="ended with the default image" if self.fallback_image else None,
+            )
+        self.store._free_batch_slot(c, row.batch_id)
+        insert_events(c, self.events())
+        return self.view(row, stored)
+
+    def usage(self, row: Any) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "provider": self.provider,
+            "model": self.model,
+            "now": self.now,
+            "ok": True,
+            "images": len(self.images),
+            "credits": int(row.credits),
+            "usd": self.cost_usd,
+            "provider_ms": self.provider_ms,
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        """The job's waiting events, then its final one (ids in that order)."""
+        data = {"provider": self.provider, "model": self.model, "images": len(self.images)}
+        final = event_row(self.gen_id, "succeeded", data, self.now)
+        return [*running_rows(self.pending, self.now), final]
+
+    def view(self, row: Any, stored: list[dict[str, Any]]) -> GenerationView:
+        shown = [SimpleNamespace(**image) for image in stored]
+        return generation_view(row, self.account_name, shown, self.store.url_for)
+
+
+#: what a successful finish may leave (the lease owner's compare-and-set)
+_SUCCEEDED_FROM = (GEN.c.status.in_([literal(s) for s in sources_of(Status.SUCCEEDED)]),)
+_BY_OWNER = (("gen_id", "id"), ("owner", "lease_owner"))
+_CLOSED = {"status": Status.SUCCEEDED.value, "lease_owner": None, "lease_expires_at": None}
+
+
+def _succeeded_together(c: Connection, finishes: list[_Succeeded]) -> list[GenerationView | None]:
+    """A group commit's successful finishes on PostgreSQL, set-based: one UPDATE for all
+    of them, then one INSERT each for their images, usage and events, instead of four
+    statements per job. What each job gets is what :meth:`_Succeeded.__call__` gives
+    it; a job with more to do (a redelivery's old images, cache followers, a batch
+    slot) does that rest one statement at a time. A statement that fails fails the
+    batch's savepoint, and the group commit runs every function alone
+    (:func:`pixelgate.db.engine._one_by_one`): a job's error stays its own.
+    """
+    if len({f.gen_id for f in finishes}) < len(finishes):
+        return [finish(c) for finish in finishes]  # one row cannot be finished twice at once
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for finish in finishes:
+        values = {
+            **finish.values(),
+            **_CLOSED,
+            "completed_at": finish.now,
+            "updated_at": finish.now,
+        }
+        values.setdefault("started_at", finish.now)
+        params = {"gen_id": finish.gen_id, "owner": finish.owner, **values}
+        shapes.setdefault(tuple(sorted(params)), []).append(params)
+    updated: dict[str, Any] = {}
+    for rows in shapes.values():
+        found = update_rows(
+            c, GEN, rows, match=_BY_OWNER, condition=_SUCCEEDED_FROM, keep_first=("started_at",)
+        )
+        updated.update((row.id, row) for row in found)
+    views: list[GenerationView | None] = []
+    images: list[dict[str, Any]] = []
+    usage: dict[tuple[str, ...], dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    for finish in finishes:
+        row = updated.get(finish.gen_id)
+        if row is None:
+            views.append(None)
+        elif row.deliveries > 1 or row.cache_key is not None or row.batch_id is not None:
+            views.append(finish.after_update(c, row))
+        else:
+            stored = image_rows(finish.gen_id, finish.account_id, finish.images, finish.now)
+            images.extend(stored)
+            add_up_usage(usage, usage_row(**finish.usage(row)))
+            events.extend(finish.events())
+            views.append(finish.view(row, stored))
+    insert_rows(c, IMG, images)
+    upsert_rows(c, USAGE, [usage[key] for key in sorted(usage)], key=USAGE_KEY, add=USAGE_COUNTS)
+    insert_rows(c, EVT, events)
+    return views

@@ -34,6 +34,7 @@ from pixelgate.core.states import sources_of
 from pixelgate.db.reads import ReadStore
 from pixelgate.db.records import BATCH, GEN, ClaimedJob, RunningEvent
 from pixelgate.db.rows import event_row, insert_events, running_rows
+from pixelgate.db.setbased import update_rows
 from pixelgate.errors import NotFound
 
 __all__ = ["LeaseStore"]
@@ -355,19 +356,31 @@ class LeaseStore(ReadStore):
 
 
 def _apply_event_values(c: Connection, events: Sequence[RunningEvent], now: datetime) -> None:
-    """The generation columns the events set (later ones winning): one executemany
-    per set of columns (``progress``; ``provider, model, route``...)."""
+    """The generation columns the events set (later ones winning): one statement per
+    set of columns (``progress``; ``provider, model, route``...), on PostgreSQL with the
+    rows in one parameter (:func:`~pixelgate.db.setbased.update_rows`), elsewhere an
+    executemany."""
     merged: dict[str, dict[str, Any]] = {}
     for event in events:
         merged.setdefault(event.generation_id, {}).update(event.values)
+    postgres = c.dialect.name == "postgresql"
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for gen_id, values in merged.items():
-        row = {"gen": gen_id, **{f"v_{k}": v for k, v in values.items()}}
+        if postgres:
+            row = {"gen_id": gen_id, "updated_at": now, **values}
+        else:
+            row = {"gen": gen_id, **{f"v_{k}": v for k, v in values.items()}}
         groups.setdefault(tuple(sorted(values)), []).append(row)
     for columns, rows in groups.items():
+        if postgres:
+            update_rows(c, GEN, rows, match=_BY_ID, returning=False)
+            continue
         stmt = (
             update(GEN)
             .where(GEN.c.id == bindparam("gen"))
             .values(updated_at=now, **{col: bindparam(f"v_{col}") for col in columns})
         )
         c.execute(stmt, rows)
+
+
+_BY_ID = (("gen_id", "id"),)

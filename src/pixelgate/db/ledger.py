@@ -21,11 +21,23 @@ from pixelgate.db.records import LEDGER
 from pixelgate.db.tables import Account, LedgerEntry, UsageDaily
 from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 
-__all__ = ["LEDGER", "LedgerStore", "add_usage", "debit", "ledger_row", "refund"]
+__all__ = [
+    "LEDGER",
+    "USAGE",
+    "USAGE_COUNTS",
+    "USAGE_KEY",
+    "LedgerStore",
+    "add_up_usage",
+    "add_usage",
+    "debit",
+    "ledger_row",
+    "refund",
+    "usage_row",
+]
 
 USAGE = cast(Table, UsageDaily.__table__)
-_USAGE_KEY = ("account_id", "day", "provider", "model")
-_USAGE_COUNTS = ("succeeded", "failed", "images", "credits", "usd", "latency_ms_total")
+USAGE_KEY = ("account_id", "day", "provider", "model")
+USAGE_COUNTS = ("succeeded", "failed", "images", "credits", "usd", "latency_ms_total")
 _INSERT_LEDGER = insert(LedgerEntry)
 # the balance condition is part of the statement: concurrent admissions never overdraw
 _DEBIT = Prepared(
@@ -49,8 +61,8 @@ def _usage_upsert(dialect_name: str) -> Prepared:
     stmt = dialect.insert(USAGE)
     return Prepared(
         stmt.on_conflict_do_update(
-            index_elements=list(_USAGE_KEY),
-            set_={name: USAGE.c[name] + stmt.excluded[name] for name in _USAGE_COUNTS},
+            index_elements=list(USAGE_KEY),
+            set_={name: USAGE.c[name] + stmt.excluded[name] for name in USAGE_COUNTS},
         )
     )
 
@@ -122,21 +134,57 @@ def add_usage(
     usd: Decimal | None,
     provider_ms: int | None,
 ) -> None:
-    _usage_upsert(c.dialect.name).run(
-        c,
-        {
-            "account_id": account_id,
-            "day": now.strftime("%Y-%m-%d"),
-            "provider": provider,
-            "model": model,
-            "succeeded": 1 if ok else 0,
-            "failed": 0 if ok else 1,
-            "images": images,
-            "credits": credits,
-            "usd": usd or Decimal("0"),
-            "latency_ms_total": provider_ms or 0,
-        },
+    row = usage_row(
+        account_id,
+        provider,
+        model,
+        now,
+        ok=ok,
+        images=images,
+        credits=credits,
+        usd=usd,
+        provider_ms=provider_ms,
     )
+    _usage_upsert(c.dialect.name).run(c, row)
+
+
+def usage_row(
+    account_id: str,
+    provider: str,
+    model: str,
+    now: datetime,
+    *,
+    ok: bool,
+    images: int,
+    credits: int,
+    usd: Decimal | None,
+    provider_ms: int | None,
+) -> dict[str, Any]:
+    """What :func:`add_usage` adds to the account's day for one generation."""
+    return {
+        "account_id": account_id,
+        "day": now.strftime("%Y-%m-%d"),
+        "provider": provider,
+        "model": model,
+        "succeeded": 1 if ok else 0,
+        "failed": 0 if ok else 1,
+        "images": images,
+        "credits": credits,
+        "usd": usd or Decimal("0"),
+        "latency_ms_total": provider_ms or 0,
+    }
+
+
+def add_up_usage(totals: dict[tuple[str, ...], dict[str, Any]], row: dict[str, Any]) -> None:
+    """Add a :func:`usage_row` to ``totals`` (one row per account, day, provider and
+    model: what one upsert statement may change)."""
+    key = tuple(row[name] for name in USAGE_KEY)
+    total = totals.get(key)
+    if total is None:
+        totals[key] = dict(row)
+    else:
+        for name in USAGE_COUNTS:
+            total[name] += row[name]
 
 
 class LedgerStore(StoreBase):

@@ -12,8 +12,16 @@ from sqlalchemy import Connection, insert
 from pixelgate.core.ids import new_id
 from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import EVT, IMG, RunningEvent
+from pixelgate.db.setbased import insert_rows
 
-__all__ = ["add_images", "event_row", "insert_events", "pending_values", "running_rows"]
+__all__ = [
+    "add_images",
+    "event_row",
+    "image_rows",
+    "insert_events",
+    "pending_values",
+    "running_rows",
+]
 
 # Built once: a statement's construction costs more than its (cached) compilation.
 _INSERT_EVENT = Prepared(insert(EVT))
@@ -27,8 +35,12 @@ def event_row(
 
 
 def insert_events(c: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Event rows (``event_row``) in one statement; ids follow the order given."""
-    if rows:
+    """Event rows (``event_row``) in one statement; ids follow the order given. On
+    PostgreSQL several rows go in one parameter (an executemany's per-row parameter
+    processing was most of a flush of running events, measured)."""
+    if len(rows) > 1 and c.dialect.name == "postgresql":
+        insert_rows(c, EVT, rows)
+    elif rows:
         _INSERT_EVENT.run_many(c, rows)
 
 
@@ -52,7 +64,16 @@ def add_images(
     the rows inserted."""
     if not images:
         return []
-    rows = [
+    rows = image_rows(gen_id, account_id, images, now)
+    _INSERT_IMAGE.run_many(c, rows)
+    return rows
+
+
+def image_rows(
+    gen_id: str, account_id: str, images: Sequence[Any], now: datetime
+) -> list[dict[str, Any]]:
+    """The rows of :func:`add_images`, not inserted."""
+    return [
         {
             "id": new_id("img"),
             "generation_id": gen_id,
@@ -72,5 +93,3 @@ def add_images(
         }
         for img in images
     ]
-    _INSERT_IMAGE.run_many(c, rows)
-    return rows
