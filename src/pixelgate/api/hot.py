@@ -96,7 +96,7 @@ class HotRoute(APIRoute):
         request = HotRequest(
             runtime=app.state.runtime,
             caller=caller,
-            request_id=str(scope["state"].get("request_id", "")),
+            request_id=str(scope.get("state", {}).get("request_id", "")),
             idempotency_key=cast("str | None", idempotency_key),
             headers=headers,
             body=body,

@@ -151,7 +151,10 @@ class RouteOptions:
 
 
 def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
+    for value in values:
+        if value is not None:
+            return value
+    return None
 
 
 def resolve_options(
