@@ -5,6 +5,7 @@ round)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,32 @@ def test_serve_opens_one_runtime_for_its_checks_and_its_app(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "RESULT 0 [200] 1", done.stderr[-2000:]
     assert "pixelgate listening on" in done.stderr
+
+
+def test_a_taken_metrics_port_stops_serve_with_one_line_before_listening(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        env = {
+            **base_env(),
+            "PIXELGATE_DATA_DIR": str(tmp_path / "data"),
+            "PIXELGATE_ADMIN_KEY": ADMIN_KEY,
+            "PIXELGATE_METRICS_BIND": f"127.0.0.1:{metrics_port}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "pixelgate", "serve", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"error: config error: metrics_bind: cannot listen on 127.0.0.1:{metrics_port}" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert "listening on" not in done.stderr
