@@ -110,10 +110,6 @@ def serve(
     config: ConfigOpt = None,
 ) -> None:
     """Run the HTTP API (and, by default, the embedded worker)."""
-    import uvicorn
-
-    from pixelgate.api.app import create_app
-
     settings = command_settings(
         host=host,
         port=port,
@@ -121,17 +117,27 @@ def serve(
         config=config,
         worker=False if no_worker else None,
     )
-
-    async def bootstrap(runtime: Any) -> None:
-        # migrations, the admin key and the database are checked (and the key announced) by
-        # with_runtime, so a problem is one clear line rather than a traceback from uvicorn;
-        # storage and Redis may come up later (/health says so), but say now why they are down
-        await warn_if_down(runtime)
-
     sock = _listen_socket(settings.host, settings.port)
-    run_command(lambda: with_runtime(settings, bootstrap))
+    # one event loop and one runtime from the migrations to the shutdown: the checks below
+    # run before uvicorn does, so a problem is one clear line rather than a traceback
+    if not run_command(lambda: with_runtime(settings, lambda runtime: _serve(runtime, sock))):
+        raise typer.Exit(1)
+
+
+async def _serve(runtime: Any, sock: socket.socket) -> bool:
+    """Serve the app on ``sock`` with the runtime ``with_runtime`` opened (migrations, the
+    admin key and the database checked, the key announced); False when uvicorn did not
+    start. The app's lifespan starts the worker; ``with_runtime`` closes the runtime."""
+    import uvicorn
+
+    from pixelgate.api.app import create_app
+
+    settings = runtime.settings
+    # storage and Redis may come up later (/health says so), but say now why they are down
+    await warn_if_down(runtime)
+    await runtime.start_observability()
     uv_config = uvicorn.Config(
-        create_app(settings, migrate=False),
+        create_app(settings, runtime=runtime),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -152,9 +158,8 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    server.run(sockets=[sock])
-    if getattr(server, "started", True) is False:
-        raise typer.Exit(1)
+    await server.serve(sockets=[sock])
+    return getattr(server, "started", True) is not False
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:

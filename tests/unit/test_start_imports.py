@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pixelgate.config import PROVIDER_KEY_ENV
 
@@ -84,3 +85,42 @@ def test_the_app_is_built_without_modules_it_does_not_need_yet(tmp_path: object)
     assert "sqlalchemy.orm" in loaded  # the script did load
     assert "pixelgate.providers.placeholder" in loaded
     assert sorted(m for m in NOT_AT_START if m in loaded) == []
+
+
+_OPENAPI_SCRIPT = """
+import json, sys
+if sys.argv[2] == "eager":
+    import fastapi.openapi.models
+import pixelgate.cli
+from pixelgate.api.app import create_app
+from pixelgate.config import load_settings
+from fastapi.openapi import models
+app = create_app(load_settings(data_dir=sys.argv[1]))
+built_at_start = models.OpenAPI.__pydantic_complete__
+document = app.openapi()
+print(json.dumps({"built_at_start": built_at_start, "document": document}, sort_keys=True))
+"""
+
+
+def _openapi_of_a_new_process(tmp_path: Path, mode: str) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _OPENAPI_SCRIPT, str(tmp_path / mode), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_fastapi_openapi_models_are_built_for_the_first_document_not_at_start(
+    tmp_path: Path,
+) -> None:
+    lazy = _openapi_of_a_new_process(tmp_path, "lazy")
+    eager = _openapi_of_a_new_process(tmp_path, "eager")
+    assert eager["built_at_start"] is True  # FastAPI imported first: built as it always was
+    assert lazy["built_at_start"] is False
+    assert lazy["document"] == eager["document"]
