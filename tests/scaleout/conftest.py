@@ -8,12 +8,15 @@ at the end.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from pixelgate.config import load_settings
 from pixelgate.resilience.counters import open_redis
+from pixelgate.runtime import Runtime
 from tests.scaleout.services import (
     REDIS_URL,
     PgDatabase,
@@ -66,6 +69,34 @@ async def prefix(redis_url: str) -> AsyncIterator[str]:
     if keys:
         await client.delete(*keys)
     await client.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+async def pg_runtime(
+    pg: PgDatabase, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
+    """Open a runtime on a wiped test database (no worker: the test plays it), with a
+    placeholder ``fast`` provider; closed after the test."""
+    opened: list[Runtime] = []
+
+    async def factory(*, admin_key: str, prefix: str, lease_seconds: float) -> Runtime:
+        pg.wipe()
+        settings = load_settings(
+            data_dir=tmp_path,
+            database_url=pg.sqlalchemy_url,
+            redis_url=redis_url,
+            redis_prefix=f"{prefix}-{tmp_path.name[-6:]}",
+            admin_key=admin_key,
+            lease_seconds=lease_seconds,
+            providers={"fast": {"kind": "placeholder"}},
+            routing={"default": ["fast"]},
+        )
+        opened.append(await Runtime.open(settings))
+        return opened[-1]
+
+    yield factory
+    for runtime in opened:
+        await runtime.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

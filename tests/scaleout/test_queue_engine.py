@@ -4,7 +4,7 @@ orphan repair, safe concurrent claims, and the configuration that picks an engin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,23 +24,8 @@ ADMIN = "pg_queue_test_admin_key_0123456789"
 
 
 @pytest.fixture
-async def rt(pg: PgDatabase, redis_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
-    pg.wipe()
-    settings = load_settings(
-        data_dir=tmp_path,
-        database_url=pg.sqlalchemy_url,
-        redis_url=redis_url,
-        redis_prefix=f"qtest-{tmp_path.name[-6:]}",
-        admin_key=ADMIN,
-        lease_seconds=5,
-        providers={"fast": {"kind": "placeholder"}},
-        routing={"default": ["fast"]},
-    )
-    runtime = await Runtime.open(settings)
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
+async def rt(pg_runtime: Callable[..., Awaitable[Runtime]]) -> Runtime:
+    return await pg_runtime(admin_key=ADMIN, prefix="qtest", lease_seconds=5)
 
 
 def _jobs_for(pg: PgDatabase, gen_id: str) -> list[tuple[Any, ...]]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
 
-from pixelgate.config import load_settings
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.records import NewImage, RunningEvent
 from pixelgate.runtime import Runtime
@@ -27,23 +25,8 @@ JOBS = 12
 
 
 @pytest.fixture
-async def rt(pg: PgDatabase, redis_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
-    pg.wipe()
-    settings = load_settings(
-        data_dir=tmp_path,
-        database_url=pg.sqlalchemy_url,
-        redis_url=redis_url,
-        redis_prefix=f"sbtest-{tmp_path.name[-6:]}",
-        admin_key=ADMIN,
-        lease_seconds=30,
-        providers={"fast": {"kind": "placeholder"}},
-        routing={"default": ["fast"]},
-    )
-    runtime = await Runtime.open(settings)  # no worker: the test plays it
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
+async def rt(pg_runtime: Callable[..., Awaitable[Runtime]]) -> Runtime:
+    return await pg_runtime(admin_key=ADMIN, prefix="sbtest", lease_seconds=30)
 
 
 @contextmanager
