@@ -40,8 +40,10 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_a_job_run_by_this_process_is_planned_once(
-    client: httpx.AsyncClient, plans: list[int]
+    client: httpx.AsyncClient, plans: list[int], backend: str
 ) -> None:
+    if backend != "sqlite":
+        pytest.skip("the embedded worker's hand-over: on scale-out the queue engine delivers jobs")
     body = {"prompt": "a lighthouse", "width": 64, "height": 64}
     r = await client.post("/v1/generations", json=body, headers={"Prefer": "wait=10"})
     assert r.status_code == 200, r.text
