@@ -58,6 +58,7 @@ class HotRequest:
     caller: Caller
     request_id: str
     idempotency_key: str | None
+    #: the headers the route reads (never the key: the caller stands for it)
     headers: dict[bytes, bytes]
     body: bytes
 
@@ -98,7 +99,7 @@ class HotRoute(APIRoute):
             caller=caller,
             request_id=str(scope.get("state", {}).get("request_id", "")),
             idempotency_key=cast("str | None", idempotency_key),
-            headers=headers,
+            headers={name: value for name, value in headers.items() if name != _AUTHORIZATION},
             body=body,
         )
         try:
