@@ -192,15 +192,17 @@ class FinishStore(AdmissionStore):
             if provider:
                 add_usage(
                     c,
-                    account_id,
-                    provider,
-                    model or "",
-                    now,
-                    ok=False,
-                    images=0,
-                    credits=0,
-                    usd=None,
-                    provider_ms=None,
+                    usage_row(
+                        account_id,
+                        provider,
+                        model or "",
+                        now,
+                        ok=False,
+                        images=0,
+                        credits=0,
+                        usd=None,
+                        provider_ms=None,
+                    ),
                 )
             data = {"code": code, "message": message, "refunded_credits": refunded}
             _events(c, gen_id, pending, "failed", data, now)
@@ -447,7 +449,7 @@ class _Succeeded:
         if row.deliveries > 1:  # an earlier run may have stored images before dying
             c.execute(delete(IMG).where(IMG.c.generation_id == self.gen_id))
         stored = add_images(c, self.gen_id, self.account_id, self.images, self.now)
-        add_usage(c, **self.usage(row))
+        add_usage(c, self.usage(row))
         if row.cache_key is not None:
             settle_followers(
                 c,
@@ -463,17 +465,18 @@ class _Succeeded:
         return self.view(row, stored)
 
     def usage(self, row: Any) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "provider": self.provider,
-            "model": self.model,
-            "now": self.now,
-            "ok": True,
-            "images": len(self.images),
-            "credits": int(row.credits),
-            "usd": self.cost_usd,
-            "provider_ms": self.provider_ms,
-        }
+        """The job's :func:`usage_row` (``row``: the finished generation's)."""
+        return usage_row(
+            self.account_id,
+            self.provider,
+            self.model,
+            self.now,
+            ok=True,
+            images=len(self.images),
+            credits=int(row.credits),
+            usd=self.cost_usd,
+            provider_ms=self.provider_ms,
+        )
 
     def events(self) -> list[dict[str, Any]]:
         """The job's waiting events, then its final one (ids in that order)."""
@@ -533,7 +536,7 @@ def _succeeded_together(c: Connection, finishes: list[_Succeeded]) -> list[Gener
         else:
             stored = image_rows(finish.gen_id, finish.account_id, finish.images, finish.now)
             images.extend(stored)
-            add_up_usage(usage, usage_row(**finish.usage(row)))
+            add_up_usage(usage, finish.usage(row))
             events.extend(finish.events())
             views.append(finish.view(row, stored))
     insert_rows(c, IMG, images)

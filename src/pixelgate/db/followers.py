@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, literal, select, update
 
 from pixelgate.core.models import Status
-from pixelgate.db.ledger import add_usage, refund
+from pixelgate.db.ledger import add_usage, refund, usage_row
 from pixelgate.db.records import CACHE_PROVIDER, GEN, IMG, CacheLookup, NewImage
 from pixelgate.db.rows import add_images, event_row, insert_events
 from pixelgate.db.tables import EntityLink
@@ -211,15 +211,17 @@ def _served_from_cache(
     add_images(c, gen_id, account_id, images, now)
     add_usage(
         c,
-        account_id,
-        CACHE_PROVIDER,
-        "",
-        now,
-        ok=True,
-        images=len(images),
-        credits=credits,
-        usd=None,
-        provider_ms=None,
+        usage_row(
+            account_id,
+            CACHE_PROVIDER,
+            "",
+            now,
+            ok=True,
+            images=len(images),
+            credits=credits,
+            usd=None,
+            provider_ms=None,
+        ),
     )
     data = {"provider": provider, "model": model, "images": len(images), "cached_from": source}
     insert_events(c, [event_row(gen_id, "succeeded", data, now)])

@@ -121,30 +121,8 @@ def refund(c: Connection, gen_id: str, reason: str, now: datetime) -> int:
     return amount
 
 
-def add_usage(
-    c: Connection,
-    account_id: str,
-    provider: str,
-    model: str,
-    now: datetime,
-    *,
-    ok: bool,
-    images: int,
-    credits: int,
-    usd: Decimal | None,
-    provider_ms: int | None,
-) -> None:
-    row = usage_row(
-        account_id,
-        provider,
-        model,
-        now,
-        ok=ok,
-        images=images,
-        credits=credits,
-        usd=usd,
-        provider_ms=provider_ms,
-    )
+def add_usage(c: Connection, row: dict[str, Any]) -> None:
+    """Add a :func:`usage_row` to the account's day (one atomic upsert)."""
     _usage_upsert(c.dialect.name).run(c, row)
 
 
