@@ -14,6 +14,7 @@ from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.hot import HotPathMiddleware
 from pixelgate.api.lazy_routes import include_lazily
 from pixelgate.api.responses import JSONResponse
 from pixelgate.api.text import refuse_unstorable_text
@@ -166,6 +167,7 @@ def create_app(
     app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     install_mcp(app)  # /mcp for agents (with the mcp extra)
     app.add_middleware(AllowMiddleware, routes=routes)
+    app.add_middleware(HotPathMiddleware, routes=routes)  # below it: not on the hot path
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
