@@ -232,6 +232,7 @@ def test_a_hot_configuration_overrides_the_file_and_keeps_the_rest(tmp_path: Any
             }
         }
     )
+    assert control.retry_for("a").attempts == 2  # read before: the new one replaces it
     control.apply(routing, version=4, overrides={})
     assert control.chain() == ["b", "a"]
     assert control.retry_for("a").attempts == 5 and control.retry_for("a").base_delay_s == 0.5
