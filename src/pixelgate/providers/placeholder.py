@@ -15,6 +15,7 @@ import hashlib
 import io
 import random
 import threading
+import zlib
 from collections import OrderedDict
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -188,6 +189,8 @@ def derive_seed(prompt: str) -> int:
 # --- rendering ---------------------------------------------------------------------------
 
 _BACKGROUND_MAX = 512
+#: the background's size against the image's, at most
+_BACKGROUND_SCALE = 0.25
 _SHAPES = 6
 _MIN_FONT_PX = 9
 _MIN_TEXT_SIDE = 64
@@ -285,8 +288,9 @@ def _render(
     digest += hashlib.sha256(digest).digest()  # 64 bytes: enough for palette and shapes
     palette = _palette(digest)
     # The background is smooth everywhere, so it is drawn small and scaled up once:
-    # a 4096x4096 image costs one resize instead of several full-size composites.
-    scale = min(1.0, _BACKGROUND_MAX / max(width, height))
+    # a 4096x4096 image costs one resize instead of several full-size composites, and
+    # a 64x64 one a 16x16 blur instead of a 64x64 one (the blur was a fifth of its cost)
+    scale = min(_BACKGROUND_SCALE, _BACKGROUND_MAX / max(width, height))
     small = (max(1, round(width * scale)), max(1, round(height * scale)))
     if transparent:
         bg = Image.new("RGBA", small, (0, 0, 0, 0))
@@ -557,5 +561,7 @@ def _encode(img: Image.Image, fmt: str) -> bytes:
     elif fmt == "webp":
         img.save(buf, format="WEBP", quality=90)
     else:
-        img.save(buf, format="PNG", compress_level=1)
+        # run-length matching only: smaller than zlib's default strategy on these
+        # smooth, filtered images, and faster (a 64x64 one: ~30 % less time)
+        img.save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buf.getvalue()
