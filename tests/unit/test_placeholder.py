@@ -141,6 +141,15 @@ def test_png_is_smaller_than_zlibs_default_strategy_would_make_it() -> None:
     assert len(data) < 0.9 * len(default.getvalue())
 
 
+@pytest.mark.parametrize(("size", "stored"), [(64, True), (128, True), (129, False)])
+def test_a_small_png_is_stored_without_deflate(size: int, stored: bool) -> None:
+    """Deflating a thumbnail, and inflating it again to check it, cost more CPU than its
+    bytes: up to 128x128 the pixels are stored (more bytes than the raw RGB rows)."""
+    data = fresh_render(PROMPT, width=size, height=size, fmt="png", seed=2)
+    assert decode(data).size == (size, size)
+    assert (len(data) > size * size * 3) is stored
+
+
 def test_long_prompts_and_empty_prompts_render() -> None:
     long = " ".join(["word"] * 500) + " " + "x" * 400
     assert decode(render_placeholder(long, width=512, height=256)).size == (512, 256)
