@@ -231,3 +231,23 @@ async def test_an_account_with_a_budget_is_checked_job_by_job(rt: Runtime, pg: P
     assert all(isinstance(r, BudgetExceeded) for r in results if r not in admitted)
     assert pg.query("SELECT credits FROM accounts WHERE id = %s", account.id) == [(85,)]
     assert _ledger(pg, account.id) == (3, 85)
+
+
+async def test_a_group_commits_dispatch_is_one_statement_of_a_few_jobs(
+    rt: Runtime, pg: PgDatabase
+) -> None:
+    """150 runnable ids: three procrastinate jobs of up to 64 ids, in their order, and
+    one statement for them all (each job costs a worker a fetch and a finish)."""
+    from pixelgate.queue.engine import ProcrastinateQueue
+
+    ids = [f"gen_{i:03}" for i in range(150)]
+    with statements() as said:
+        await rt.store.write(lambda c: ProcrastinateQueue.defer_in(c, ids))
+    assert len([s for s in said if "DEFER_JOBS" in s]) == 1, said
+    jobs = pg.query(
+        "SELECT task_name, queue_name, args->'generation_ids' FROM procrastinate_jobs ORDER BY id"
+    )
+    assert [(task, queue) for task, queue, _ in jobs] == [
+        ("pixelgate.run_generation", "generations")
+    ] * 3
+    assert [chunk for _, _, chunk in jobs] == [ids[:64], ids[64:128], ids[128:]]
