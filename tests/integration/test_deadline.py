@@ -3,7 +3,6 @@ either way the job fails with ``deadline_exceeded`` and says which."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,9 +16,9 @@ from tests.conftest import ADMIN_KEY
 
 
 @pytest.fixture
-async def slow_client(
+async def runtime_and_client(
     make_settings: Callable[..., Settings],
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     settings = make_settings(
         providers={"slow": {"kind": "placeholder", "latency_ms": 3000}},
         routing={
@@ -38,7 +37,7 @@ async def slow_client(
             base_url="http://testserver",
             headers={"Authorization": f"Bearer {ADMIN_KEY}"},
         ) as client:
-            yield client
+            yield runtime, client
     finally:
         await runtime.close()
 
@@ -51,13 +50,17 @@ async def _error(client: httpx.AsyncClient, prompt: str) -> dict[str, Any]:
     return dict(body["error"])
 
 
-async def test_the_deadline_ends_a_call_and_a_wait_for_an_outbound_slot(
-    slow_client: httpx.AsyncClient,
+async def test_the_deadline_ends_a_wait_for_an_outbound_slot_and_a_call(
+    runtime_and_client: tuple[Runtime, httpx.AsyncClient],
 ) -> None:
-    called, waited = await asyncio.gather(
-        _error(slow_client, "first"), _error(slow_client, "second")
-    )
-    errors = sorted([called, waited], key=lambda e: "slot" in e["message"])
-    assert [e["code"] for e in errors] == ["deadline_exceeded", "deadline_exceeded"]
-    assert "no result before the deadline" in errors[0]["message"]
-    assert "the deadline passed while waiting for an outbound slot" in errors[1]["message"]
+    runtime, client = runtime_and_client
+    gates = runtime.pipeline.control.outbound.gates
+    assert await gates.try_acquire("p:slow", 1)  # the provider's one slot, held elsewhere
+    try:
+        waited = await _error(client, "waits")
+    finally:
+        await gates.release("p:slow")
+    called = await _error(client, "calls")
+    assert [waited["code"], called["code"]] == ["deadline_exceeded", "deadline_exceeded"]
+    assert "the deadline passed while waiting for an outbound slot" in waited["message"]
+    assert "no result before the deadline" in called["message"]
