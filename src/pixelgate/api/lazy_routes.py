@@ -15,6 +15,7 @@ listed: its routes are not in the document, and a listing does not load the UI.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ class LazyRoutes(BaseRoute):
         self._build = build
         self._claims = claims
         self._routes: list[BaseRoute] | None = None
+        self._lock = threading.Lock()
         #: whether ``app.routes`` shows these routes in the holder's place
         self.listed = listed
 
@@ -52,7 +54,9 @@ class LazyRoutes(BaseRoute):
     @property
     def routes(self) -> list[BaseRoute]:
         if self._routes is None:
-            self._routes = self._build()
+            with self._lock:  # built once, should a thread list the routes meanwhile
+                if self._routes is None:
+                    self._routes = self._build()
         return self._routes
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
