@@ -2,7 +2,7 @@
 
 FastAPI checks every annotation it declares (parameters, bodies, response models) and
 some objects it encodes for ``pydantic.v1`` models, and each check imports
-``pydantic.v1`` (~22 modules, ~40 ms of every ``pixelgate serve`` start, where nothing
+``pydantic.v1`` (23 modules, ~40 ms of every ``pixelgate serve`` start, where nothing
 else uses it) inside ``warnings.catch_warnings()``. Nothing can be a ``pydantic.v1``
 model, or an instance of one, unless ``pydantic.v1`` has been imported: its classes are
 made by it. So while ``pydantic.v1`` is not in ``sys.modules`` the answer is "no" without

@@ -7,7 +7,7 @@ generation and OpenAI routers tried before it, and a hot request skips the other
 routers' path checks. The routers marked ``lazy`` (administration, the seed services'
 compatible APIs and the rarely used resources) are not even imported until a request
 they may serve, an ``OPTIONS``/``405`` on such a path, the OpenAPI document or a listing
-of the app's routes needs them: ~60 ms and ~20 modules of every ``pixelgate serve`` start
+of the app's routes needs them: 55-80 ms and 18 modules of every ``pixelgate serve`` start
 (docs/benchmarks.md, "Start, seventh round"). Their answers, the document and the route
 list are the same as when every router was included at once (tests/unit/test_route_table.py).
 
