@@ -119,6 +119,15 @@ async def main():
     await runtime.start_worker()
     try:
         app = create_app(settings, runtime=runtime, run_worker=False)
+        # as `pixelgate serve` does once it has started: start-up's objects frozen, the
+        # young generation collected every 10,000 allocations instead of 700
+        try:
+            from pixelgate.gc_tuning import tune_for_server
+        except ImportError:  # a tree from before it
+            import gc
+            gc.freeze()
+        else:
+            tune_for_server()
         out = {}
         for route, concurrency in cfg["routes"]:
             await loop_(app, route, concurrency, cfg["warmup"])

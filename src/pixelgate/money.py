@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 
 __all__ = ["format_usd"]
@@ -14,4 +15,11 @@ def format_usd(value: Decimal | str | int | float | None) -> str | None:
     """
     if value is None:
         return None
+    return _formatted(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted(value: Decimal | str | int | float) -> str:
+    # a few prices recur in every answer and trace: the text of each is made once
+    # (equal values, of any type, have one text: the key compares by value)
     return format(Decimal(str(value)).normalize(), "f")

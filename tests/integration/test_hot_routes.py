@@ -1,5 +1,6 @@
-"""Hot routes (``api/hot.py``): the usual request skips FastAPI's dependency resolution,
-and every other request gets exactly the answer FastAPI's handling of the route gives."""
+"""Hot routes (``api/hot.py``): the usual request skips FastAPI's routing and dependency
+resolution, and every other request gets exactly the answer FastAPI's handling of the
+route gives."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 
-from pixelgate.api.hot import HotRoute
+from pixelgate.api.contract import AllowMiddleware
+from pixelgate.api.hot import Declined, HotRoute
 
 NATIVE = {"prompt": "a red fox", "width": 64, "height": 64}
 OPENAI = {"model": "placeholder", "prompt": "a red fox", "size": "64x64"}
@@ -31,6 +32,68 @@ def resolved(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     yield seen
+
+
+@pytest.fixture
+def fastapi_only(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Call to make every hot request FastAPI's (the reference answers)."""
+
+    async def decline(self: HotRoute, scope: Any, receive: Any) -> Declined:
+        return Declined(())
+
+    return lambda: monkeypatch.setattr(HotRoute, "answer_usual", decline)
+
+
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths of the requests that went down the whole middleware stack to routing."""
+    seen: list[str] = []
+    call = AllowMiddleware.__call__
+
+    async def counting(self: AllowMiddleware, scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await call(self, scope, receive, send)
+
+    monkeypatch.setattr(AllowMiddleware, "__call__", counting)
+    yield seen
+
+
+async def test_a_usual_request_skips_routing_and_the_layers_it_does_not_need(
+    client: httpx.AsyncClient, routed: list[str]
+) -> None:
+    r = await client.post("/v1/generations", json=NATIVE, headers={"Prefer": "wait=10"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"]  # the middleware it needs still ran
+    assert (await client.post("/v1/images/generations", json=OPENAI)).status_code == 200
+    assert routed == []
+    # a declined one goes down the whole stack, its body replayed
+    r = await client.post("/v1/generations?x=1", json=NATIVE)
+    assert r.status_code == 202, r.text
+    assert r.json()["prompt"] == NATIVE["prompt"]
+    r = await client.post("/v1/images/generations", json=OPENAI, headers={"x": "1"}, params="a")
+    assert r.status_code == 200, r.text
+    assert routed == ["/v1/generations", "/v1/images/generations"]
+
+
+async def test_an_error_raised_after_the_hot_path_acted_gets_the_handlers_answer(
+    client: httpx.AsyncClient, make_account: Any, fastapi_only: Any
+) -> None:
+    """A 402 (no credits) comes from the fast function itself, not from a check FastAPI
+    would make first: the app's handler answers it, as from the endpoint."""
+    _, headers = await make_account("broke", credits=0)
+    hot = [
+        await client.post("/v1/generations", json=NATIVE, headers=headers),
+        await client.post("/v1/images/generations", json=OPENAI, headers=headers),
+    ]
+    fastapi_only()
+    plain = [
+        await client.post("/v1/generations", json=NATIVE, headers=headers),
+        await client.post("/v1/images/generations", json=OPENAI, headers=headers),
+    ]
+    assert [r.status_code for r in hot] == [402, 402], [r.text for r in hot]
+    for a, b in zip(hot, plain, strict=True):
+        assert _answer(a) == _answer(b)
+    assert hot[0].json()["error"]["request_id"] == hot[0].headers["x-request-id"]
 
 
 async def test_a_usual_request_skips_fastapis_dependency_resolution(
@@ -121,14 +184,14 @@ UNUSUAL: list[tuple[str, str, dict[str, str], bytes]] = [
 )
 async def test_an_unusual_request_gets_fastapis_own_answer(
     client: httpx.AsyncClient,
-    monkeypatch: pytest.MonkeyPatch,
+    fastapi_only: Any,
     path: str,
     headers: dict[str, str],
     content: bytes,
 ) -> None:
     hot = await client.post(path, headers=headers, content=content)
     assert hot.status_code >= 400, hot.text
-    monkeypatch.setattr(HotRoute, "handle", APIRoute.handle)  # FastAPI's handling only
+    fastapi_only()
     plain = await client.post(path, headers=headers, content=content)
     assert _answer(hot) == _answer(plain)
 
@@ -143,7 +206,7 @@ async def test_a_repeated_header_goes_to_fastapi(
 
 
 async def test_a_usual_answer_is_fastapis_answer(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, fastapi_only: Any
 ) -> None:
     cases = [
         ("/v1/generations", {"prefer": "wait=10", "idempotency-key": "same-1"}, NATIVE),
@@ -151,7 +214,7 @@ async def test_a_usual_answer_is_fastapis_answer(
         ("/v1/images/generations", {"idempotency-key": "same-2"}, OPENAI),
     ]
     hot = [await client.post(p, headers=h, json=b) for p, h, b in cases]
-    monkeypatch.setattr(HotRoute, "handle", APIRoute.handle)
+    fastapi_only()
     plain = [await client.post(p, headers=h, json=b) for p, h, b in cases]
     for a, b in zip(hot, plain, strict=True):
         assert a.status_code == b.status_code or {a.status_code, b.status_code} == {200}

@@ -115,3 +115,57 @@ async def test_handed_plans_are_bounded(runtime: Runtime, monkeypatch: pytest.Mo
     for i in range(1, 6):  # runs that never started (canceled while waiting)
         planner.hand_over(f"gen_{i}", plan, account)
     assert list(planner._handed) == ["gen_3", "gen_4", "gen_5"]
+
+
+BODIES = [
+    {"prompt": "  a lighthouse  ", "width": 64, "height": 64},
+    {
+        "prompt": "a fox",
+        "negative_prompt": "blur",
+        "width": 96,
+        "height": 64,
+        "format": "WEBP",
+        "seed": 7,
+        "n": 2,
+        "project": "p1",
+        "options": {"steps": 4},
+    },
+    {"prompt": "a harbour", "providers": ["second", "first"], "max_cost_per_image": "0.5"},
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+async def test_the_run_takes_the_request_admission_validated(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    body: dict[str, Any],
+) -> None:
+    """The stored request is the validated one's dump: the run of a handed-over job takes
+    the validated request itself (not validated twice), equal to the stored one's."""
+    if backend != "sqlite":
+        pytest.skip("the embedded worker's hand-over: on scale-out the queue engine delivers jobs")
+    import pixelgate.core.execution as execution
+
+    class NotAgain(GenerationRequest):
+        @classmethod
+        def model_validate(cls, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the run validated the stored request again")
+
+    handed: dict[str, GenerationRequest | None] = {}
+    planner = runtime.pipeline.planner
+    hand_over = planner.hand_over
+
+    def recording(generation_id: str, *args: Any) -> None:
+        hand_over(generation_id, *args)
+        handed[generation_id] = planner.handed_request(generation_id)
+
+    monkeypatch.setattr(execution, "GenerationRequest", NotAgain)
+    monkeypatch.setattr(planner, "hand_over", recording)
+    r = await client.post("/v1/generations", json=body, headers={"Prefer": "wait=10"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "SUCCEEDED", r.text
+    [request] = handed.values()
+    assert request is not None
+    assert GenerationRequest.model_validate(r.json()["request"]) == request

@@ -164,6 +164,25 @@ async def test_a_retry_after_pauses_every_call_to_that_provider() -> None:
     assert fake.slept == [3.0]
 
 
+async def test_an_unlimited_call_holds_nothing_until_a_limit_or_pause_comes() -> None:
+    """The unlimited call's slot is a shared no-op (nothing to count or wait for); a
+    limit configured, or a pause set, later still applies to the next call."""
+    fake = FakeTime()
+    limiter = OutboundLimiter(clock=fake.clock())
+    free = limiter.slot("p", "acct")
+    assert free is limiter.slot("q", "other")
+    async with free:
+        pass
+    limiter.configure({"p": OutboundLimit(concurrency=1)})
+    async with limiter.slot("p", "acct"):
+        assert (await limiter.usage("p"))["in_flight"] == 1
+        assert not await limiter.gates.try_acquire("p:p", 1)
+    await limiter.pause("q", 2.0)
+    async with limiter.slot("q", "acct"):
+        pass
+    assert fake.slept == [2.0]
+
+
 # Live configuration ---------------------------------------------------------------------
 
 
@@ -213,6 +232,7 @@ def test_a_hot_configuration_overrides_the_file_and_keeps_the_rest(tmp_path: Any
             }
         }
     )
+    assert control.retry_for("a").attempts == 2  # read before: the new one replaces it
     control.apply(routing, version=4, overrides={})
     assert control.chain() == ["b", "a"]
     assert control.retry_for("a").attempts == 5 and control.retry_for("a").base_delay_s == 0.5

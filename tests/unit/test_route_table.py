@@ -17,8 +17,9 @@ import pytest
 from fastapi.routing import APIRoute
 
 from pixelgate.api.app import create_app
+from pixelgate.api.hot import HotRoute
 from pixelgate.api.lazy_routes import LazyRoutes
-from pixelgate.api.route_table import ROUTE_MODULES, RouteModule, routes_for
+from pixelgate.api.route_table import ROUTE_MODULES, RouteModule, eager_routes, routes_for
 from pixelgate.config import Settings
 from pixelgate.runtime import Runtime
 from tests.conftest import ADMIN_KEY
@@ -159,6 +160,13 @@ async def test_admin_reads_answer_as_the_eager_app_does(
                 assert first.status_code == expected.status_code, path
             else:
                 assert _same(first) == _same(expected), path
+
+
+def test_the_hot_routes_are_in_routers_included_at_once() -> None:
+    """HotPathMiddleware knows the hot routes from ``eager_routes()``."""
+    hot = {r.path for m in ROUTE_MODULES for r in m.router().routes if isinstance(r, HotRoute)}
+    assert hot == {r.path for r in eager_routes() if isinstance(r, HotRoute)}
+    assert {"/v1/generations", "/v1/images/generations"} <= hot
 
 
 def test_the_allow_header_sees_the_lazy_routers_routes() -> None:

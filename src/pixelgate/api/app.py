@@ -15,9 +15,10 @@ from pixelgate.api.bodylimit import BodyLimitMiddleware
 from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
+from pixelgate.api.hot import HotPathMiddleware
 from pixelgate.api.lazy_routes import LazyRoutingFastAPI, include_lazily
 from pixelgate.api.responses import JSONResponse
-from pixelgate.api.route_table import ROUTE_MODULES, RouteModule, routes_for
+from pixelgate.api.route_table import ROUTE_MODULES, RouteModule, eager_routes, routes_for
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
@@ -122,6 +123,8 @@ def create_app(
     app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     install_mcp(app)  # /mcp for agents (with the mcp extra)
     app.add_middleware(AllowMiddleware, routes=routes_for)
+    # below it: not on the hot path; the hot routes are in the routers included at once
+    app.add_middleware(HotPathMiddleware, routes=eager_routes())
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,

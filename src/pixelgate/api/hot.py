@@ -19,13 +19,15 @@ Errors ``fast`` raises later reach the same exception handlers as the endpoint's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelgate.api.deps import (
     MAX_IDEMPOTENCY_KEY,
@@ -38,7 +40,19 @@ from pixelgate.core.keys import hash_key
 from pixelgate.core.pipeline import Caller
 from pixelgate.runtime import Runtime
 
-__all__ = ["FastEndpoint", "HotRequest", "HotRoute", "Unusual", "hot_route"]
+__all__ = [
+    "DECLINED",
+    "Declined",
+    "FastEndpoint",
+    "HotPathMiddleware",
+    "HotRequest",
+    "HotRoute",
+    "Unusual",
+    "hot_route",
+]
+
+#: the scope key of a hot request the middleware left to FastAPI
+DECLINED = "pixelgate.hot_declined"
 
 #: headers read on the hot path: each must come at most once (else FastAPI answers)
 _AUTHORIZATION = b"authorization"
@@ -78,22 +92,31 @@ class HotRoute(APIRoute):
     reads: frozenset[bytes] = frozenset()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in (self.methods or ()) or scope["query_string"]:
+        if scope.get(DECLINED):  # HotPathMiddleware tried already: FastAPI answers
             await super().handle(scope, receive, send)
             return
+        outcome = await self.answer_usual(scope, receive)
+        if isinstance(outcome, Declined):
+            await super().handle(scope, outcome.replay(receive), send)
+            return
+        await outcome(scope, receive, send)
+
+    async def answer_usual(self, scope: Scope, receive: Receive) -> Response | Declined:
+        """The fast function's response to a usual request, or :class:`Declined` with
+        what was read of the request. Errors the fast function raises propagate."""
+        if scope["method"] not in (self.methods or ()) or scope["query_string"]:
+            return Declined(())
         app = scope["app"]
         headers = _usual_headers(scope["headers"], self.reads)
         caller = None if headers is None else await _caller(app.state, headers)
         if headers is None or caller is None or app.dependency_overrides:
-            await super().handle(scope, receive, send)
-            return
+            return Declined(())
         read = await _read_body(receive)
         body = b"".join(m.get("body", b"") for m in read)
         idempotency_key = _idempotency_key(headers.get(_IDEMPOTENCY_KEY))
         usual = read[-1]["type"] == "http.request" and idempotency_key is not False
         if not usual or any(marker in body for marker in SUSPECT_MARKERS):
-            await super().handle(scope, _replaying(read, receive), send)
-            return
+            return Declined(read)
         request = HotRequest(
             runtime=app.state.runtime,
             caller=caller,
@@ -103,11 +126,82 @@ class HotRoute(APIRoute):
             body=body,
         )
         try:
-            response = await type(self).fast(request)
+            return await type(self).fast(request)
         except Unusual:
-            await super().handle(scope, _replaying(read, receive), send)
+            return Declined(read)
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """A request the hot path leaves to FastAPI: the messages it read of it already."""
+
+    read: Sequence[Message]
+
+    def replay(self, receive: Receive) -> Receive:
+        """A ``receive`` that gives the messages already read, then the connection's own."""
+        if not self.read:
+            return receive
+        pending = list(self.read)
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        return replay
+
+
+class HotPathMiddleware:
+    """The hot routes' usual requests answered right below the middleware they need
+    (metrics, request id, body limit) and above the layers they do not: the ``Allow``
+    handling, FastAPI's exit stack and routing (matching a path against every route,
+    four router layers), ~4 % of a request's CPU (py-spy, native route). A request is
+    a hot one by its exact path and ``POST``; the route's :meth:`HotRoute.answer_usual`
+    decides whether it is usual. What it declines goes down the whole stack, its body
+    replayed and marked, so the route leaves it to FastAPI at once; an error the fast
+    function raises reaches the app's exception handlers, as from the endpoint.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.hot = {
+            route.path: route
+            for route in routes
+            if isinstance(route, HotRoute) and "POST" in (route.methods or ())
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = None
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            route = self.hot.get(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
             return
-        await response(scope, receive, send)
+        try:
+            outcome = await route.answer_usual(scope, receive)
+        except Exception as exc:
+            scope["route"] = route
+            await _handled(exc, scope, receive, send)
+            return
+        if isinstance(outcome, Declined):
+            scope[DECLINED] = True
+            await self.app(scope, outcome.replay(receive), send)
+            return
+        scope["route"] = route  # as routing sets it: the metrics count answers by it
+        await outcome(scope, receive, send)
+
+
+async def _handled(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``exc`` with the app's handler for it, as the ``ExceptionMiddleware`` of the
+    stack would (FastAPI gives it every handler but the 500/``Exception`` one, which the
+    outer ``ServerErrorMiddleware`` keeps); with no handler it propagates."""
+    app = scope["app"]
+    handlers = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+
+    async def raising(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    await ExceptionMiddleware(raising, handlers=handlers, debug=app.debug)(scope, receive, send)
 
 
 def hot_route(fast: FastEndpoint, *, reads: tuple[str, ...] = ()) -> type[HotRoute]:
@@ -160,15 +254,3 @@ async def _read_body(receive: Receive) -> list[Message]:
         read.append(message)
         if message["type"] != "http.request" or not message.get("more_body", False):
             return read
-
-
-def _replaying(read: list[Message], receive: Receive) -> Receive:
-    """A ``receive`` that gives the messages already read, then the connection's own."""
-    pending = list(read)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

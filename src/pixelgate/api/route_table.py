@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-__all__ = ["ROUTE_MODULES", "RouteModule", "routes_for"]
+__all__ = ["ROUTE_MODULES", "RouteModule", "eager_routes", "routes_for"]
 
 
 class RouteModule:
@@ -98,3 +98,11 @@ def routes_for(path: str) -> Iterator[BaseRoute]:
     for module in ROUTE_MODULES:
         if module.claims(path):
             yield from module.router().routes
+
+
+def eager_routes() -> list[BaseRoute]:
+    """The routes (as declared) of the routers included at once: the hot routes are among
+    them (a test checks that no lazy router has one)."""
+    return [
+        route for module in ROUTE_MODULES if not module.lazy for route in module.router().routes
+    ]

@@ -173,7 +173,7 @@ class Admission:
         if result.job is not None and worker is not None:
             self.finisher.expect(result.job.id)
             if estimate.plan is not None:
-                self.planner.hand_over(result.job.id, estimate.plan, account)
+                self.planner.hand_over(result.job.id, estimate.plan, account, request)
             worker.accept(result.job)
             return result
         if lease_to is not None and worker is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
@@ -57,8 +57,9 @@ class EventBus(Protocol):
     async def request_cancel(self, generation_id: str) -> None:
         """Ask whichever worker runs the generation to cancel it now."""
 
-    def on_cancel(self, generation_id: str) -> asyncio.Event:
-        """The event a worker waits on for cancellation of a job it runs."""
+    def on_cancel(self, generation_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when cancellation of ``generation_id``, a job this
+        worker runs, is asked for: no task or event waits per running job."""
 
     def forget_cancel(self, generation_id: str) -> None: ...
 
@@ -71,7 +72,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._jobs = asyncio.Event()
-        self._cancels: dict[str, asyncio.Event] = {}
+        self._cancels: dict[str, Callable[[], None]] = {}
 
     async def publish(self, generation_id: str, *, final: bool = False) -> None:
         for sub in self._subs.get(generation_id, ()):
@@ -102,12 +103,12 @@ class MemoryBus:
             self._jobs.clear()
 
     async def request_cancel(self, generation_id: str) -> None:
-        event = self._cancels.get(generation_id)
-        if event is not None:
-            event.set()
+        callback = self._cancels.pop(generation_id, None)
+        if callback is not None:
+            callback()
 
-    def on_cancel(self, generation_id: str) -> asyncio.Event:
-        return self._cancels.setdefault(generation_id, asyncio.Event())
+    def on_cancel(self, generation_id: str, callback: Callable[[], None]) -> None:
+        self._cancels[generation_id] = callback
 
     def forget_cancel(self, generation_id: str) -> None:
         self._cancels.pop(generation_id, None)

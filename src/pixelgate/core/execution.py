@@ -120,13 +120,15 @@ class Executor:
         await self.finisher.canceled(job, owner, state.route)
 
     async def _execute(self, job: ClaimedJob, owner: str, state: RunState) -> None:
-        try:
-            request = GenerationRequest.model_validate(job.request)
-        except ValueError as exc:
-            await self.finisher.fail(
-                job, owner, "invalid_request", f"stored request is invalid: {exc}"
-            )
-            return
+        request = self.planner.handed_request(job.id)
+        if request is None:
+            try:
+                request = GenerationRequest.model_validate(job.request)
+            except ValueError as exc:
+                await self.finisher.fail(
+                    job, owner, "invalid_request", f"stored request is invalid: {exc}"
+                )
+                return
         run = await self._plan(job, owner, request, state)
         race: JobRace = Race(
             run.candidates,

@@ -57,6 +57,8 @@ class RoutePlan:
 class _HandedPlan:
     plan: RoutePlan
     account: AccountView
+    #: the request admission validated (the run's copy of the stored one)
+    request: GenerationRequest | None
 
 
 class RoutePlanner:
@@ -68,12 +70,25 @@ class RoutePlanner:
         #: generation id → the plan admission priced it with, for this process's run
         self._handed: dict[str, _HandedPlan] = {}
 
-    def hand_over(self, generation_id: str, plan: RoutePlan, account: AccountView) -> None:
-        """Keep admission's plan for the run of ``generation_id`` that this process's
-        worker starts next, so an unchanged situation is not planned twice."""
+    def hand_over(
+        self,
+        generation_id: str,
+        plan: RoutePlan,
+        account: AccountView,
+        request: GenerationRequest | None = None,
+    ) -> None:
+        """Keep admission's plan (and validated ``request``) for the run of
+        ``generation_id`` that this process's worker starts next, so an unchanged
+        situation is not planned twice, nor the stored request validated again."""
         if len(self._handed) >= MAX_HANDED_PLANS:  # runs that never asked (canceled)
             del self._handed[next(iter(self._handed))]
-        self._handed[generation_id] = _HandedPlan(plan, account)
+        self._handed[generation_id] = _HandedPlan(plan, account, request)
+
+    def handed_request(self, generation_id: str) -> GenerationRequest | None:
+        """The request admission validated for ``generation_id`` in this process, if any
+        (the stored request is its ``model_dump``)."""
+        handed = self._handed.get(generation_id)
+        return None if handed is None else handed.request
 
     async def plan(
         self,

@@ -22,26 +22,19 @@ from pixelgate.core.models import GenerationView, Status
 from pixelgate.core.states import OWNER_ONLY, sources_of
 from pixelgate.db.admission import AdmissionStore
 from pixelgate.db.followers import settle_followers
-from pixelgate.db.ledger import (
-    USAGE,
-    USAGE_COUNTS,
-    USAGE_KEY,
-    add_up_usage,
-    add_usage,
-    refund,
-    usage_row,
-)
+from pixelgate.db.ledger import add_up_usage, add_usage, add_usages, refund, usage_row
 from pixelgate.db.prepared import Prepared
-from pixelgate.db.records import BATCH, EVT, GEN, IMG, NewImage, RunningEvent, generation_view
+from pixelgate.db.records import BATCH, GEN, IMG, NewImage, RunningEvent, generation_view
 from pixelgate.db.rows import (
     add_images,
     event_row,
     image_rows,
     insert_events,
+    insert_images,
     pending_values,
     running_rows,
 )
-from pixelgate.db.setbased import insert_rows, update_rows, upsert_rows
+from pixelgate.db.setbased import update_rows
 from pixelgate.errors import Conflict
 
 __all__ = ["FinishStore"]
@@ -130,9 +123,8 @@ class FinishStore(AdmissionStore):
         account_name: str | None = None,
     ) -> GenerationView | None:
         """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction; the job's
-        ``pending`` events (group commit) are written before its final event. On
-        PostgreSQL the finishes of one group commit share their statements
-        (:func:`_succeeded_together`).
+        ``pending`` events (group commit) are written before its final event. The
+        finishes of one group commit share their statements (:func:`_succeeded_together`).
 
         Returns the final view, or ``None`` when this worker no longer owns the job.
         """
@@ -151,7 +143,7 @@ class FinishStore(AdmissionStore):
             pending=pending,
             account_name=account_name or account_id,
             now=self.clock(),
-            together=_succeeded_together if self.postgres else None,
+            together=_succeeded_together,
         )
         view: GenerationView | None = await self.write(finish)
         return view
@@ -425,12 +417,16 @@ class _Succeeded:
     pending: Sequence[RunningEvent]
     account_name: str
     now: datetime
-    #: set on PostgreSQL: the group commit runs a batch's finishes through it together
+    #: the group commit runs a batch's finishes through it together
     together: Callable[[Connection, list[Any]], list[Any]] | None
 
     def __call__(self, c: Connection) -> GenerationView | None:
-        row = _final(c, self.gen_id, Status.SUCCEEDED, self.owner, self.values(), (), self.now)
+        row = self.update(c)
         return None if row is None else self.after_update(c, row)
+
+    def update(self, c: Connection) -> Any:
+        """The finishing UPDATE alone: the row after, or ``None`` (not this owner's)."""
+        return _final(c, self.gen_id, Status.SUCCEEDED, self.owner, self.values(), (), self.now)
 
     def values(self) -> dict[str, Any]:
         """The generation columns the finish sets (its waiting events' included)."""
@@ -496,16 +492,44 @@ _CLOSED = {"status": Status.SUCCEEDED.value, "lease_owner": None, "lease_expires
 
 
 def _succeeded_together(c: Connection, finishes: list[_Succeeded]) -> list[GenerationView | None]:
-    """A group commit's successful finishes on PostgreSQL, set-based: one UPDATE for all
-    of them, then one INSERT each for their images, usage and events, instead of four
-    statements per job. What each job gets is what :meth:`_Succeeded.__call__` gives
-    it; a job with more to do (a redelivery's old images, cache followers, a batch
-    slot) does that rest one statement at a time. A statement that fails fails the
-    batch's savepoint, and the group commit runs every function alone
-    (:func:`pixelgate.db.engine._one_by_one`): a job's error stays its own.
+    """A group commit's successful finishes, their statements shared: one INSERT each
+    for all their images, usage (summed per account, day and model first: one upsert
+    cannot change a row twice) and events — on PostgreSQL one UPDATE for all their
+    rows too; on SQLite (no set-based UPDATE … FROM of many rows in one parameter) an
+    UPDATE each — instead of four statements per job. What each job gets is what
+    :meth:`_Succeeded.__call__` gives it; a job with more to do (a redelivery's old
+    images, cache followers, a batch slot) does that rest one statement at a time. A
+    statement that fails fails the batch's savepoint, and the group commit runs every
+    function alone (:func:`pixelgate.db.engine._one_by_one`): a job's error stays its own.
     """
     if len({f.gen_id for f in finishes}) < len(finishes):
         return [finish(c) for finish in finishes]  # one row cannot be finished twice at once
+    postgres = c.dialect.name == "postgresql"
+    updated = _update_all(c, finishes) if postgres else {}
+    views: list[GenerationView | None] = []
+    images: list[dict[str, Any]] = []
+    usage: dict[tuple[str, ...], dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    for finish in finishes:
+        row = updated.get(finish.gen_id) if postgres else finish.update(c)
+        if row is None:
+            views.append(None)
+        elif row.deliveries > 1 or row.cache_key is not None or row.batch_id is not None:
+            views.append(finish.after_update(c, row))
+        else:
+            stored = image_rows(finish.gen_id, finish.account_id, finish.images, finish.now)
+            images.extend(stored)
+            add_up_usage(usage, finish.usage(row))
+            events.extend(finish.events())
+            views.append(finish.view(row, stored))
+    insert_images(c, images)
+    add_usages(c, usage)
+    insert_events(c, events)
+    return views
+
+
+def _update_all(c: Connection, finishes: list[_Succeeded]) -> dict[str, Any]:
+    """The finishing UPDATE of every job at once (PostgreSQL): the rows after, by id."""
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for finish in finishes:
         values = {
@@ -523,23 +547,4 @@ def _succeeded_together(c: Connection, finishes: list[_Succeeded]) -> list[Gener
             c, GEN, rows, match=_BY_OWNER, condition=_SUCCEEDED_FROM, keep_first=("started_at",)
         )
         updated.update((row.id, row) for row in found)
-    views: list[GenerationView | None] = []
-    images: list[dict[str, Any]] = []
-    usage: dict[tuple[str, ...], dict[str, Any]] = {}
-    events: list[dict[str, Any]] = []
-    for finish in finishes:
-        row = updated.get(finish.gen_id)
-        if row is None:
-            views.append(None)
-        elif row.deliveries > 1 or row.cache_key is not None or row.batch_id is not None:
-            views.append(finish.after_update(c, row))
-        else:
-            stored = image_rows(finish.gen_id, finish.account_id, finish.images, finish.now)
-            images.extend(stored)
-            add_up_usage(usage, finish.usage(row))
-            events.extend(finish.events())
-            views.append(finish.view(row, stored))
-    insert_rows(c, IMG, images)
-    upsert_rows(c, USAGE, [usage[key] for key in sorted(usage)], key=USAGE_KEY, add=USAGE_COUNTS)
-    insert_rows(c, EVT, events)
-    return views
+    return updated

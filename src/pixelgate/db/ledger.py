@@ -18,6 +18,7 @@ from pixelgate.db.base import StoreBase
 from pixelgate.db.billing import LockedAccount, Quota, QuotaState, quota_state, spent_today
 from pixelgate.db.prepared import Prepared
 from pixelgate.db.records import LEDGER
+from pixelgate.db.setbased import upsert_rows
 from pixelgate.db.tables import Account, LedgerEntry, UsageDaily
 from pixelgate.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 
@@ -29,6 +30,7 @@ __all__ = [
     "LedgerStore",
     "add_up_usage",
     "add_usage",
+    "add_usages",
     "debit",
     "ledger_row",
     "refund",
@@ -124,6 +126,15 @@ def refund(c: Connection, gen_id: str, reason: str, now: datetime) -> int:
 def add_usage(c: Connection, row: dict[str, Any]) -> None:
     """Add a :func:`usage_row` to the account's day (one atomic upsert)."""
     _usage_upsert(c.dialect.name).run(c, row)
+
+
+def add_usages(c: Connection, totals: dict[tuple[str, ...], dict[str, Any]]) -> None:
+    """Add :func:`add_up_usage`'s totals (one row per key) in one statement."""
+    rows = [totals[key] for key in sorted(totals)]
+    if len(rows) > 1 and c.dialect.name == "postgresql":
+        upsert_rows(c, USAGE, rows, key=USAGE_KEY, add=USAGE_COUNTS)
+    elif rows:
+        _usage_upsert(c.dialect.name).run_many(c, rows)
 
 
 def usage_row(

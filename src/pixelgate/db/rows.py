@@ -65,8 +65,16 @@ def add_images(
     if not images:
         return []
     rows = image_rows(gen_id, account_id, images, now)
-    _INSERT_IMAGE.run_many(c, rows)
+    insert_images(c, rows)
     return rows
+
+
+def insert_images(c: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Image rows (:func:`image_rows`, of one generation or several) in one statement."""
+    if len(rows) > 1 and c.dialect.name == "postgresql":
+        insert_rows(c, IMG, rows)
+    elif rows:
+        _INSERT_IMAGE.run_many(c, rows)
 
 
 def image_rows(

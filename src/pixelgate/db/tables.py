@@ -88,7 +88,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
+            zone = value.tzinfo
+            if zone is UTC:  # what utcnow() gives: one call, the "+00:00" cut off
+                return value.isoformat(" ", "microseconds")[:-6]
+            if zone is None:
                 raise ValueError("naive datetime given to a UTC column")
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 

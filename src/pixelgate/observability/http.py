@@ -13,7 +13,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelgate.observability import tracing
-from pixelgate.observability.metrics import HTTP_DURATION, HTTP_REQUESTS
+from pixelgate.observability.metrics import HTTP_DURATION, HTTP_REQUESTS, labelled
 
 __all__ = ["UNMATCHED", "MetricsMiddleware"]
 
@@ -82,5 +82,5 @@ def _route(scope: Scope) -> str:
 def _record(scope: Scope, status: int, seconds: float) -> None:
     method = scope["method"] if scope["method"] in METHODS else "other"
     labels = (_route(scope), method, str(status))
-    HTTP_REQUESTS.labels(*labels).inc()
-    HTTP_DURATION.labels(*labels).observe(seconds)
+    labelled(HTTP_REQUESTS, *labels).inc()
+    labelled(HTTP_DURATION, *labels).observe(seconds)

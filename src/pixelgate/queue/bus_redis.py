@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,7 @@ class RedisBus:
         self._cancel_channel = f"{prefix}:cancel"
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._jobs = asyncio.Event()
-        self._cancels: dict[str, asyncio.Event] = {}
+        self._cancels: dict[str, Callable[[], None]] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -148,13 +148,13 @@ class RedisBus:
             self._jobs.clear()
 
     async def request_cancel(self, generation_id: str) -> None:
-        event = self._cancels.get(generation_id)
-        if event is not None:
-            event.set()
+        callback = self._cancels.pop(generation_id, None)
+        if callback is not None:
+            callback()
         await self._send(self._cancel_channel, generation_id)
 
-    def on_cancel(self, generation_id: str) -> asyncio.Event:
-        return self._cancels.setdefault(generation_id, asyncio.Event())
+    def on_cancel(self, generation_id: str, callback: Callable[[], None]) -> None:
+        self._cancels[generation_id] = callback
 
     def forget_cancel(self, generation_id: str) -> None:
         self._cancels.pop(generation_id, None)
@@ -255,9 +255,9 @@ class RedisBus:
         if channel == self._jobs_channel:
             self._jobs.set()
         elif channel == self._cancel_channel:
-            event = self._cancels.get(_text(message["data"]))
-            if event is not None:
-                event.set()
+            callback = self._cancels.pop(_text(message["data"]), None)
+            if callback is not None:
+                callback()
         else:
             gen_id = channel.rpartition(":")[2]
             final = _text(message["data"]) != EVENT

@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 from contextlib import suppress
+from functools import partial
 
 import structlog
 
@@ -68,7 +69,6 @@ class Worker:
         self._reserved = 0
         #: set whenever a job ends here (a slot is free again)
         self._slot_freed = asyncio.Event()
-        self._cancel_watchers: dict[str, asyncio.Task[None]] = {}
         self._canceling: set[str] = set()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,7 +159,7 @@ class Worker:
     def _spawn(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._jobs[job.id] = (job, task)
-        self._cancel_watchers[job.id] = asyncio.create_task(self._watch_cancel(job.id, task))
+        self.bus.on_cancel(job.id, partial(self._cancel, job.id, task))
 
     async def _run(self, job: ClaimedJob) -> None:
         try:
@@ -188,16 +188,9 @@ class Worker:
             was_full = len(self._jobs) + self._reserved >= self.concurrency
             self._jobs.pop(job.id, None)
             self._canceling.discard(job.id)
-            watcher = self._cancel_watchers.pop(job.id, None)
-            if watcher is not None and watcher is not asyncio.current_task():
-                watcher.cancel()
             self.bus.forget_cancel(job.id)
             if was_full:  # the claim loop stopped claiming: a slot is free again
                 await self.bus.notify_jobs()
-
-    async def _watch_cancel(self, gen_id: str, task: asyncio.Task[None]) -> None:
-        await self.bus.on_cancel(gen_id).wait()
-        self._cancel(gen_id, task)
 
     def _cancel(self, gen_id: str, task: asyncio.Task[None]) -> None:
         if not task.done() and gen_id not in self._canceling:

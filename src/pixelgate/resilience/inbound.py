@@ -14,7 +14,7 @@ import asyncio
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from pixelgate.config import Settings
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["RequestLimiter"]
 
 NAMESPACE = "pixelgate:requests"
+#: the admission of an account without a limit: nothing to check, count or wait for
+_UNLIMITED: AbstractAsyncContextManager[None] = nullcontext()
 
 
 class RequestLimiter:
@@ -64,16 +66,20 @@ class RequestLimiter:
         """Memory in the embedded deployment; Redis (shared by every process) with scale-out."""
         return cls(open_limits_storage(settings))
 
-    @asynccontextmanager
-    async def admitting(self, account_id: str, per_minute: int | None) -> AsyncIterator[None]:
+    def admitting(
+        self, account_id: str, per_minute: int | None
+    ) -> AbstractAsyncContextManager[None]:
         """Refuse when the account's window is full; count the request if the block succeeds.
 
         Raises:
             RateLimited: the window is full (nothing is counted).
         """
         if per_minute is None:
-            yield
-            return
+            return _UNLIMITED
+        return self._admitting(account_id, per_minute)
+
+    @asynccontextmanager
+    async def _admitting(self, account_id: str, per_minute: int) -> AsyncIterator[None]:
         from limits import RateLimitItemPerMinute
 
         item = RateLimitItemPerMinute(per_minute, namespace=NAMESPACE)

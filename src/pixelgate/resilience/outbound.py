@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 
 from pixelgate.config import OutboundLimit
@@ -27,6 +27,8 @@ from pixelgate.resilience.retry import Clock
 __all__ = ["OnWait", "OutboundLimiter", "WaitInfo"]
 
 DEFAULT_KEY = "*"
+#: the slot of a call that no limit or pause holds back
+_FREE: AbstractAsyncContextManager[None] = nullcontext()
 
 
 @dataclass(frozen=True)
@@ -116,20 +118,38 @@ class OutboundLimiter:
             "paused_for_s": round(await self.paused_for(provider), 3) or None,
         }
 
-    @asynccontextmanager
-    async def slot(
+    def slot(
         self,
         provider: str,
         account: str,
         *,
         account_limit: OutboundLimit | None = None,
         on_wait: OnWait | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AbstractAsyncContextManager[None]:
         """Hold a slot for one call to ``provider`` on behalf of ``account``.
 
         ``account_limit`` (the account's own setting) replaces the provider's
         ``account_*`` limits; its ``rpm``/``rate``/``concurrency`` apply per account.
         """
+        if (
+            account_limit is None
+            and self.limit_for(provider) is None
+            and isinstance(self.pauses, MemoryPauses)
+            and self.pauses.left(provider) <= 0
+        ):
+            # nothing to hold or wait for: no generator, closures or awaits per call
+            return _FREE
+        return self._slot(provider, account, account_limit=account_limit, on_wait=on_wait)
+
+    @asynccontextmanager
+    async def _slot(
+        self,
+        provider: str,
+        account: str,
+        *,
+        account_limit: OutboundLimit | None,
+        on_wait: OnWait | None,
+    ) -> AsyncIterator[None]:
         limit = self.limit_for(provider)
         if account_limit is not None:
             acct_conc = account_limit.concurrency

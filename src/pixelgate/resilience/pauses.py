@@ -65,6 +65,11 @@ class MemoryPauses:
         if until > self._until.get(provider, 0.0):
             self._until[provider] = until
 
+    def left(self, provider: str) -> float:
+        """Seconds left of ``provider``'s pause (0.0 when not paused), without awaiting."""
+        until = self._until.get(provider)
+        return 0.0 if until is None else max(0.0, until - self.clock.now())
+
     async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
         now = self.clock.now()
         out: dict[str, float] = {}

@@ -79,6 +79,9 @@ class RoutingControl:
         self.shared = shared or open_shared_state(settings)
         self.clock: Clock = self.shared.clock
         self.routing: RoutingSettings = settings.routing
+        #: the retry policy per provider of one routing configuration (built per attempt,
+        #: it was a model_dump each): made again when the configuration is replaced
+        self._retries: tuple[RoutingSettings, dict[str, RetryPolicy]] = (self.routing, {})
         self.version = 0
         self.overrides: dict[str, Any] = {}
         self.actor: str | None = None
@@ -134,10 +137,16 @@ class RoutingControl:
         return found.settings.timeout_s if found is not None else DEFAULT_TIMEOUT_S
 
     def retry_for(self, provider: str) -> RetryPolicy:
-        policy = RetryPolicy.from_settings(self.routing.retry)
-        override = self.routing.providers.get(provider)
-        if override is not None and override.attempts is not None:
-            return RetryPolicy(**{**policy.__dict__, "attempts": override.attempts})
+        routing, made = self._retries
+        if routing is not self.routing:
+            routing, made = self._retries = (self.routing, {})
+        policy = made.get(provider)
+        if policy is None:
+            policy = RetryPolicy.from_settings(routing.retry)
+            override = routing.providers.get(provider)
+            if override is not None and override.attempts is not None:
+                policy = RetryPolicy(**{**policy.__dict__, "attempts": override.attempts})
+            made[provider] = policy
         return policy
 
     def public(self) -> dict[str, Any]:
