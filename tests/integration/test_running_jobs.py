@@ -1,4 +1,5 @@
-"""What a running job costs the embedded worker: one task, no watcher beside it."""
+"""What a job costs the embedded worker beside its run: one task, no watcher beside it,
+and no finish-hook task when no hook has anything to do."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
+
+from pixelgate.core.finishing import Finisher
 
 
 async def _wait_status(client: httpx.AsyncClient, gen_id: str, status: str) -> dict[str, Any]:
@@ -36,3 +40,27 @@ async def test_running_jobs_take_one_task_each_and_any_of_them_can_be_canceled(
     assert (await _wait_status(client, ids[7], "CANCELED"))["images"] == []
     for gen_id in ids[:7] + ids[8:]:
         assert (await _wait_status(client, gen_id, "SUCCEEDED"))["status"] == "SUCCEEDED"
+
+
+async def test_a_job_with_no_webhook_mail_or_followers_starts_no_hook_task(
+    sqlite_only: None, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finish hooks that can tell at once they have nothing to do (no webhook URL on
+    the request or the cached account, no mail server or no failure, no seed) start no
+    task; a seeded job's may have followers to announce."""
+    started: list[list[str]] = []
+    run_hooks = Finisher._run_hooks
+
+    async def recording(self: Finisher, finished: Any, hooks: list[Any]) -> None:
+        started.append([type(hook).__name__ for hook in hooks])
+        await run_hooks(self, finished, hooks)
+
+    monkeypatch.setattr(Finisher, "_run_hooks", recording)
+    for body in ({"prompt": "plain"}, {"prompt": "seeded", "seed": 5}):
+        r = await client.post(
+            "/v1/generations",
+            json={**body, "width": 64, "height": 64},
+            headers={"Prefer": "wait=10"},
+        )
+        assert r.status_code == 200 and r.json()["status"] == "SUCCEEDED", r.text
+    assert started == [["_FollowersHook"]]

@@ -105,6 +105,51 @@ def test_image_is_not_flat_and_shows_text() -> None:
     assert high > 235
 
 
+@pytest.mark.parametrize(
+    ("size", "background"),
+    [
+        ((64, 64), (16, 16)),
+        ((512, 256), (128, 64)),
+        ((4096, 4096), (512, 512)),
+        ((3, 200), (1, 50)),
+    ],
+)
+def test_the_smooth_background_is_drawn_at_a_quarter_of_the_size_or_less(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], background: tuple[int, int]
+) -> None:
+    """Its blur and composites cost a sixteenth (a 64x64 image's blur was a fifth of
+    its drawing); the image keeps its size, and its text is drawn at full size."""
+    drawn: list[tuple[int, int]] = []
+    shapes = placeholder._shapes
+
+    def recording(small: tuple[int, int], *args: Any) -> Image.Image:
+        drawn.append(small)
+        return shapes(small, *args)
+
+    monkeypatch.setattr(placeholder, "_shapes", recording)
+    width, height = size
+    img = decode(fresh_render(PROMPT, width=width, height=height, fmt="png", seed=4))
+    assert drawn == [background]
+    assert img.size == size
+
+
+def test_png_is_smaller_than_zlibs_default_strategy_would_make_it() -> None:
+    """Run-length matching only (``Z_RLE``): smaller and quicker on these smooth images."""
+    data = fresh_render(PROMPT, width=256, height=256, fmt="png", seed=9)
+    default = io.BytesIO()
+    decode(data).save(default, format="PNG", compress_level=1)
+    assert len(data) < 0.9 * len(default.getvalue())
+
+
+@pytest.mark.parametrize(("size", "stored"), [(64, True), (128, True), (129, False)])
+def test_a_small_png_is_stored_without_deflate(size: int, stored: bool) -> None:
+    """Deflating a thumbnail, and inflating it again to check it, cost more CPU than its
+    bytes: up to 128x128 the pixels are stored (more bytes than the raw RGB rows)."""
+    data = fresh_render(PROMPT, width=size, height=size, fmt="png", seed=2)
+    assert decode(data).size == (size, size)
+    assert (len(data) > size * size * 3) is stored
+
+
 def test_long_prompts_and_empty_prompts_render() -> None:
     long = " ".join(["word"] * 500) + " " + "x" * 400
     assert decode(render_placeholder(long, width=512, height=256)).size == (512, 256)

@@ -22,7 +22,7 @@ from pixelgate.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from pixelgate.observability import hooks as observe
 from pixelgate.providers.base import HttpClient, Provider, ProviderRequest, ProviderResult
 from pixelgate.resilience.breaker import DEADLINE_EXCEEDED, Outcome, Transition, outcome_of
-from pixelgate.resilience.outbound import WaitInfo
+from pixelgate.resilience.outbound import FREE_SLOT, WaitInfo
 from pixelgate.resilience.routing_control import RoutingControl
 from pixelgate.storage.base import Storage
 
@@ -108,17 +108,22 @@ class AttemptRunner:
                 run.state.jobs[name] = ctx.provider_job_id
             failure: ProviderError | None = None
             sent = time.monotonic()
+            slot = control.outbound.slot(
+                name,
+                job.account_id,
+                account_limit=run.account_limits.get(name),
+                on_wait=partial(self._waiting, run),
+            )
             try:
-                # the deadline also bounds the wait for an outbound slot
-                async with asyncio.timeout(max(0.001, run.deadline.remaining())):
-                    async with control.outbound.slot(
-                        name,
-                        job.account_id,
-                        account_limit=run.account_limits.get(name),
-                        on_wait=partial(self._waiting, run),
-                    ):
-                        sent = time.monotonic()
-                        result = await self._call(provider, request, ctx, timeout_s, run)
+                if slot is FREE_SLOT:  # nothing to wait for: no timeout around the call's own
+                    result = await self._call(provider, request, ctx, timeout_s, run)
+                else:
+                    # the deadline also bounds the wait for an outbound slot
+                    async with asyncio.timeout(max(0.001, run.deadline.remaining())) as wait:
+                        async with slot:
+                            wait.reschedule(None)  # in: the call's own timeout bounds it now
+                            sent = time.monotonic()
+                            result = await self._call(provider, request, ctx, timeout_s, run)
             except TimeoutError:
                 failure = ProviderTimeout(
                     f"{name}: the deadline passed while waiting for an outbound slot",

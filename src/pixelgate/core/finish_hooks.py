@@ -8,7 +8,7 @@ from typing import Any
 
 from pixelgate.core.models import GenerationView
 
-__all__ = ["FinishHook", "Finished"]
+__all__ = ["FinishHook", "Finished", "skips"]
 
 
 class Finished:
@@ -41,6 +41,19 @@ class Finished:
             self._view = asyncio.ensure_future(self._load())
         return await self._view
 
+    @property
+    def known_status(self) -> str | None:
+        """The status, if the finishing code gave it (no read)."""
+        return self._status
+
+    @property
+    def known_account_id(self) -> str | None:
+        return self._account_id
+
+    @property
+    def known_request(self) -> dict[str, Any] | None:
+        return self._request
+
     async def status(self) -> str:
         return self._status if self._status is not None else (await self.view()).status.value
 
@@ -53,3 +66,12 @@ class Finished:
 
 #: called once a generation reaches a terminal state (webhooks, e-mail, cache…)
 FinishHook = Callable[[Finished], Awaitable[None]]
+
+
+def skips(hook: FinishHook, finished: Finished) -> bool:
+    """Whether ``hook`` says, without awaiting, that it has nothing to do for ``finished``
+    (its optional ``skips(finished)``): no task is started for it then. Most jobs have no
+    webhook, e-mail or followers, and three tasks per job were ~3 % of a sync request's
+    CPU (py-spy)."""
+    check = getattr(hook, "skips", None)
+    return check is not None and bool(check(finished))

@@ -19,7 +19,7 @@ import structlog
 
 from pixelgate.core.bus import EventBus
 from pixelgate.core.context import JobEvents, JobRun
-from pixelgate.core.finish_hooks import Finished, FinishHook
+from pixelgate.core.finish_hooks import Finished, FinishHook, skips
 from pixelgate.core.materialize import DEFAULT_IMAGE_PROVIDER, Materializer
 from pixelgate.core.models import GenerationView, Status
 from pixelgate.core.ports import FinishRecords
@@ -54,7 +54,7 @@ class Finisher:
         self.events = events
         self.materializer = materializer
         #: run once a generation reaches a terminal state (the runtime adds more)
-        self.hooks: list[FinishHook] = [self._announce_followers]
+        self.hooks: list[FinishHook] = [_FollowersHook(self)]
         self._hook_tasks: set[asyncio.Task[None]] = set()
         #: final views of jobs this process's worker runs, for in-memory waits
         self._outcomes: dict[str, asyncio.Future[GenerationView]] = {}
@@ -194,7 +194,10 @@ class Finisher:
             account_id=job.account_id if job is not None else None,
             request=job.request if job is not None else None,
         )
-        task = asyncio.create_task(self._run_hooks(finished))
+        hooks = [hook for hook in self.hooks if not skips(hook, finished)]
+        if not hooks:
+            return
+        task = asyncio.create_task(self._run_hooks(finished, hooks))
         self._hook_tasks.add(task)
         task.add_done_callback(self._hook_tasks.discard)
 
@@ -203,8 +206,11 @@ class Finisher:
         if self._hook_tasks:
             await asyncio.wait(list(self._hook_tasks), timeout=timeout)
 
-    async def _run_hooks(self, finished: Finished) -> None:
-        await asyncio.gather(*(self._run_hook(hook, finished) for hook in self.hooks))
+    async def _run_hooks(self, finished: Finished, hooks: list[FinishHook]) -> None:
+        if len(hooks) == 1:
+            await self._run_hook(hooks[0], finished)
+        else:
+            await asyncio.gather(*(self._run_hook(hook, finished) for hook in hooks))
 
     async def _run_hook(self, hook: FinishHook, finished: Finished) -> None:
         try:
@@ -216,9 +222,9 @@ class Finisher:
                 hook=getattr(hook, "__qualname__", repr(hook)),
             )
 
-    async def _announce_followers(self, finished: Finished) -> None:
-        """Finish hook: announce the generations that shared this one's provider call
-        (the store finished them in this one's finishing transaction)."""
+    async def announce_followers(self, finished: Finished) -> None:
+        """Announce the generations that shared this one's provider call (the store
+        finished them in this one's finishing transaction)."""
         if (await finished.request()).get("seed") is None:
             return  # without a seed nothing can have followed it
         view = await finished.view()
@@ -278,3 +284,17 @@ class Finisher:
 
 async def _ready(view: GenerationView) -> GenerationView:
     return view
+
+
+class _FollowersHook:
+    """Finish hook: :meth:`Finisher.announce_followers`."""
+
+    def __init__(self, finisher: Finisher) -> None:
+        self.finisher = finisher
+
+    def skips(self, finished: Finished) -> bool:
+        request = finished.known_request
+        return request is not None and request.get("seed") is None
+
+    async def __call__(self, finished: Finished) -> None:
+        await self.finisher.announce_followers(finished)

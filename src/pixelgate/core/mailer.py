@@ -76,6 +76,11 @@ class FailureMailer:
     def enabled(self) -> bool:
         return bool(self.settings.smtp_host)
 
+    def skips(self, finished: Finished) -> bool:
+        """No mail server, or a status known not to be ``FAILED``: nothing to send."""
+        status = finished.known_status
+        return not self.enabled or (status is not None and status != Status.FAILED)
+
     async def __call__(self, finished: Finished) -> None:
         if not self.enabled or await finished.status() != Status.FAILED:
             return

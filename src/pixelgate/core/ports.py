@@ -74,6 +74,10 @@ class AccountReads(Protocol):
         """The account as of a few seconds ago (never used for money)."""
         ...
 
+    def peek_account_cached(self, account_id: str) -> AccountView | None:
+        """What :meth:`get_account_cached` holds for the account now, without reading."""
+        ...
+
 
 class GenerationReads(Protocol):
     """Generations, their events, batches and templates, read."""

@@ -168,6 +168,18 @@ class WebhookNotifier:
         self.sender = sender
         self.render = render
 
+    def skips(self, finished: Finished) -> bool:
+        """Nothing to deliver, known without a read: a status with no webhook event, or
+        no URL on the request nor (cached) on the account."""
+        status = finished.known_status
+        if status is not None and EVENTS.get(Status(status)) is None:
+            return True
+        request, account_id = finished.known_request, finished.known_account_id
+        if request is None or account_id is None or request.get("webhook_url"):
+            return False
+        account = self.store.peek_account_cached(account_id)
+        return account is not None and not account.webhook_url
+
     async def __call__(self, finished: Finished) -> None:
         event = EVENTS.get(Status(await finished.status()))
         if event is None:

@@ -164,6 +164,11 @@ class AccountStore(StoreBase):
             self._account_loads[account_id] = load
         return await asyncio.shield(load)
 
+    def peek_account_cached(self, account_id: str) -> AccountView | None:
+        """The cached view of the account if it is fresh, else None (no read)."""
+        hit = self._account_cache.get(account_id)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     async def _load_account(self, account_id: str) -> AccountView:
         me = asyncio.current_task()
         try:

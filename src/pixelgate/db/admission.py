@@ -11,6 +11,7 @@ admitted unleased for a claim.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pixelgate.core.ids import new_id
 from pixelgate.core.models import GenerationView, Status
+from pixelgate.db.admit_together import PlainAdmission
 from pixelgate.db.billing import (
     LockedAccount,
     Quota,
@@ -32,7 +34,7 @@ from pixelgate.db.billing import (
     lock_account,
     quota_state,
 )
-from pixelgate.db.engine import dispatch
+from pixelgate.db.engine import TxFunction, dispatch
 from pixelgate.db.followers import CacheMatch, add_links_and_cache, cache_match
 from pixelgate.db.ledger import LEDGER, debit, ledger_row
 from pixelgate.db.prepared import Prepared
@@ -226,8 +228,13 @@ class AdmissionStore(ReadStore):
                 )
             return _Admitted(remaining, quota_after, values if match is None else None)
 
+        fn: TxFunction = admit
+        if self.postgres and quota is None and cache is None and not entities:
+            # the batch's plain admissions share their statements (set-based)
+            answer = functools.partial(_Admitted, quota=None, row=row)
+            fn = PlainAdmission(admit, account_id, row, lease is None, answer)
         try:
-            admitted: _Admitted = await self.write(admit)
+            admitted: _Admitted = await self.write(fn)
         except IntegrityError:
             if idempotency_key:
                 existing = await self._by_idempotency(account_id, idempotency_key)

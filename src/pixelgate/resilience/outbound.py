@@ -24,11 +24,11 @@ from pixelgate.resilience.pauses import MemoryPauses, Pauses
 from pixelgate.resilience.ratelimit import Gates, MemoryGates, RateWindows
 from pixelgate.resilience.retry import Clock
 
-__all__ = ["OnWait", "OutboundLimiter", "WaitInfo"]
+__all__ = ["FREE_SLOT", "OnWait", "OutboundLimiter", "WaitInfo"]
 
 DEFAULT_KEY = "*"
 #: the slot of a call that no limit or pause holds back
-_FREE: AbstractAsyncContextManager[None] = nullcontext()
+FREE_SLOT: AbstractAsyncContextManager[None] = nullcontext()
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class OutboundLimiter:
             and self.pauses.left(provider) <= 0
         ):
             # nothing to hold or wait for: no generator, closures or awaits per call
-            return _FREE
+            return FREE_SLOT
         return self._slot(provider, account, account_limit=account_limit, on_wait=on_wait)
 
     @asynccontextmanager
