@@ -14,7 +14,7 @@ from pixelgate.ui.routes import router as ui_router
 
 
 def _lazy(app: Any) -> LazyRoutes:
-    (lazy,) = [r for r in app.router.routes if isinstance(r, LazyRoutes)]
+    (lazy,) = [r for r in app.router.routes if isinstance(r, LazyRoutes) and not r.listed]
     return lazy
 
 

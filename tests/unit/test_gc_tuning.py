@@ -4,10 +4,12 @@ for serving once ``pixelgate serve`` is up."""
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,3 +97,37 @@ def test_only_serving_commands_keep_the_quiet_collector_until_they_are_up(
     result = CliRunner().invoke(app, [command, "--no-such-flag"])
     assert result.exit_code == 2  # the root callback ran, then the flag was refused
     assert gc.get_threshold() == after
+
+
+_START_SCRIPT = """
+import asyncio, gc, sys
+sys.argv[0] = "/opt/venv/bin/pixelgate"
+import pixelgate.cli
+young = gc.get_stats()[0]["collections"]
+from pixelgate.api.app import create_app
+from pixelgate.config import load_settings
+from pixelgate.runtime import Runtime
+settings = load_settings(data_dir=sys.argv[1])
+
+async def start():
+    runtime = await Runtime.open(settings)
+    create_app(settings, runtime=runtime)
+    await runtime.start_worker()
+    await runtime.close()
+
+asyncio.run(start())
+print(gc.get_stats()[0]["collections"] - young)
+"""
+
+
+def test_a_start_runs_no_collection_before_the_freeze(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXELGATE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _START_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "0"

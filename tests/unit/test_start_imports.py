@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pixelgate.api.route_table import ROUTE_MODULES
 from pixelgate.config import PROVIDER_KEY_ENV
 
 #: loaded only by what uses them: the web UI's first page (its routes, Jinja2), the
@@ -17,7 +18,7 @@ from pixelgate.config import PROVIDER_KEY_ENV
 #: modules and FreeType at the placeholder's first), the first image with an ICC profile
 #: (LittleCMS), the first SVG (the XML parser), Alembic only to migrate an existing
 #: database, the adapter of a default provider instance that has no key, `limits` (the
-#: first rate-limited call), tenacity (the first webhook delivery)
+#: first rate-limited call), tenacity (the first webhook delivery), the rarely used routers
 NOT_AT_START = (
     "jinja2",
     "sqlalchemy.dialects.postgresql",
@@ -47,6 +48,10 @@ NOT_AT_START = (
     "pixelgate.ui.admin",
     "pixelgate.ui.charts",
     "tenacity",
+    # FastAPI's check for pydantic.v1 models, while nothing imported it (api/_pydantic_v1_check.py)
+    "pydantic.v1",
+    # the API routers declared at their first request (api/route_table.py)
+    *(module.name for module in ROUTE_MODULES if module.lazy),
 )
 
 _SCRIPT = """
@@ -65,7 +70,7 @@ async def start():
 
 asyncio.run(start())
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'sqlalchemy',
-      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits', 'tenacity'))))
+      'PIL', 'alembic', 'defusedxml', 'xml', 'pixelgate', 'limits', 'tenacity', 'pydantic'))))
 """
 
 

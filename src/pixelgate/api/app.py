@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import structlog
@@ -15,8 +16,9 @@ from pixelgate.api.deps import KeyCache
 from pixelgate.api.docs import install_docs
 from pixelgate.api.errors import install_error_handlers
 from pixelgate.api.hot import HotPathMiddleware
-from pixelgate.api.lazy_routes import include_lazily
+from pixelgate.api.lazy_routes import LazyRoutingFastAPI, include_lazily
 from pixelgate.api.responses import JSONResponse
+from pixelgate.api.route_table import ROUTE_MODULES, RouteModule, eager_routes, routes_for
 from pixelgate.api.text import refuse_unstorable_text
 from pixelgate.config import Settings
 from pixelgate.core.ids import new_id
@@ -65,11 +67,14 @@ def create_app(
     runtime: Runtime | None = None,
     run_worker: bool | None = None,
     migrate: bool = True,
+    lazy: bool = True,
 ) -> FastAPI:
     """Build the app. Without ``runtime`` the lifespan opens (and closes) its own.
 
     ``migrate=False`` when the caller already applied the migrations (``pixelgate serve``
     does, so a broken database stops start-up with one clear line before uvicorn runs).
+    ``lazy=False`` includes every API router at once, as FastAPI apps usually do (the
+    answers, the OpenAPI document and the route list are the same: tests compare them).
     """
 
     @asynccontextmanager
@@ -91,7 +96,7 @@ def create_app(
                 await rt.worker.stop(settings.shutdown_grace_s)
                 rt.worker = None
 
-    app = FastAPI(
+    app = LazyRoutingFastAPI(
         title="pixelgate",
         version="0.1.0",
         description="Self-hosted, provider-agnostic AI image-generation gateway",
@@ -109,65 +114,17 @@ def create_app(
         app.state.runtime = runtime
     install_error_handlers(app)
 
-    from pixelgate.api.compat import openai as openai_compat
-    from pixelgate.api.compat import seed000, seed001, seed004
-    from pixelgate.api.contract import AllowMiddleware, document_errors
-    from pixelgate.api.routes import (
-        account,
-        admin_accounts,
-        admin_reports,
-        admin_routing,
-        admin_storage,
-        alerts,
-        batches,
-        config,
-        edits,
-        files,
-        generations,
-        health,
-        images,
-        metrics,
-        providers,
-        templates,
-        webhooks,
-        ws,
-    )
+    from pixelgate.api.contract import AllowMiddleware
+    from pixelgate.api.routes import ws
     from pixelgate.api.uploads import multipart_limit
 
-    # FastAPI tries the routes in this order (each try costs): the hot routes come first
-    modules = (
-        generations,
-        openai_compat,
-        health,
-        providers,
-        files,
-        seed000,
-        seed001,
-        seed004,
-        account,
-        admin_accounts,
-        admin_reports,
-        admin_storage,
-        edits,
-        webhooks,
-        admin_routing,
-        config,
-        batches,
-        templates,
-        images,
-        ws,
-        metrics,
-        alerts,
-    )
-    routes = [route for module in modules for route in module.router.routes]
-    document_errors(routes)
-    for module in modules:
-        app.include_router(module.router, dependencies=[Depends(refuse_unstorable_text)])
+    include_routers(app, lazy=lazy)
     include_lazily(app, is_ui_path, _include_ui)  # /ui (and /): built at its first request
     app.include_router(ws.ws_router)  # WebSockets: no HTTP-only dependencies
     install_mcp(app)  # /mcp for agents (with the mcp extra)
-    app.add_middleware(AllowMiddleware, routes=routes)
-    app.add_middleware(HotPathMiddleware, routes=routes)  # below it: not on the hot path
+    app.add_middleware(AllowMiddleware, routes=routes_for)
+    # below it: not on the hot path; the hot routes are in the routers included at once
+    app.add_middleware(HotPathMiddleware, routes=eager_routes())
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -176,6 +133,30 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
+
+
+def include_routers(app: FastAPI, *, lazy: bool = True) -> None:
+    """Include the routers of :data:`ROUTE_MODULES`, in order, with their error responses
+    documented; each behind its paths' holder, the lazy ones built at their first use."""
+    for module in ROUTE_MODULES:
+        if not lazy:
+            _include_module(app, module)
+            continue
+        include_lazily(
+            app,
+            module.claims,
+            partial(_include_module, module=module),
+            listed=True,
+            now=not module.lazy,
+        )
+
+
+def _include_module(app: FastAPI, module: RouteModule) -> None:
+    from pixelgate.api.contract import document_errors
+
+    router = module.router()
+    document_errors(router.routes)
+    app.include_router(router, dependencies=[Depends(refuse_unstorable_text)])
 
 
 def _include_ui(app: FastAPI) -> None:

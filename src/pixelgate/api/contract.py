@@ -4,13 +4,13 @@ operation can give (in its family's shape), and ``OPTIONS``/``405`` answers with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixelgate.api.deps import get_admin, get_caller
@@ -129,15 +129,16 @@ class AllowMiddleware:
     ``POST`` route on one path a 405 would name only one of them.
     """
 
-    def __init__(self, app: ASGIApp, *, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, routes: Callable[[str], Iterable[BaseRoute]]) -> None:
         self.app = app
+        #: the routes that could match a path (``route_table.routes_for``)
         self.routes = routes
 
     def _allow_header(self, scope: Scope) -> bytes | None:
         # a literal path (/v1/images/edits) hides templated ones (/v1/images/{image_id})
         literal: set[str] = set()
         templated: set[str] = set()
-        for route in self.routes:
+        for route in self.routes(get_route_path(scope)):
             route_methods = getattr(route, "methods", None)
             if route_methods:
                 match, _ = route.matches(scope)

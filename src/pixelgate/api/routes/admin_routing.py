@@ -22,7 +22,7 @@ from pixelgate import __version__
 from pixelgate.api.deps import AdminCaller, RuntimeDep
 from pixelgate.api.errors import error_response
 from pixelgate.api.responses import JSONResponse
-from pixelgate.api.routes.health import health
+from pixelgate.api.routes.health import STARTED_AT, health
 from pixelgate.api.routes.providers import check_health, provider_healths
 from pixelgate.core.routing import AccountRouting
 from pixelgate.errors import NotFound, ValidationFailed
@@ -34,7 +34,6 @@ router = APIRouter(tags=["admin"])
 
 RESET_ACTIONS = ("reset", "reset-all")
 MAX_HISTORY = 100
-STARTED_AT = time.monotonic()
 
 
 class AccountRoutingUpdate(AccountRouting):

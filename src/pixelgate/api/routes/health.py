@@ -8,6 +8,8 @@ scale-out deployment — Redis, each checked with a short timeout; 503 and
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
 from pixelgate.api.deps import RuntimeDep
@@ -15,6 +17,10 @@ from pixelgate.api.responses import JSONResponse
 from pixelgate.probes import check_all
 
 router = APIRouter(tags=["health"])
+
+#: when the app's routes were declared (this module is imported with them, at start):
+#: ``/admin/status`` counts its ``uptime_s`` from here, its own module being lazy
+STARTED_AT = time.monotonic()
 
 
 @router.get("/health")
