@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 
 from pixelgate.core.records import AdmitResult
 from pixelgate.errors import BudgetExceeded, InsufficientCredits
 from pixelgate.runtime import Runtime
+from tests.finishes import statements
 from tests.scaleout.services import PgDatabase
 
 ADMIN = "pg_setbased_admit_test_admin_key_0"
@@ -27,22 +26,6 @@ JOBS = 12
 @pytest.fixture
 async def rt(pg_runtime: Callable[..., Awaitable[Runtime]]) -> Runtime:
     return await pg_runtime(admin_key=ADMIN, prefix="satest", lease_seconds=30)
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    said: list[str] = []
-
-    def on_statement(
-        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
-        said.append(" ".join(statement.split()[:3]).upper() + (" (MANY)" if many else ""))
-
-    event.listen(Engine, "before_cursor_execute", on_statement)
-    try:
-        yield said
-    finally:
-        event.remove(Engine, "before_cursor_execute", on_statement)
 
 
 def _admit(

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
-from pixelgate.core.models import GenerationRequest
-from pixelgate.core.records import NewImage, RunningEvent
+from pixelgate.core.records import RunningEvent
 from pixelgate.runtime import Runtime
+from tests.finishes import finish, new_image, running, statements
 from tests.scaleout.services import PgDatabase
 
 ADMIN = "pg_setbased_test_admin_key_012345"
@@ -27,60 +25,6 @@ JOBS = 12
 @pytest.fixture
 async def rt(pg_runtime: Callable[..., Awaitable[Runtime]]) -> Runtime:
     return await pg_runtime(admin_key=ADMIN, prefix="sbtest", lease_seconds=30)
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    said: list[str] = []
-
-    def on_statement(
-        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
-        said.append(" ".join(statement.split()[:3]).upper() + (" (MANY)" if many else ""))
-
-    event.listen(Engine, "before_cursor_execute", on_statement)
-    try:
-        yield said
-    finally:
-        event.remove(Engine, "before_cursor_execute", on_statement)
-
-
-async def _running(rt: Runtime, n: int) -> list[Any]:
-    """``n`` jobs admitted and claimed by the worker ``w1``."""
-    caller = await rt.local_caller()
-    for i in range(n):
-        await rt.pipeline.admit(caller, GenerationRequest(prompt=f"s{i}"))
-    jobs = await rt.store.claim("w1", 30, n)
-    assert len(jobs) == n
-    return sorted(jobs, key=lambda job: job.id)
-
-
-def _image(gen_id: str, index: int = 0, attribution: dict[str, Any] | None = None) -> NewImage:
-    return NewImage(
-        index=index,
-        key=f"k/{gen_id}-{index}.png",
-        width=64,
-        height=64,
-        format="png",
-        content_type="image/png",
-        bytes=100 + index,
-        sha256="0" * 64,
-        attribution=attribution,
-    )
-
-
-def _finish(rt: Runtime, job: Any, owner: str = "w1", **changes: Any) -> Any:
-    options: dict[str, Any] = {
-        "provider": "fast",
-        "model": "placeholder-1",
-        "images": [_image(job.id)],
-        "cost_usd": Decimal("0.012345"),
-        "provider_ms": 7,
-        "route": [{"provider": "fast", "attempts": 1}],
-        "account_id": job.account_id,
-        "pending": [RunningEvent(job.id, "progress", {"progress": 50}, {"progress": 50})],
-    }
-    return rt.store.finish_succeeded(job.id, owner, **(options | changes))
 
 
 def _stored(pg: PgDatabase, gen_id: str) -> dict[str, Any]:
@@ -108,10 +52,10 @@ def _stored(pg: PgDatabase, gen_id: str) -> dict[str, Any]:
 async def test_the_finishes_of_one_group_commit_share_their_statements(
     rt: Runtime, pg: PgDatabase
 ) -> None:
-    lone, *jobs = await _running(rt, JOBS + 1)
-    alone = await _finish(rt, lone)  # a batch of one: the statements of one job
+    lone, *jobs = await running(rt, JOBS + 1)
+    alone = await finish(rt, lone)  # a batch of one: the statements of one job
     with statements() as said:
-        views = await asyncio.gather(*(_finish(rt, job) for job in jobs))
+        views = await asyncio.gather(*(finish(rt, job) for job in jobs))
     assert [v.status.value for v in views] == ["SUCCEEDED"] * JOBS
     assert [[i.key for i in v.images] for v in views] == [[f"k/{j.id}-0.png"] for j in jobs]
     assert said.count("UPDATE GENERATIONS SET") == 1, said
@@ -154,11 +98,11 @@ async def test_a_job_whose_rows_fail_in_a_set_based_finish_fails_alone(
 ) -> None:
     """Two images with one index break the images' unique key: the batch's statements
     fail, each finish runs again alone, and only that job's finish raises."""
-    jobs = await _running(rt, 5)
+    jobs = await running(rt, 5)
     broken = jobs[2]
-    twice = [_image(broken.id), _image(broken.id)]
+    twice = [new_image(broken.id), new_image(broken.id)]
     results = await asyncio.gather(
-        *(_finish(rt, job, images=twice if job is broken else [_image(job.id)]) for job in jobs),
+        *(finish(rt, job, images=twice if job is broken else [new_image(job.id)]) for job in jobs),
         return_exceptions=True,
     )
     assert "uq_images_generation_id" in str(results[2]) or "unique" in str(results[2]).lower()
@@ -177,7 +121,7 @@ async def test_a_set_based_finish_answers_none_for_a_job_it_does_not_own_and_kee
 ) -> None:
     """In one batch: a job another worker holds (nothing changes, ``None``), a
     redelivered job (its earlier run's images are replaced) and plain ones."""
-    jobs = await _running(rt, 4)
+    jobs = await running(rt, 4)
     stolen, redelivered = jobs[0], jobs[1]
     pg.query("UPDATE generations SET lease_owner = 'w2' WHERE id = %s RETURNING id", stolen.id)
     pg.query("UPDATE generations SET deliveries = 2 WHERE id = %s RETURNING id", redelivered.id)
@@ -188,7 +132,7 @@ async def test_a_set_based_finish_answers_none_for_a_job_it_does_not_own_and_kee
         "WHERE id = %s RETURNING id",
         redelivered.id,
     )
-    views = await asyncio.gather(*(_finish(rt, job) for job in jobs))
+    views = await asyncio.gather(*(finish(rt, job) for job in jobs))
     assert views[0] is None
     assert [v.status.value for v in views[1:]] == ["SUCCEEDED"] * 3
     assert pg.query("SELECT status, lease_owner FROM generations WHERE id = %s", stolen.id) == [
@@ -204,9 +148,9 @@ async def test_a_set_based_finish_answers_none_for_a_job_it_does_not_own_and_kee
 async def test_a_flush_of_running_events_is_one_update_and_one_insert(
     rt: Runtime, pg: PgDatabase
 ) -> None:
-    jobs = await _running(rt, 6)
+    jobs = await running(rt, 6)
     gone = jobs[0]
-    await _finish(rt, gone)  # no longer held: its late events are dropped
+    await finish(rt, gone)  # no longer held: its late events are dropped
     events = [
         RunningEvent(job.id, "progress", {"progress": pct}, {"progress": pct})
         for pct in (10, 20)
