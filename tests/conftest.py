@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,33 @@ async def client(app: Any, scaleout_services: Any) -> AsyncIterator[httpx.AsyncC
         **extra,
     ) as c:
         yield c
+
+
+@pytest.fixture
+def gateway(
+    make_settings: Callable[..., Settings],
+) -> Callable[..., Any]:
+    """Open a runtime with its worker and an admin client: ``async with gateway(...)``."""
+
+    @asynccontextmanager
+    async def factory(
+        settings: Settings | None = None, **overrides: Any
+    ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+        settings = settings or make_settings(**overrides)
+        runtime = await Runtime.open(settings)
+        await runtime.start_worker()
+        app = create_app(settings, runtime=runtime, run_worker=False)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://testserver",
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            ) as client:
+                yield runtime, client
+        finally:
+            await runtime.close()
+
+    return factory
 
 
 @pytest.fixture

@@ -3,23 +3,16 @@ either way the job fails with ``deadline_exceeded`` and says which."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
-from pixelgate.api.app import create_app
 from pixelgate.config import Settings
-from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
 
 
-@pytest.fixture
-async def runtime_and_client(
-    make_settings: Callable[..., Settings],
-) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    settings = make_settings(
+def _settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(
         providers={"slow": {"kind": "placeholder", "latency_ms": 3000}},
         routing={
             "default": ["slow"],
@@ -28,18 +21,6 @@ async def runtime_and_client(
             "outbound": {"slow": {"concurrency": 1}},
         },
     )
-    runtime = await Runtime.open(settings)
-    await runtime.start_worker()
-    app = create_app(settings, runtime=runtime, run_worker=False)
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client:
-            yield runtime, client
-    finally:
-        await runtime.close()
 
 
 async def _error(client: httpx.AsyncClient, prompt: str) -> dict[str, Any]:
@@ -51,16 +32,16 @@ async def _error(client: httpx.AsyncClient, prompt: str) -> dict[str, Any]:
 
 
 async def test_the_deadline_ends_a_wait_for_an_outbound_slot_and_a_call(
-    runtime_and_client: tuple[Runtime, httpx.AsyncClient],
+    gateway: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    runtime, client = runtime_and_client
-    gates = runtime.pipeline.control.outbound.gates
-    assert await gates.try_acquire("p:slow", 1)  # the provider's one slot, held elsewhere
-    try:
-        waited = await _error(client, "waits")
-    finally:
-        await gates.release("p:slow")
-    called = await _error(client, "calls")
+    async with gateway(_settings(make_settings)) as (runtime, client):
+        gates = runtime.pipeline.control.outbound.gates
+        assert await gates.try_acquire("p:slow", 1)  # the provider's one slot, held elsewhere
+        try:
+            waited = await _error(client, "waits")
+        finally:
+            await gates.release("p:slow")
+        called = await _error(client, "calls")
     assert [waited["code"], called["code"]] == ["deadline_exceeded", "deadline_exceeded"]
     assert "the deadline passed while waiting for an outbound slot" in waited["message"]
     assert "no result before the deadline" in called["message"]

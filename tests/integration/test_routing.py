@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
-from pixelgate.api.app import create_app
 from pixelgate.config import Settings
 from pixelgate.runtime import Runtime
 from tests.conftest import ADMIN_KEY
@@ -59,33 +57,6 @@ def embedded_clock(backend: str) -> None:
 def logs(monkeypatch: pytest.MonkeyPatch) -> dict[str, ScriptLog]:
     """``kind = "scripted"`` for every test here; what each instance went through."""
     return register_scripted_provider(monkeypatch)
-
-
-@pytest.fixture
-def gateway(
-    make_settings: Callable[..., Settings],
-) -> Callable[..., Any]:
-    """Open a runtime with its worker and an admin client: ``async with gateway(...)``."""
-
-    @asynccontextmanager
-    async def factory(
-        settings: Settings | None = None, **overrides: Any
-    ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-        settings = settings or make_settings(**overrides)
-        runtime = await Runtime.open(settings)
-        await runtime.start_worker()
-        app = create_app(settings, runtime=runtime, run_worker=False)
-        try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://testserver",
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            ) as client:
-                yield runtime, client
-        finally:
-            await runtime.close()
-
-    return factory
 
 
 async def generate(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
