@@ -7,6 +7,7 @@ at PostgreSQL + Redis + S3 (moto) instead of SQLite + memory + local disk; see
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import secrets
@@ -238,6 +239,16 @@ def gateway(
             await runtime.close()
 
     return factory
+
+
+async def wait_status(client: httpx.AsyncClient, gen_id: str, status: str) -> dict[str, Any]:
+    """Poll ``GET /v1/generations/{gen_id}`` until it shows ``status`` (10 s at most)."""
+    for _ in range(200):
+        body: dict[str, Any] = (await client.get(f"/v1/generations/{gen_id}")).json()
+        if body["status"] == status:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{gen_id} never reached {status}: {body}")
 
 
 @pytest.fixture

@@ -10,21 +10,13 @@ import httpx
 import pytest
 
 from pixelgate.runtime import Runtime
+from tests.conftest import wait_status
 
 WAIT = {"Prefer": "wait=10"}
 
 
 async def _create(client: httpx.AsyncClient, body: dict[str, Any], **kw: Any) -> httpx.Response:
     return await client.post("/v1/generations", json=body, **kw)
-
-
-async def _wait_status(client: httpx.AsyncClient, gen_id: str, status: str) -> dict[str, Any]:
-    for _ in range(200):
-        body = (await client.get(f"/v1/generations/{gen_id}")).json()
-        if body["status"] == status:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{gen_id} never reached {status}: {body}")
 
 
 async def test_create_answers_202_with_location(client: httpx.AsyncClient) -> None:
@@ -70,7 +62,7 @@ async def test_prefer_wait_past_the_time_answers_202(client: httpx.AsyncClient) 
     )
     assert r.status_code == 202
     assert r.json()["status"] in ("PENDING", "PROCESSING")
-    done = await _wait_status(client, r.json()["id"], "SUCCEEDED")
+    done = await wait_status(client, r.json()["id"], "SUCCEEDED")
     assert len(done["images"]) == 1
 
 
@@ -229,10 +221,10 @@ async def test_cancel_a_pending_generation(settings: Any, make_settings: Any) ->
 
 async def test_cancel_a_running_generation(client: httpx.AsyncClient, runtime: Runtime) -> None:
     gen_id = (await _create(client, {"prompt": "long", "provider": "slow"})).json()["id"]
-    await _wait_status(client, gen_id, "PROCESSING")
+    await wait_status(client, gen_id, "PROCESSING")
     r = await client.delete(f"/v1/generations/{gen_id}")
     assert r.status_code in (200, 202)
-    body = await _wait_status(client, gen_id, "CANCELED")
+    body = await wait_status(client, gen_id, "CANCELED")
     assert body["images"] == []
     types = [e.type for e in await runtime.store.events_after(gen_id)]
     assert types[-1] == "canceled"
@@ -472,7 +464,7 @@ async def test_running_events_are_group_committed_in_order_before_the_result(
             break
         await asyncio.sleep(0.05)
     assert "provider_selected" in seen and "succeeded" not in seen, seen
-    body = await _wait_status(client, gen_id, "SUCCEEDED")
+    body = await wait_status(client, gen_id, "SUCCEEDED")
     events = await runtime.store.events_after(gen_id)
     types = [e.type for e in events]
     assert types[0] == "queued" and types[-1] == "succeeded", types

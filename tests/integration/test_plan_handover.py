@@ -26,6 +26,13 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
+def embedded_worker(backend: str) -> None:
+    """A hand-over happens between admission and this process's own worker."""
+    if backend != "sqlite":
+        pytest.skip("the embedded worker's hand-over: on scale-out the queue engine delivers jobs")
+
+
+@pytest.fixture
 def plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per route actually planned (not handed over)."""
     made: list[int] = []
@@ -40,10 +47,8 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_a_job_run_by_this_process_is_planned_once(
-    client: httpx.AsyncClient, plans: list[int], backend: str
+    embedded_worker: None, client: httpx.AsyncClient, plans: list[int]
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("the embedded worker's hand-over: on scale-out the queue engine delivers jobs")
     body = {"prompt": "a lighthouse", "width": 64, "height": 64}
     r = await client.post("/v1/generations", json=body, headers={"Prefer": "wait=10"})
     assert r.status_code == 200, r.text
@@ -138,14 +143,12 @@ BODIES = [
 async def test_the_run_takes_the_request_admission_validated(
     client: httpx.AsyncClient,
     runtime: Runtime,
-    backend: str,
+    embedded_worker: None,
     monkeypatch: pytest.MonkeyPatch,
     body: dict[str, Any],
 ) -> None:
     """The stored request is the validated one's dump: the run of a handed-over job takes
     the validated request itself (not validated twice), equal to the stored one's."""
-    if backend != "sqlite":
-        pytest.skip("the embedded worker's hand-over: on scale-out the queue engine delivers jobs")
     import pixelgate.core.execution as execution
 
     class NotAgain(GenerationRequest):

@@ -10,15 +10,7 @@ import httpx
 import pytest
 
 from pixelgate.core.finishing import Finisher
-
-
-async def _wait_status(client: httpx.AsyncClient, gen_id: str, status: str) -> dict[str, Any]:
-    for _ in range(200):
-        body = (await client.get(f"/v1/generations/{gen_id}")).json()
-        if body["status"] == status:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{gen_id} never reached {status}: {body}")
+from tests.conftest import wait_status
 
 
 async def test_running_jobs_take_one_task_each_and_any_of_them_can_be_canceled(
@@ -33,13 +25,13 @@ async def test_running_jobs_take_one_task_each_and_any_of_them_can_be_canceled(
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
     for gen_id in ids:
-        await _wait_status(client, gen_id, "PROCESSING")
+        await wait_status(client, gen_id, "PROCESSING")
     assert len(asyncio.all_tasks()) - before <= 20 + 5
     r = await client.delete(f"/v1/generations/{ids[7]}")
     assert r.status_code in (200, 202)
-    assert (await _wait_status(client, ids[7], "CANCELED"))["images"] == []
+    assert (await wait_status(client, ids[7], "CANCELED"))["images"] == []
     for gen_id in ids[:7] + ids[8:]:
-        assert (await _wait_status(client, gen_id, "SUCCEEDED"))["status"] == "SUCCEEDED"
+        assert (await wait_status(client, gen_id, "SUCCEEDED"))["status"] == "SUCCEEDED"
 
 
 async def test_a_job_with_no_webhook_mail_or_followers_starts_no_hook_task(

@@ -15,10 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pixelgate.api.app import create_app
 from pixelgate.config import Settings
-from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
 from tests.fakes import register_capturing_provider
 
 CORPUS = Path(__file__).parents[1] / "data" / "ssrf_corpus.txt"
@@ -124,7 +121,9 @@ def redirector() -> Iterator[Callable[[str], str]]:
 
 @pytest.fixture
 async def client(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings],
+    gateway: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[httpx.AsyncClient]:
     register_capturing_provider(monkeypatch)
     settings = make_settings(
@@ -135,19 +134,9 @@ async def client(
         webhook_max_attempts=1,
         fetch_timeout_s=5,
     )
-    runtime = await Runtime.open(settings)
-    await runtime.start_worker()
-    app = create_app(settings, runtime=runtime, run_worker=False)
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as c:
-            await c.post("/admin/accounts", json={"name": "target"})
-            yield c
-    finally:
-        await runtime.close()
+    async with gateway(settings) as (_, c):
+        await c.post("/admin/accounts", json={"name": "target"})
+        yield c
 
 
 Submit = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]

@@ -22,6 +22,7 @@ admissions run their own function, in this transaction).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -52,18 +53,14 @@ def _accounts_statement(*, lock: bool) -> Any:
     return query.order_by(ACCOUNTS.c.id).with_for_update() if lock else query
 
 
-_READ: Any = None
-_LOCK: Any = None
 #: a balance changes only if it is still the one read under the lock
 _BY_BALANCE = (("account_id", "id"), ("was", "credits"))
 
 
+@functools.cache
 def _statements() -> tuple[Any, Any]:
     """The two account reads, built at first use (the PostgreSQL dialect's ARRAY)."""
-    global _READ, _LOCK
-    if _READ is None:
-        _READ, _LOCK = _accounts_statement(lock=False), _accounts_statement(lock=True)
-    return _READ, _LOCK
+    return _accounts_statement(lock=False), _accounts_statement(lock=True)
 
 
 def admit_together(c: Connection, admissions: list[PlainAdmission]) -> list[Any]:
