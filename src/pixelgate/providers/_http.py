@@ -136,7 +136,9 @@ async def request_within(
     request); past it, ``ProviderTimeout``."""
     try:
         async with asyncio.timeout(deadline_s):
-            return await request(client, provider, method, url, timeout=deadline_s, **kwargs)
+            # the deadline bounds every phase, so no per-read timer besides it (aiohttp
+            # moves that timer at every chunk it receives)
+            return await request(client, provider, method, url, timeout=None, **kwargs)
     except TimeoutError:
         raise ProviderTimeout(
             f"{provider}: no answer within {deadline_s:g} s", provider=provider
