@@ -11,7 +11,8 @@ written straight to its file, created with ``O_EXCL | O_NOFOLLOW`` (no temporary
 no rename: nobody can read a key before the generation naming it has finished). Only an
 existing key (a re-run after a crash) goes through a temporary file renamed over it.
 Writes run in a thread: creating a file can wait on the filesystem's journal, and the
-event loop must not wait with it.
+event loop must not wait with it. What this process just wrote is read back from memory
+once (``storage/recent.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from pixelgate.errors import NotFound, StorageError
 from pixelgate.storage.base import StorageStats, StoredObject, validate_key
+from pixelgate.storage.recent import RecentWrites
 
 __all__ = ["CONTENT_TYPES", "LocalStorage", "content_type_for"]
 
@@ -64,6 +66,8 @@ class LocalStorage:
         self._resolved_root: Path | None = None
         #: directories under the root this process created or checked (real, inside)
         self._known_dirs: set[str] = set()
+        #: the bytes of the latest writes, for the read that follows them
+        self.recent = RecentWrites()
 
     @property
     def _root(self) -> Path:
@@ -95,6 +99,9 @@ class LocalStorage:
         self._write(key, data)
 
     async def get(self, key: str) -> StoredObject:
+        written = self.recent.take(key)  # only valid keys were written
+        if written is not None:
+            return StoredObject(key=key, data=written, content_type=content_type_for(key))
         directory = key.rpartition("/")[0]
         read: Callable[[], bytes]
         if directory in self._known_dirs:
@@ -117,6 +124,7 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         path = self.path_for(key)
+        self.recent.discard(key)
         try:
             await asyncio.to_thread(_unlink_quietly, path)
         except OSError as exc:
@@ -162,6 +170,7 @@ class LocalStorage:
                     raise
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
+        self.recent.add(key, data)
 
     def _walk(self) -> tuple[int, int]:
         objects = size = 0
