@@ -276,8 +276,23 @@ class PooledTransport(httpx.AsyncBaseTransport):
         if self._inner is None:
             from httpx_aiohttp import AiohttpTransport
 
-            self._inner = AiohttpTransport(limits=self._limits)
+            self._inner = AiohttpTransport(limits=self._limits, client=self._new_session)
         return self._inner
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        """The session ``httpx-aiohttp`` would make, without a cookie jar: aiohttp's own
+        keeps the cookies a named host sets and sends them with every later call to it,
+        whichever tenant's job makes it (and filtering them costs every call)."""
+        import aiohttp
+
+        assert self._inner is not None
+        limit = self._limits.max_connections
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self._limits.keepalive_expiry,
+            ssl=self._inner.ssl_context,
+            limit=100 if limit is None else limit,  # 100: aiohttp's default
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     def session(self) -> aiohttp.ClientSession:
         """The transport's aiohttp session (its pool), made as its first request would."""
