@@ -3,7 +3,9 @@ random bits, strictly increasing within a process."""
 
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import pytest
 
@@ -41,3 +43,39 @@ def test_ids_of_one_process_increase_strictly() -> None:
     made = [ids.new_id("evt") for _ in range(5000)]
     assert made == sorted(made) and len(set(made)) == len(made)
     assert all(len(i) == len("evt_") + 26 for i in made)
+
+
+def test_random_bits_come_from_the_os_a_pool_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One ``os.urandom`` (which gives up the GIL) per 4 KiB, not per millisecond."""
+    calls: list[int] = []
+    real = ids.os.urandom
+
+    def counted(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(ids.os, "urandom", counted)
+    monkeypatch.setattr(ids, "_pool", b"")
+    drawn = [ids._random_bits() for _ in range(1000)]  # 10,000 bytes
+    assert calls == [4096] * 3
+    assert len(set(drawn)) == 1000 and all(0 <= b < 1 << 80 for b in drawn)
+
+
+def test_a_forked_child_draws_its_own_random_bits() -> None:
+    ids.new_id("gen")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the first id of a new millisecond, from its own bytes
+        try:
+            os.close(read)
+            time.sleep(0.002)
+            os.write(write, f"{ids._pool_at} {ids.new_id('gen')}".encode())
+        finally:
+            os._exit(0)  # never back into pytest
+    os.close(write)
+    os.waitpid(pid, 0)
+    child_at, child_id = os.read(read, 100).decode().split()
+    os.close(read)
+    time.sleep(0.002)
+    assert child_at == "0"  # the pool was forgotten at the fork
+    assert child_id[-16:] != ids.new_id("gen")[-16:]  # not the parent's next bytes
