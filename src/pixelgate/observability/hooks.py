@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,10 @@ def generation_finished(view: GenerationView | None) -> None:
         return
     metrics.generation_finished(view)
     status = view.status.value
-    emit = log.debug if status == "SUCCEEDED" else log.info
+    succeeded = status == "SUCCEEDED"
+    if succeeded and not log.is_enabled_for(logging.DEBUG):
+        return  # the line would be dropped: do not build it
+    emit = log.debug if succeeded else log.info
     timings = view.timings()
     emit(
         "generation_finished",
