@@ -17,7 +17,10 @@ def test_the_head_read_from_the_files_is_alembics() -> None:
 
     from pixelgate.db.engine import _alembic_config
 
-    assert head_revision() == ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    assert (
+        head_revision()
+        == ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    )
 
 
 async def test_new_and_older_databases_are_migrated_to_the_head(tmp_path: Path) -> None:
@@ -114,3 +117,84 @@ def test_a_new_database_is_created_without_alembic(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == [head_revision(), "[]"]
+
+
+def _sqlite_master(path: Path) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_the_prerendered_schema_is_the_one_create_all_makes(tmp_path: Path) -> None:
+    """The pre-rendered statements give the very ``sqlite_master`` (each object's SQL
+    text as SQLite keeps it) of the metadata's ``create_all``, in WAL mode, through a
+    plain path and through a URL only SQLAlchemy reads (a query string)."""
+    from sqlalchemy import create_engine
+
+    from pixelgate.db.fresh import create_fresh_schema, version_table
+    from pixelgate.db.tables import Base
+
+    head = head_revision()
+    assert head is not None
+    reference = tmp_path / "create_all.db"
+    engine = create_engine(f"sqlite:///{reference}")
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn)
+        version = version_table()
+        version.create(conn)
+        conn.execute(version.insert().values(version_num=head))
+    engine.dispose()
+    expected = _sqlite_master(reference)
+    assert len(expected) > 20
+    for url in (
+        f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+        f"sqlite+aiosqlite:///{tmp_path / 'b.db'}?timeout=9",
+    ):
+        assert await create_fresh_schema(url, head)
+        path = Path(url.split("///", 1)[1].split("?")[0])
+        assert _sqlite_master(path) == expected
+        assert await schema_revision(url) == head
+        import sqlite3
+
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        conn.close()
+        assert not await create_fresh_schema(url, head)  # a second start leaves it
+
+
+def test_a_start_reads_and_creates_sqlite_without_an_engine(tmp_path: Path) -> None:
+    """The revision is read, and an empty database created, over ``sqlite3`` alone:
+    neither aiosqlite nor the ORM metadata is loaded for it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from pixelgate.db.engine import run_migrations\n"
+        f"asyncio.run(run_migrations({url!r}))\n"
+        f"asyncio.run(run_migrations({url!r}))\n"
+        "print(sorted(m for m in ('aiosqlite', 'pixelgate.db.tables') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+async def test_a_revision_table_of_several_rows_is_left_to_alembic(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pixelgate.db.engine import _revision_or_none
+
+    path = tmp_path / "two.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    conn.executemany("INSERT INTO alembic_version VALUES (?)", [("0001",), ("0002",)])
+    conn.commit()
+    conn.close()
+    assert await _revision_or_none(f"sqlite+aiosqlite:///{path}") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -46,17 +47,23 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READ_POOL = 4
 
 
+def sqlite_connection_setup(dbapi_conn: Any) -> None:
+    """What every connection of ours says to SQLite first: transactions begun by us, WAL,
+    the sync level, the busy timeout and foreign keys."""
+    # Let our BEGIN own transactions (the pysqlite recipe).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's BEGIN below own transactions (the pysqlite recipe).
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        sqlite_connection_setup(dbapi_conn)
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
@@ -334,6 +341,34 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def plain_sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names plainly, as ``sqlite3.connect`` takes it; None for
+    anything else (not SQLite, in memory, a query string, a URI, percent-encoding)."""
+    if not url.startswith("sqlite"):
+        return None
+    _, sep, path = url.partition(":///")
+    if not sep or not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return None if "?" in path or "%" in path else path
+
+
+def _sqlite_revision(path: str) -> str | None:
+    """:func:`schema_revision` over one ``sqlite3`` connection (no engine, no aiosqlite)."""
+    conn = sqlite3.connect(path)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone()
+        if found is None:
+            return None
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    finally:
+        conn.close()
+    if len(rows) > 1:
+        raise ValueError(f"{path}: alembic_version holds {len(rows)} rows")
+    return str(rows[0][0]) if rows else None
+
+
 def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
@@ -397,6 +432,9 @@ async def schema_revision(url: str) -> str | None:
     (read from ``alembic_version`` without importing Alembic)."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
+        path = plain_sqlite_file(url)
+        if path is not None:
+            return await asyncio.to_thread(_sqlite_revision, path)
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:

@@ -7,11 +7,18 @@ Replaying every migration costs a first start ~0.2 s and ~10 MB that stay reside
 holds any table is never touched here: Alembic migrates it as before.
 ``tests/integration/test_migrations.py`` (SQLite) and ``tests/scaleout/test_migrate.py``
 (PostgreSQL) prove that both roads give the same schema.
+
+On SQLite the statements are not compiled from the metadata at each first start but
+executed as :mod:`pixelgate.db.ddl` pre-rendered them (:mod:`pixelgate.db.schema_sqlite`,
+``tests/unit/test_schema_sqlite.py`` proves them the metadata's), over one ``sqlite3``
+connection rather than an engine: ~25 ms of CPU less.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -27,15 +34,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-__all__ = ["VERSION_TABLE", "create_fresh_schema"]
+__all__ = ["VERSION_TABLE", "create_fresh_schema", "version_table"]
 
 VERSION_TABLE = "alembic_version"
 #: PostgreSQL advisory lock key of the creation: processes starting together on one new
 #: database create it once (the others then find it at the head)
 _LOCK_KEY = 0x70676672  # "pgfr"
+#: whether SQLite holds any table (what ``inspect().get_table_names()`` lists)
+_ANY_TABLE = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~' "
+    "LIMIT 1"
+)
 
 
-def _version_table() -> Table:
+def version_table() -> Table:
     """``alembic_version`` exactly as Alembic creates it (``MigrationContext``)."""
     return Table(
         VERSION_TABLE,
@@ -51,23 +63,51 @@ def _create_if_empty(conn: Connection, head: str) -> bool:
     if inspect(conn).get_table_names():
         return False
     Base.metadata.create_all(conn)
-    version = _version_table()
+    version = version_table()
     version.create(conn)
     conn.execute(version.insert().values(version_num=head))
     return True
 
 
+def _create_sqlite_on(conn: sqlite3.Connection, head: str) -> bool:
+    """The pre-rendered schema and the head in one ``BEGIN IMMEDIATE`` transaction on an
+    empty database (a second process starting on it waits, then finds the tables)."""
+    from pixelgate.db.schema_sqlite import STATEMENTS
+
+    conn.execute("BEGIN IMMEDIATE")
+    created = False
+    try:
+        if conn.execute(_ANY_TABLE).fetchone() is None:
+            for statement in STATEMENTS:
+                conn.execute(statement)
+            conn.execute(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)", (head,))
+            created = True
+    finally:
+        conn.execute("COMMIT" if created else "ROLLBACK")
+    return created
+
+
 def _create_sqlite(url: str, head: str) -> bool:
-    from pixelgate.db.engine import _ensure_sqlite_dir, _sqlite_pragmas
+    from pixelgate.db.engine import _ensure_sqlite_dir, plain_sqlite_file, sqlite_connection_setup
 
     _ensure_sqlite_dir(url)
+    path = plain_sqlite_file(url)
+    if path is not None:
+        conn = sqlite3.connect(path)
+        try:
+            sqlite_connection_setup(conn)
+            return _create_sqlite_on(conn, head)
+        finally:
+            conn.close()
+    # a URL only SQLAlchemy reads (a query string, a URI): its DB-API connection
     engine = create_engine(url.replace("+aiosqlite", ""), poolclass=NullPool)
-    # BEGIN IMMEDIATE around the DDL too (pysqlite would commit each CREATE on its own):
-    # the schema appears whole or not at all
-    _sqlite_pragmas(engine, writer=True)
     try:
-        with engine.begin() as conn:
-            return _create_if_empty(conn, head)
+        raw: Any = engine.raw_connection()
+        try:
+            sqlite_connection_setup(raw.driver_connection)
+            return _create_sqlite_on(raw.driver_connection, head)
+        finally:
+            raw.close()
     finally:
         engine.dispose()
 
