@@ -415,7 +415,10 @@ def _load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=1024)
 def _text_width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
+    """The advance of ``text``, remembered: the wrap, the card and the centring measure
+    the same lines again (a font belongs to one thread, so the key does too)."""
     return font.getlength(text)
 
 
@@ -494,15 +497,21 @@ def _draw_text(img: Image.Image, prompt: str, seed: int | None, label: str | Non
 
 def _card(img: Image.Image, box: tuple[float, float, float, float], radius: float) -> None:
     """A translucent dark rounded rectangle, blended in one pass (no overlapping parts)."""
-    from PIL import Image, ImageDraw  # loaded at the first placeholder image
-
     x0, y0 = round(box[0]), round(box[1])
     x1, y1 = round(box[2]), round(box[3])
-    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    img.paste(_CARD, (x0, y0), _card_mask(x1 - x0, y1 - y0, round(radius)))
+
+
+@functools.lru_cache(maxsize=256)
+def _card_mask(width: int, height: int, radius: int) -> Image.Image:
+    """The card's shape, drawn once per size (cards of one image size vary little)."""
+    from PIL import Image, ImageDraw  # loaded at the first placeholder image
+
+    mask = Image.new("L", (width, height), 0)
     ImageDraw.Draw(mask).rounded_rectangle(
-        (0, 0, x1 - x0 - 1, y1 - y0 - 1), radius=round(radius), fill=_CARD_ALPHA
+        (0, 0, width - 1, height - 1), radius=radius, fill=_CARD_ALPHA
     )
-    img.paste(_CARD, (x0, y0), mask)
+    return mask
 
 
 def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | None) -> bool:
