@@ -24,6 +24,7 @@ from pydantic import Field
 
 from pixelgate.media.cpu import run_cpu
 from pixelgate.media.png import stored_png
+from pixelgate.providers._glyphs import draw_line
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -542,7 +543,7 @@ def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | 
             _card(img, (x0, y0, x0 + box_w, y0 + box_h), pad * 0.7)
             for n, line in enumerate(lines):
                 x = (width - _text_width(font, line)) / 2
-                draw.text((x, y0 + pad + n * line_h), line, font=font, fill=_TEXT)
+                draw_line(draw, (x, y0 + pad + n * line_h), line, font, _TEXT)
             drew = True
 
     small_px = max(_MIN_FONT_PX, round(short / 44))
@@ -554,14 +555,14 @@ def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | 
         footer_w = _text_width(font, footer)
         if footer_w <= width - 2 * margin:
             y = height - margin - round(small_px * 1.15)
-            draw.text(((width - footer_w) / 2, y), footer, font=font, fill=_FOOTER)
+            draw_line(draw, ((width - footer_w) / 2, y), footer, font, _FOOTER)
             drew = True
         if label:
             lpad = small_px // 2
             at = (margin + lpad, margin + lpad)
             left, top, right, bottom = draw.textbbox(at, label, font=font)
             _card(img, (left - lpad, top - lpad, right + lpad, bottom + lpad), lpad)
-            draw.text(at, label, font=font, fill=_TEXT)
+            draw_line(draw, at, label, font, _TEXT)
             drew = True
     return drew
 
