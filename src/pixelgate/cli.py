@@ -3,7 +3,12 @@
 # ruff: noqa: E402 - the collector is quietened before the imports below allocate
 from __future__ import annotations
 
-from pixelgate.gc_tuning import end_quiet_start_up, quiet_start_up, tune_for_server
+from pixelgate.gc_tuning import (
+    WORKER_MIDDLE_THRESHOLD,
+    end_quiet_start_up,
+    quiet_start_up,
+    tune_for_server,
+)
 
 quiet_start_up()
 
@@ -202,7 +207,7 @@ def worker(
         await warn_if_down(runtime)
         await runtime.start_worker()
         await runtime.start_observability()
-        tune_for_server()
+        tune_for_server(middle=WORKER_MIDDLE_THRESHOLD)
         err.print(
             f"pixelgate worker running (engine {runtime.queue.name}, "
             f"concurrency {runtime.worker.concurrency}); SIGTERM drains within "

@@ -21,6 +21,7 @@ from pixelgate.gc_tuning import (
     DEFAULT_THRESHOLDS,
     OLDER_THRESHOLD,
     START_YOUNG_THRESHOLD,
+    WORKER_MIDDLE_THRESHOLD,
     YOUNG_THRESHOLD,
     tune_for_server,
 )
@@ -41,6 +42,15 @@ def test_tuning_freezes_start_up_objects_and_collects_less_often(restored_gc: No
     tune_for_server()
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == (YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
+
+
+def test_the_worker_collects_its_middle_generation_less_often(restored_gc: None) -> None:
+    """Its thousands of in-flight jobs survive the young collections: each middle one
+    walked them all again (130-150 ms); five times fewer of them."""
+    gc.unfreeze()
+    tune_for_server(middle=WORKER_MIDDLE_THRESHOLD)
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, WORKER_MIDDLE_THRESHOLD, OLDER_THRESHOLD)
+    assert WORKER_MIDDLE_THRESHOLD >= 5 * OLDER_THRESHOLD
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -333,3 +333,30 @@ async def test_latency_without_progress_reports_stays_quiet(http: httpx.AsyncCli
     await provider.generate(ProviderRequest(prompt=PROMPT, width=64, height=64), ctx)
     assert time.monotonic() - started >= 0.075
     assert ctx.progress_reports == []
+
+
+def test_each_line_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FreeType's measuring holds the GIL: the wrap, the card's width and the centring
+    share one measurement of each line (three before)."""
+    from PIL import ImageFont
+
+    measured: list[str] = []
+    getlength = ImageFont.FreeTypeFont.getlength
+
+    def counting(self: ImageFont.FreeTypeFont, text: str, *args: Any, **kwargs: Any) -> float:
+        measured.append(text)
+        return getlength(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFont.FreeTypeFont, "getlength", counting)
+    fresh_render("a prompt measured once", width=256, height=256, fmt="png", seed=31)
+    assert measured
+    assert len(measured) == len(set(measured))
+
+
+def test_the_card_shape_is_drawn_once_per_size() -> None:
+    placeholder._card_mask.cache_clear()
+    first = fresh_render("b1", width=64, height=64, fmt="png", seed=1)
+    second = fresh_render("b2", width=64, height=64, fmt="png", seed=2)
+    assert first != second
+    info = placeholder._card_mask.cache_info()
+    assert (info.misses, info.hits) == (1, 1)

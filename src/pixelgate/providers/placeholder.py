@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from pixelgate.media.cpu import run_cpu
+from pixelgate.media.png import stored_png
+from pixelgate.providers._glyphs import draw_line
 from pixelgate.providers.base import (
     Capabilities,
     InvalidRequest,
@@ -414,7 +416,10 @@ def _load_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=1024)
 def _text_width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
+    """The advance of ``text``, remembered: the wrap, the card and the centring measure
+    the same lines again (a font belongs to one thread, so the key does too)."""
     return font.getlength(text)
 
 
@@ -493,15 +498,21 @@ def _draw_text(img: Image.Image, prompt: str, seed: int | None, label: str | Non
 
 def _card(img: Image.Image, box: tuple[float, float, float, float], radius: float) -> None:
     """A translucent dark rounded rectangle, blended in one pass (no overlapping parts)."""
-    from PIL import Image, ImageDraw  # loaded at the first placeholder image
-
     x0, y0 = round(box[0]), round(box[1])
     x1, y1 = round(box[2]), round(box[3])
-    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    img.paste(_CARD, (x0, y0), _card_mask(x1 - x0, y1 - y0, round(radius)))
+
+
+@functools.lru_cache(maxsize=256)
+def _card_mask(width: int, height: int, radius: int) -> Image.Image:
+    """The card's shape, drawn once per size (cards of one image size vary little)."""
+    from PIL import Image, ImageDraw  # loaded at the first placeholder image
+
+    mask = Image.new("L", (width, height), 0)
     ImageDraw.Draw(mask).rounded_rectangle(
-        (0, 0, x1 - x0 - 1, y1 - y0 - 1), radius=round(radius), fill=_CARD_ALPHA
+        (0, 0, width - 1, height - 1), radius=radius, fill=_CARD_ALPHA
     )
-    img.paste(_CARD, (x0, y0), mask)
+    return mask
 
 
 def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | None) -> bool:
@@ -532,7 +543,7 @@ def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | 
             _card(img, (x0, y0, x0 + box_w, y0 + box_h), pad * 0.7)
             for n, line in enumerate(lines):
                 x = (width - _text_width(font, line)) / 2
-                draw.text((x, y0 + pad + n * line_h), line, font=font, fill=_TEXT)
+                draw_line(draw, (x, y0 + pad + n * line_h), line, font, _TEXT)
             drew = True
 
     small_px = max(_MIN_FONT_PX, round(short / 44))
@@ -544,14 +555,14 @@ def _draw_text_on(img: Image.Image, prompt: str, seed: int | None, label: str | 
         footer_w = _text_width(font, footer)
         if footer_w <= width - 2 * margin:
             y = height - margin - round(small_px * 1.15)
-            draw.text(((width - footer_w) / 2, y), footer, font=font, fill=_FOOTER)
+            draw_line(draw, ((width - footer_w) / 2, y), footer, font, _FOOTER)
             drew = True
         if label:
             lpad = small_px // 2
             at = (margin + lpad, margin + lpad)
             left, top, right, bottom = draw.textbbox(at, label, font=font)
             _card(img, (left - lpad, top - lpad, right + lpad, bottom + lpad), lpad)
-            draw.text(at, label, font=font, fill=_TEXT)
+            draw_line(draw, at, label, font, _TEXT)
             drew = True
     return drew
 
@@ -564,8 +575,9 @@ def _encode(img: Image.Image, fmt: str) -> bytes:
         img.save(buf, format="WEBP", quality=90)
     elif img.width * img.height <= _STORED_PNG_PIXELS:
         # a small image is stored, not deflated: deflating and inflating it again (the
-        # gateway checks every image) cost more than its bytes (64x64: 12 KB, not 3 KB)
-        img.save(buf, format="PNG", compress_level=0)
+        # gateway checks every image) cost more than its bytes (64x64: 12 KB, not 3 KB);
+        # written by hand, a quarter of Pillow's fixed cost for such an image
+        return stored_png(img)
     else:
         # run-length matching only: smaller than zlib's default strategy on these
         # smooth, filtered images, and no slower (256x256: 26.8 KB, not 32.5 KB)
