@@ -95,6 +95,7 @@ class Finisher:
             account_id=job.account_id,
             pending=await self.events.take(job.id),
             account_name=job.account_name,
+            request=job.request,
         )
         if view is not None:
             await self.finished(job.id, Status.SUCCEEDED, job, view)

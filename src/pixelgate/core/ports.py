@@ -174,6 +174,7 @@ class Finishes(Protocol):
         fallback_image: bool = False,
         pending: Sequence[RunningEvent] = (),
         account_name: str | None = None,
+        request: dict[str, Any] | None = None,
     ) -> GenerationView | None: ...
 
     async def finish_failed(

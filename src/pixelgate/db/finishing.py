@@ -51,11 +51,12 @@ def _final(
     values: dict[str, Any],
     pending: Sequence[RunningEvent],
     now: datetime,
+    omit: tuple[str, ...] = (),
 ) -> Any:
-    """``PROCESSING → to`` by compare-and-set (on the lease owner when given); the whole
-    row after, or ``None`` when this worker no longer owns the job. The columns of the
-    job's pending events are set too; the events themselves are written by
-    :func:`_events` with the final one."""
+    """``PROCESSING → to`` by compare-and-set (on the lease owner when given); the row
+    after (without the ``omit`` columns, which the caller knows), or ``None`` when this
+    worker no longer owns the job. The columns of the job's pending events are set too;
+    the events themselves are written by :func:`_events` with the final one."""
     columns = pending_values(pending) | values
     columns |= {
         "status": to.value,
@@ -64,14 +65,16 @@ def _final(
         "completed_at": now,
         "updated_at": now,
     }
-    statement = _final_statement(to, owner is not None, tuple(sorted(columns)))
+    statement = _final_statement(to, owner is not None, tuple(sorted(columns)), omit)
     params = {f"v_{name}": value for name, value in columns.items()}
     params.setdefault("v_started_at", now)
     return statement.first(c, {**params, "gen_id": gen_id, "owner": owner})
 
 
 @functools.cache
-def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> Prepared:
+def _final_statement(
+    to: Status, by_owner: bool, columns: tuple[str, ...], omit: tuple[str, ...] = ()
+) -> Prepared:
     """The finishing UPDATE for a set of columns, built once per shape: construction and
     cache-key generation cost more than the execution (a job's finish runs it)."""
     sources = sources_of(to)
@@ -86,8 +89,12 @@ def _final_statement(to: Status, by_owner: bool, columns: tuple[str, ...]) -> Pr
     # a job quicker than its first event flush starts and ends in this statement
     started = bindparam("v_started_at", type_=GEN.c.started_at.type)
     values["started_at"] = func.coalesce(GEN.c.started_at, started)
+    returned = [column for column in GEN.c if column.name not in omit]
     return Prepared(
-        update(GEN).where(GEN.c.id == bindparam("gen_id"), *cond).values(values).returning(*GEN.c)
+        update(GEN)
+        .where(GEN.c.id == bindparam("gen_id"), *cond)
+        .values(values)
+        .returning(*returned)
     )
 
 
@@ -121,10 +128,14 @@ class FinishStore(AdmissionStore):
         fallback_image: bool = False,
         pending: Sequence[RunningEvent] = (),
         account_name: str | None = None,
+        request: dict[str, Any] | None = None,
     ) -> GenerationView | None:
         """``PROCESSING → SUCCEEDED`` with images and usage, in one transaction; the job's
         ``pending`` events (group commit) are written before its final event. The
         finishes of one group commit share their statements (:func:`_succeeded_together`).
+        With the job's stored ``request`` given, the row is not read back with it (nor
+        with the route, which the finish writes): decoding those JSON columns was most
+        of the finishing ``UPDATE … RETURNING``'s cost.
 
         Returns the final view, or ``None`` when this worker no longer owns the job.
         """
@@ -144,6 +155,7 @@ class FinishStore(AdmissionStore):
             account_name=account_name or account_id,
             now=self.clock(),
             together=_succeeded_together,
+            request=request,
         )
         view: GenerationView | None = await self.write(finish)
         return view
@@ -419,6 +431,13 @@ class _Succeeded:
     now: datetime
     #: the group commit runs a batch's finishes through it together
     together: Callable[[Connection, list[Any]], list[Any]] | None
+    #: the job's stored request, when the caller holds it (then not read back)
+    request: dict[str, Any] | None = None
+
+    @property
+    def omit(self) -> tuple[str, ...]:
+        """The columns the finishing UPDATE need not return: known here."""
+        return _KNOWN_AT_FINISH if self.request is not None else ()
 
     def __call__(self, c: Connection) -> GenerationView | None:
         row = self.update(c)
@@ -426,7 +445,9 @@ class _Succeeded:
 
     def update(self, c: Connection) -> Any:
         """The finishing UPDATE alone: the row after, or ``None`` (not this owner's)."""
-        return _final(c, self.gen_id, Status.SUCCEEDED, self.owner, self.values(), (), self.now)
+        return _final(
+            c, self.gen_id, Status.SUCCEEDED, self.owner, self.values(), (), self.now, self.omit
+        )
 
     def values(self) -> dict[str, Any]:
         """The generation columns the finish sets (its waiting events' included)."""
@@ -482,9 +503,21 @@ class _Succeeded:
 
     def view(self, row: Any, stored: list[dict[str, Any]]) -> GenerationView:
         shown = [SimpleNamespace(**image) for image in stored]
-        return generation_view(row, self.account_name, shown, self.store.url_for)
+        if self.request is None:
+            return generation_view(row, self.account_name, shown, self.store.url_for)
+        return generation_view(
+            row,
+            self.account_name,
+            shown,
+            self.store.url_for,
+            request=self.request,
+            route=self.route,
+        )
 
 
+#: the generation's columns a successful finish knows without reading them back: the
+#: request (the job holds it) and the route (the finish writes it)
+_KNOWN_AT_FINISH = ("request", "route")
 #: what a successful finish may leave (the lease owner's compare-and-set)
 _SUCCEEDED_FROM = (GEN.c.status.in_([literal(s) for s in sources_of(Status.SUCCEEDED)]),)
 _BY_OWNER = (("gen_id", "id"), ("owner", "lease_owner"))
@@ -530,7 +563,7 @@ def _succeeded_together(c: Connection, finishes: list[_Succeeded]) -> list[Gener
 
 def _update_all(c: Connection, finishes: list[_Succeeded]) -> dict[str, Any]:
     """The finishing UPDATE of every job at once (PostgreSQL): the rows after, by id."""
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
     for finish in finishes:
         values = {
             **finish.values(),
@@ -540,11 +573,17 @@ def _update_all(c: Connection, finishes: list[_Succeeded]) -> dict[str, Any]:
         }
         values.setdefault("started_at", finish.now)
         params = {"gen_id": finish.gen_id, "owner": finish.owner, **values}
-        shapes.setdefault(tuple(sorted(params)), []).append(params)
+        shapes.setdefault((tuple(sorted(params)), finish.omit), []).append(params)
     updated: dict[str, Any] = {}
-    for rows in shapes.values():
+    for (_, omit), rows in shapes.items():
         found = update_rows(
-            c, GEN, rows, match=_BY_OWNER, condition=_SUCCEEDED_FROM, keep_first=("started_at",)
+            c,
+            GEN,
+            rows,
+            match=_BY_OWNER,
+            condition=_SUCCEEDED_FROM,
+            keep_first=("started_at",),
+            omit=omit,
         )
         updated.update((row.id, row) for row in found)
     return updated

@@ -117,9 +117,17 @@ def image_view(row: Any, url_for: UrlFor) -> ImageView:
 
 
 def generation_view(
-    g: Any, account_name: str, images: Sequence[Any], url_for: UrlFor
+    g: Any,
+    account_name: str,
+    images: Sequence[Any],
+    url_for: UrlFor,
+    *,
+    request: dict[str, Any] | None = None,
+    route: list[dict[str, Any]] | None = None,
 ) -> GenerationView:
-    """The view of a generation row (ORM object, Core row or the values just written)."""
+    """The view of a generation row (ORM object, Core row or the values just written);
+    ``request`` and ``route``, when given, stand for the row's (a finish knows them and
+    does not read them back)."""
     return GenerationView(
         id=g.id,
         account_id=g.account_id,
@@ -128,7 +136,7 @@ def generation_view(
         status=Status(g.status),
         progress=g.progress,
         prompt=g.prompt,
-        request=dict(g.request),
+        request=dict(g.request if request is None else request),
         source=g.source,
         provider=g.provider,
         model=g.model,
@@ -146,7 +154,7 @@ def generation_view(
         provider_ms=g.provider_ms,
         request_id=g.request_id,
         cancel_requested=g.cancel_requested,
-        route=list(g.route or []),
+        route=list((g.route if route is None else route) or []),
         fallback_image=g.fallback_image,
         cached_from=g.cached_from,
         batch_id=g.batch_id,

@@ -71,9 +71,10 @@ def update_rows(
     condition: tuple[ColumnElement[bool], ...] = (),
     keep_first: tuple[str, ...] = (),
     returning: bool = True,
+    omit: tuple[str, ...] = (),
 ) -> list[Any]:
     """UPDATE the rows of ``table`` that each of ``rows`` names; the updated rows (with
-    ``returning``; else none).
+    ``returning``, without the ``omit`` columns; else none).
 
     Each of ``rows`` holds the values to set and, under the names ``match`` pairs with
     columns, the values that pick its row (``(("gen_id", "id"),)``: the row whose
@@ -83,7 +84,7 @@ def update_rows(
     if not rows:
         return []
     names = tuple(rows[0])
-    statement = _update(table, names, match, condition, keep_first, returning)
+    statement = _update(table, names, match, condition, keep_first, returning, omit)
     result = c.execute(statement, {_ROWS: list(rows)})
     return list(result.all()) if returning else []
 
@@ -140,6 +141,7 @@ def _update(
     condition: tuple[ColumnElement[bool], ...],
     keep_first: tuple[str, ...],
     returning: bool,
+    omit: tuple[str, ...] = (),
 ) -> Any:
     matched = dict(match)
     types = {name: table.c[target].type for name, target in match}
@@ -153,4 +155,6 @@ def _update(
         values[name] = func.coalesce(target, value) if name in keep_first else value
     where = [table.c[target] == r.c[name] for name, target in match]
     statement = update(table).where(*where, *condition).values(values)
-    return statement.returning(*table.c) if returning else statement
+    if not returning:
+        return statement
+    return statement.returning(*(column for column in table.c if column.name not in omit))
