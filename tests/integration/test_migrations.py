@@ -112,11 +112,16 @@ def test_a_new_database_is_created_without_alembic(tmp_path: Path) -> None:
         f"print(asyncio.run(schema_revision({url!r})))\n"
         "print(sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n"
     )
+    assert _run_python(script).split("\n")[:2] == [head_revision(), "[]"]
+
+
+def _run_python(script: str) -> str:
+    """``script`` in a new interpreter (its imports its own); what it printed."""
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split("\n")[:2] == [head_revision(), "[]"]
+    return done.stdout
 
 
 def _sqlite_master(path: Path) -> list[tuple[Any, ...]]:
@@ -179,11 +184,7 @@ def test_a_start_reads_and_creates_sqlite_without_an_engine(tmp_path: Path) -> N
         f"asyncio.run(run_migrations({url!r}))\n"
         "print(sorted(m for m in ('aiosqlite', 'pixelgate.db.tables') if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    assert _run_python(script).strip() == "[]"
 
 
 async def test_a_revision_table_of_several_rows_is_left_to_alembic(tmp_path: Path) -> None:
