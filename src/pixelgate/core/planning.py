@@ -152,6 +152,8 @@ class RoutePlanner:
 
     async def _live_state(self, names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         control = self.control
+        if control.breakers.known_closed(names) and control.outbound.known_unpaused(names):
+            return {}, {}  # the usual answer, without building every snapshot (~20 µs)
         unavailable: dict[str, str] = {}
         for name, snap in (await control.breakers.snapshots(names)).items():
             if snap.state == BreakerState.OPEN and (snap.retry_in_s or 0) > 0:

@@ -213,6 +213,10 @@ class Breakers(Protocol):
     async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
         """Current state, read-only (the router skips open breakers; admin shows them)."""
 
+    def known_closed(self, providers: Iterable[str]) -> bool:
+        """Whether this process knows, without a read, that every one of ``providers`` is
+        closed (False: it does not know; :meth:`snapshots` says)."""
+
     async def reset(self, provider: str) -> list[Transition]:
         """Back to closed with empty counters (admin)."""
 
@@ -274,6 +278,9 @@ class MemoryBreakers:
         self._breakers: dict[str, _Breaker] = {}
         #: the snapshot of a provider never called yet, made once (snapshots are frozen)
         self._unused: dict[str, BreakerSnapshot] = {}
+        #: providers whose breaker is open or half-open: every run's plan asks whether
+        #: its candidates are among them, and the answer is almost always no
+        self._not_closed: set[str] = set()
 
     def configure(self, settings: BreakerSettings) -> None:
         self.settings = settings
@@ -363,6 +370,10 @@ class MemoryBreakers:
             )
         return out
 
+    def known_closed(self, providers: Iterable[str]) -> bool:
+        not_closed = self._not_closed
+        return not not_closed or not_closed.isdisjoint(providers)
+
     async def reset(self, provider: str) -> list[Transition]:
         b = self._get(provider)
         if b.state == BreakerState.CLOSED:
@@ -382,6 +393,10 @@ class MemoryBreakers:
     def _move(self, provider: str, b: _Breaker, to: BreakerState, reason: str) -> Transition:
         transition = Transition(provider, b.state, to, reason)
         b.state = to
+        if to == BreakerState.CLOSED:
+            self._not_closed.discard(provider)
+        else:
+            self._not_closed.add(provider)
         b.epoch += 1
         b.probes_in_flight = 0
         b.probe_successes = 0

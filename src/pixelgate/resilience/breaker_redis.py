@@ -414,6 +414,9 @@ class RedisBreakers:
             self._success_flusher = None
             self._flush_now.clear()
 
+    def known_closed(self, providers: Iterable[str]) -> bool:
+        return False  # other processes move these breakers: only a read knows
+
     async def snapshots(self, providers: Iterable[str]) -> dict[str, BreakerSnapshot]:
         names = tuple(providers)
         reading = self._reading.get(names)

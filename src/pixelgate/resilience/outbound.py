@@ -102,6 +102,10 @@ class OutboundLimiter:
         """Seconds left of each provider's pause (0.0 when not paused)."""
         return await self.pauses.remaining(providers)
 
+    def known_unpaused(self, providers: Iterable[str]) -> bool:
+        """Whether this process knows, without a read, that none of them is paused."""
+        return self.pauses.known_unpaused(providers)
+
     async def paused_for(self, provider: str) -> float:
         return (await self.pauses.remaining([provider]))[provider]
 

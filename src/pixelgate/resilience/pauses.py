@@ -52,6 +52,10 @@ class Pauses(Protocol):
     async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
         """Seconds left of each provider's pause (0.0 when not paused)."""
 
+    def known_unpaused(self, providers: Iterable[str]) -> bool:
+        """Whether this process knows, without a read, that none of ``providers`` is
+        paused (False: it does not know; :meth:`remaining` says)."""
+
 
 class MemoryPauses:
     """Pauses in process memory, on the limiter's clock (tests move it by hand)."""
@@ -69,6 +73,12 @@ class MemoryPauses:
         """Seconds left of ``provider``'s pause (0.0 when not paused), without awaiting."""
         until = self._until.get(provider)
         return 0.0 if until is None else max(0.0, until - self.clock.now())
+
+    def known_unpaused(self, providers: Iterable[str]) -> bool:
+        if not self._until:
+            return True
+        now = self.clock.now()
+        return all(self._until.get(name, 0.0) <= now for name in providers)
 
     async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
         now = self.clock.now()
@@ -123,6 +133,9 @@ class RedisPauses:
         )
         self._read.pop(provider, None)
         self._paused_at[provider] = time.monotonic()
+
+    def known_unpaused(self, providers: Iterable[str]) -> bool:
+        return False  # another process may have paused one: only a read knows
 
     async def remaining(self, providers: Iterable[str]) -> dict[str, float]:
         names = list(providers)
