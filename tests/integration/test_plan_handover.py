@@ -172,3 +172,26 @@ async def test_the_run_takes_the_request_admission_validated(
     [request] = handed.values()
     assert request is not None
     assert GenerationRequest.model_validate(r.json()["request"]) == request
+
+
+async def test_account_routing_is_validated_again_only_when_it_changed(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every plan reads the account's routing settings; they are validated once while
+    they stay equal, and a change (a new view, or the same dict changed) is seen at once."""
+    planner, account, request = await _handed(runtime, "gen_routing")
+    parsed: list[dict[str, Any]] = []
+    parse = planning.AccountRouting.parse
+
+    def counting(data: dict[str, Any], **kwargs: Any) -> Any:
+        parsed.append(data)
+        return parse(data, **kwargs)
+
+    monkeypatch.setattr(planning.AccountRouting, "parse", counting)
+    account.settings["routing"] = {"policy": "cost"}
+    assert (await planner.plan(request, account)).options.policy == "cost"
+    assert (await planner.plan(request, account)).options.policy == "cost"
+    assert parsed == [{"policy": "cost"}]
+    account.settings["routing"]["policy"] = "quality"  # changed in place
+    assert (await planner.plan(request, account)).options.policy == "quality"
+    assert len(parsed) == 2
