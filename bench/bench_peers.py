@@ -141,28 +141,41 @@ def flame(gw: Server, target: load.Target, args: argparse.Namespace) -> dict[str
 
 
 def ratios(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by = {(p["target"], p["concurrency"]): p for p in phases}
+    """pixelgate ÷ each peer per concurrency. With several rounds (``--rounds``) each
+    round's ratio pairs rows measured minutes apart at most, and the row says their
+    median (and, for CPU per request, every round's value)."""
+    by = {(p["target"], p["concurrency"], p.get("round", 1)): p for p in phases}
     out = []
     for c in sorted({p["concurrency"] for p in phases}):
-        pg = by.get(("pixelgate", c))
-        if not pg:
-            continue
         row: dict[str, Any] = {"concurrency": c}
         for peer in ("litellm", "bare"):
-            other = by.get((peer, c))
-            if other and other["ok"] and pg["ok"]:
-                row[f"cpu_per_req_vs_{peer}"] = round(
-                    pg["server_cpu_ms_per_req"] / other["server_cpu_ms_per_req"], 3)
-                row[f"rps_vs_{peer}"] = round(pg["rps"] / other["rps"], 3)
-                row[f"p50_vs_{peer}"] = round(pg["p50_ms"] / other["p50_ms"], 3)
-        out.append(row)
+            per_round: dict[str, list[float]] = {"cpu_per_req": [], "rps": [], "p50": []}
+            for rnd in sorted({p.get("round", 1) for p in phases}):
+                pg, other = by.get(("pixelgate", c, rnd)), by.get((peer, c, rnd))
+                if not (pg and other and pg["ok"] and other["ok"]):
+                    continue
+                per_round["cpu_per_req"].append(
+                    pg["server_cpu_ms_per_req"] / other["server_cpu_ms_per_req"])
+                per_round["rps"].append(pg["rps"] / other["rps"])
+                per_round["p50"].append(pg["p50_ms"] / other["p50_ms"])
+            if not per_round["cpu_per_req"]:
+                continue
+            for what, values in per_round.items():
+                row[f"{what}_vs_{peer}"] = round(statistics.median(values), 3)
+            if len(per_round["cpu_per_req"]) > 1:
+                row[f"cpu_per_req_vs_{peer}_rounds"] = [
+                    round(v, 3) for v in per_round["cpu_per_req"]]
+        if len(row) > 1:
+            out.append(row)
     return out
 
 
 def tables(r: dict[str, Any]) -> str:
     x = "x"
     out = []
-    rows = [[p["concurrency"], p["target"], report.fmt(p["rps"], ".0f"),
+    rounds = max((p.get("round", 1) for p in r["phases"]), default=1)
+    rows = [[p["concurrency"], f"{p['target']} (round {p.get('round', 1)})" if rounds > 1
+             else p["target"], report.fmt(p["rps"], ".0f"),
              report.fmt(p["p50_ms"]), report.fmt(p["p99_ms"]),
              report.fmt(p["server_cpu_ms_per_req"]), report.fmt(p.get("other_cores")),
              json.dumps(p["errors"]) if p["errors"] else "0"] for p in r["phases"]]
@@ -178,13 +191,19 @@ def tables(r: dict[str, Any]) -> str:
         def g(row: dict[str, Any], k: str) -> str:
             return report.fmt(row.get(k), ".2f") + x if k in row else "-"
 
-        rows = [[q["concurrency"], g(q, "cpu_per_req_vs_litellm"), g(q, "cpu_per_req_vs_bare"),
-                 g(q, "rps_vs_litellm"), g(q, "rps_vs_bare"), g(q, "p50_vs_litellm")]
-                for q in rat]
-        out += ["Ratios (pixelgate ÷ peer, same run; target for CPU/req vs LiteLLM at c=16: "
-                f"≤ {TARGET_CPU_RATIO:.2f}{x})", "",
-                report.markdown(rows, ["c", "CPU/req ÷ LiteLLM", "CPU/req ÷ bare",
-                                       "req/s ÷ LiteLLM", "req/s ÷ bare", "p50 ÷ LiteLLM"]), ""]
+        def each(row: dict[str, Any]) -> str:
+            values = row.get("cpu_per_req_vs_litellm_rounds")
+            return ", ".join(f"{v:.2f}" for v in values) if values else "-"
+
+        rows = [[q["concurrency"], g(q, "cpu_per_req_vs_litellm"), each(q),
+                 g(q, "cpu_per_req_vs_bare"), g(q, "rps_vs_litellm"), g(q, "rps_vs_bare"),
+                 g(q, "p50_vs_litellm")] for q in rat]
+        how = f"median of {rounds} rounds, " if rounds > 1 else ""
+        out += [f"Ratios (pixelgate ÷ peer, same run, {how}target for CPU/req vs LiteLLM at "
+                f"c=16: ≤ {TARGET_CPU_RATIO:.2f}{x})", "",
+                report.markdown(rows, ["c", "CPU/req ÷ LiteLLM", "each round",
+                                       "CPU/req ÷ bare", "req/s ÷ LiteLLM", "req/s ÷ bare",
+                                       "p50 ÷ LiteLLM"]), ""]
     nat = r.get("native", [])
     if nat:
         rows = [[p["concurrency"], report.fmt(p["rps"], ".0f"), report.fmt(p["p50_ms"]),
@@ -211,6 +230,16 @@ def tables(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _median_rows(phases: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """One row per concurrency: the round with the median server CPU per request."""
+    out = []
+    for c in sorted({p["concurrency"] for p in phases}):
+        rows = sorted((p for p in phases if p["concurrency"] == c),
+                      key=lambda p: p["server_cpu_ms_per_req"])
+        out.append((c, rows[(len(rows) - 1) // 2]))
+    return out
+
+
 def plot(r: dict[str, Any], path: Path) -> Path | None:
     try:
         import matplotlib
@@ -226,7 +255,7 @@ def plot(r: dict[str, Any], path: Path) -> Path | None:
     labels = {"pixelgate": "pixelgate", "litellm": "LiteLLM proxy (1 worker)",
               "bare": "bare forwarding proxy"}
     for name in TARGETS:
-        pts = sorted((p["concurrency"], p) for p in r["phases"] if p["target"] == name)
+        pts = _median_rows([p for p in r["phases"] if p["target"] == name])
         if not pts:
             continue
         xs = [c for c, _ in pts]
@@ -310,13 +339,16 @@ def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
             if probe["ok"] != 1:
                 raise RuntimeError(f"{name}: probe failed {probe['errors']}\n"
                                    f"{targets[name].log_tail()}")
-        for c in concs:
-            for name in TARGETS:
-                if name not in targets:
-                    continue
-                print(f"... {name} c={c} {args.duration:g} s", file=sys.stderr)
-                res = measure(targets[name], target(name), concurrency=c, args=args)
-                results["phases"].append({"target": name, **res})
+        # rounds alternate the targets again, so that a ratio pairs rows measured close
+        # together (this VM's speed drifts within minutes)
+        for rnd in range(1, args.rounds + 1):
+            for c in concs:
+                for name in TARGETS:
+                    if name not in targets:
+                        continue
+                    print(f"... {name} c={c} {args.duration:g} s (round {rnd})", file=sys.stderr)
+                    res = measure(targets[name], target(name), concurrency=c, args=args)
+                    results["phases"].append({"target": name, "round": rnd, **res})
         results["ratios"] = ratios(results["phases"])
 
         if not args.no_native:
@@ -342,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per phase")
     p.add_argument("--concurrency", default="1,16,64", help="OpenAI-route concurrencies")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="OpenAI-route rounds, the targets alternated in each (ratios: median)")
     p.add_argument("--native-concurrency", default="1,64", help="native-route concurrencies")
     p.add_argument("--client", choices=("auto", "wrk", "aiohttp"), default="auto",
                    help="closed-loop client (auto: wrk when installed)")
