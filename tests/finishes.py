@@ -16,13 +16,17 @@ from pixelgate.runtime import Runtime
 
 
 @contextmanager
-def statements() -> Iterator[list[str]]:
-    """The first three words of each statement run meanwhile (``(MANY)``: an executemany)."""
+def statements(*, whole: bool = False) -> Iterator[list[str]]:
+    """The first three words of each statement run meanwhile (``(MANY)``: an executemany);
+    with ``whole``, each statement whole, on one line."""
     said: list[str] = []
 
     def on_statement(
         conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
     ) -> None:
+        if whole:
+            said.append(" ".join(statement.split()))
+            return
         said.append(" ".join(statement.split()[:3]).upper() + (" (MANY)" if many else ""))
 
     event.listen(Engine, "before_cursor_execute", on_statement)

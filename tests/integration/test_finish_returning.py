@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
 from pixelgate.config import Settings
 from pixelgate.runtime import Runtime
-from tests.finishes import finish, running
+from tests.finishes import finish, running, statements
 
 JOBS = 6
 
@@ -33,20 +31,13 @@ async def rt(make_settings: Callable[..., Settings]) -> AsyncIterator[Runtime]:
 @contextmanager
 def returned_columns() -> Iterator[list[str]]:
     """The RETURNING clause of each finishing UPDATE of generations run meanwhile."""
-    seen: list[str] = []
-
-    def on_statement(
-        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
-    ) -> None:
-        flat = " ".join(statement.split())
-        if flat.upper().startswith("UPDATE GENERATIONS") and "RETURNING" in flat.upper():
-            seen.append(flat[flat.upper().rindex("RETURNING") :])
-
-    event.listen(Engine, "before_cursor_execute", on_statement)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", on_statement)
+    with statements(whole=True) as said:
+        clauses: list[str] = []
+        yield clauses
+    for flat in said:
+        upper = flat.upper()
+        if upper.startswith("UPDATE GENERATIONS") and "RETURNING" in upper:
+            clauses.append(flat[upper.rindex("RETURNING") :])
 
 
 def _reads(clause: str, column: str) -> bool:
