@@ -251,27 +251,3 @@ def test_only_transient_errors_timeouts_and_5xx_count(
     error: BaseException | None, outcome: Outcome
 ) -> None:
     assert outcome_of(error) == outcome
-
-
-async def test_known_closed_follows_every_state_change(make: Make) -> None:
-    """Every run's plan asks this first (the snapshots only when it says no): it must be
-    no as soon as a breaker leaves closed, through half-open, until it is closed again."""
-    clock = FakeClock()
-    breakers = make(clock, half_open_probes=1, cooldown_jitter=0)
-    assert breakers.known_closed(["a", "b"])  # never called
-    await fail(breakers)
-    await fail(breakers)
-    assert breakers.known_closed(["a", "b"])  # failures below the threshold
-    await fail(breakers)
-    assert not breakers.known_closed(["a", "b"]) and breakers.known_closed(["b"])
-    clock.advance(31)
-    probe, _ = await breakers.allow("a")  # half-open now
-    assert await state(breakers) == BreakerState.HALF_OPEN
-    assert not breakers.known_closed(["a"])
-    await breakers.record("a", probe, Outcome.SUCCESS)
-    assert await state(breakers) == BreakerState.CLOSED and breakers.known_closed(["a"])
-    for _ in range(3):
-        await fail(breakers)
-    assert not breakers.known_closed(["a"])
-    await breakers.reset("a")
-    assert breakers.known_closed(["a"])
