@@ -229,16 +229,21 @@ def gateway(
         await runtime.start_worker()
         app = create_app(settings, runtime=runtime, run_worker=False)
         try:
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://testserver",
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            ) as client:
+            async with admin_client(app) as client:
                 yield runtime, client
         finally:
             await runtime.close()
 
     return factory
+
+
+def admin_client(app: Any) -> httpx.AsyncClient:
+    """An in-process client of ``app`` with the admin key (used as ``async with``)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
 
 
 async def wait_status(client: httpx.AsyncClient, gen_id: str, status: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pixelgate.config import Settings
 from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret, verify
 from pixelgate.observability.alerts import AlertManager
 from pixelgate.runtime import ADMIN_ACCOUNT, Runtime
-from tests.conftest import ADMIN_KEY
+from tests.conftest import admin_client
 from tests.fakes import LoopbackServer
 from tests.integration.test_email import Inbox, _free_port
 
@@ -225,11 +225,7 @@ async def test_alert_e_mail(make_settings: Callable[..., Settings], smtp_inbox: 
     alerts = AlertManager(runtime, clock=clock)
     app = create_app(settings, runtime=runtime, run_worker=False)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client:
+        async with admin_client(app) as client:
             await _generate(client, "flaky", 2)
         raised = await alerts.evaluate()
         assert len(raised) == 2

@@ -60,17 +60,13 @@ async def small_body_client(
     make_settings: Callable[..., Any],
 ) -> AsyncIterator[httpx.AsyncClient]:
     from pixelgate.api.app import create_app
-    from tests.conftest import ADMIN_KEY
+    from tests.conftest import admin_client
 
     settings = make_settings(max_body_bytes=4096, routing={"default": ["placeholder"]})
     rt = await Runtime.open(settings)
     app = create_app(settings, runtime=rt, run_worker=False)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as c:
+        async with admin_client(app) as c:
             yield c
     finally:
         await rt.close()

@@ -12,7 +12,7 @@ import pytest
 from pixelgate.api.app import create_app
 from pixelgate.config import Settings
 from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
+from tests.conftest import admin_client
 from tests.fakes import (
     CapturingProvider,
     LoopbackServer,
@@ -50,11 +50,7 @@ async def _open(settings: Settings, *, worker: bool = True) -> tuple[Runtime, ht
     if worker:
         await runtime.start_worker()
     app = create_app(settings, runtime=runtime, run_worker=False)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-    )
+    client = admin_client(app)
     return runtime, client
 
 

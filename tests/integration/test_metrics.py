@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pixelgate.api.app import create_app
 from pixelgate.config import Settings
 from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
+from tests.conftest import admin_client
 
 WAIT = {"Prefer": "wait=10"}
 
@@ -126,11 +126,7 @@ async def test_queue_depth_and_age_are_read_at_scrape_time(
     runtime = await Runtime.open(settings)  # no worker: admitted jobs wait
     app = create_app(settings, runtime=runtime, run_worker=False)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client:
+        async with admin_client(app) as client:
             for _ in range(2):
                 await client.post("/v1/generations", json={"prompt": "waiting"})
             found = await scrape(client)

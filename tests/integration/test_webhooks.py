@@ -16,7 +16,7 @@ from pixelgate.api.app import create_app
 from pixelgate.config import Settings
 from pixelgate.core.webhooks import SIGNATURE_HEADER, account_secret, sign, verify
 from pixelgate.runtime import Runtime
-from tests.conftest import ADMIN_KEY
+from tests.conftest import admin_client
 from tests.fakes import LoopbackServer, Received
 
 WAIT = {"Prefer": "wait=10"}
@@ -47,11 +47,7 @@ async def _open(settings: Settings) -> tuple[Runtime, httpx.AsyncClient]:
     runtime = await Runtime.open(settings)
     await runtime.start_worker()
     app = create_app(settings, runtime=runtime, run_worker=False)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-    )
+    client = admin_client(app)
     return runtime, client
 
 
