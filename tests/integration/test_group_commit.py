@@ -268,9 +268,11 @@ async def test_a_commit_that_fails_fails_its_batch_and_the_next_one_commits(
         await db.close()
 
 
-async def test_a_batch_where_nothing_fails_takes_one_savepoint(tmp_path: Any) -> None:
-    """The usual batch runs under one savepoint, not one per function; a function that
-    fails still fails alone (``test_a_failing_function_in_a_batch_fails_alone``)."""
+async def test_a_batch_where_nothing_fails_takes_no_savepoint(tmp_path: Any) -> None:
+    """On SQLite the usual batch runs under no savepoint (its statement journal would
+    copy every page the batch changes, spilling to a temporary file); a function that
+    fails still fails alone: the transaction begins again and each function runs in its
+    own savepoint (``test_a_failing_function_in_a_batch_fails_alone``)."""
     from sqlalchemy import text
 
     from pixelgate.db.engine import Database
@@ -288,8 +290,30 @@ async def test_a_batch_where_nothing_fails_takes_one_savepoint(tmp_path: Any) ->
               for n in range(5))
         )
         assert values == list(range(5)) and writer.commits == commits + 1
-        assert [s for s in said if s.startswith("SAVEPOINT")] == ["SAVEPOINT pixelgate_item"]
+        assert [s for s in said if s.startswith(("SAVEPOINT", "ROLLBACK", "BEGIN"))] == [
+            "BEGIN IMMEDIATE"
+        ]
         assert await db.run(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 5
+        said.clear()
+
+        def broken(c: Any) -> None:
+            c.execute(text("INSERT INTO t VALUES (-1)"))
+            c.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+        results = await asyncio.gather(
+            writer.run(lambda c: c.execute(text("INSERT INTO t VALUES (7)")) and 7),
+            writer.run(broken),
+            return_exceptions=True,
+        )
+        assert results[0] == 7 and "no_such_table" in str(results[1])
+        assert [s for s in said if s.startswith(("ROLLBACK", "BEGIN"))] == [
+            "BEGIN IMMEDIATE",
+            "ROLLBACK",
+            "BEGIN IMMEDIATE",
+            "ROLLBACK TO pixelgate_item",
+        ]
+        rows = "SELECT group_concat(n) FROM (SELECT n FROM t ORDER BY n)"
+        assert await db.run(lambda c: c.execute(text(rows)).scalar()) == "0,1,2,3,4,7"
     finally:
         await db.close()
 

@@ -151,7 +151,8 @@ class Database:
     async def run_batch(self, fns: list[TxFunction]) -> list[Outcome]:
         """Run write transaction functions in ONE transaction and commit once: the group
         commit's database side. They run under one savepoint for the batch (a single one
-        needs none); when one raises, that is rolled back and each runs again in its own.
+        needs none; on SQLite the transaction itself stands for it); when one raises, that
+        is rolled back and each runs again in its own.
 
         A function that raises is rolled back alone and its error is its outcome; an
         error of the transaction itself (the commit, a lost connection) is raised.
@@ -194,10 +195,13 @@ def _run_items(
             outcomes.append((True, fns[0](conn)))
         except Exception as exc:
             raise _SoleFailure(exc) from exc
+    elif conn.dialect.name == "sqlite":
+        outcomes = _all_at_once(conn, fns, dispatched, _driver_restart) or _one_by_one(
+            conn, fns, dispatched, _driver_savepoint
+        )
     else:
-        savepoint = _driver_savepoint if conn.dialect.name == "sqlite" else _nested
-        outcomes = _all_at_once(conn, fns, dispatched, savepoint) or _one_by_one(
-            conn, fns, dispatched, savepoint
+        outcomes = _all_at_once(conn, fns, dispatched, _nested) or _one_by_one(
+            conn, fns, dispatched, _nested
         )
     if dispatched and dispatcher is not None:
         dispatcher(conn, list(dispatched))
@@ -211,11 +215,12 @@ Savepoint = Callable[[Connection], AbstractContextManager[None]]
 def _all_at_once(
     conn: Connection, fns: list[TxFunction], dispatched: list[str], savepoint: Savepoint
 ) -> list[Outcome] | None:
-    """Every function under one savepoint for the batch: the usual case, where none
-    fails, costs two statements per batch instead of two per function (on PostgreSQL,
-    per-function savepoints were ~20 % of the scale-out worker's and database's CPU,
-    measured). ``None`` when one raised: all of it is rolled back, for
-    :func:`_one_by_one` (a function may run twice, as a deadlock's retry already does)."""
+    """Every function under one savepoint for the batch (``savepoint`` opens at the
+    transaction's start): the usual case, where none fails, costs two statements per
+    batch instead of two per function (on PostgreSQL, per-function savepoints were ~20 %
+    of the scale-out worker's and database's CPU, measured). ``None`` when one raised:
+    all of it is rolled back, for :func:`_one_by_one` (a function may run twice, as a
+    deadlock's retry already does)."""
     mark = len(dispatched)
     try:
         with savepoint(conn):
@@ -282,6 +287,24 @@ def _driver_savepoint(conn: Connection) -> Iterator[None]:
         driver.execute("RELEASE pixelgate_item")
         raise
     driver.execute("RELEASE pixelgate_item")
+
+
+@contextmanager
+def _driver_restart(conn: Connection) -> Iterator[None]:
+    """SQLite's savepoint for a whole batch: none, and a failure rolls the transaction
+    back and begins it again. A savepoint makes SQLite copy every page the batch changes
+    to a statement journal, which past 64 KiB spills to a temporary file: ~16 page writes
+    per job besides the WAL's (strace, OpenAI route); at the transaction's start, rolling
+    back to it and rolling the transaction back are the same."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        yield
+    except BaseException:
+        if driver.in_transaction:  # some errors (a full disk) have rolled it back already
+            driver.execute("ROLLBACK")
+        driver.execute("BEGIN IMMEDIATE")
+        raise
 
 
 class _HeldConnection:
