@@ -26,7 +26,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ import httpx
 import psycopg
 from benchlib.proc import stat_fields, status_kb
 from benchlib.servers import export_ref, free_port
+from benchlib.workdir import file_create_us, make_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "pg_bench_admin_key_0123456789abcdef"
@@ -91,7 +91,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dbname = f"pixelgate_bench_{secrets.token_hex(4)}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    workdir = Path(tempfile.mkdtemp(prefix="pixelgate-bench-scaleout-"))
+    workdir = make_workdir("pixelgate-bench-scaleout-")
+    create_us = file_create_us(workdir)
     config = workdir / "pixelgate.toml"
     config.write_text(
         f'[providers.bench]\nkind = "placeholder"\nlatency_ms = {args.latency_ms}\n\n'
@@ -223,6 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_total += sum(result["services_cpu_s"].values())
         result["cpu_ms_per_job"] = round(cpu_total * 1000 / max(1, args.jobs), 1)
         result["aim_500mb_met"] = all(p["peak_rss_mb"] < 500 for p in result["processes"].values())
+        result["file_create_us"] = create_us
     finally:
         for proc in (api, worker):
             proc.send_signal(signal.SIGTERM)

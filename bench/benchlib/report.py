@@ -10,7 +10,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.servers import ROOT
+from benchlib.workdir import file_create_us, make_workdir
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -100,9 +100,11 @@ def write_results(script: str, results: dict[str, Any], out_dir: Path = RESULTS)
 
 @contextlib.contextmanager
 def guarded_run(results: dict[str, Any], prefix: str, keep: bool) -> Iterator[Path]:
-    """A throw-away work dir for the run's servers (logs, data); an exception inside is
-    recorded as ``results["error"]`` (what was measured before it is kept), not raised."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    """A throw-away work dir for the run's servers (logs, data; see
+    :mod:`benchlib.workdir`), with what creating a file costs there; an exception inside
+    is recorded as ``results["error"]`` (what was measured before it is kept), not raised."""
+    work = make_workdir(prefix)
+    results["machine"]["file_create_us"] = file_create_us(work)
     try:
         yield work
     except Exception as exc:  # keep what was measured; say what failed
@@ -118,8 +120,10 @@ def guarded_run(results: dict[str, Any], prefix: str, keep: bool) -> Iterator[Pa
 def footer(results: dict[str, Any], path: Path) -> int:
     """Print the commit, the machine's load and the results file; the exit status."""
     dirty = " (src dirty)" if results.get("src_dirty") else ""
+    created = results["machine"].get("file_create_us")
+    created_text = "" if created is None else f", a file created in {created:g} µs of CPU"
     print(f"commit {results.get('git_head')}{dirty}, load before "
-          f"{results['machine']['loadavg'][0]:.2f}; results: {path}")
+          f"{results['machine']['loadavg'][0]:.2f}{created_text}; results: {path}")
     if "error" in results:
         print(f"INCOMPLETE RUN: {results['error']}")
         return 1
