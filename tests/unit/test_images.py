@@ -12,6 +12,8 @@ from pixelgate.errors import ImageRejected
 from pixelgate.media.images import (
     EXTENSIONS,
     FORMATS,
+    SMALL_IMAGE_BYTES,
+    is_small_png,
     process_image,
     process_image_sync,
     sniff_format,
@@ -230,6 +232,21 @@ async def test_process_image_runs_in_the_pool() -> None:
     out = await process_image(data, want_format="webp", max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
     assert out.format == "webp"
     assert (out.width, out.height) == (64, 48)
+
+
+def test_a_small_png_is_judged_from_its_header() -> None:
+    small = encode(sample(size=(128, 128)), "PNG")
+    assert is_small_png(small, None) and is_small_png(small, "png")
+    assert not is_small_png(small, "webp")  # a conversion: the pool's work
+    assert not is_small_png(encode(sample(size=(129, 128)), "PNG"), None)
+    assert not is_small_png(encode(sample(size=(64, 64)), "JPEG"), None)
+    # a bomb's header is what counts, not its few bytes
+    assert not is_small_png(png_claiming(20_000, 20_000), None)
+    assert not is_small_png(png_claiming(0, 0), None)
+    assert not is_small_png(small[:20], None)
+    noisy = Image.frombytes("RGB", (128, 128), bytes(range(256)) * 192)
+    padded = encode(noisy, "PNG", compress_level=0) + b"\0" * SMALL_IMAGE_BYTES
+    assert not is_small_png(padded, None)
 
 
 def test_extensions() -> None:

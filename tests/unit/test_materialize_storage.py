@@ -1,5 +1,6 @@
-"""A result image is processed and written in one CPU-pool task where the storage can
-write from a thread (local disk), and through ``Storage.put`` everywhere else."""
+"""A result image is processed and written in one go where the storage can write from
+a thread (local disk): a small PNG on the event loop, any other in one CPU-pool task;
+through ``Storage.put`` everywhere else."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ JOB = ClaimedJob(
     deliveries=1,
 )
 PNG = render_placeholder("a red fox", width=64, height=64, fmt="png", seed=1)
+#: over the small-image bound (128x128 pixels): processed in the CPU pool
+LARGE_PNG = render_placeholder("a red fox", width=160, height=160, fmt="png", seed=1)
 
 
 class CountingLocal(LocalStorage):
@@ -82,20 +85,38 @@ def _request(fmt: str = "png") -> GenerationRequest:
     return GenerationRequest(prompt="a red fox", width=64, height=64, format=fmt)
 
 
+@pytest.mark.parametrize(
+    ("png", "side", "thread"),
+    [(PNG, 64, "MainThread"), (LARGE_PNG, 160, "pixelgate-cpu")],
+    ids=["small-on-the-loop", "large-in-the-pool"],
+)
 async def test_local_storage_is_written_by_the_task_that_processed_the_image(
-    tmp_path: Path,
+    tmp_path: Path, png: bytes, side: int, thread: str
 ) -> None:
     storage = CountingLocal(tmp_path / "images")
     image = await _materializer(tmp_path, storage).store_image(
-        JOB, _request(), PNG, 0, attribution=None
+        JOB, _request(), png, 0, attribution=None
     )
     assert storage.puts == 0
     assert len(storage.blocking_threads) == 1
-    assert storage.blocking_threads[0].startswith("pixelgate-cpu")
+    assert storage.blocking_threads[0].startswith(thread)
     stored = await storage.get(image.key)
-    assert stored.data == PNG
-    assert image.sha256 == hashlib.sha256(PNG).hexdigest()
-    assert (image.width, image.height, image.format) == (64, 64, "png")
+    assert stored.data == png
+    assert image.sha256 == hashlib.sha256(png).hexdigest()
+    assert (image.width, image.height, image.format) == (side, side, "png")
+
+
+async def test_a_slow_write_on_the_loop_sends_the_next_images_to_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that stalls holds the event loop up once, not for every image."""
+    storage = CountingLocal(tmp_path / "images")
+    materializer = _materializer(tmp_path, storage)
+    monkeypatch.setattr(materializer._inline, "slow_s", 0.0)  # every write is "slow"
+    for index in range(3):
+        await materializer.store_image(JOB, _request(), PNG, index, attribution=None)
+    assert storage.blocking_threads[0] == "MainThread"
+    assert all(name.startswith("pixelgate-cpu") for name in storage.blocking_threads[1:])
 
 
 async def test_a_conversion_is_stored_converted_under_its_own_extension(tmp_path: Path) -> None:
@@ -125,10 +146,11 @@ async def test_a_rejected_image_writes_nothing(tmp_path: Path) -> None:
     assert not any((tmp_path / "images").rglob("*.png"))
 
 
-async def test_a_storage_failure_in_the_thread_reaches_the_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("png", [PNG, LARGE_PNG], ids=["on-the-loop", "in-the-pool"])
+async def test_a_storage_failure_reaches_the_job(tmp_path: Path, png: bytes) -> None:
     blocked = tmp_path / "images"
     blocked.write_text("a file where the storage root should be")
     with pytest.raises(StorageError):
         await _materializer(tmp_path, CountingLocal(blocked)).store_image(
-            JOB, _request(), PNG, 0, attribution=None
+            JOB, _request(), png, 0, attribution=None
         )

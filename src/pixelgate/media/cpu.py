@@ -10,12 +10,13 @@ import asyncio
 import base64
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from pixelgate.threads import ThreadLane
 
-__all__ = ["b64encode_text", "cpu_pool", "run_cpu", "shutdown_cpu_pool"]
+__all__ = ["InlineWork", "b64encode_text", "cpu_pool", "run_cpu", "shutdown_cpu_pool"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -48,6 +49,36 @@ def shutdown_cpu_pool(*, wait: bool = True) -> None:
         pool, _pool = _pool, None
     if pool is not None:
         pool.close(wait=wait)
+
+
+class InlineWork:
+    """Small blocking I/O run on the event loop itself, while it stays quick.
+
+    Handing a call to the pool and back costs the loop a wake-up and the GIL's hand-over
+    each way, more than writing a small file does (~30 µs). A call that took longer
+    than ``slow_s`` (a disk that stalls) makes :meth:`allowed` answer ``False`` for
+    ``pause_s``: the work goes to the pool meanwhile, so a slow disk holds the loop up
+    once per pause at most. ``slow_s`` is wall time, which includes getting the GIL
+    back after the system call (up to the 5 ms switch interval per other thread): it is
+    set well above that.
+    """
+
+    def __init__(self, *, slow_s: float = 0.025, pause_s: float = 30.0) -> None:
+        self.slow_s = slow_s
+        self.pause_s = pause_s
+        self._paused_until = 0.0
+
+    def allowed(self) -> bool:
+        return self._paused_until == 0.0 or time.monotonic() >= self._paused_until
+
+    def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """``fn(*args, **kwargs)`` here and now, timed."""
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if time.perf_counter() - started > self.slow_s:
+                self._paused_until = time.monotonic() + self.pause_s
 
 
 #: bytes base64-encoded between two returns to the event loop (a multiple of 3, ~1 ms)
