@@ -1,7 +1,8 @@
 """Successful finishes of one group commit on SQLite share their inserts: one
 executemany each for the images, usage and events of all of them (an UPDATE per job
 stays), write what a lone finish writes, and a job whose rows fail still fails alone.
-(PostgreSQL's set-based form, one UPDATE for all, is tests/scaleout/test_set_based_finish.py.)"""
+(PostgreSQL's set-based form, one UPDATE for all, is tests/scaleout/test_set_based_finish.py.)
+A flush of running events runs the same prepared statements whatever its number of jobs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from pixelgate.config import Settings
+from pixelgate.core.records import RunningEvent
 from pixelgate.datadir import sqlite_path
 from pixelgate.runtime import Runtime
 from tests.finishes import finish, new_image, running, statements
@@ -146,3 +148,35 @@ async def test_a_shared_finish_answers_none_for_a_job_it_does_not_own_and_keeps_
         (f"k/{redelivered.id}-0.png",)
     ]
     assert query(rt, "SELECT sum(succeeded) FROM usage_daily") == [(3,)]
+
+
+async def test_a_flush_of_running_events_runs_the_same_statements_whatever_its_jobs(
+    rt: Runtime,
+) -> None:
+    """Running events on SQLite: the held rows are found with one JSON parameter (not an
+    ``IN`` list as long as the flush), and each set of columns is one prepared
+    executemany, so a flush of 2 jobs and one of 6 run the very same SQL."""
+    jobs = await running(rt, 6)
+    gone = jobs[0]
+    await finish(rt, gone)  # no longer held: its late events are dropped
+
+    def progress(pct: int, among: list[Any]) -> list[RunningEvent]:
+        return [RunningEvent(j.id, "progress", {"progress": pct}, {"progress": pct}) for j in among]
+
+    with statements(whole=True) as few:
+        assert await rt.store.add_running_events(progress(10, jobs[1:3])) == [
+            jobs[1].id,
+            jobs[2].id,
+        ]
+    with statements(whole=True) as many:
+        events = progress(20, jobs)
+        events.append(RunningEvent(jobs[1].id, "note", {"n": 1}, {"provider": "p", "model": "m"}))
+        added = await rt.store.add_running_events(events)
+    assert added == [e.generation_id for e in events if e.generation_id != gone.id]
+    assert few == [s for s in many if "provider" not in s]
+    assert len([s for s in many if "provider" in s]) == 1  # the other set of columns
+    assert "json_each" in few[0]
+    rows = query(rt, "SELECT id, progress, provider FROM generations ORDER BY id")
+    assert rows[0] == (gone.id, 100, "fast")
+    assert rows[1] == (jobs[1].id, 20, "p")
+    assert [r[1] for r in rows[2:]] == [20] * 4

@@ -8,12 +8,14 @@ transaction functions of the group-commit writer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    JSON,
     ColumnElement,
     Connection,
     Integer,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 
 from pixelgate.core.models import Status
 from pixelgate.core.states import sources_of
+from pixelgate.db.prepared import Prepared
 from pixelgate.db.reads import ReadStore
 from pixelgate.db.records import BATCH, GEN, ClaimedJob, RunningEvent
 from pixelgate.db.rows import event_row, insert_events, running_rows
@@ -84,11 +87,13 @@ _NOW = bindparam("now", type_=GEN.c.updated_at.type)
 
 
 def _among(name: str, *, postgres: bool) -> ColumnElement[bool]:
-    """``id`` among the list bound as ``name``: one array parameter on PostgreSQL (one
-    prepared statement whatever the length), an expanding ``IN`` elsewhere."""
+    """``id`` among the list bound as ``name``: one parameter whatever the length (one
+    statement to compile and prepare), an array on PostgreSQL, a JSON array read by
+    ``json_each`` on SQLite."""
     if postgres:
         return GEN.c.id == any_(bindparam(name, type_=ARRAY(String)))
-    return GEN.c.id.in_(bindparam(name, expanding=True))
+    listed = func.json_each(bindparam(name, type_=JSON)).table_valued("value")
+    return GEN.c.id.in_(select(listed.c.value))
 
 
 def _claim_candidates(*, named: bool, postgres: bool) -> Select[Any]:
@@ -135,11 +140,13 @@ def _start(*, postgres: bool) -> Update:
 _START = {postgres: _start(postgres=postgres) for postgres in (False, True)}
 #: the held rows among ``:ids``, in id order (``add_running_events`` locks them on PostgreSQL)
 _HELD_AMONG = {
-    False: select(GEN.c.id).where(_among("ids", postgres=False), HELD).order_by(GEN.c.id),
-    True: select(GEN.c.id)
-    .where(_among("ids", postgres=True), HELD)
-    .order_by(GEN.c.id)
-    .with_for_update(key_share=True),  # FOR NO KEY UPDATE
+    False: Prepared(select(GEN.c.id).where(_among("ids", postgres=False), HELD).order_by(GEN.c.id)),
+    True: Prepared(
+        select(GEN.c.id)
+        .where(_among("ids", postgres=True), HELD)
+        .order_by(GEN.c.id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+    ),
 }
 
 
@@ -326,7 +333,7 @@ class LeaseStore(ReadStore):
         query = _HELD_AMONG[self.postgres]
 
         def add(c: Connection) -> list[str]:
-            running = set(c.scalars(query, {"ids": ids}))
+            running = {row.id for row in query.rows(c, {"ids": ids})}
             kept = [e for e in events if e.generation_id in running]
             if kept:
                 _apply_event_values(c, kept, now)
@@ -369,18 +376,25 @@ def _apply_event_values(c: Connection, events: Sequence[RunningEvent], now: date
         if postgres:
             row = {"gen_id": gen_id, "updated_at": now, **values}
         else:
-            row = {"gen": gen_id, **{f"v_{k}": v for k, v in values.items()}}
+            row = {"gen": gen_id, "now": now, **{f"v_{k}": v for k, v in values.items()}}
         groups.setdefault(tuple(sorted(values)), []).append(row)
     for columns, rows in groups.items():
         if postgres:
             update_rows(c, GEN, rows, match=_BY_ID, returning=False)
-            continue
-        stmt = (
-            update(GEN)
-            .where(GEN.c.id == bindparam("gen"))
-            .values(updated_at=now, **{col: bindparam(f"v_{col}") for col in columns})
-        )
-        c.execute(stmt, rows)
+        else:
+            _event_update(columns).run_many(c, rows)
+
+
+@functools.cache
+def _event_update(columns: tuple[str, ...]) -> Prepared:
+    """SQLite's update of the generation columns ``columns`` by id, once per set of
+    columns (a handful: progress; provider, model, route…)."""
+    values = {col: bindparam(f"v_{col}", type_=GEN.c[col].type) for col in columns}
+    return Prepared(
+        update(GEN)
+        .where(GEN.c.id == bindparam("gen", type_=GEN.c.id.type))
+        .values(updated_at=bindparam("now", type_=GEN.c.updated_at.type), **values)
+    )
 
 
 _BY_ID = (("gen_id", "id"),)
