@@ -64,7 +64,7 @@ from benchlib.servers import (
     gateway,
     gateway_config,
 )
-from benchlib.workdir import file_create_us, make_workdir
+from benchlib.workdir import make_workdir
 
 # DESIGN.md §Performance principles (and the c=1 overhead aim).
 AIM_OVERHEAD_MS = 2.0
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(int(args.max_seconds))
 
-    work = make_workdir("pixelgate-bench-")
+    work, create_us = make_workdir("pixelgate-bench-")
     gateway_config(work, slow_ms=args.job_latency_ms)  # pixelgate-fast.toml
     pythonpath = export_ref(args.git_ref, work) if args.git_ref else None
     servers: list[Server] = []
@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpu": machine()["cpu"],
             "loadavg_before": os.getloadavg(),
-            "file_create_us": file_create_us(work),
+            "file_create_us": create_us,
         },
         "config": {
             "concurrency": concurrencies, "requests_c1": args.requests_c1,

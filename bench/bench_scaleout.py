@@ -35,7 +35,7 @@ import httpx
 import psycopg
 from benchlib.proc import stat_fields, status_kb
 from benchlib.servers import export_ref, free_port
-from benchlib.workdir import file_create_us, make_workdir
+from benchlib.workdir import make_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "pg_bench_admin_key_0123456789abcdef"
@@ -91,8 +91,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dbname = f"pixelgate_bench_{secrets.token_hex(4)}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    workdir = make_workdir("pixelgate-bench-scaleout-")
-    create_us = file_create_us(workdir)
+    workdir, create_us = make_workdir("pixelgate-bench-scaleout-")
     config = workdir / "pixelgate.toml"
     config.write_text(
         f'[providers.bench]\nkind = "placeholder"\nlatency_ms = {args.latency_ms}\n\n'

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.servers import ROOT
-from benchlib.workdir import file_create_us, make_workdir
+from benchlib.workdir import make_workdir
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -103,8 +103,7 @@ def guarded_run(results: dict[str, Any], prefix: str, keep: bool) -> Iterator[Pa
     """A throw-away work dir for the run's servers (logs, data; see
     :mod:`benchlib.workdir`), with what creating a file costs there; an exception inside
     is recorded as ``results["error"]`` (what was measured before it is kept), not raised."""
-    work = make_workdir(prefix)
-    results["machine"]["file_create_us"] = file_create_us(work)
+    work, results["machine"]["file_create_us"] = make_workdir(prefix)
     try:
         yield work
     except Exception as exc:  # keep what was measured; say what failed
