@@ -34,7 +34,6 @@ from sqlalchemy.sql.selectable import SelectBase
 __all__ = ["Prepared"]
 
 Params = Mapping[str, Any]
-Processor = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,10 @@ class _Plan:
     fetch: Callable[[Params], tuple[Any, ...]]
     constants: dict[str, Any]
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]
-    #: the row class and each column's result processor (``None``: the statement
-    #: returns no rows)
+    #: the row class (``None``: the statement returns no rows), and the columns that
+    #: have a result processor, by position (most have none)
     row: type | None
-    columns: tuple[Processor, ...]
+    columns: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def args(self, params: Params) -> Sequence[Any]:
         values = self.fetch({**self.constants, **params} if self.constants else params)
@@ -158,10 +157,8 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         return plan(None, ())
     exported = list(cast(Any, statement).exported_columns)
     row = namedtuple("Row", [col.key for col in exported], rename=True)  # type: ignore[misc]
-    columns = tuple(
-        col.type.dialect_impl(dialect).result_processor(dialect, None) for col in exported
-    )
-    return plan(row, columns)
+    results = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in exported]
+    return plan(row, tuple((i, p) for i, p in enumerate(results) if p is not None))
 
 
 def _scalar_defaults(compiled: SQLCompiler) -> dict[str, Any]:
@@ -204,4 +201,9 @@ def _execute(c: Connection, plan: _Plan, args: Any, *, many: bool) -> Any:
 
 def _row(plan: _Plan, raw: Sequence[Any]) -> Any:
     assert plan.row is not None
-    return plan.row(*[p(v) if p else v for p, v in zip(plan.columns, raw, strict=True)])
+    if not plan.columns:
+        return plan.row(*raw)
+    values = list(raw)
+    for index, process in plan.columns:
+        values[index] = process(values[index])
+    return plan.row(*values)
