@@ -1,4 +1,5 @@
-"""Validate, normalise and convert image bytes, safely and off the event loop.
+"""Validate, normalise and convert image bytes, safely and off the event loop (a small
+PNG that stays PNG aside: checking it costs less than the hop, see :func:`is_small_png`).
 
 Untrusted bytes are capped in size before anything parses them, only a short list of
 well-fuzzed formats is ever opened (never FITS, PDF, GD or EPS), and the pixel count
