@@ -351,6 +351,29 @@ async def test_revoked_key_stops_working(
     assert (await client.get("/v1/generations", headers=headers)).status_code == 401
 
 
+async def test_a_burst_after_the_key_cache_expired_makes_one_key_lookup(
+    client: httpx.AsyncClient, runtime: Runtime, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot route and FastAPI's routes alike: requests that miss the key cache at
+    the same moment share one query."""
+    records = runtime.services.records
+    lookup, looked = records.lookup_key, []
+
+    async def counted(key_hash: str) -> Any:
+        looked.append(key_hash)
+        return await lookup(key_hash)
+
+    monkeypatch.setattr(records, "lookup_key", counted)
+    app.state.key_cache.clear()
+    body = {"prompt": "a red fox", "width": 64, "height": 64}
+    answers = await asyncio.gather(
+        *(client.post("/v1/generations", json=body) for _ in range(10)),
+        *(client.get("/v1/generations") for _ in range(10)),
+    )
+    assert [a.status_code for a in answers] == [202] * 10 + [200] * 10
+    assert len(looked) == 1
+
+
 async def test_request_id_is_kept_when_given(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/generations/gen_missing", headers={"X-Request-ID": "trace-42"})
     assert r.status_code == 404
