@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,6 +90,7 @@ def validate_key(key: str) -> str:
     return key
 
 
+@functools.lru_cache(maxsize=4096)  # account and project names: a handful, on every image
 def _slug(value: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip(".-")
     return (cleaned or "default")[:64]
