@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import secrets
 from collections.abc import Callable
 from functools import partial
@@ -45,7 +46,8 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 FILE_MODE = 0o644
 #: prefix of in-flight temporary files; no valid key segment starts with a dot
 TEMP_PREFIX = ".tmp-"
-_PRINTABLE = 0x20
+#: a control character (below 0x20), which ``validate_key``'s pattern lets through at the end
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
@@ -207,7 +209,7 @@ def _write_new(path: str, data: bytes) -> None:
 def _check_key(key: str) -> None:
     validate_key(key)
     # validate_key's pattern ends in "$", which also matches before a final newline
-    if any(ord(ch) < _PRINTABLE for ch in key):
+    if _CONTROL.search(key):  # one C scan (a generator over the characters: ~14 µs)
         raise StorageError("invalid storage key", code="invalid_key")
 
 
