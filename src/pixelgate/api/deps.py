@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -13,6 +13,7 @@ from pixelgate.core.keys import hash_key
 from pixelgate.core.pipeline import Caller
 from pixelgate.errors import AuthenticationFailed, Forbidden, ValidationFailed
 from pixelgate.runtime import Runtime
+from pixelgate.shared_loads import SharedLoads
 from pixelgate.ui.session import session_key_hash
 
 __all__ = [
@@ -46,7 +47,7 @@ class KeyCache:
     def __init__(self, ttl_s: float = KEY_CACHE_TTL_S) -> None:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Caller | None]] = {}
-        self._loads: dict[str, asyncio.Task[Caller | None]] = {}
+        self._loads: SharedLoads[str, Caller | None] = SharedLoads()
 
     def get(self, key_hash: str) -> tuple[bool, Caller | None]:
         entry = self._entries.get(key_hash)
@@ -63,41 +64,16 @@ class KeyCache:
         self, key_hash: str, lookup: Callable[[], Awaitable[Caller | None]]
     ) -> Caller | None:
         """``lookup()``'s caller, cached; one lookup at a time per hash, shared by all
-        who miss meanwhile (a waiter that is cancelled does not cancel it)."""
-        task = self._loads.get(key_hash)
-        if task is None:
-            task = asyncio.ensure_future(self._load(key_hash, lookup))
-            task.add_done_callback(_retrieve)
-            self._loads[key_hash] = task
-        return await asyncio.shield(task)
-
-    async def _load(
-        self, key_hash: str, lookup: Callable[[], Awaitable[Caller | None]]
-    ) -> Caller | None:
-        me = asyncio.current_task()
-        try:
-            caller = await lookup()
-        finally:
-            current = self._loads.get(key_hash)
-            if current is me:
-                del self._loads[key_hash]
-        if current is me:  # not dropped meanwhile (a revocation): what it read is current
-            self.put(key_hash, caller)
-        return caller
+        who miss meanwhile (:class:`~pixelgate.shared_loads.SharedLoads`)."""
+        return await self._loads.get(key_hash, lookup, partial(self.put, key_hash))
 
     def drop(self, key_hash: str) -> None:
         self._entries.pop(key_hash, None)
-        self._loads.pop(key_hash, None)
+        self._loads.forget(key_hash)
 
     def clear(self) -> None:
         self._entries.clear()
         self._loads.clear()
-
-
-def _retrieve(task: asyncio.Task[Caller | None]) -> None:
-    """Mark a shared lookup's error as seen: its waiters each get it from ``shield``."""
-    if not task.cancelled():
-        task.exception()
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -36,12 +36,6 @@ _UPDATABLE = frozenset(
         "settings",
     }
 )
-
-
-def _retrieve(load: asyncio.Future[AccountView]) -> None:
-    """Mark a shared read's error as seen: its callers each get it from ``shield``."""
-    if not load.cancelled():
-        load.exception()
 
 
 class AccountStore(StoreBase):
@@ -157,31 +151,19 @@ class AccountStore(StoreBase):
         hit = self._account_cache.get(account_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        load = self._account_loads.get(account_id)
-        if load is None:
-            load = asyncio.ensure_future(self._load_account(account_id))
-            load.add_done_callback(_retrieve)
-            self._account_loads[account_id] = load
-        return await asyncio.shield(load)
+        return await self._account_loads.get(
+            account_id, partial(self.get_account, account_id), partial(self._keep, account_id)
+        )
 
     def peek_account_cached(self, account_id: str) -> AccountView | None:
         """The cached view of the account if it is fresh, else None (no read)."""
         hit = self._account_cache.get(account_id)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
-    async def _load_account(self, account_id: str) -> AccountView:
-        me = asyncio.current_task()
-        try:
-            account = await self.get_account(account_id)
-        finally:
-            current = self._account_loads.get(account_id)
-            if current is me:
-                del self._account_loads[account_id]
-        if current is me:  # not dropped by a change meanwhile: what it read is current
-            if len(self._account_cache) > ACCOUNT_CACHE_MAX:
-                self._account_cache.clear()
-            self._account_cache[account_id] = (time.monotonic() + ACCOUNT_CACHE_TTL_S, account)
-        return account
+    def _keep(self, account_id: str, account: AccountView) -> None:
+        if len(self._account_cache) > ACCOUNT_CACHE_MAX:
+            self._account_cache.clear()
+        self._account_cache[account_id] = (time.monotonic() + ACCOUNT_CACHE_TTL_S, account)
 
     async def list_accounts(self) -> list[AccountView]:
         rows = await self.read(lambda c: c.execute(_ACCOUNT.order_by(Account.created_at)).all())

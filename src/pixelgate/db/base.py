@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pixelgate.core.models import AccountView
 from pixelgate.db.engine import Database, TxFunction
 from pixelgate.db.writer import GroupWriter
+from pixelgate.shared_loads import SharedLoads
 
 __all__ = ["StoreBase", "utcnow"]
 
@@ -33,14 +33,14 @@ class StoreBase:
         self.clock = clock or utcnow
         self.writer = GroupWriter(db)
         self._account_cache: dict[str, tuple[float, AccountView]] = {}
-        self._account_loads: dict[str, asyncio.Future[AccountView]] = {}
+        self._account_loads: SharedLoads[str, AccountView] = SharedLoads()
         # url_for(key) -> str, set by the runtime so views carry image URLs
         self.url_for: Callable[[str], str] = url_for or (lambda key: f"/files/{key}")
 
     def _forget_account(self, account_id: str) -> None:
         """Drop the cached account (and a read in flight) after this process changed it."""
         self._account_cache.pop(account_id, None)
-        self._account_loads.pop(account_id, None)
+        self._account_loads.forget(account_id)
 
     @property
     def postgres(self) -> bool:
