@@ -5,8 +5,9 @@
     OpenAI-compatible ``POST /v1/images/generations``; pixelgate's ``openai`` instance
     points at a fake OpenAI upstream that answers after ``--upstream-ms`` (2,000 ms).
     Reports wall time (first request to last answer), answers by status (200, 504 …),
-    percentiles and the server's peak RSS; then the same burst straight to the fake,
-    the ceiling.
+    percentiles and the server's peak RSS; then the same burst through a bare forwarding
+    proxy (``benchlib/apps/min_proxy.py``: one Python hop that only forwards, the floor
+    for any Python gateway here) and straight to the fake, the ceiling.
 (b) **Async jobs**: ``--async-n`` (10,000) ``POST /v1/generations`` (202) over
     ``--connections`` (256) keep-alive connections on the ``slow`` placeholder
     (``latency_ms = --job-ms``, 2,000), then polls until none is PENDING/PROCESSING.
@@ -87,6 +88,21 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                            rss_peak_mb=round(rss.peak_mb, 1), server_cpu_s=round(cpu.seconds, 2))
                 out["litellm"] = res
                 lite.stop()
+
+        bare = started.add(servers.app_server(work, "bare-proxy", "min_proxy.py",
+                                              "--upstream", fake.url))
+        bare.wait_ready("/health", 30)
+        hop = load.Target(bare.url + route, target.body, AUTH, target.check,
+                          timeout=args.request_timeout)
+        asyncio.run(load.burst(hop, n=1))  # warm, like the others
+        print(f"... sync burst n={args.sync_n} -> bare forwarding proxy (one Python hop)",
+              file=sys.stderr)
+        with PeakRss([bare.pid]) as rss, CpuMeter(bare.pid) as cpu:
+            res = asyncio.run(load.burst(hop, n=args.sync_n))
+        res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1),
+                   server_cpu_s=round(cpu.seconds, 2))
+        out["bare_proxy"] = res
+        bare.stop()
 
         print(f"... sync burst n={args.sync_n} -> fake upstream (ceiling)", file=sys.stderr)
         direct = load.Target(fake.url + route, target.body, AUTH, target.check,
@@ -192,9 +208,17 @@ def summary(r: dict[str, Any]) -> str:
              json.dumps(d.get("errors")) if d.get("errors") else "none", "none"],
             ["… p50 / p99 of the 200s", f"{p['p50_ms']:.0f} / {p['p99_ms']:.0f} ms",
              f"{d.get('p50_ms', 0):.0f} / {d.get('p99_ms', 0):.0f} ms", ""],
-            ["… peak RSS (server tree)", f"{p['rss_peak_mb']:.0f} MB",
+            ["… peak RSS (server tree; at the start)",
+             f"{p['rss_peak_mb']:.0f} MB ({p['rss_start_mb']:.0f})",
              f"{d.get('rss_peak_mb', 0):.0f} MB (fake)", f"≤ {TARGET_SYNC_MB:.0f} MB"],
         ]
+    hop = s.get("bare_proxy") if s else None
+    if s and hop:
+        rows.append(["… the same burst through a bare forwarding proxy (one Starlette + "
+                     "aiohttp hop: no auth, database, storage or accounting): wall time, "
+                     "200s, peak RSS (start)",
+                     f"{hop['wall_s']:.2f} s, {hop['ok']}/{s['n']}, {hop['rss_peak_mb']:.0f} MB "
+                     f"({hop['rss_start_mb']:.0f})", "", ""])
     lite = s.get("litellm") if s else None
     if s and lite:
         rows.append(["… the same burst through LiteLLM (1 worker): wall time, 200s, peak RSS",
