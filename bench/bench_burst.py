@@ -29,6 +29,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,29 @@ OPENAI_BODY = {"model": "gpt-image-1", "prompt": "a red fox", "n": 1, "size": "1
 # issue 13, "What to reach"
 TARGET_SYNC_S, TARGET_SYNC_MB = 2.6, 150.0
 TARGET_ASYNC_S, TARGET_ASYNC_MB = 10.0, 300.0
+
+
+def _upstream_timeline(fake_url: str) -> dict[str, list[float]]:
+    """The fake's arrival and answer times since the last call (the call clears them)."""
+    with urllib.request.urlopen(fake_url + "/timeline", timeout=30) as resp:
+        times: dict[str, list[float]] = json.loads(resp.read())
+    return times
+
+
+def _phased_burst(target: load.Target, n: int, fake_url: str) -> dict[str, Any]:
+    """``load.burst`` plus where its time went: when the first and the last request
+    reached the upstream and when it answered them, in seconds from the burst's start."""
+    _upstream_timeline(fake_url)
+    t0 = time.time()
+    res = asyncio.run(load.burst(target, n=n))
+    times = _upstream_timeline(fake_url)
+    phases: dict[str, float | None] = {}
+    for key in ("arrived", "answered"):
+        seen = times[key]
+        phases[f"upstream_first_{key}_s"] = round(min(seen) - t0, 3) if seen else None
+        phases[f"upstream_last_{key}_s"] = round(max(seen) - t0, 3) if seen else None
+    res["phases"] = phases
+    return res
 
 
 def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -65,7 +89,7 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raise RuntimeError(f"probe of {route} failed: {probe['errors']}\n{gw.log_tail()}")
         print(f"... sync burst n={args.sync_n} -> pixelgate {route}", file=sys.stderr)
         with PeakRss([gw.pid]) as rss, CpuMeter(gw.pid) as cpu:
-            res = asyncio.run(load.burst(target, n=args.sync_n))
+            res = _phased_burst(target, args.sync_n, fake.url)
         res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1),
                    server_cpu_s=round(cpu.seconds, 2),
                    log_warnings=gw.log_warnings())
@@ -83,7 +107,7 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 asyncio.run(load.burst(via, n=1))  # warm, like the others
                 print(f"... sync burst n={args.sync_n} -> LiteLLM (peer)", file=sys.stderr)
                 with PeakRss([lite.pid]) as rss, CpuMeter(lite.pid) as cpu:
-                    res = asyncio.run(load.burst(via, n=args.sync_n))
+                    res = _phased_burst(via, args.sync_n, fake.url)
                 res.update(rss_start_mb=round(rss.start_mb, 1),
                            rss_peak_mb=round(rss.peak_mb, 1), server_cpu_s=round(cpu.seconds, 2))
                 out["litellm"] = res
@@ -98,7 +122,7 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print(f"... sync burst n={args.sync_n} -> bare forwarding proxy (one Python hop)",
               file=sys.stderr)
         with PeakRss([bare.pid]) as rss, CpuMeter(bare.pid) as cpu:
-            res = asyncio.run(load.burst(hop, n=args.sync_n))
+            res = _phased_burst(hop, args.sync_n, fake.url)
         res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1),
                    server_cpu_s=round(cpu.seconds, 2))
         out["bare_proxy"] = res
@@ -108,7 +132,7 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         direct = load.Target(fake.url + route, target.body, AUTH, target.check,
                              timeout=args.request_timeout)
         with PeakRss([fake.pid]) as rss:
-            res = asyncio.run(load.burst(direct, n=args.sync_n))
+            res = _phased_burst(direct, args.sync_n, fake.url)
         res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1))
         out["direct"] = res
     return out
@@ -193,6 +217,14 @@ def async_jobs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def _phases(res: dict[str, Any] | None) -> str:
+    ph = (res or {}).get("phases") or {}
+    keys = ("upstream_first_arrived_s", "upstream_last_arrived_s", "upstream_last_answered_s")
+    if any(ph.get(k) is None for k in keys):
+        return "-"
+    return " / ".join(f"{ph[k]:.2f}" for k in keys)
+
+
 def summary(r: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     s = r.get("sync")
@@ -212,6 +244,12 @@ def summary(r: dict[str, Any]) -> str:
              f"{p['rss_peak_mb']:.0f} MB ({p['rss_start_mb']:.0f})",
              f"{d.get('rss_peak_mb', 0):.0f} MB (fake)", f"≤ {TARGET_SYNC_MB:.0f} MB"],
         ]
+    if s and "pixelgate" in s:
+        rows.append(["… where the time went: the upstream got the first / the last request, "
+                     "answered the last (s from the start)",
+                     _phases(s.get("pixelgate")),
+                     f"{_phases(s.get('direct'))} (direct); {_phases(s.get('bare_proxy'))} "
+                     "(bare proxy)", ""])
     hop = s.get("bare_proxy") if s else None
     if s and hop:
         rows.append(["… the same burst through a bare forwarding proxy (one Starlette + "

@@ -3,7 +3,9 @@
 ``POST /v1/images/generations`` -> ``{"created", "data": [{"b64_json", "revised_prompt"}]}``
 with a fixed 64x64 PNG made once at start; ``--latency-ms`` adds an ``asyncio.sleep``
 (no CPU) before answering. ``GET /health`` -> 200. Starlette on uvicorn, one process:
-it parses the JSON body like a real provider would.
+it parses the JSON body like a real provider would. ``GET /timeline`` -> the wall-clock
+times (``time.time()``) at which each request since the last call arrived and was
+answered, ``{"arrived": [...], "answered": [...]}``; the call clears them.
 
     python fake_openai.py --port 18501 --latency-ms 2000
 """
@@ -25,6 +27,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 LATENCY_S = 0.0
+#: wall-clock times of the requests since the last GET /timeline (bounded: a long closed
+#: loop keeps only the first MAX_TIMES)
+MAX_TIMES = 100_000
+ARRIVED: list[float] = []
+ANSWERED: list[float] = []
+
+
+def _note(times: list[float]) -> None:
+    if len(times) < MAX_TIMES:
+        times.append(time.time())
 
 
 def _png() -> bytes:
@@ -37,6 +49,7 @@ PNG_B64 = base64.b64encode(_png()).decode("ascii")
 
 
 async def generations(request: Request) -> Response:
+    _note(ARRIVED)
     try:
         body: dict[str, Any] = await request.json()
     except ValueError:
@@ -45,6 +58,7 @@ async def generations(request: Request) -> Response:
         await asyncio.sleep(LATENCY_S)
     item = {"b64_json": PNG_B64, "revised_prompt": str(body.get("prompt", ""))}
     payload = {"created": int(time.time()), "data": [item] * int(body.get("n") or 1)}
+    _note(ANSWERED)
     return Response(json.dumps(payload), media_type="application/json")
 
 
@@ -52,9 +66,17 @@ async def health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+async def timeline(request: Request) -> Response:
+    out = {"arrived": list(ARRIVED), "answered": list(ANSWERED)}
+    ARRIVED.clear()
+    ANSWERED.clear()
+    return JSONResponse(out)
+
+
 app = Starlette(routes=[
     Route("/v1/images/generations", generations, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/timeline", timeline, methods=["GET"]),
 ])
 
 
