@@ -224,7 +224,7 @@ def worker(
 def migrate(config: ConfigOpt = None) -> None:
     """Apply database migrations."""
     from pixelgate.datadir import prepare_data_dir
-    from pixelgate.db.engine import run_migrations, schema_revision
+    from pixelgate.db.migrate import run_migrations, schema_revision
     from pixelgate.queue.base import prepare_queue
 
     settings = command_settings(config=config)

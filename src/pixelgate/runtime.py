@@ -25,7 +25,8 @@ from pixelgate.core.ports import RecordStore
 from pixelgate.core.services import Services
 from pixelgate.core.tickets import MemoryTickets, TicketStore
 from pixelgate.datadir import prepare_data_dir
-from pixelgate.db.engine import Database, run_migrations
+from pixelgate.db.engine import Database
+from pixelgate.db.migrate import run_migrations
 from pixelgate.db.quiet import hide_statement_parameters
 from pixelgate.db.reports import Reports
 from pixelgate.db.store import Store, hash_key

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pixelgate.db.engine import head_revision, run_migrations, run_migrations_sync, schema_revision
+from pixelgate.db.migrate import head_revision, run_migrations, run_migrations_sync, schema_revision
 
 
 def test_the_head_read_from_the_files_is_alembics() -> None:
     from alembic.script import ScriptDirectory
 
-    from pixelgate.db.engine import _alembic_config
+    from pixelgate.db.migrate import _alembic_config
 
     assert (
         head_revision()
@@ -39,7 +39,7 @@ def test_a_database_at_the_head_is_left_alone_without_alembic(tmp_path: Path) ->
     run_migrations_sync(url)
     script = (
         "import asyncio, sys\n"
-        "from pixelgate.db.engine import run_migrations\n"
+        "from pixelgate.db.migrate import run_migrations\n"
         f"asyncio.run(run_migrations({url!r}))\n"
         "print('alembic' in sys.modules)\n"
     )
@@ -107,7 +107,7 @@ def test_a_new_database_is_created_without_alembic(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
     script = (
         "import asyncio, sys\n"
-        "from pixelgate.db.engine import run_migrations, schema_revision\n"
+        "from pixelgate.db.migrate import run_migrations, schema_revision\n"
         f"asyncio.run(run_migrations({url!r}))\n"
         f"print(asyncio.run(schema_revision({url!r})))\n"
         "print(sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n"
@@ -179,7 +179,7 @@ def test_a_start_reads_and_creates_sqlite_without_an_engine(tmp_path: Path) -> N
     url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
     script = (
         "import asyncio, sys\n"
-        "from pixelgate.db.engine import run_migrations\n"
+        "from pixelgate.db.migrate import run_migrations\n"
         f"asyncio.run(run_migrations({url!r}))\n"
         f"asyncio.run(run_migrations({url!r}))\n"
         "print(sorted(m for m in ('aiosqlite', 'pixelgate.db.tables') if m in sys.modules))\n"
@@ -190,7 +190,7 @@ def test_a_start_reads_and_creates_sqlite_without_an_engine(tmp_path: Path) -> N
 async def test_a_revision_table_of_several_rows_is_left_to_alembic(tmp_path: Path) -> None:
     import sqlite3
 
-    from pixelgate.db.engine import _revision_or_none
+    from pixelgate.db.migrate import _revision_or_none
 
     path = tmp_path / "two.db"
     conn = sqlite3.connect(path)

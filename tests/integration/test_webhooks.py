@@ -297,7 +297,7 @@ def test_migration_0002_adds_and_removes_the_deliveries_table(tmp_path: Any) -> 
     from alembic import command
     from sqlalchemy import create_engine, inspect
 
-    from pixelgate.db.engine import _alembic_config, run_migrations_sync
+    from pixelgate.db.migrate import _alembic_config, run_migrations_sync
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
 

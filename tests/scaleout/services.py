@@ -125,7 +125,7 @@ def fresh_database(migrate: bool = True) -> Iterator[PgDatabase]:
         if migrate:
             import asyncio
 
-            from pixelgate.db.engine import run_migrations_sync
+            from pixelgate.db.migrate import run_migrations_sync
             from pixelgate.queue.engine import install_schema
 
             run_migrations_sync(db.sqlalchemy_url)

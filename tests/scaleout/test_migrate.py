@@ -47,8 +47,8 @@ def test_a_new_database_created_from_the_metadata_equals_the_migrated_one() -> N
     """On PostgreSQL too, the empty-database road (tables from the ORM metadata, the head
     stamped, one transaction) gives the schema, indexes, constraints and rows of every
     migration run one after the other."""
-    from pixelgate.db.engine import head_revision, run_migrations_sync
     from pixelgate.db.fresh import create_fresh_schema
+    from pixelgate.db.migrate import head_revision, run_migrations_sync
 
     head = head_revision()
     assert head is not None

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pixelgate.threads import ThreadLane
 
-__all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch", "run_migrations"]
+__all__ = ["Database", "Dispatcher", "Outcome", "TxFunction", "dispatch"]
 
 _PING = text("SELECT 1")
 #: a transaction function: plain synchronous code over one connection, run in one hop
@@ -93,7 +91,7 @@ class Database:
         self.dispatcher: Dispatcher | None = None
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            _ensure_sqlite_dir(url)
+            ensure_sqlite_dir(url)
             sync_url = url.replace("+aiosqlite", "")
             options: dict[str, Any] = {
                 "hide_parameters": True,  # request values never reach an error or a log
@@ -358,7 +356,8 @@ def _read_in_thread(engine: Engine, fn: TxFunction) -> Any:
         return fn(conn)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of the SQLite file ``url`` names (nothing for memory)."""
     path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -373,117 +372,3 @@ def plain_sqlite_file(url: str) -> str | None:
     if not sep or not path or path == ":memory:" or path.startswith("file:"):
         return None
     return None if "?" in path or "%" in path else path
-
-
-def _sqlite_revision(path: str) -> str | None:
-    """:func:`schema_revision` over one ``sqlite3`` connection (no engine, no aiosqlite)."""
-    conn = sqlite3.connect(path)
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-        ).fetchone()
-        if found is None:
-            return None
-        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    finally:
-        conn.close()
-    if len(rows) > 1:
-        raise ValueError(f"{path}: alembic_version holds {len(rows)} rows")
-    return str(rows[0][0]) if rows else None
-
-
-def _alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
-def run_migrations_sync(url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision`` (blocking; runs its own event loop)."""
-    from alembic import command
-
-    if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
-    command.upgrade(_alembic_config(url), revision)
-
-
-async def run_migrations(url: str, revision: str = "head") -> None:
-    """Apply migrations from async code (Alembic's async env needs its own loop).
-
-    A database already at the newest revision (every restart) is left alone without
-    importing Alembic and loading its scripts, ~0.14 s of a start; an empty one gets the
-    newest schema in one transaction (:mod:`pixelgate.db.fresh`), also without Alembic.
-    """
-    if revision == "head":
-        head = head_revision()
-        if head is not None:
-            current = await _revision_or_none(url)
-            if current == head:
-                return
-            if current is None and await _fresh_or_false(url, head):
-                return
-    await asyncio.to_thread(run_migrations_sync, url, revision)
-
-
-_REVISION = re.compile(r'^revision: str = "([^"]+)"$', re.MULTILINE)
-_DOWN_REVISION = re.compile(r'^down_revision: str \| None = (?:"([^"]+)"|None)$', re.MULTILINE)
-
-
-def head_revision() -> str | None:
-    """The newest migration, read from the version files without importing Alembic;
-    None when they do not read as one line of revisions (then Alembic decides)."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
-        source = path.read_text(encoding="utf-8")
-        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
-        if revision is None or down is None:
-            return None
-        revisions.add(revision[1])
-        if down[1]:
-            parents.add(down[1])
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-async def schema_revision(url: str) -> str | None:
-    """The Alembic revision the database is at, or ``None`` before the first migration
-    (read from ``alembic_version`` without importing Alembic)."""
-    if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
-        path = plain_sqlite_file(url)
-        if path is not None:
-            return await asyncio.to_thread(_sqlite_revision, path)
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            if not await conn.run_sync(lambda sync: inspect(sync).has_table("alembic_version")):
-                return None
-            found = await conn.execute(text("SELECT version_num FROM alembic_version"))
-            return found.scalar_one_or_none()
-    finally:
-        await engine.dispose()
-
-
-async def _fresh_or_false(url: str, head: str) -> bool:
-    """:func:`~pixelgate.db.fresh.create_fresh_schema`, or False when it fails (an
-    unreachable database: Alembic then reports why)."""
-    from pixelgate.db.fresh import create_fresh_schema
-
-    try:
-        return await create_fresh_schema(url, head)
-    except Exception:
-        return False
-
-
-async def _revision_or_none(url: str) -> str | None:
-    """:func:`schema_revision`, or None when it cannot be read (an unreachable database:
-    Alembic then reports why)."""
-    try:
-        return await schema_revision(url)
-    except Exception:
-        return None

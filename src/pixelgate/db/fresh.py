@@ -34,6 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from pixelgate.db.engine import ensure_sqlite_dir, plain_sqlite_file, sqlite_connection_setup
+
 __all__ = ["VERSION_TABLE", "create_fresh_schema", "version_table"]
 
 VERSION_TABLE = "alembic_version"
@@ -88,9 +90,7 @@ def _create_sqlite_on(conn: sqlite3.Connection, head: str) -> bool:
 
 
 def _create_sqlite(url: str, head: str) -> bool:
-    from pixelgate.db.engine import _ensure_sqlite_dir, plain_sqlite_file, sqlite_connection_setup
-
-    _ensure_sqlite_dir(url)
+    ensure_sqlite_dir(url)
     path = plain_sqlite_file(url)
     if path is not None:
         conn = sqlite3.connect(path)
