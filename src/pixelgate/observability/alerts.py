@@ -263,7 +263,6 @@ class AlertManager:
             account_secret,
             sign,
         )
-        from pixelgate.runtime import ADMIN_ACCOUNT
 
         settings = self.runtime.settings
         event = ALERT_EVENTS[alert["status"]]
@@ -271,13 +270,15 @@ class AlertManager:
             {"type": event, "created_at": _iso(self.clock()), "alert": alert},
             separators=(",", ":"),
         ).encode()
-        admin = await self.runtime.store.ensure_account(ADMIN_ACCOUNT)
+        admin = await self.runtime.local_caller()  # the admin account signs alerts
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             EVENT_HEADER: event,
             DELIVERY_HEADER: f"{alert['id']}:{alert['status']}",
-            SIGNATURE_HEADER: sign(account_secret(settings, admin.id), int(time.time()), body),
+            SIGNATURE_HEADER: sign(
+                account_secret(settings, admin.account_id), int(time.time()), body
+            ),
         }
         for attempt in range(settings.webhook_max_attempts):
             result = await self.runtime.pipeline.fetcher.send(
