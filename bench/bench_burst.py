@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 from benchlib import load, report, servers
-from benchlib.proc import CpuMeter, PeakRss
+from benchlib.proc import CpuMeter, CpuTimeline, PeakRss
 from benchlib.servers import ADMIN_KEY, Servers
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"}
@@ -88,8 +88,9 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if probe["ok"] != 1:
             raise RuntimeError(f"probe of {route} failed: {probe['errors']}\n{gw.log_tail()}")
         print(f"... sync burst n={args.sync_n} -> pixelgate {route}", file=sys.stderr)
-        with PeakRss([gw.pid]) as rss, CpuMeter(gw.pid) as cpu:
+        with PeakRss([gw.pid]) as rss, CpuMeter(gw.pid) as cpu, CpuTimeline(gw.pid) as tl:
             res = _phased_burst(target, args.sync_n, fake.url)
+        res["cores_by_quarter_s"] = tl.cores
         res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1),
                    server_cpu_s=round(cpu.seconds, 2),
                    log_warnings=gw.log_warnings())
@@ -121,8 +122,9 @@ def sync_burst(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         asyncio.run(load.burst(hop, n=1))  # warm, like the others
         print(f"... sync burst n={args.sync_n} -> bare forwarding proxy (one Python hop)",
               file=sys.stderr)
-        with PeakRss([bare.pid]) as rss, CpuMeter(bare.pid) as cpu:
+        with PeakRss([bare.pid]) as rss, CpuMeter(bare.pid) as cpu, CpuTimeline(bare.pid) as tl:
             res = _phased_burst(hop, args.sync_n, fake.url)
+        res["cores_by_quarter_s"] = tl.cores
         res.update(rss_start_mb=round(rss.start_mb, 1), rss_peak_mb=round(rss.peak_mb, 1),
                    server_cpu_s=round(cpu.seconds, 2))
         out["bare_proxy"] = res
@@ -225,6 +227,11 @@ def _phases(res: dict[str, Any] | None) -> str:
     return " / ".join(f"{ph[k]:.2f}" for k in keys)
 
 
+def _cores(res: dict[str, Any] | None) -> str:
+    cores = (res or {}).get("cores_by_quarter_s")
+    return " ".join(f"{c:.1f}" for c in cores) if cores else "-"
+
+
 def summary(r: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     s = r.get("sync")
@@ -250,6 +257,10 @@ def summary(r: dict[str, Any]) -> str:
                      _phases(s.get("pixelgate")),
                      f"{_phases(s.get('direct'))} (direct); {_phases(s.get('bare_proxy'))} "
                      "(bare proxy)", ""])
+    if s and "pixelgate" in s:
+        rows.append(["… the server's CPU in each quarter second, in cores (all its threads)",
+                     _cores(s.get("pixelgate")), f"{_cores(s.get('bare_proxy'))} (bare proxy)",
+                     ""])
     hop = s.get("bare_proxy") if s else None
     if s and hop:
         rows.append(["… the same burst through a bare forwarding proxy (one Starlette + "

@@ -169,3 +169,41 @@ class CpuMeter:
 
     def per_request_ms(self, requests: int) -> float:
         return self.seconds * 1000 / requests if requests else float("nan")
+
+
+class CpuTimeline:
+    """The cores a process keeps busy over time: ``with CpuTimeline(pid) as tl: ...``
+    then ``tl.cores``, its CPU seconds per wall second in each ``step`` s from the start
+    (all its threads, from ``schedstat``; sampled in a thread of this process)."""
+
+    def __init__(self, pid: int, step: float = 0.25) -> None:
+        self.pid = pid
+        self.step = step
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            self.samples.append((time.monotonic(), cpu_s(self.pid)))
+        except OSError:  # the process is gone
+            self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.step):
+            self._sample()
+
+    def __enter__(self) -> CpuTimeline:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def cores(self) -> list[float]:
+        pairs = zip(self.samples, self.samples[1:], strict=False)
+        return [round((c1 - c0) / (t1 - t0), 2) for (t0, c0), (t1, c1) in pairs if t1 > t0]
