@@ -257,7 +257,6 @@ def summary(r: dict[str, Any]) -> str:
                      _phases(s.get("pixelgate")),
                      f"{_phases(s.get('direct'))} (direct); {_phases(s.get('bare_proxy'))} "
                      "(bare proxy)", ""])
-    if s and "pixelgate" in s:
         rows.append(["… the server's CPU in each quarter second, in cores (all its threads)",
                      _cores(s.get("pixelgate")), f"{_cores(s.get('bare_proxy'))} (bare proxy)",
                      ""])
