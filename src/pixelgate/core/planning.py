@@ -35,6 +35,8 @@ __all__ = ["MAX_HANDED_PLANS", "RoutePlan", "RoutePlanner"]
 
 #: plans kept for runs about to start; more than a worker runs at once is a leak
 MAX_HANDED_PLANS = 10_000
+#: accounts whose validated routing settings are kept (the oldest go first)
+MAX_ACCOUNT_ROUTINGS = 10_000
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class RoutePlanner:
         if known is not None and known[0] == settings:
             return known[1]
         parsed = AccountRouting.parse(settings, account_id=account.id)
-        if len(self._routing_of) >= MAX_HANDED_PLANS:
+        if len(self._routing_of) >= MAX_ACCOUNT_ROUTINGS:
             del self._routing_of[next(iter(self._routing_of))]
         self._routing_of[account.id] = (settings, parsed)
         return parsed
